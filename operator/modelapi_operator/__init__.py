@@ -1,0 +1,1 @@
+"""modelapi operator: turns ModelAPI resources into Kubernetes objects."""

@@ -1,0 +1,1 @@
+"""Pure builders: validated spec -> Kubernetes manifests (no I/O)."""

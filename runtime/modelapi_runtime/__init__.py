@@ -1,0 +1,1 @@
+"""modelapi runtime: serves an ONNX model over KServe v1 and Open Inference Protocol v2."""

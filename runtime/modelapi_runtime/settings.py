@@ -1,0 +1,53 @@
+"""The runtime's configuration: the one definition of the operator <-> runtime contract.
+
+Every field is a ``modelapi-runtime`` flag (``--model-uri``) and a ``MODELAPI_*`` environment
+variable (``MODELAPI_MODEL_URI``). The operator builds the pod's environment from these field
+names (see :func:`env_var_name`), so a rename here is a contract change seen by both sides.
+
+This module must stay light: the operator imports it, and it must not pull onnxruntime, numpy,
+boto3 or FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODELAPI_"
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings of ``modelapi-runtime serve`` (and, for the artifact fields, ``pull``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    model_uri: str = Field(description="Artifact URI: s3://BUCKET/KEY, https://..., or file:///path.")
+    name: str = Field(default="model", description="Model name used in the URL paths and metric labels.")
+    revision: str = Field(default="", description="Revision label for metrics (set by the operator).")
+    sha256: str | None = Field(default=None, description="Expected SHA-256 of the model artifact (64 hex).")
+    handler: str | None = Field(default=None, description="Optional pre/post-processing module URI (.py).")
+    handler_sha256: str | None = Field(default=None, description="Expected SHA-256 of the handler module.")
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port for inference, health and metrics.")
+    host: str = Field(default="0.0.0.0", description="Address to bind.")  # noqa: S104 - a server in a pod
+    max_batch_size: int = Field(default=1, ge=1, le=4096, description="Dynamic batching size; 1 = off.")
+    max_latency_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="Longest wait to fill a batch, in milliseconds."
+    )
+    threads: int = Field(default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = derived.")
+    device: Device = Field(default="auto", description="auto (CUDA when active), cpu, or cuda (fail if absent).")
+    model_dir: str = Field(
+        default="/models", description="Writable directory for downloaded artifacts (the cache)."
+    )
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint override (MinIO, versitygw, ...).")
+    s3_region: str | None = Field(default=None, description="S3 region.")
+
+
+def env_var_name(field: str) -> str:
+    """``model_uri`` -> ``MODELAPI_MODEL_URI``; refuses names that are not settings fields."""
+    if field not in RuntimeSettings.model_fields:
+        raise KeyError(f"{field!r} is not a RuntimeSettings field")
+    return ENV_PREFIX + field.upper()
