@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing modelapi[dev]"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create the virtualenv and install the project with its dev extras

@@ -1,1 +1,30 @@
-"""Pure builders: validated spec -> Kubernetes manifests (no I/O)."""
+"""Pure builders: validated spec (+ owner identity, revision, settings) -> Kubernetes manifests.
+
+No I/O, clock, randomness or environment here; the same inputs always give the same manifests.
+"""
+
+from modelapi_operator.builders.children import build_children, uses_gateway_api
+from modelapi_operator.builders.common import Manifest, Owner, RuntimeImages
+from modelapi_operator.builders.deployment import build_deployment, effective_surge_and_unavailable
+from modelapi_operator.builders.hpa import build_hpa
+from modelapi_operator.builders.httproute import build_httproute
+from modelapi_operator.builders.pdb import build_pdb, wants_pdb
+from modelapi_operator.builders.revision import compute_revision
+from modelapi_operator.builders.service import build_service, service_url
+
+__all__ = [
+    "Manifest",
+    "Owner",
+    "RuntimeImages",
+    "build_children",
+    "build_deployment",
+    "build_hpa",
+    "build_httproute",
+    "build_pdb",
+    "build_service",
+    "compute_revision",
+    "effective_surge_and_unavailable",
+    "service_url",
+    "uses_gateway_api",
+    "wants_pdb",
+]

@@ -1,0 +1,62 @@
+"""Regular expressions shared by the CEL rules and their Python twins.
+
+CEL's ``matches`` (RE2) searches anywhere in the string, like Python's ``re.search``; each pattern
+here is written in the subset both engines read the same way, and anchored where it must be.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from modelapi_operator.api.rules import CelRule
+
+# DNS-1123 subdomain (Secret, ServiceAccount, ConfigMap names).
+DNS1123_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# DNS-1035 label (Service names: must start with a letter).
+DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes resource.Quantity (k8s.io/apimachinery's regexp), with an optional leading '+'.
+QUANTITY: Final = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+SHA256_HEX: Final = r"^[a-fA-F0-9]{64}$"
+ARTIFACT_SCHEME: Final = r"^(s3://|https://|file:///)"
+URI_WITH_CREDENTIALS: Final = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@"
+S3_BUCKET_AND_KEY: Final = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
+HTTPS_HOST_AND_PATH: Final = r"^https://[^/\s]+/\S+$"
+NO_WHITESPACE: Final = r"^\S+$"
+PYTHON_MODULE: Final = r"\.py(\?\S*)?$"
+ENDPOINT_URL: Final = r"^https?://[^/@\s]+(/\S*)?$"
+ENV_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+SECRET_LIKE_ENV_NAME: Final = r"(?i)(password|passwd|secret|token|api_?key|private_?key|credential)"  # noqa: S105
+RESERVED_ENV_NAME: Final = r"^(MODELAPI_|AWS_ACCESS_KEY_ID$|AWS_SECRET_ACCESS_KEY$|AWS_SESSION_TOKEN$)"
+PERCENT: Final = r"^(100|[1-9]?[0-9])%$"
+REGION: Final = r"^[a-z0-9-]+$"
+
+
+def search(pattern: str, value: str) -> bool:
+    return re.search(pattern, value) is not None
+
+
+def cel_matches(pattern: str, subject: str = "self") -> str:
+    """A CEL ``matches`` call with the pattern as a raw string literal (no double escaping)."""
+    if "'" in pattern:
+        raise ValueError("patterns must not contain single quotes")
+    return f"{subject}.matches(r'{pattern}')"
+
+
+def regex_rule(pattern: str, message: str) -> CelRule:
+    """A field rule: the value must match ``pattern``."""
+    return CelRule(cel=cel_matches(pattern), message=message, check=lambda value: search(pattern, value))
+
+
+def quantity_is_positive(value: str) -> bool:
+    """True for a well-formed Kubernetes quantity greater than zero ("500m", "2", "1.5Gi")."""
+    if not search(QUANTITY, value):
+        return False
+    mantissa = re.match(r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))", value)
+    try:
+        return mantissa is not None and Decimal(mantissa.group(0)) > 0
+    except InvalidOperation:
+        return False

@@ -1,0 +1,86 @@
+"""The ModelAPI status: what users (and Argo CD) read. Written only by the operator."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from modelapi_operator.api.base import StatusModel
+
+ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+RevisionRole = Literal["stable", "canary", "lastKnownGood"]
+
+
+class Condition(StatusModel):
+    """A metav1.Condition: the state of one aspect of the ModelAPI."""
+
+    type: ConditionType = Field(description="Ready, Progressing or Degraded.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="A CamelCase reason from the documented set.")
+    message: str = Field(default="", max_length=32_768, description="What happened and what to do, for humans.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The ModelAPI generation this condition was computed from."
+    )
+
+
+class RevisionStatus(StatusModel):
+    """One revision (Deployment) of the model."""
+
+    name: str = Field(description="The revision's Deployment name, <name>-<revision>.")
+    role: RevisionRole = Field(description="stable (serves traffic), canary, or lastKnownGood (kept at 0 replicas).")
+    weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic this revision receives.")
+    model_uri: str = Field(description="The model URI of this revision.")
+    sha256: str | None = Field(default=None, description="The model checksum of this revision, when set.")
+    ready_replicas: int = Field(default=0, ge=0, description="Replicas of this revision that are ready.")
+
+
+class CanaryStatus(StatusModel):
+    """The canary in progress."""
+
+    revision: str = Field(description="The canary revision's name.")
+    step: int = Field(ge=0, description="Index of the current step (0-based).")
+    weight: int = Field(ge=0, le=100, description="Traffic percent the canary actually receives now.")
+    error_rate: float | None = Field(default=None, description="Canary 5xx share over the last interval.")
+    latency_p99_ms: float | None = Field(default=None, description="Canary p99 latency over the last interval.")
+    stable_error_rate: float | None = Field(default=None, description="Stable 5xx share over the last interval.")
+    stable_latency_p99_ms: float | None = Field(default=None, description="Stable p99 over the last interval.")
+    failed_checks: int = Field(default=0, ge=0, description="Consecutive failed analysis intervals.")
+    analysis: str | None = Field(default=None, description="How the last step was judged, e.g. that no analysis ran.")
+
+
+class LastFailure(StatusModel):
+    """The most recent failure that needed a human."""
+
+    reason: str = Field(description="A failure reason, e.g. ChecksumMismatch.")
+    message: str = Field(description="What happened and what to do.")
+    revision: str | None = Field(default=None, description="The revision that failed.")
+    time: str = Field(description="When it happened (RFC 3339).")
+
+
+class ColdStart(StatusModel):
+    """How long the newest ready replica took to become ready, by phase."""
+
+    download_seconds: float | None = Field(default=None, description="Artifact download (0 when cached).")
+    load_seconds: float | None = Field(default=None, description="Model load into onnxruntime.")
+    warmup_seconds: float | None = Field(default=None, description="The warm-up inference.")
+
+
+class ModelAPIStatus(StatusModel):
+    """Observed state of the ModelAPI."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The ModelAPI's own metadata.generation that this status describes."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing and Degraded.")
+    url: str | None = Field(default=None, description="In-cluster URL of the model's Service.")
+    replicas: int | None = Field(default=None, description="Desired replicas of the stable revision.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas of the stable revision.")
+    revisions: list[RevisionStatus] = Field(
+        default_factory=list, description="Newest first: at most stable, canary and last-known-good."
+    )
+    canary: CanaryStatus | None = Field(default=None, description="The canary in progress, if any.")
+    last_failure: LastFailure | None = Field(default=None, description="The most recent failure.")
+    cold_start: ColdStart | None = Field(default=None, description="Cold-start timings of the newest replica.")

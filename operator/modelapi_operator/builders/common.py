@@ -1,0 +1,70 @@
+"""What every child shares: owner identity, canonical labels, object metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelapi_operator import names
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelAPI that owns the children (its identity, not its spec)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class RuntimeImages:
+    """The operator's default runtime images (operator settings); spec.runtime.image overrides both."""
+
+    cpu: str
+    gpu: str
+
+
+def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:
+    return {
+        names.LABEL_APP_NAME: names.APP_NAME,
+        names.LABEL_APP_INSTANCE: owner.name,
+        names.LABEL_MANAGED_BY: names.FIELD_MANAGER,
+        names.LABEL_NAME: owner.name,
+        names.LABEL_REVISION: revision,
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(name: str, owner: Owner, revision: str, annotations: dict[str, str] | None = None) -> Manifest:
+    meta: Manifest = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": canonical_labels(owner, revision),
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def model_selector(owner: Owner) -> dict[str, str]:
+    """Selects every revision's pods of this ModelAPI (the client-facing Service, the PDB)."""
+    return {names.LABEL_NAME: owner.name}
+
+
+def revision_selector(owner: Owner, revision: str) -> dict[str, str]:
+    """Selects one revision's pods (its Deployment, the -stable and -canary Services)."""
+    return {names.LABEL_NAME: owner.name, names.LABEL_REVISION: revision}

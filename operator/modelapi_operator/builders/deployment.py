@@ -1,0 +1,227 @@
+"""The Deployment of one revision: the runtime container per API.md's runtime contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelapi_operator import names
+from modelapi_operator.api import ModelAPISpec, RolloutSpec
+from modelapi_operator.builders.common import (
+    Manifest,
+    Owner,
+    RuntimeImages,
+    canonical_labels,
+    object_meta,
+    revision_selector,
+)
+from modelapi_runtime.settings import env_var_name
+
+MODEL_DIR = "/models"
+RUNTIME_UID = 10001
+# A 5 GB artifact at a slow 10 MB/s takes ~9 minutes; the startup probe allows 15 before restarting.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURE_THRESHOLD = 90
+# Longer than the startup budget, so a slow download is not reported as a stuck rollout.
+PROGRESS_DEADLINE_SECONDS = 1200
+# Endpoints and proxies drop a terminating pod within a few seconds; keep serving until then.
+PRE_STOP_SLEEP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 45
+
+ANNOTATION_MODEL_URI = f"{names.GROUP}/model-uri"
+ANNOTATION_MODEL_SHA256 = f"{names.GROUP}/model-sha256"
+
+
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
+
+
+def effective_surge_and_unavailable(rollout: RolloutSpec, gpus: int) -> tuple[int | str, int | str]:
+    """Rollout bounds with the defaults of API.md.
+
+    On GPUs a surge pod would wait for a GPU that only the old pod frees, so GPU models replace
+    one pod at a time (0 / 1). When the user pins one bound to 0, the other defaults to 1 so the
+    rollout can always move.
+    """
+    surge = rollout.max_surge
+    unavailable = rollout.max_unavailable
+    if surge is None and unavailable is not None and _is_zero(unavailable):
+        surge = 1
+    elif surge is None:
+        surge = 0 if gpus > 0 else "25%"
+    if unavailable is None:
+        unavailable = 1 if gpus > 0 or _is_zero(surge) else 0
+    return surge, unavailable
+
+
+def runtime_image(spec: ModelAPISpec, images: RuntimeImages) -> str:
+    if spec.runtime.image:
+        return spec.runtime.image
+    return images.gpu if spec.runtime.resources.gpu > 0 else images.cpu
+
+
+def _env(name: str, value: str) -> dict[str, str]:
+    return {"name": name, "value": value}
+
+
+def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dict[str, Any]]:
+    model, runtime, storage = spec.model, spec.runtime, spec.storage
+    env: list[dict[str, Any]] = [
+        _env(env_var_name("model_uri"), model.uri),
+        _env(env_var_name("name"), model_name),
+        _env(env_var_name("revision"), revision),
+    ]
+    if model.sha256:
+        env.append(_env(env_var_name("sha256"), model.sha256.lower()))
+    if model.handler:
+        env.append(_env(env_var_name("handler"), model.handler))
+    if model.handler_sha256:
+        env.append(_env(env_var_name("handler_sha256"), model.handler_sha256.lower()))
+    env += [
+        _env(env_var_name("port"), str(names.RUNTIME_PORT)),
+        _env(env_var_name("max_batch_size"), str(runtime.batching.max_batch_size)),
+        _env(env_var_name("max_latency_ms"), str(runtime.batching.max_latency_ms)),
+        _env(env_var_name("threads"), str(runtime.threads)),
+        # Explicit: a GPU pod without a working CUDA provider must fail, never serve slowly on CPU.
+        _env(env_var_name("device"), "cuda" if runtime.resources.gpu > 0 else "cpu"),
+        _env(env_var_name("model_dir"), MODEL_DIR),
+    ]
+    if storage.endpoint:
+        env.append(_env(env_var_name("s3_endpoint"), storage.endpoint))
+    if storage.region:
+        env += [_env(env_var_name("s3_region"), storage.region), _env("AWS_REGION", storage.region)]
+    if storage.credentials_secret:
+        for key, optional in (
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_SESSION_TOKEN", True),
+        ):
+            ref: dict[str, Any] = {"name": storage.credentials_secret, "key": key}
+            if optional:
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    env += [item.model_dump(by_alias=True, exclude_none=True) for item in runtime.env]
+    return env
+
+
+def _probe(path: str, *, period: int, timeout: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _resources(spec: ModelAPISpec) -> Manifest:
+    resources = spec.runtime.resources
+    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu > 0:
+        amounts[names.GPU_RESOURCE] = str(resources.gpu)
+    # requests == limits: Guaranteed QoS, and the CPU quota the runtime derives its threads from.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _tolerations(spec: ModelAPISpec) -> list[Manifest]:
+    tolerations = [item.model_dump(by_alias=True, exclude_none=True) for item in spec.runtime.tolerations]
+    if spec.runtime.resources.gpu > 0:
+        tolerations.append({"key": names.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: RuntimeImages) -> Manifest:
+    """The pod template of one revision. Pure: the same inputs give the same template."""
+    container: Manifest = {
+        "name": names.RUNTIME_CONTAINER,
+        "image": runtime_image(spec, images),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["serve"],
+        "env": _runtime_env(spec, owner.name, revision),
+        "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
+        "resources": _resources(spec),
+        "startupProbe": _probe(
+            "/v2/health/live", period=STARTUP_PERIOD_SECONDS, timeout=5, failures=STARTUP_FAILURE_THRESHOLD
+        ),
+        "readinessProbe": _probe("/v2/health/ready", period=5, timeout=2, failures=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, timeout=5, failures=3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODEL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+        ],
+    }
+    pod_spec: Manifest = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+    }
+    if spec.storage.service_account_name:
+        pod_spec["serviceAccountName"] = spec.storage.service_account_name
+    if spec.runtime.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.runtime.node_selector)
+    tolerations = _tolerations(spec)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "metadata": {
+            "labels": canonical_labels(owner, revision),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(names.RUNTIME_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def build_deployment(
+    spec: ModelAPISpec,
+    owner: Owner,
+    revision: str,
+    images: RuntimeImages,
+    *,
+    replicas: int | None = None,
+) -> Manifest:
+    """The Deployment ``<name>-<revision>``.
+
+    ``replicas`` is left out when the HorizontalPodAutoscaler owns the count (the stable revision),
+    so the operator's server-side apply never fights the autoscaler; it is set for a canary or a
+    last-known-good revision whose size the operator decides.
+    """
+    surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
+    annotations = {ANNOTATION_MODEL_URI: spec.model.uri}
+    if spec.model.sha256:
+        annotations[ANNOTATION_MODEL_SHA256] = spec.model.sha256.lower()
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": revision_selector(owner, revision)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+        },
+        "revisionHistoryLimit": 1,
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+        "template": build_pod_template(spec, owner, revision, images),
+    }
+    if replicas is not None:
+        deployment_spec = {"replicas": replicas, **deployment_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(names.revision_name(owner.name, revision), owner, revision, annotations),
+        "spec": deployment_spec,
+    }

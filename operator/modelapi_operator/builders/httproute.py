@@ -1,0 +1,40 @@
+"""The Gateway API HTTPRoute ``<name>``: weighted backends for the stable and canary revisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelapi_operator import names
+from modelapi_operator.api import GatewayRef
+from modelapi_operator.builders.common import Manifest, Owner, object_meta
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def _parent_ref(gateway: GatewayRef) -> dict[str, Any]:
+    ref: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
+    if gateway.namespace:
+        ref["namespace"] = gateway.namespace
+    if gateway.section_name:
+        ref["sectionName"] = gateway.section_name
+    return ref
+
+
+def _backend(name: str, weight: int) -> dict[str, Any]:
+    return {"group": "", "kind": "Service", "name": name, "port": names.SERVICE_PORT, "weight": weight}
+
+
+def build_httproute(gateway: GatewayRef, owner: Owner, stable_revision: str, canary_weight: int | None) -> Manifest:
+    """``canary_weight`` None: all traffic to ``<name>-stable``; else split stable/canary by weight."""
+    backends = [_backend(names.stable_service_name(owner.name), 100 - (canary_weight or 0))]
+    if canary_weight is not None:
+        backends.append(_backend(names.canary_service_name(owner.name), canary_weight))
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": object_meta(owner.name, owner, stable_revision),
+        "spec": {
+            "parentRefs": [_parent_ref(gateway)],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backends}],
+        },
+    }
