@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# Local Kubernetes for the e2e tests and the demo, without a container engine:
+#   etcd (Debian) -> kube-apiserver -> kube-controller-manager -> kube-scheduler (built from the Go modules pinned
+#   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus.
+#
+#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory
+#   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
+#   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
+#   cluster.sh status  exit 0 when the cluster is up and healthy
+#   cluster.sh env     print the env file
+#   cluster.sh logs [N] print the last N lines (default 60) of every component's log
+#
+# Everything binds to 127.0.0.1 on free ports. Ports and credentials go to one env file: $RUN_DIR/env.
+# Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
+# default tests/e2e/cluster/.run), GOCACHE / GOMODCACHE as usual for Go.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../../.." && pwd)"
+GOMOD_DIR="$HERE/gomod"
+
+# ---- pinned versions (the Kubernetes version is the one gomod/go.mod requires) ----------------------------------
+K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v1\./ {print $2}' "$GOMOD_DIR/go.mod" | head -1)"
+KWOK_VERSION=v0.7.0
+HELM_VERSION=v3.22.0
+VERSITYGW_VERSION=v1.8.0
+GATEWAY_API_VERSION=v1.3.0
+PROM_OPERATOR_VERSION=v0.85.0
+
+CACHE_ROOT="${MODELAPI_CACHE:-$HOME/.cache/modelapi}"
+RUN_DIR="${MODELAPI_CLUSTER_DIR:-$HERE/.run}"
+S3_BUCKET=models
+S3_ACCESS_KEY=modelapi
+S3_SECRET_KEY=modelapi-secret-key
+S3_REGION=us-east-1
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+GO_VERSION="$(go env GOVERSION 2>/dev/null || echo none)"
+CACHE_KEY="$(
+	{
+		echo "k8s=$K8S_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION versitygw=$VERSITYGW_VERSION go=$GO_VERSION"
+		cat "$GOMOD_DIR/go.mod" "$GOMOD_DIR/go.sum"
+	} | sha256sum | cut -c1-16
+)"
+BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
+
+# ---- build --------------------------------------------------------------------------------------------------------
+# `go build -v` prints each package as it is compiled; turn that into a progress line every 100 packages.
+progress() {
+	awk -v what="$1" '
+		/^#|\.go:[0-9]|: (error|cannot|missing|undefined|no required)|^go: [^d]|^(FAIL|fatal|panic)/ { print > "/dev/stderr"; next }
+		{ n++; if (n % 100 == 0) { printf "[cluster] %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush("/dev/stderr") } }
+		END { printf "[cluster] %s: %d packages compiled in total\n", what, n > "/dev/stderr" }'
+}
+
+build_k8s() {
+	local date ver="${K8S_VERSION#v}" ldflags="-s -w" key val
+	date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	local -A vars=(
+		[gitVersion]="$K8S_VERSION" [gitMajor]="${ver%%.*}" [gitMinor]="$(echo "$ver" | cut -d. -f2)"
+		[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean" [buildDate]="$date"
+	)
+	for key in "${!vars[@]}"; do
+		val="${vars[$key]}"
+		ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
+	done
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: ~20-40 min on 2 cores)"
+	(cd "$GOMOD_DIR" && go build -v -trimpath -ldflags "$ldflags" -o "$1/" \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler 2>&1) | progress "kubernetes $K8S_VERSION"
+}
+
+go_install() { # name module/cmd version ldflags
+	log "building $1 $3"
+	GOBIN="$5" go install -v -trimpath -ldflags "-s -w $4" "$2@$3" 2>&1 | progress "$1 $3"
+}
+
+build() {
+	local b missing=0
+	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing=1; done
+	if ((missing == 0)); then
+		echo "$BIN_DIR"
+		return
+	fi
+	command -v go >/dev/null || die "go is not installed"
+	mkdir -p "$CACHE_ROOT"
+	exec 8>"$CACHE_ROOT/build.lock"
+	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
+	local stage="$CACHE_ROOT/$CACHE_KEY/stage.$$" start=$SECONDS
+	rm -rf "$stage" && mkdir -p "$stage" "$BIN_DIR"
+	log "binaries missing from $BIN_DIR: building them once (go $GO_VERSION)"
+	[[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kube-scheduler" ]] ||
+		{ build_k8s "$stage" && mv "$stage"/kube-* "$BIN_DIR/"; }
+	[[ -x "$BIN_DIR/kwok" ]] || go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
+		"-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}" "$stage"
+	[[ -x "$BIN_DIR/helm" ]] || go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+		"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" "$stage"
+	[[ -x "$BIN_DIR/versitygw" ]] || go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" \
+		"-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$stage"
+	for b in kwok helm versitygw; do [[ -x "$stage/$b" ]] && mv "$stage/$b" "$BIN_DIR/"; done
+	rm -rf "$stage"
+	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || die "build did not produce $b"; done
+	log "binaries ready in $BIN_DIR after $((SECONDS - start)) s"
+	echo "$BIN_DIR"
+}
+
+
+# ---- third-party CRDs, taken from the Go module zips ----------------------------------------------------------------
+CRD_CACHE="$CACHE_ROOT/crds/gateway-api-$GATEWAY_API_VERSION+prometheus-operator-$PROM_OPERATOR_VERSION"
+fetch_crds() {
+	[[ -f "$CRD_CACHE/.complete" ]] && return
+	log "fetching Gateway API $GATEWAY_API_VERSION and prometheus-operator $PROM_OPERATOR_VERSION CRDs (go mod download)"
+	local tmp dir
+	tmp="$(mktemp -d)"
+	dir="$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+	mkdir -p "$CRD_CACHE/gateway-api" "$CRD_CACHE/prometheus-operator"
+	cp "$dir"/config/crd/standard/*.yaml "$CRD_CACHE/gateway-api/"
+	dir="$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+	cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml \
+		"$CRD_CACHE/prometheus-operator/"
+	rm -rf "$tmp"
+	touch "$CRD_CACHE/.complete"
+}
+
+# ---- system packages ------------------------------------------------------------------------------------------------
+ensure_packages() {
+	local need=() pkg cmd
+	for pkg in etcd-server:etcd prometheus:prometheus openssl:openssl curl:curl util-linux:flock python3:python3; do
+		cmd="${pkg#*:}"
+		command -v "$cmd" >/dev/null || need+=("${pkg%%:*}")
+	done
+	((${#need[@]} == 0)) && return
+	log "installing Debian packages: ${need[*]}"
+	[[ $(id -u) == 0 ]] || die "need root to apt-get install ${need[*]}"
+	apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+}
+
+# ---- processes --------------------------------------------------------------------------------------------------------
+free_ports() { # N -> N free TCP ports on 127.0.0.1, one per line
+	python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+for s in socks:
+    print(s.getsockname()[1])
+    s.close()
+PY
+}
+
+start() { # name command... ; detached, log in logs/NAME.log, pid in pids/NAME.pid
+	local name="$1"
+	shift
+	log "starting $name"
+	# the inner shell writes its own PID, then execs the program: the PID file names the program itself
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "$@" >"$RUN_DIR/logs/$name.log" 2>&1 </dev/null &
+	local t0=$SECONDS
+	until [[ -s "$RUN_DIR/pids/$name.pid" ]]; do
+		((SECONDS - t0 < 10)) || die "$name did not start"
+		sleep 0.05
+	done
+	echo "$name" >>"$RUN_DIR/pids/order"
+}
+
+alive() { # name: the process we started under that name is still running (guards against PID reuse)
+	local pid
+	pid="$(cat "$RUN_DIR/pids/$1.pid" 2>/dev/null)" || return 1
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+}
+
+wait_for() { # name timeout_s command... ; fails fast when the process died
+	local name="$1" timeout="$2" t0=$SECONDS
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if ! alive "$name"; then
+			tail -n 40 "$RUN_DIR/logs/$name.log" >&2 || true
+			die "$name exited during start-up (log: $RUN_DIR/logs/$name.log)"
+		fi
+		if ((SECONDS - t0 > timeout)); then
+			tail -n 40 "$RUN_DIR/logs/$name.log" >&2 || true
+			die "$name not ready after ${timeout}s (log: $RUN_DIR/logs/$name.log)"
+		fi
+		sleep 0.3
+	done
+}
+
+# ---- certificates, tokens, kubeconfigs -------------------------------------------------------------------------------
+make_pki() {
+	local pki="$RUN_DIR/pki"
+	mkdir -p "$pki"
+	(
+		cd "$pki"
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=modelapi-e2e-ca" 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
+			-extfile apiserver.ext 2>/dev/null
+		openssl genrsa -out sa.key 2048 2>/dev/null
+		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+		chmod 600 ./*.key
+	)
+	local admin kcm sched
+	admin="$(openssl rand -hex 16)" kcm="$(openssl rand -hex 16)" sched="$(openssl rand -hex 16)"
+	{
+		echo "$admin,admin,uid-admin,\"system:masters\""
+		echo "$kcm,system:kube-controller-manager,uid-kcm"
+		echo "$sched,system:kube-scheduler,uid-scheduler"
+	} >"$pki/tokens.csv"
+	chmod 600 "$pki/tokens.csv"
+	kubeconfig "$RUN_DIR/kubeconfig" admin "$admin"
+	kubeconfig "$RUN_DIR/kube-controller-manager.kubeconfig" system:kube-controller-manager "$kcm"
+	kubeconfig "$RUN_DIR/kube-scheduler.kubeconfig" system:kube-scheduler "$sched"
+	echo "$admin" >"$pki/admin.token"
+}
+
+kubeconfig() { # path user token
+	cat >"$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: modelapi-e2e
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $RUN_DIR/pki/ca.crt
+users:
+- name: $2
+  user:
+    token: $3
+contexts:
+- name: modelapi-e2e
+  context:
+    cluster: modelapi-e2e
+    user: $2
+    namespace: default
+current-context: modelapi-e2e
+KC
+	chmod 600 "$1"
+}
+
+# ---- the cluster ------------------------------------------------------------------------------------------------------
+healthy() {
+	[[ -f "$RUN_DIR/env" ]] || return 1
+	local n
+	while read -r n; do alive "$n" || return 1; done <"$RUN_DIR/pids/order"
+	# shellcheck disable=SC1091
+	(
+		source "$RUN_DIR/env"
+		curl -sf --max-time 3 --cacert "$KUBE_CA_FILE" -H "Authorization: Bearer $KUBE_TOKEN" "$KUBE_APISERVER_URL/readyz" >/dev/null &&
+			curl -sf --max-time 3 "$PROMETHEUS_URL/-/ready" >/dev/null &&
+			curl -s --max-time 3 -o /dev/null "$S3_ENDPOINT_URL"
+	)
+}
+
+KUBECTL_BIN=""
+kctl() { "$KUBECTL_BIN" --kubeconfig "$RUN_DIR/kubeconfig" "$@"; }
+
+fake_nodes() {
+	local name gpu
+	for name in kwok-cpu-0 kwok-gpu-0; do
+		gpu=""
+		[[ $name == *gpu* ]] && gpu='nvidia.com/gpu: "2"'
+		cat <<NODE
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: $name
+    node-role.kubernetes.io/agent: ""
+$([[ -n $gpu ]] && printf '    nvidia.com/gpu.present: "true"\n    nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3\n')
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 100Gi $([[ -n $gpu ]] && echo ", $gpu")}
+  capacity: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 100Gi $([[ -n $gpu ]] && echo ", $gpu")}
+  nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
+NODE
+	done
+}
+
+up() {
+	if healthy; then
+		log "already up (run dir $RUN_DIR)"
+		echo "KUBECONFIG=$RUN_DIR/kubeconfig"
+		return
+	fi
+	if [[ -d "$RUN_DIR/pids" ]]; then
+		log "found a stale or partial cluster in $RUN_DIR: tearing it down first"
+		down
+	fi
+	local t0=$SECONDS
+	ensure_packages
+	KUBECTL_BIN="$(command -v kubectl)" || die "kubectl is not installed (the machine image ships it)"
+	local bin
+	bin="$(build)"
+	fetch_crds
+
+	mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids" "$RUN_DIR/s3" "$RUN_DIR/prometheus/file_sd"
+	: >"$RUN_DIR/pids/order"
+	local ports
+	mapfile -t ports < <(free_ports 8)
+	ETCD_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} APISERVER_PORT=${ports[2]} KCM_PORT=${ports[3]}
+	SCHED_PORT=${ports[4]} KWOK_PORT=${ports[5]} S3_PORT=${ports[6]} PROM_PORT=${ports[7]}
+	make_pki
+	local pki="$RUN_DIR/pki" tmpfs
+	tmpfs="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
+	echo "$tmpfs" >"$RUN_DIR/tmpfs-dir"
+
+	start etcd etcd --name=modelapi --data-dir="$tmpfs/etcd" \
+		--listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+		--listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+		--initial-cluster="modelapi=http://127.0.0.1:$ETCD_PEER_PORT" --quota-backend-bytes=2147483648
+	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+
+	start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+		--endpoint-reconciler-type=none --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=RBAC \
+		--enable-admission-plugins=NodeRestriction,PodSecurity --allow-privileged=true \
+		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+		--service-account-issuer=https://kubernetes.default.svc.cluster.local --service-cluster-ip-range=10.0.0.0/24 \
+		--profiling=false --watch-cache=true --v=1
+	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
+		"https://127.0.0.1:$APISERVER_PORT/readyz"
+
+	start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
+		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
+		--authorization-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
+		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
+		--service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" --use-service-account-credentials=true \
+		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1
+	start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
+		--authentication-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
+		--authorization-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
+		--bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1
+	start kwok "$bin/kwok" --kubeconfig="$RUN_DIR/kubeconfig" --manage-all-nodes=false \
+		--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --node-ip=127.0.0.1 --cidr=10.244.0.0/16 \
+		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"
+	start versitygw "$bin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
+		--port "127.0.0.1:$S3_PORT" posix "$RUN_DIR/s3"
+	write_prometheus_config
+	start prometheus prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" \
+		--storage.tsdb.path="$tmpfs/prometheus" --web.listen-address="127.0.0.1:$PROM_PORT" \
+		--web.enable-lifecycle --storage.tsdb.retention.time=2h
+	wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
+	wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
+	wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
+
+	fake_nodes | kctl apply -f - >&2
+	wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
+
+	local crds=("$CRD_CACHE"/gateway-api/*.yaml "$CRD_CACHE"/prometheus-operator/*.yaml) f
+	for f in "$ROOT"/crds/*.yaml; do [[ -f $f ]] && crds+=("$f"); done
+	log "applying ${#crds[@]} CRD files (server-side)"
+	local args=()
+	for f in "${crds[@]}"; do args+=(-f "$f"); done
+	kctl apply --server-side --force-conflicts --field-manager=modelapi-cluster "${args[@]}" >/dev/null
+	kctl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+	# the default ServiceAccount appears once the controller-manager's token controller has run
+	wait_for kube-controller-manager 60 kctl -n default get serviceaccount default
+
+	wait_for versitygw 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"
+	curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT \
+		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
+	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
+
+	cat >"$RUN_DIR/env.tmp" <<ENV
+# written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
+MODELAPI_CLUSTER_DIR=$RUN_DIR
+MODELAPI_CLUSTER_BIN=$bin
+MODELAPI_CLUSTER_LOGS=$RUN_DIR/logs
+KUBECONFIG=$RUN_DIR/kubeconfig
+KUBECTL=$KUBECTL_BIN
+HELM=$bin/helm
+KUBE_VERSION=$K8S_VERSION
+KUBE_APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+KUBE_CA_FILE=$pki/ca.crt
+KUBE_TOKEN=$(cat "$pki/admin.token")
+ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
+KWOK_URL=http://127.0.0.1:$KWOK_PORT
+S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
+S3_BUCKET=$S3_BUCKET
+S3_DATA_DIR=$RUN_DIR/s3
+AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
+AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
+AWS_DEFAULT_REGION=$S3_REGION
+PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
+PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
+PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
+ENV
+	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
+	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
+	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
+}
+
+write_prometheus_config() {
+	cat >"$RUN_DIR/prometheus/prometheus.yml" <<PROM
+# Tests add scrape targets by writing <name>.json (or .yaml) files into file_sd/ (Prometheus file_sd format):
+#   [{"targets": ["127.0.0.1:8080"], "labels": {"job": "my-test"}}]
+global:
+  scrape_interval: 2s
+  evaluation_interval: 2s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["127.0.0.1:$PROM_PORT"]
+  - job_name: kube-apiserver
+    scheme: https
+    authorization:
+      credentials_file: $RUN_DIR/pki/admin.token
+    tls_config:
+      ca_file: $RUN_DIR/pki/ca.crt
+    static_configs:
+      - targets: ["127.0.0.1:$APISERVER_PORT"]
+  - job_name: file_sd
+    file_sd_configs:
+      - files: ["$RUN_DIR/prometheus/file_sd/*.json", "$RUN_DIR/prometheus/file_sd/*.yaml"]
+        refresh_interval: 2s
+PROM
+}
+
+down() {
+	if [[ ! -d "$RUN_DIR/pids" ]]; then
+		log "not running (no $RUN_DIR/pids)"
+		rm -rf "$RUN_DIR"
+		return
+	fi
+	local names=() name pid i t0
+	[[ -f "$RUN_DIR/pids/order" ]] && mapfile -t names <"$RUN_DIR/pids/order"
+	for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+		name="${names[$i]}"
+		alive "$name" || continue
+		pid="$(cat "$RUN_DIR/pids/$name.pid")"
+		log "stopping $name (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		t0=$SECONDS
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS - t0 < 15)); do sleep 0.2; done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "$name did not stop on TERM: killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+	local tmpfs
+	tmpfs="$(cat "$RUN_DIR/tmpfs-dir" 2>/dev/null || true)"
+	if [[ $tmpfs == /dev/shm/modelapi-cluster.* ]]; then rm -rf "$tmpfs"; fi
+	rm -rf "$RUN_DIR"
+	log "down"
+}
+
+logs() {
+	local n="${1:-60}" f
+	for f in "$RUN_DIR"/logs/*.log; do
+		[[ -f $f ]] || continue
+		echo "===== $(basename "$f" .log): last $n lines ====="
+		tail -n "$n" "$f"
+	done
+}
+
+with_lock() {
+	mkdir -p "$(dirname "$RUN_DIR")"
+	exec 9>"$RUN_DIR.lock"
+	flock 9
+	"$@"
+}
+
+case "${1:-}" in
+build) build ;;
+up) with_lock up ;;
+down) with_lock down ;;
+status) healthy ;;
+env) cat "$RUN_DIR/env" ;;
+logs) logs "${2:-60}" ;;
+*)
+	echo "usage: $0 build|up|down|status|env|logs [N]" >&2
+	exit 2
+	;;
+esac
