@@ -1,0 +1,67 @@
+"""The ASGI application factory. Nothing happens at import time: the model loads in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from modelapi_runtime import __version__
+from modelapi_runtime.errors import error_response
+from modelapi_runtime.exceptions import ModelAPIError
+from modelapi_runtime.lifecycle import FatalHook, Loaded, Runtime, load
+from modelapi_runtime.routes import InferenceMiddleware, build_router
+from modelapi_runtime.settings import RuntimeSettings
+
+Loader = Callable[[RuntimeSettings], Loaded]
+
+
+def create_app(
+    settings: RuntimeSettings,
+    *,
+    on_fatal: FatalHook | None = None,
+    loader: Loader | None = None,
+) -> FastAPI:
+    """A runtime app for ``settings``. ``app.state.runtime`` is the :class:`Runtime` (readiness, drain)."""
+    runtime = Runtime(settings, loader or load)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(runtime.start(on_fatal), name="modelapi-load")
+        try:
+            yield
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runtime.stop()
+
+    app = FastAPI(
+        title="modelapi runtime",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.include_router(build_router(runtime))
+    app.add_middleware(InferenceMiddleware, runtime=runtime)
+
+    @app.exception_handler(ModelAPIError)
+    async def domain_error(_: Request, exc: ModelAPIError) -> Response:
+        status, headers, body = error_response(exc)
+        return Response(
+            body,
+            status_code=status,
+            media_type="application/json",
+            headers={k.decode(): v.decode() for k, v in headers},
+        )
+
+    return app
+
+
+__all__ = ["Loaded", "create_app"]

@@ -1,0 +1,201 @@
+"""``modelapi-runtime serve`` and ``modelapi-runtime pull``.
+
+Every flag mirrors a :class:`RuntimeSettings` field and its ``MODELAPI_*`` variable; a flag given
+on the command line wins over the environment. ``pull --dest DIR`` is ``--model-dir`` under the
+name API.md uses: an init container that pulls into DIR leaves a cache that ``serve`` with the same
+``--model-dir`` hits without downloading again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, get_args
+
+import uvicorn
+from pydantic import ValidationError
+
+from modelapi_runtime.app import create_app
+from modelapi_runtime.exceptions import StartupError
+from modelapi_runtime.lifecycle import Runtime, transfer_options
+from modelapi_runtime.settings import RuntimeSettings, env_var_name
+from modelapi_runtime.storage import fetch
+
+log = logging.getLogger("modelapi_runtime")
+
+PULL_FIELDS = (
+    "model_uri",
+    "sha256",
+    "handler",
+    "handler_sha256",
+    "model_dir",
+    "s3_endpoint",
+    "s3_region",
+    "download_concurrency",
+    "download_part_mib",
+    "log_level",
+    "termination_log",
+)
+EXIT_STARTUP_FAILED = 3
+
+
+def _add_setting(parser: argparse.ArgumentParser, field: str, flag: str | None = None) -> None:
+    info = RuntimeSettings.model_fields[field]
+    env = env_var_name(field)
+    default = info.default if not info.is_required() else None
+    help_text = f"{info.description} [env {env}]" + ("" if info.is_required() else f" (default: {default})")
+    kwargs: dict[str, Any] = {"dest": field, "default": None, "help": help_text}
+    annotation = info.annotation
+    choices = get_args(annotation) if annotation is not None and "Literal" in repr(annotation) else None
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["metavar"] = field.upper().replace("_URI", "").replace("_", "-") if not choices else None
+        if choices:
+            kwargs["choices"] = choices
+    parser.add_argument(flag or "--" + field.replace("_", "-"), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelapi-runtime",
+        description="Serve an ONNX model over KServe v1 and Open Inference Protocol v2. "
+        "S3 credentials come from the standard AWS chain (AWS_* variables, web identity, profiles).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="pull the artifact (cache-aware), load, warm up and serve it")
+    for field in RuntimeSettings.model_fields:
+        _add_setting(serve, field)
+    pull = sub.add_parser("pull", help="download and verify the artifact into a cache directory, then exit")
+    for field in PULL_FIELDS:
+        _add_setting(pull, field, "--dest" if field == "model_dir" else None)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> RuntimeSettings:
+    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    return RuntimeSettings(**given)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            print(f"modelapi-runtime: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "pull":
+        return pull(settings)
+    return serve(settings)
+
+
+def _report_failure(settings: RuntimeSettings, exc: StartupError) -> None:
+    print(f"modelapi-runtime: {exc.reason}: {exc.message}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # not in a pod, or not writable: stderr has it
+        Path(settings.termination_log).write_text(f"{exc.reason}: {exc.message}\n")
+
+
+def pull(settings: RuntimeSettings) -> int:
+    cache = Path(settings.model_dir)
+    options = transfer_options(settings)
+    try:
+        results = [fetch(settings.model_uri, cache, sha256=settings.sha256, options=options)]
+        if settings.handler:
+            results.append(fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options))
+    except StartupError as exc:
+        _report_failure(settings, exc)
+        return EXIT_STARTUP_FAILED
+    for r in results:
+        print(json.dumps({"path": str(r.path), "sha256": r.sha256, "size": r.size,
+                          "downloaded": r.downloaded, "seconds": round(r.seconds, 3)}))  # fmt: skip
+    return 0
+
+
+def serve(settings: RuntimeSettings) -> int:
+    failed: list[StartupError] = []
+    server: DrainingServer | None = None
+
+    def on_fatal(exc: StartupError) -> None:
+        failed.append(exc)
+        _report_failure(settings, exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        loop="uvloop",
+        access_log=settings.log_requests,
+        log_config=None,  # keep our logging.basicConfig
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s): no reset races
+    )
+    server = DrainingServer(config, app.state.runtime, settings.drain_seconds)
+    server.run()
+    return EXIT_STARTUP_FAILED if failed else 0
+
+
+class DrainingServer:
+    """uvicorn's Server with Kubernetes-friendly SIGTERM handling.
+
+    First SIGTERM/SIGINT: readiness turns false at once, the listener stays open for
+    ``drain_seconds`` (endpoints need that long to drop the pod), then uvicorn's own graceful
+    shutdown closes the listener and waits for in-flight requests. A second signal exits now.
+    """
+
+    def __init__(self, config: Any, runtime: Runtime, drain_seconds: float) -> None:
+        outer = self
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                outer.on_signal(sig, frame)
+
+        self._server = _Server(config)
+        self._runtime = runtime
+        self._drain = drain_seconds
+        self._signalled = False
+        self._base_exit = uvicorn.Server.handle_exit
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self._server.should_exit)
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._server.should_exit = value
+
+    def on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self._signalled or self._drain <= 0:
+            self._runtime.begin_drain()
+            self._base_exit(self._server, sig, frame)
+            return
+        self._signalled = True
+        self._runtime.begin_drain()
+        log.info("signal %d: readiness false, draining for %.1fs before closing", sig, self._drain)
+        timer = threading.Timer(self._drain, self._base_exit, args=(self._server, sig, None))
+        timer.daemon = True
+        timer.start()
+
+    def run(self) -> None:
+        self._server.run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""KServe v1 and Open Inference Protocol v2 codecs (JSON and the v2 binary tensor extension).
+
+Decoding validates against the model's input specs (name, datatype, shape) and raises
+:class:`InvalidInput` (422) for well-formed JSON that does not fit, :class:`BadRequest` (400) for
+malformed bodies. Encoding hands numpy arrays to orjson directly (no ``tolist()`` round trip).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelapi_runtime.exceptions import BadRequest, HandlerFailed, InvalidInput
+from modelapi_runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, Array, TensorSpec
+
+HEADER_LENGTH = "inference-header-content-length"
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+# Which JSON-decoded numpy kinds may be converted to a target kind without losing meaning.
+_ACCEPTS: dict[str, str] = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "O": "USO"}
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A decoded inference request."""
+
+    inputs: dict[str, Array]
+    rows: int | None  # rows along a shared dynamic first axis: the request can join a batch
+    payload: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    outputs: list[str] | None = None  # v2: requested outputs (None: all)
+    binary: set[str] = field(default_factory=set)  # v2: outputs to return as binary data
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return payload
+
+
+def to_array(value: Any, spec: TensorSpec, what: str) -> Array:
+    """A JSON value as an array of ``spec``'s dtype, refusing lossy or nonsensical conversions."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{what}: not a rectangular array ({exc})") from None
+    want = spec.dtype
+    if raw.dtype.kind not in _ACCEPTS.get(want.kind, want.kind):
+        raise InvalidInput(f"{what}: expected {spec.datatype} values, got {_kind_name(raw)}")
+    if want.kind == "O":
+        return raw.astype(np.object_)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return raw.astype(want, copy=False)
+    except (OverflowError, FloatingPointError, ValueError) as exc:
+        raise InvalidInput(f"{what}: values do not fit {spec.datatype} ({exc})") from None
+
+
+def _kind_name(a: Array) -> str:
+    return {"U": "strings", "S": "bytes", "O": "mixed or nested values", "V": "records"}.get(
+        a.dtype.kind, a.dtype.name
+    )
+
+
+def _check_shape(arr: Array, spec: TensorSpec, what: str) -> None:
+    if not spec.shape_matches(arr.shape):
+        want = ["?" if d is None else d for d in spec.shape]
+        raise InvalidInput(f"{what}: shape {list(arr.shape)} does not match the model's {want}")
+
+
+def _rows(inputs: Mapping[str, Array], specs: Sequence[TensorSpec]) -> int | None:
+    rows: int | None = None
+    for spec in specs:
+        if not spec.batched:
+            return None
+        n = inputs[spec.name].shape[0]
+        if rows is None:
+            rows = n
+        elif rows != n:
+            return None
+    return rows
+
+
+def check_inputs(inputs: Mapping[str, Array], specs: Sequence[TensorSpec]) -> dict[str, Array]:
+    """Inputs produced by a handler: every model input present, right dtype (converted) and shape."""
+    out: dict[str, Array] = {}
+    for spec in specs:
+        if spec.name not in inputs:
+            raise InvalidInput(f"missing input {spec.name!r}")
+        arr = to_array(inputs[spec.name], spec, f"input {spec.name!r}")
+        _check_shape(arr, spec, f"input {spec.name!r}")
+        out[spec.name] = arr
+    unknown = set(inputs) - {s.name for s in specs}
+    if unknown:
+        raise InvalidInput(f"unknown inputs {sorted(unknown)}; the model takes {[s.name for s in specs]}")
+    return out
+
+
+# --- KServe v1 ----------------------------------------------------------------------------------
+
+
+def decode_v1(payload: dict[str, Any], specs: Sequence[TensorSpec]) -> Decoded:
+    instances = payload.get("instances", payload.get("inputs"))
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput('v1 requests carry a non-empty "instances" list')
+    if len(specs) == 1:
+        spec = specs[0]
+        arr = to_array(instances, spec, "instances")
+        if not spec.batched and arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
+            arr = arr[0]  # one instance of a model without a batch axis
+        _check_shape(arr, spec, "instances")
+        inputs = {spec.name: arr}
+    else:
+        if not all(isinstance(i, dict) for i in instances):
+            raise InvalidInput(
+                f"the model has inputs {[s.name for s in specs]}: each instance must be an object "
+                "keyed by them"
+            )
+        inputs = {}
+        for spec in specs:
+            try:
+                column = [i[spec.name] for i in instances]
+            except KeyError:
+                raise InvalidInput(f"an instance lacks input {spec.name!r}") from None
+            arr = to_array(column, spec, f"input {spec.name!r}")
+            _check_shape(arr, spec, f"input {spec.name!r}")
+            inputs[spec.name] = arr
+    return Decoded(inputs=inputs, rows=_rows(inputs, specs), payload=payload)
+
+
+def encode_v1(outputs: Mapping[str, Array], names: Sequence[str]) -> bytes:
+    if len(names) == 1:
+        body: Any = {"predictions": _jsonable(outputs[names[0]], nested=True)}
+    else:
+        arrays = [outputs[n] for n in names]
+        rows = min((a.shape[0] for a in arrays if a.ndim), default=0)
+        body = {
+            "predictions": [
+                {n: _jsonable(a[i], nested=True) for n, a in zip(names, arrays, strict=True)}
+                for i in range(rows)
+            ]
+        }
+    return orjson.dumps(body, option=JSON_OPTIONS)
+
+
+# --- Open Inference Protocol v2 ------------------------------------------------------------------
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, memoryview | None]:
+    if header_length is None:
+        return body, None
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest("Inference-Header-Content-Length must be an integer") from None
+    if not 0 < n <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)")
+    return body[:n], memoryview(body)[n:]
+
+
+def decode_v2(
+    payload: dict[str, Any], binary: memoryview | None, specs: Sequence[TensorSpec], *, strict: bool = True
+) -> Decoded:
+    """``strict=False`` (a handler preprocesses): decode tensors without matching them to the model."""
+    items = payload.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput('v2 requests carry a non-empty "inputs" list')
+    by_name = {s.name: s for s in specs}
+    inputs: dict[str, Array] = {}
+    offset = 0
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidInput("each input must be an object with name, shape, datatype and data")
+        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
+        if not isinstance(name, str):
+            raise InvalidInput("an input lacks its name")
+        what = f"input {name!r}"
+        if name in inputs:
+            raise InvalidInput(f"{what} is given twice")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise InvalidInput(f"{what}: shape must be a list of non-negative integers")
+        if datatype not in V2_TO_NUMPY:
+            raise InvalidInput(f"{what}: unknown datatype {datatype!r}")
+        spec = by_name.get(name)
+        if spec is None:
+            if strict:
+                raise InvalidInput(f"unknown {what}; the model takes {[s.name for s in specs]}")
+            spec = TensorSpec(name, datatype, tuple(shape))
+        if datatype != spec.datatype:
+            raise InvalidInput(f"{what}: datatype {datatype} but the model expects {spec.datatype}")
+        count = math.prod(shape)
+        params = item.get("parameters")
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            arr, offset = _binary_tensor(binary, offset, size, spec, count=count, what=what)
+        else:
+            if "data" not in item:
+                raise InvalidInput(f"{what}: no data")
+            arr = to_array(item["data"], spec, what)
+            if arr.size != count:
+                raise InvalidInput(f"{what}: {arr.size} values for shape {shape} ({count})")
+        arr = arr.reshape(shape)
+        if strict:
+            _check_shape(arr, spec, what)
+        inputs[name] = arr
+    if binary is not None and offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    if strict:
+        missing = [s.name for s in specs if s.name not in inputs]
+        if missing:
+            raise InvalidInput(f"missing inputs {missing}")
+    requested, wanted_binary = _requested_outputs(payload)
+    request_id = payload.get("id")
+    return Decoded(
+        inputs=inputs,
+        rows=_rows(inputs, specs) if strict else None,
+        payload=payload,
+        request_id=request_id if isinstance(request_id, str) else None,
+        outputs=requested,
+        binary=wanted_binary,
+    )
+
+
+def _binary_tensor(
+    binary: memoryview | None, offset: int, size: Any, spec: TensorSpec, *, count: int, what: str
+) -> tuple[Array, int]:
+    if binary is None:
+        raise BadRequest(f"{what}: binary_data_size without Inference-Header-Content-Length")
+    if type(size) is not int or size < 0 or offset + size > len(binary):
+        raise BadRequest(f"{what}: binary_data_size {size!r} is outside the binary data")
+    if spec.datatype == "BYTES":
+        raise InvalidInput(f"{what}: BYTES tensors are accepted as JSON only")
+    dtype = spec.dtype.newbyteorder("<")
+    if size != count * dtype.itemsize:
+        raise InvalidInput(f"{what}: {size} bytes for {count} {spec.datatype} values")
+    arr = np.frombuffer(binary[offset : offset + size], dtype=dtype).astype(spec.dtype, copy=False)
+    return arr, offset + size
+
+
+def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
+    params = payload.get("parameters")
+    all_binary = isinstance(params, dict) and params.get("binary_data_output") is True
+    items = payload.get("outputs")
+    if items is None:
+        return None, {"*"} if all_binary else set()
+    if not isinstance(items, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in items
+    ):
+        raise InvalidInput('"outputs" must be a list of objects with a name')
+    names = [str(o["name"]) for o in items]
+    binary = {
+        str(o["name"])
+        for o in items
+        if all_binary
+        or (isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True)
+    }
+    return names, binary
+
+
+def encode_v2(
+    outputs: Mapping[str, Array],
+    names: Sequence[str],
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    binary: set[str],
+) -> tuple[bytes, int | None]:
+    """Response body and, when binary outputs are present, the JSON header's length."""
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        arr = outputs[name]
+        datatype = NUMPY_TO_V2.get(arr.dtype)
+        if datatype is None:
+            raise InvalidInput(f"output {name!r} has unsupported dtype {arr.dtype}")  # pragma: no cover
+        item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if (name in binary or "*" in binary) and datatype != "BYTES":
+            data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            item["parameters"] = {"binary_data_size": len(data)}
+            blobs.append(data)
+        else:
+            item["data"] = _jsonable(arr, nested=False)
+        items.append(item)
+    body: dict[str, Any] = {"model_name": model_name, "outputs": items}
+    if model_version:
+        body["model_version"] = model_version
+    if request_id is not None:
+        body["id"] = request_id
+    header = orjson.dumps(body, option=JSON_OPTIONS)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _jsonable(arr: Array, *, nested: bool) -> Any:
+    if arr.dtype.kind == "O":
+        flat = arr.tolist() if nested else arr.ravel().tolist()
+        return _decode_bytes(flat)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        # JSON has no NaN/Infinity: report them as null rather than emit invalid JSON.
+        obj = arr.astype(np.float64).astype(object)
+        obj[~np.isfinite(arr)] = None
+        return obj.tolist() if nested else obj.ravel().tolist()
+    arr = np.ascontiguousarray(arr)
+    return arr if nested else arr.ravel()
+
+
+def _decode_bytes(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode_bytes(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def dumps_handler_result(result: Any) -> bytes:
+    """A postprocess result as JSON; numpy values allowed."""
+    try:
+        return orjson.dumps(result, option=JSON_OPTIONS | orjson.OPT_NON_STR_KEYS, default=_default)
+    except TypeError as exc:
+        raise HandlerFailed(f"handler postprocess returned something that is not JSON: {exc}") from None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,0 +1,169 @@
+"""Start-up and shutdown of one served model: pull -> load -> warm up -> ready -> draining.
+
+Loading runs in a background thread while the HTTP server already answers: liveness is true from
+the first second (a long download must not look like a hung process), readiness only after the
+warm-up inference passed. A start-up failure is reported through ``on_fatal`` (the CLI exits
+non-zero and writes the reason to the termination log for the operator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelapi_runtime.exceptions import ModelLoadFailed, ModelNotFound, NotReady, StartupError
+from modelapi_runtime.handler import Handler, load_handler
+from modelapi_runtime.metrics import Metrics
+from modelapi_runtime.model import Model
+from modelapi_runtime.service import InferenceService
+from modelapi_runtime.settings import RuntimeSettings
+from modelapi_runtime.storage import TransferOptions, display_uri, fetch
+
+log = logging.getLogger(__name__)
+
+FatalHook = Callable[[StartupError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    download_s: float
+    load_s: float
+    warmup_s: float
+    cache_hit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    model: Model
+    handler: Handler | None
+    cold_start: ColdStart
+    steady_run_s: float
+
+
+def transfer_options(settings: RuntimeSettings) -> TransferOptions:
+    return TransferOptions(
+        concurrency=settings.download_concurrency,
+        part_size=settings.download_part_mib * 1024 * 1024,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+    )
+
+
+def load(settings: RuntimeSettings) -> Loaded:
+    """Blocking: fetch the artifacts, create the session, run the warm-up inference."""
+    cache = Path(settings.model_dir)
+    options = transfer_options(settings)
+    started = time.perf_counter()
+    artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options)
+    handler_path: Path | None = None
+    hit = not artifact.downloaded
+    if settings.handler:
+        if not settings.handler.lower().split("?")[0].endswith(".py"):
+            raise ModelLoadFailed(f"{display_uri(settings.handler)}: the handler must be a .py module")
+        h = fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options)
+        handler_path, hit = h.path, hit and not h.downloaded
+    download_s = time.perf_counter() - started
+
+    t = time.perf_counter()
+    model = Model(artifact.path, threads=settings.threads, device=settings.device)
+    handler = load_handler(handler_path, display_uri(settings.handler or "")) if handler_path else None
+    load_s = time.perf_counter() - t
+
+    warmup_s = model.warm_up()
+    steady = time.perf_counter()
+    model.warm_up()  # a second run measures the steady state (the first pays one-time costs)
+    steady_run_s = time.perf_counter() - steady
+    log.info(
+        "cold start: download %.3fs (cache hit: %s), load %.3fs, warm-up %.3fs, steady run %.6fs",
+        download_s, hit, load_s, warmup_s, steady_run_s,
+    )  # fmt: skip
+    return Loaded(model, handler, ColdStart(download_s, load_s, warmup_s, hit), steady_run_s)
+
+
+class Runtime:
+    """What the routes ask: is it ready, which service serves ``name``."""
+
+    def __init__(self, settings: RuntimeSettings, loader: Callable[[RuntimeSettings], Loaded] = load) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.name, settings.revision, settings.max_batch_size)
+        self.service: InferenceService | None = None
+        self.failure: StartupError | None = None
+        self.draining = False
+        self.ready_event = asyncio.Event()
+        self._loader = loader
+
+    @property
+    def ready(self) -> bool:
+        return self.service is not None and not self.draining
+
+    def service_for(self, name: str) -> InferenceService:
+        if name != self.settings.name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here (this runtime serves {self.settings.name!r})"
+            )
+        if self.service is None:
+            raise NotReady(
+                f"model {name!r} is still loading" if self.failure is None else self.failure.message
+            )
+        return self.service
+
+    async def start(self, on_fatal: FatalHook | None = None) -> None:
+        try:
+            loaded = await asyncio.to_thread(self._loader, self.settings)
+        except StartupError as exc:
+            self._fail(exc, on_fatal)
+            return
+        except Exception as exc:  # a bug or an unexpected library error: still a clean, reported exit
+            log.exception("unexpected error while loading the model")
+            self._fail(
+                ModelLoadFailed(f"unexpected error while loading: {type(exc).__name__}: {exc}"), on_fatal
+            )
+            return
+        s = self.settings
+        service = InferenceService(
+            loaded.model,
+            self.metrics,
+            name=s.name,
+            version=s.revision,
+            handler=loaded.handler,
+            max_batch_size=s.max_batch_size,
+            max_latency_s=s.max_latency_ms / 1000,
+            max_queue=s.max_queue,
+            steady_run_s=loaded.steady_run_s,
+        )
+        await service.start()
+        m, cs = self.metrics, loaded.cold_start
+        m.download_seconds.set(cs.download_s)
+        m.load_seconds.set(cs.load_s)
+        m.model_load_seconds.set(cs.load_s)
+        m.warmup_seconds.set(cs.warmup_s)
+        m.cache_hit.set(1 if cs.cache_hit else 0)
+        m.set_info(loaded.model.device)
+        self.service = service
+        m.ready.set(1)
+        self.ready_event.set()
+        log.info(
+            "ready: model %r on %s, batching %s, inference %s",
+            s.name, loaded.model.device, "on" if service.batching else "off",
+            "inline" if service.inline else "in a worker thread",
+        )  # fmt: skip
+
+    def _fail(self, exc: StartupError, on_fatal: FatalHook | None) -> None:
+        self.failure = exc
+        log.error("cannot serve: %s: %s", exc.reason, exc.message)
+        if on_fatal is not None:
+            on_fatal(exc)
+
+    def begin_drain(self) -> None:
+        """Readiness false from now on; requests still arriving are served until the listener closes."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    async def stop(self) -> None:
+        self.begin_drain()
+        if self.service is not None:
+            await self.service.stop()

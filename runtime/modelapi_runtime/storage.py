@@ -1,0 +1,450 @@
+"""Artifact pull: s3://, https:// (http://) and file:// into a digest-keyed local cache.
+
+Large objects are fetched as parallel ranged GETs. Parts are written to a temporary file *in
+order* while a window of later parts downloads, so the SHA-256 is computed while streaming and
+memory stays bounded (window x part size). The file is renamed into the cache only once its digest
+is known and matches, so the cache never holds a partial or unverified artifact.
+
+Cache layout under ``cache_dir``::
+
+    blobs/sha256/<hex>      verified artifacts, content-addressed (shared by replicas on a node)
+    refs/<sha256(uri)>.json the digest last seen for a URI, with its ETag and size (used when the
+                            spec gives no sha256: a HEAD decides whether the cached blob is current)
+    tmp/                    partial downloads
+
+Errors are the ``ArtifactError`` family and never carry credentials: URIs are shown without
+userinfo or query string (a presigned URL's query *is* a credential).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+from modelapi_runtime.exceptions import (
+    ArtifactAccessDenied,
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactUnavailable,
+    ChecksumMismatch,
+    InvalidArtifactSpec,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+CONNECT_TIMEOUT_S = 4.0
+READ_TIMEOUT_S = 15.0
+ATTEMPTS = 3  # per part: worst case 3 x (4 + 15) s + backoff < 60 s for a stalled transfer
+BACKOFF_S = 0.25
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int | None
+    etag: str | None
+    ranges: bool  # the source answers byte-range requests
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    path: Path
+    sha256: str
+    size: int
+    downloaded: bool  # False: a cache hit or a local file read in place
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    concurrency: int = 8
+    part_size: int = 16 * MiB
+    endpoint: str | None = None
+    region: str | None = None
+
+
+class Source(Protocol):
+    display: str
+
+    def stat(self) -> ObjectInfo: ...
+    def read_range(self, start: int, end: int) -> bytes: ...  # inclusive end, like HTTP Range
+    def stream(self) -> Iterator[bytes]: ...
+
+
+def display_uri(uri: str) -> str:
+    """The URI without userinfo, query or fragment: safe for logs, conditions and events."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+class FileSource:
+    def __init__(self, uri: str) -> None:
+        parts = urllib.parse.urlsplit(uri)
+        self.path = Path(urllib.parse.unquote(parts.path))
+        self.display = display_uri(uri)
+
+    def _wrap(self, exc: OSError) -> ArtifactError:
+        if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+            return ArtifactNotFound(f"{self.display}: no such file")
+        if isinstance(exc, PermissionError):
+            return ArtifactAccessDenied(f"{self.display}: permission denied")
+        return ArtifactUnavailable(f"{self.display}: {exc.strerror or type(exc).__name__}")
+
+    def stat(self) -> ObjectInfo:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise self._wrap(exc) from None
+        if not self.path.is_file():
+            raise ArtifactNotFound(f"{self.display}: not a regular file")
+        return ObjectInfo(size=st.st_size, etag=f"{st.st_mtime_ns}-{st.st_size}", ranges=True)
+
+    def read_range(self, start: int, end: int) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                return os.pread(fd, end - start + 1, start)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._wrap(exc) from None
+
+    def stream(self) -> Iterator[bytes]:
+        try:
+            with self.path.open("rb") as f:
+                while chunk := f.read(4 * MiB):
+                    yield chunk
+        except OSError as exc:
+            raise self._wrap(exc) from None
+
+
+class HTTPSource:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.display = display_uri(uri)
+
+    def _open(self, method: str, headers: dict[str, str]) -> Any:
+        request = urllib.request.Request(self.uri, method=method, headers=headers)  # noqa: S310 - scheme checked
+        try:
+            # urllib applies one timeout to connect and to every blocking read.
+            return urllib.request.urlopen(request, timeout=READ_TIMEOUT_S)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            raise self._status_error(exc.code) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ArtifactUnavailable(f"{self.display}: cannot reach the server ({reason})") from None
+
+    def _status_error(self, code: int) -> ArtifactError:
+        if code in (404, 410):
+            return ArtifactNotFound(f"{self.display}: HTTP {code} (not found)")
+        if code in (401, 403):
+            return ArtifactAccessDenied(f"{self.display}: HTTP {code} (access denied)")
+        return ArtifactUnavailable(f"{self.display}: HTTP {code}")
+
+    def stat(self) -> ObjectInfo:
+        with self._open("HEAD", {}) as resp:
+            length = resp.headers.get("Content-Length")
+            return ObjectInfo(
+                size=int(length) if length and length.isdigit() else None,
+                etag=resp.headers.get("ETag") or resp.headers.get("Last-Modified"),
+                ranges=resp.headers.get("Accept-Ranges", "").lower() == "bytes",
+            )
+
+    def read_range(self, start: int, end: int) -> bytes:
+        with self._open("GET", {"Range": f"bytes={start}-{end}"}) as resp:
+            if resp.status != 206:
+                raise ArtifactUnavailable(
+                    f"{self.display}: server ignored the byte range (HTTP {resp.status})"
+                )
+            return _read_exact(resp, end - start + 1, self.display)
+
+    def stream(self) -> Iterator[bytes]:
+        with self._open("GET", {}) as resp:
+            try:
+                while chunk := resp.read(4 * MiB):
+                    yield chunk
+            except (TimeoutError, OSError) as exc:
+                raise ArtifactUnavailable(f"{self.display}: transfer failed ({exc})") from None
+
+
+def _read_exact(resp: Any, size: int, display: str) -> bytes:
+    try:
+        data: bytes = resp.read()
+    except (TimeoutError, OSError) as exc:
+        raise ArtifactUnavailable(f"{display}: transfer failed ({exc})") from None
+    if len(data) != size:
+        raise ArtifactUnavailable(f"{display}: short read ({len(data)} of {size} bytes)")
+    return data
+
+
+class S3Source:
+    """boto3 with the standard credential chain (env, web identity / IRSA, profile, instance role)."""
+
+    def __init__(self, uri: str, options: TransferOptions) -> None:
+        parts = urllib.parse.urlsplit(uri)
+        self.bucket = parts.netloc
+        self.key = urllib.parse.unquote(parts.path.lstrip("/"))
+        if not self.bucket or not self.key:
+            raise InvalidArtifactSpec(f"{display_uri(uri)}: expected s3://BUCKET/KEY")
+        self.display = f"s3://{self.bucket}/{self.key}"
+        self.client = make_s3_client(options)
+
+    def _wrap(self, exc: Exception) -> ArtifactError:
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return ArtifactAccessDenied(
+                f"{self.display}: no S3 credentials found (credentialsSecret or a ServiceAccount with "
+                "workload identity)"
+            )
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound") or status == 404:
+                what = "bucket" if code == "NoSuchBucket" else "object"
+                return ArtifactNotFound(f"{self.display}: {what} not found")
+            if code in (
+                "AccessDenied",
+                "403",
+                "Forbidden",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "ExpiredToken",
+                "InvalidToken",
+            ) or status in (401, 403):
+                return ArtifactAccessDenied(f"{self.display}: access denied ({code or status})")
+            return ArtifactUnavailable(f"{self.display}: S3 error {code or status}")
+        return ArtifactUnavailable(f"{self.display}: S3 unreachable ({type(exc).__name__})")
+
+    def stat(self) -> ObjectInfo:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:
+            raise self._wrap(exc) from None
+        return ObjectInfo(size=int(head["ContentLength"]), etag=head.get("ETag"), ranges=True)
+
+    def read_range(self, start: int, end: int) -> bytes:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}")
+            data = obj["Body"].read()
+        except Exception as exc:
+            raise self._wrap(exc) from None
+        if len(data) != end - start + 1:
+            raise ArtifactUnavailable(f"{self.display}: short read ({len(data)} of {end - start + 1} bytes)")
+        return data
+
+    def stream(self) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
+            while chunk := body.read(4 * MiB):
+                yield chunk
+        except ArtifactError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc) from None
+
+
+def make_s3_client(options: TransferOptions) -> S3Client:
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"max_attempts": 1, "mode": "standard"},  # retried per part below, within a bound
+        max_pool_connections=max(10, options.concurrency + 2),
+        s3={"addressing_style": "path"} if options.endpoint else {},
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=options.endpoint or None, region_name=options.region or None, config=config
+    )
+
+
+def open_source(uri: str, options: TransferOptions) -> Source:
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme == "s3":
+        return S3Source(uri, options)
+    if scheme in ("https", "http"):
+        return HTTPSource(uri)
+    if scheme == "file":
+        return FileSource(uri)
+    raise InvalidArtifactSpec(f"{display_uri(uri)}: unsupported scheme {scheme!r} (s3, https, file)")
+
+
+# --- transfer ------------------------------------------------------------------------------------
+
+
+def _retry(call: Callable[[], T]) -> T:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except ArtifactUnavailable:
+            if attempt == ATTEMPTS:
+                raise
+            time.sleep(BACKOFF_S * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parts(size: int, part_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, size, part_size):
+        yield start, min(start + part_size, size) - 1
+
+
+def download(source: Source, info: ObjectInfo, dest: Path, options: TransferOptions) -> tuple[str, int]:
+    """Write the object to ``dest``; returns (sha256 hex, size). Parallel ranges when possible."""
+    digest = hashlib.sha256()
+    written = 0
+    with dest.open("wb") as out:
+        if info.ranges and info.size is not None and info.size > options.part_size:
+            window = max(2, options.concurrency * 2)
+            with ThreadPoolExecutor(options.concurrency, thread_name_prefix="pull") as pool:
+                parts = _parts(info.size, options.part_size)
+                pending: list[Future[bytes]] = []
+                try:
+                    for start, end in parts:
+                        pending.append(pool.submit(_retry, lambda s=start, e=end: source.read_range(s, e)))
+                        if len(pending) >= window:
+                            break
+                    while pending:
+                        data = pending.pop(0).result()
+                        out.write(data)
+                        digest.update(data)
+                        written += len(data)
+                        nxt = next(parts, None)
+                        if nxt is not None:
+                            s, e = nxt
+                            pending.append(pool.submit(_retry, lambda s=s, e=e: source.read_range(s, e)))
+                finally:
+                    for f in pending:
+                        f.cancel()
+        else:
+            for attempt in range(1, ATTEMPTS + 1):  # one stream; a failure restarts it from byte 0
+                out.seek(0)
+                out.truncate()
+                digest, written = hashlib.sha256(), 0
+                try:
+                    for chunk in source.stream():
+                        out.write(chunk)
+                        digest.update(chunk)
+                        written += len(chunk)
+                    break
+                except ArtifactUnavailable:
+                    if attempt == ATTEMPTS:
+                        raise
+                    time.sleep(BACKOFF_S * attempt)
+        out.flush()
+        os.fsync(out.fileno())
+    if info.size is not None and written != info.size:
+        raise ArtifactUnavailable(f"{source.display}: got {written} bytes, expected {info.size}")
+    return digest.hexdigest(), written
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(
+    uri: str,
+    cache_dir: Path,
+    *,
+    sha256: str | None = None,
+    options: TransferOptions | None = None,
+) -> Artifact:
+    """The artifact at ``uri`` as a verified local file, from the cache when possible."""
+    options = options or TransferOptions()
+    started = time.perf_counter()
+    expected = sha256.lower().strip() if sha256 else None
+    if expected is not None and not SHA256_RE.match(expected):
+        raise InvalidArtifactSpec(f"sha256 must be 64 hexadecimal characters, got {len(expected)}")
+    blobs = cache_dir / "blobs" / "sha256"
+    if expected is not None and (blobs / expected).is_file():
+        blob = blobs / expected
+        log.info("artifact %s: cache hit %s", display_uri(uri), expected[:12])
+        return Artifact(blob, expected, blob.stat().st_size, False, time.perf_counter() - started)
+
+    source = open_source(uri, options)
+    info = source.stat()
+    if isinstance(source, FileSource):
+        # A mounted volume is already local: verify in place instead of copying.
+        actual = hash_file(source.path)
+        _check(source.display, expected, actual)
+        return Artifact(source.path, actual, info.size or 0, False, time.perf_counter() - started)
+
+    ref = cache_dir / "refs" / (hashlib.sha256(uri.encode()).hexdigest() + ".json")
+    if expected is None and info.etag:
+        cached = _read_ref(ref)
+        if cached and cached.get("etag") == info.etag and cached.get("size") == info.size:
+            blob = blobs / str(cached["sha256"])
+            if blob.is_file():
+                log.info("artifact %s: cache hit (etag)", source.display)
+                return Artifact(
+                    blob, str(cached["sha256"]), blob.stat().st_size, False, time.perf_counter() - started
+                )
+
+    for d in (blobs, cache_dir / "tmp", ref.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix="pull-")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        actual, size = download(source, info, tmp, options)
+        _check(source.display, expected, actual)
+        os.replace(tmp, blobs / actual)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if info.etag:
+        _write_ref(ref, {"etag": info.etag, "size": size, "sha256": actual})
+    seconds = time.perf_counter() - started
+    log.info("artifact %s: downloaded %d bytes in %.2fs", source.display, size, seconds)
+    return Artifact(blobs / actual, actual, size, True, seconds)
+
+
+def _check(display: str, expected: str | None, actual: str) -> None:
+    if expected is not None and actual != expected:
+        raise ChecksumMismatch(
+            f"{display}: sha256 is {actual}, the spec expects {expected}; the artifact was not served "
+            "(upload the intended file or update spec.model.sha256)"
+        )
+
+
+def _read_ref(ref: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(ref.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_ref(ref: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=".ref-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, ref)
