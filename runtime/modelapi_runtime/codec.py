@@ -188,7 +188,7 @@ def decode_v2(
             raise InvalidInput(f"{what} is given twice")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"{what}: shape must be a list of non-negative integers")
-        if datatype not in V2_TO_NUMPY:
+        if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
             raise InvalidInput(f"{what}: unknown datatype {datatype!r}")
         spec = by_name.get(name)
         if spec is None:

@@ -1,0 +1,262 @@
+"""The runtime app through its ASGI interface with real ONNX models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from conftest import ServeFactory
+
+
+async def test_v1_predict(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    r = await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4], [0, 0, 0, 0]]})
+    assert r.status_code == 200
+    assert r.json() == {"predictions": [[3.0, 5.0, 7.0, 9.0], [1.0, 1.0, 1.0, 1.0]]}
+
+
+async def test_v2_infer_json(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx", revision="r1")
+    body = {"id": "42", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    r = await s.client.post("/v2/models/m/infer", json=body)
+    assert r.status_code == 200
+    assert r.json() == {
+        "model_name": "m",
+        "model_version": "r1",
+        "id": "42",
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 4], "data": [3.0, 5.0, 7.0, 9.0]}],
+    }
+    # The versioned path serves the same model.
+    r = await s.client.post("/v2/models/m/versions/r1/infer", json=body)
+    assert r.status_code == 200
+
+
+async def test_v2_binary_extension_roundtrip(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    )
+    r = await s.client.post(
+        "/v2/models/m/infer",
+        content=header + x.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    meta = orjson.loads(r.content[:n])
+    out = meta["outputs"][0]
+    assert out["parameters"]["binary_data_size"] == 32
+    y = np.frombuffer(r.content[n:], dtype="<f4").reshape(out["shape"])
+    np.testing.assert_array_equal(y, 2 * x + 1)
+
+
+async def test_multi_input_model_v1_and_v2(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "two_io.onnx")
+    r = await s.client.post(
+        "/v1/models/m:predict", json={"instances": [{"a": [1, 2], "b": [3, 4]}, {"a": [0, 1], "b": [1, 1]}]}
+    )
+    assert r.status_code == 200
+    assert r.json()["predictions"][0] == {"sum": [4.0, 6.0], "prod": [3.0, 8.0]}
+    body = {
+        "inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [3, 4]},
+        ],
+        "outputs": [{"name": "prod"}],
+    }
+    r = await s.client.post("/v2/models/m/infer", json=body)
+    assert [o["name"] for o in r.json()["outputs"]] == ["prod"]
+
+
+async def test_int_and_fixed_shape_models(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "int.onnx")
+    r = await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
+    assert r.json() == {"predictions": [[2, 3, 4]]}
+    r = await s.client.post("/v1/models/m:predict", json={"instances": [[1.5, 2, 3]]})
+    assert r.status_code == 422 and "INT64" in r.json()["error"]
+    f = await serve(model_dir / "fixed.onnx")
+    r = await f.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
+    assert r.json() == {"predictions": [-1.0, -2.0, -3.0]}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v1/models/m:predict", b"{not json", 400, "malformed JSON"),
+        ("/v1/models/m:predict", b"[1, 2]", 400, "JSON object"),
+        ("/v1/models/m:predict", b"", 400, "empty"),
+        ("/v1/models/other:predict", b'{"instances": [[1,2,3,4]]}', 404, "not served"),
+        ("/v1/models/m:predict", b'{"instances": [[1,2,3]]}', 422, "shape"),
+        ("/v1/models/m:predict", b'{"instances": [["a","b","c","d"]]}', 422, "FP32"),
+        ("/v1/models/m:predict", b'{"instances": [[1,2],[1,2,3]]}', 422, "rectangular"),
+        ("/v1/models/m:predict", b'{"instances": []}', 422, "instances"),
+        ("/v2/models/m/infer", b'{"inputs": [{"name":"z","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}',
+         422, "unknown input"),
+        ("/v2/models/m/infer", b'{"inputs": [{"name":"x","shape":[1,4],"datatype":"INT32","data":[1,2,3,4]}]}',
+         422, "datatype"),
+        ("/v2/models/m/infer", b'{"inputs": [{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3]}]}',
+         422, "3 values"),
+        ("/v2/models/m/infer", b'{"inputs": [{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}',
+         422, "shape"),
+        ("/v2/models/m/infer", b'{"inputs": [{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],'
+         b'"outputs": [{"name": "nope"}]}', 422, "unknown outputs"),
+    ],
+)  # fmt: skip
+async def test_errors_map_to_status(
+    serve: ServeFactory, model_dir: Path, path: str, body: bytes, status: int, fragment: str
+) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    r = await s.client.post(path, content=body)
+    assert r.status_code == status
+    assert fragment in r.json()["error"]
+
+
+async def test_body_limit_answers_413_before_reading(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx", max_request_bytes=2048)
+    big = b'{"instances": [' + b"[1,2,3,4]," * 400 + b"[1,2,3,4]]}"
+    r = await s.client.post("/v1/models/m:predict", content=big)
+    assert r.status_code == 413
+
+    # Without a Content-Length (chunked), the limit applies while streaming.
+    async def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(big), 512):
+            yield big[i : i + 512]
+
+    r = await s.client.post("/v1/models/m:predict", content=chunks())
+    assert r.status_code == 413
+
+
+async def test_health_metadata_and_unknown_model(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    assert (await s.client.get("/v2/health/live")).json() == {"live": True}
+    assert (await s.client.get("/v2/health/ready")).json() == {"ready": True}
+    meta = (await s.client.get("/v2/models/m")).json()
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert (await s.client.get("/v2/models/m/ready")).status_code == 200
+    assert (await s.client.get("/v2/models/x")).status_code == 404
+    assert (await s.client.get("/v2/models/x/ready")).status_code == 404
+    assert (await s.client.get("/v2")).json()["extensions"] == ["binary_tensor_data"]
+    s.runtime.begin_drain()
+    assert (await s.client.get("/v2/health/ready")).status_code == 503
+    assert (await s.client.get("/v2/health/live")).status_code == 200
+
+
+async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir: Path, tmp_path: Path) -> None:
+    import threading
+
+    from modelapi_runtime import lifecycle
+
+    gate = threading.Event()
+
+    def slow_loader(settings):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        return lifecycle.load(settings)
+
+    from modelapi_runtime.app import create_app
+    from modelapi_runtime.settings import RuntimeSettings
+
+    app = create_app(
+        RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path)),
+        loader=slow_loader,
+    )
+    import httpx
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        assert (await c.get("/v2/health/live")).status_code == 200
+        assert (await c.get("/v2/health/ready")).status_code == 503
+        r = await c.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
+        assert r.status_code == 503 and "loading" in r.json()["error"]
+        gate.set()
+        await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
+        assert (await c.get("/v2/health/ready")).status_code == 200
+
+
+async def test_load_failure_is_reported_not_served(serve: ServeFactory, tmp_path: Path) -> None:
+    s = await serve((tmp_path / "missing.onnx").as_uri())
+    assert s.runtime.failure is not None and s.runtime.failure.reason == "ArtifactNotFound"
+    r = await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
+    assert r.status_code == 503
+    assert (await s.client.get("/v2/health/ready")).status_code == 503
+
+
+async def test_overload_answers_503_with_retry_after(serve: ServeFactory, model_dir: Path) -> None:
+    # Batching with a long window keeps the first request queued, so the second exceeds max_queue=1.
+    s = await serve(model_dir / "affine.onnx", max_batch_size=8, max_latency_ms=300, max_queue=1)
+    body = {"instances": [[1, 2, 3, 4]]}
+    first = asyncio.create_task(s.client.post("/v1/models/m:predict", json=body))
+    await asyncio.sleep(0.05)
+    r = await s.client.post("/v1/models/m:predict", json=body)
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert (await first).status_code == 200
+
+
+async def test_metrics_exposed_with_bounded_labels(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx", revision="rev-1")
+    await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
+    await s.client.post("/v1/models/m:predict", content=b"{")
+    text = await s.metrics()
+    assert 'modelapi_requests_total{code="200",model="m",revision="rev-1"} 1.0' in text
+    assert 'modelapi_requests_total{code="400",model="m",revision="rev-1"} 1.0' in text
+    assert 'modelapi_inflight_requests{model="m",revision="rev-1"} 0.0' in text
+    for name in (
+        "modelapi_request_duration_seconds_bucket",
+        'modelapi_request_phase_seconds_count{model="m",phase="decode",revision="rev-1"}',
+        'phase="queue"',
+        'phase="infer"',
+        'phase="encode"',
+        "modelapi_batch_size_bucket",
+        "modelapi_model_load_seconds{",
+        "modelapi_cold_start_download_seconds{",
+        "modelapi_cold_start_load_seconds{",
+        "modelapi_cold_start_warmup_seconds{",
+        'modelapi_model_ready{model="m",revision="rev-1"} 1.0',
+        'modelapi_model_info{device="cpu"',
+    ):
+        assert name in text, name
+
+
+async def test_no_log_line_per_request(serve: ServeFactory, model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
+    assert [r for r in caplog.records if r.name.startswith(("modelapi", "uvicorn"))] == []
+
+
+def _binary_v2(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ]
+        }  # fmt: skip
+    )
+    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+async def test_binary_framing_errors_are_400(serve: ServeFactory, model_dir: Path) -> None:
+    s = await serve(model_dir / "affine.onnx")
+    body, headers = _binary_v2(np.zeros((1, 4), dtype=np.float32))
+    r = await s.client.post("/v2/models/m/infer", content=body + b"extra", headers=headers)
+    assert r.status_code == 400
+    r = await s.client.post("/v2/models/m/infer", content=body[:-4], headers=headers)
+    assert r.status_code == 400
+    r = await s.client.post("/v2/models/m/infer", content=body, headers={"Inference-Header-Content-Length": "x"})
+    assert r.status_code == 400
+    assert struct.calcsize("<f") == 4
