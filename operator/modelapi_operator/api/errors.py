@@ -64,7 +64,7 @@ def _path(loc: Iterable[int | str], extra: str | None = None) -> str:
         else:
             path += f".{segment}" if path else segment
     if extra:
-        path += f".{extra}" if path else extra
+        path += extra if extra.startswith("[") else (f".{extra}" if path else extra)
     return path
 
 

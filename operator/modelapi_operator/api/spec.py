@@ -6,13 +6,14 @@ rule is a :class:`CelRule` enforced both by the API server and by ``modelapi ren
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from modelapi_operator.api import patterns as p
 from modelapi_operator.api.base import ApiModel
-from modelapi_operator.api.rules import CelRule
+from modelapi_operator.api.rules import RULE_ERROR_TYPE, CelRule
 
 URI_MAX = 2048
 NAME_MAX = 253
@@ -277,6 +278,18 @@ class Toleration(ApiModel):
 class RuntimeSpec(ApiModel):
     """The serving container."""
 
+    @model_validator(mode="after")
+    def _env_names_unique(self) -> Self:
+        # The CRD refuses duplicates through x-kubernetes-list-type: map ("Duplicate value").
+        seen: set[str] = set()
+        for index, variable in enumerate(self.env):
+            if variable.name in seen:
+                raise PydanticCustomError(
+                    RULE_ERROR_TYPE, f'Duplicate value: "{variable.name}"', {"field": f"env[{index}]"}
+                )
+            seen.add(variable.name)
+        return self
+
     image: Annotated[
         str,
         Field(max_length=512),
@@ -303,7 +316,7 @@ class RuntimeSpec(ApiModel):
         description="Extra environment variables for the runtime container; secrets only through valueFrom.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+    node_selector: dict[str, Annotated[str, Field(max_length=63, description="Label value.")]] = Field(
         default_factory=dict, description="Node labels the model pods must run on."
     )
     tolerations: list[Toleration] = Field(

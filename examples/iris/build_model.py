@@ -1,0 +1,56 @@
+"""Build the iris example model: 4 float inputs -> 3 class probabilities (a fixed linear layer + softmax).
+
+    python examples/iris/build_model.py model.onnx
+
+The weights are a small hand-made linear classifier over (sepal length, sepal width, petal length,
+petal width); it is a real ONNX model that onnxruntime serves, small enough to build in tests.
+Needs the `onnx` package (in modelapi's dev extras).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import onnx
+from onnx import TensorProto, helper
+
+WEIGHTS = [
+    [0.42, 0.10, -0.35],
+    [0.96, -0.32, -0.62],
+    [-1.36, 0.12, 1.25],
+    [-0.62, -0.55, 1.18],
+]
+BIAS = [0.25, 0.88, -1.13]
+
+
+def build_iris_model() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("MatMul", ["input", "weights"], ["logits_raw"]),
+            helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        name="iris",
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        outputs=[helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[
+            helper.make_tensor("weights", TensorProto.FLOAT, [4, 3], [w for row in WEIGHTS for w in row]),
+            helper.make_tensor("bias", TensorProto.FLOAT, [3], BIAS),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="modelapi-examples")
+    model.ir_version = 8  # readable by every onnxruntime since 1.10
+    onnx.checker.check_model(model)
+    return model
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: build_model.py OUTPUT.onnx\n")
+        return 2
+    onnx.save(build_iris_model(), argv[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

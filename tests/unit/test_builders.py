@@ -1,0 +1,196 @@
+"""Behaviour of the individual builders that users rely on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelapi_operator.api import ModelAPISpec, RolloutSpec
+from modelapi_operator.builders import (
+    Owner,
+    RuntimeImages,
+    build_children,
+    build_deployment,
+    build_hpa,
+    build_httproute,
+    build_pdb,
+    compute_revision,
+    effective_surge_and_unavailable,
+    uses_gateway_api,
+)
+
+OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
+IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
+
+
+def _spec(**parts: Any) -> ModelAPISpec:
+    return ModelAPISpec.model_validate({"model": {"uri": "s3://models/iris/1/model.onnx"}, **parts})
+
+
+def _container(spec: ModelAPISpec) -> dict[str, Any]:
+    deployment = build_deployment(spec, OWNER, "abc", IMAGES)
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+@pytest.mark.parametrize(
+    ("rollout", "gpus", "expected"),
+    [
+        ({}, 0, ("25%", 0)),
+        ({}, 1, (0, 1)),
+        ({"maxUnavailable": 0}, 1, (1, 0)),
+        ({"maxSurge": 0}, 0, (0, 1)),
+        ({"maxSurge": "50%"}, 0, ("50%", 0)),
+        ({"maxSurge": 2, "maxUnavailable": 1}, 1, (2, 1)),
+    ],
+)
+def test_rollout_defaults_avoid_deadlocks(rollout: dict[str, Any], gpus: int, expected: tuple[Any, Any]) -> None:
+    assert effective_surge_and_unavailable(RolloutSpec.model_validate(rollout), gpus) == expected
+
+
+def test_gpu_model_gets_limit_toleration_gpu_image_and_cuda() -> None:
+    spec = _spec(runtime={"resources": {"gpu": 2}})
+    deployment = build_deployment(spec, OWNER, "abc", IMAGES)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "gpu:1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"name": "MODELAPI_DEVICE", "value": "cuda"} in container["env"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_cpu_model_never_asks_for_a_gpu() -> None:
+    container = _container(_spec())
+    assert container["image"] == "cpu:1"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert {"name": "MODELAPI_DEVICE", "value": "cpu"} in container["env"]
+
+
+def test_image_override_wins() -> None:
+    assert _container(_spec(runtime={"image": "example/mine:2", "resources": {"gpu": 1}}))["image"] == "example/mine:2"
+
+
+def test_pod_meets_pod_security_restricted() -> None:
+    pod = build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert "/models" in mounts, "the model needs a writable volume under a read-only root"
+
+
+def test_probes_and_graceful_shutdown() -> None:
+    container = _container(_spec())
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "large downloads need minutes"
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+
+
+def test_credentials_are_only_secret_references() -> None:
+    container = _container(_spec(storage={"credentialsSecret": "s3-creds"}))
+    credentials = [env for env in container["env"] if env["name"].startswith("AWS_") and env["name"] != "AWS_REGION"]
+    assert {env["name"] for env in credentials} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    for env in credentials:
+        assert "value" not in env
+        assert env["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+
+
+def test_runtime_env_follows_the_runtime_settings_contract() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    container = _container(_spec(model={"uri": "s3://models/iris/1/model.onnx", "sha256": "A" * 64}))
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    settings = RuntimeSettings.model_validate(
+        {key.removeprefix("MODELAPI_").lower(): v for key, v in env.items() if key.startswith("MODELAPI_")}
+    )
+    assert settings.model_uri == "s3://models/iris/1/model.onnx"
+    assert settings.sha256 == "a" * 64
+    assert settings.revision == "abc"
+    assert settings.name == "iris"
+
+
+def test_stable_deployment_leaves_replicas_to_the_autoscaler() -> None:
+    assert "replicas" not in build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]
+    assert build_deployment(_spec(), OWNER, "abc", IMAGES, replicas=0)["spec"]["replicas"] == 0
+
+
+def test_hpa_metrics() -> None:
+    spec = _spec(autoscaling={"metric": "inFlight", "target": 8, "scaleDownStabilizationSeconds": 60})
+    hpa = build_hpa(spec.autoscaling, OWNER, "abc")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-abc"
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "modelapi_inflight_requests"},
+                "target": {"type": "AverageValue", "averageValue": "8"},
+            },
+        }
+    ]
+    assert hpa["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 60}
+    memory = build_hpa(_spec(autoscaling={"metric": "memory"}).autoscaling, OWNER, "abc")
+    assert memory["spec"]["metrics"][0]["resource"] == {
+        "name": "memory",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+
+
+def test_pdb_only_when_more_than_one_replica_is_possible() -> None:
+    kinds_single = [
+        c["kind"]
+        for c in build_children(_spec(autoscaling={"maxReplicas": 1}), OWNER, IMAGES, gateway_api_installed=False)
+    ]
+    kinds_many = [c["kind"] for c in build_children(_spec(), OWNER, IMAGES, gateway_api_installed=False)]
+    assert "PodDisruptionBudget" not in kinds_single
+    assert "PodDisruptionBudget" in kinds_many
+    assert build_pdb(OWNER, "abc")["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(
+    ("routing", "gateway", "installed", "expected"),
+    [
+        ("auto", True, True, True),
+        ("auto", True, False, False),
+        ("auto", False, True, False),
+        ("gatewayAPI", True, False, True),
+        ("replicas", True, True, False),
+    ],
+)
+def test_traffic_routing_choice(routing: str, gateway: bool, installed: bool, expected: bool) -> None:
+    canary: dict[str, Any] = {"steps": [{"weight": 10}], "trafficRouting": routing}
+    if gateway:
+        canary["gateway"] = {"name": "public"}
+    spec = _spec(rollout={"strategy": "Canary", "canary": canary})
+    assert uses_gateway_api(spec, gateway_api_installed=installed) is expected
+    kinds = [c["kind"] for c in build_children(spec, OWNER, IMAGES, gateway_api_installed=installed)]
+    assert ("HTTPRoute" in kinds) is expected
+
+
+def test_httproute_weights_sum_to_100() -> None:
+    from modelapi_operator.api import GatewayRef
+
+    route = build_httproute(GatewayRef(name="public"), OWNER, "abc", canary_weight=30)
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [("iris-stable", 70), ("iris-canary", 30)]
+    at_rest = build_httproute(GatewayRef(name="public"), OWNER, "abc", canary_weight=None)
+    assert [(b["name"], b["weight"]) for b in at_rest["spec"]["rules"][0]["backendRefs"]] == [("iris-stable", 100)]
+
+
+def test_revision_depends_on_the_resolved_image() -> None:
+    spec = _spec()
+    assert compute_revision(spec, OWNER, IMAGES) != compute_revision(
+        spec, OWNER, RuntimeImages(cpu="cpu:2", gpu="gpu:1")
+    )
+    assert compute_revision(spec, OWNER, IMAGES) == compute_revision(
+        spec, OWNER, RuntimeImages(cpu="cpu:1", gpu="gpu:2")
+    )
