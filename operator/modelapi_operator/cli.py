@@ -89,8 +89,15 @@ def _render(
     return build_children(model.spec, owner, images, gateway_api_installed=gateway_api)
 
 
-def render(paths: Sequence[str], images: RuntimeImages, *, gateway_api: bool, namespace: str | None) -> str:
-    """All children of every ModelAPI in ``paths`` as one multi-document YAML string."""
+def render(
+    paths: Sequence[str],
+    images: RuntimeImages,
+    *,
+    gateway_api: bool,
+    namespace: str | None,
+    output: str = "yaml",
+) -> str:
+    """All children of every ModelAPI in ``paths``: multi-document YAML, or ``kind/name`` lines (output="name")."""
     parts: list[str] = []
     errors: list[str] = []
     for path in paths:
@@ -106,13 +113,16 @@ def render(paths: Sequence[str], images: RuntimeImages, *, gateway_api: bool, na
                     sys.stderr.write(f"{source.where}: skipping {kind} (not a {names.KIND})\n")
                     continue
                 for child in _render(model, images, gateway_api=gateway_api, namespace=namespace):
+                    if output == "name":
+                        parts.append(f"{child['kind'].lower()}/{child['metadata']['name']}\n")
+                        continue
                     header = f"# {child['kind']} of ModelAPI {model.metadata.name} ({source.where})\n"
                     parts.append(header + yaml.safe_dump(child, sort_keys=False, width=120))
         except InputError as error:
             errors.append(str(error))
     if errors:
         raise InputError("\n".join(errors))
-    return "---\n".join(parts)
+    return ("" if output == "name" else "---\n").join(parts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="assume the Gateway API CRDs are installed, for trafficRouting auto (default: yes)",
     )
+    render_cmd.add_argument(
+        "-o", "--output", choices=["yaml", "name"], default="yaml", help="yaml (default) or name: one kind/name a line"
+    )
     defaults = OperatorSettings()
     render_cmd.add_argument("--cpu-image", default=defaults.cpu_image, help="default runtime image for CPU models")
     render_cmd.add_argument("--gpu-image", default=defaults.gpu_image, help="default runtime image for GPU models")
@@ -151,11 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     images = RuntimeImages(cpu=args.cpu_image, gpu=args.gpu_image)
     try:
-        output = render(args.filename, images, gateway_api=args.gateway_api, namespace=args.namespace)
+        output = render(
+            args.filename, images, gateway_api=args.gateway_api, namespace=args.namespace, output=args.output
+        )
     except InputError as error:
         sys.stderr.write(f"modelapi render: {error}\n")
         return EXIT_INVALID
-    sys.stdout.write(output)
+    try:
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `modelapi render ... | head` is fine
+        sys.stderr.close()
     return 0
 
 

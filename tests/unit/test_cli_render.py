@@ -91,3 +91,14 @@ def test_all_errors_of_a_bundle_are_reported(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "spec.autoscaling.maxReplicas" in err
     assert 'spec.autoscaling.metric: Unsupported value: "qps"' in err
+
+
+def test_output_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-f", str(IRIS), "-o", "name"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "deployment/iris-3aacd0ea",
+        "service/iris",
+        "service/iris-stable",
+        "horizontalpodautoscaler/iris",
+        "poddisruptionbudget/iris",
+    ]
