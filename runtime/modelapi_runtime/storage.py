@@ -157,6 +157,7 @@ class HTTPSource:
             # urllib applies one timeout to connect and to every blocking read.
             return urllib.request.urlopen(request, timeout=READ_TIMEOUT_S)  # noqa: S310
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response's socket
             raise self._status_error(exc.code) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

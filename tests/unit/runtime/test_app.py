@@ -84,7 +84,8 @@ async def test_int_and_fixed_shape_models(serve: ServeFactory, model_dir: Path) 
     r = await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
     assert r.json() == {"predictions": [[2, 3, 4]]}
     r = await s.client.post("/v1/models/m:predict", json={"instances": [[1.5, 2, 3]]})
-    assert r.status_code == 422 and "INT64" in r.json()["error"]
+    assert r.status_code == 422
+    assert "INT64" in r.json()["error"]
     f = await serve(model_dir / "fixed.onnx")
     r = await f.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
     assert r.json() == {"predictions": [-1.0, -2.0, -3.0]}
@@ -179,7 +180,8 @@ async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir
         assert (await c.get("/v2/health/live")).status_code == 200
         assert (await c.get("/v2/health/ready")).status_code == 503
         r = await c.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
-        assert r.status_code == 503 and "loading" in r.json()["error"]
+        assert r.status_code == 503
+        assert "loading" in r.json()["error"]
         gate.set()
         await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
         assert (await c.get("/v2/health/ready")).status_code == 200
@@ -187,7 +189,8 @@ async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir
 
 async def test_load_failure_is_reported_not_served(serve: ServeFactory, tmp_path: Path) -> None:
     s = await serve((tmp_path / "missing.onnx").as_uri())
-    assert s.runtime.failure is not None and s.runtime.failure.reason == "ArtifactNotFound"
+    assert s.runtime.failure is not None
+    assert s.runtime.failure.reason == "ArtifactNotFound"
     r = await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
     assert r.status_code == 503
     assert (await s.client.get("/v2/health/ready")).status_code == 503
@@ -245,7 +248,7 @@ def _binary_v2(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
             "inputs": [
                 {"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
             ]
-        }  # fmt: skip
+        }
     )
     return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 

@@ -61,7 +61,8 @@ async def test_raising_handler_gives_500_logs_traceback_and_keeps_serving(
     assert "preprocess exploded" in r.json()["error"]
     assert any(rec.exc_info and "preprocess exploded" in str(rec.exc_info[1]) for rec in caplog.records)
     r = await s.client.post("/v1/models/m:predict", json={"rows": [{"a": 0, "b": 0, "c": 0, "d": 0}], "boom_post": 1})
-    assert r.status_code == 500 and "postprocess exploded" in r.json()["error"]
+    assert r.status_code == 500
+    assert "postprocess exploded" in r.json()["error"]
     r = await s.client.post("/v1/models/m:predict", json={"rows": [{"a": 0, "b": 0, "c": 0, "d": 0}]})
     assert r.status_code == 200
     assert 'code="500"' in await s.metrics()
@@ -82,12 +83,14 @@ async def test_handler_must_be_python_source(serve: ServeFactory, model_dir: Pat
     pkl = tmp_path / "handler.pkl"
     pkl.write_bytes(b"\x80\x04.")
     s = await serve(model_dir / "affine.onnx", handler=pkl.as_uri())
-    assert s.runtime.failure is not None and ".py" in s.runtime.failure.message
+    assert s.runtime.failure is not None
+    assert ".py" in s.runtime.failure.message
 
 
 async def test_batching_merges_concurrent_requests_and_splits_results(serve: ServeFactory, model_dir: Path) -> None:
     s = await serve(model_dir / "mlp.onnx", max_batch_size=32, max_latency_ms=50)
-    assert s.runtime.service is not None and s.runtime.service.batching
+    assert s.runtime.service is not None
+    assert s.runtime.service.batching
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((int(rng.integers(1, 4)), 16)).astype(np.float32) for _ in range(24)]
     alone = await serve(model_dir / "mlp.onnx")  # same model, batching off: the reference answers
@@ -143,7 +146,8 @@ async def test_batcher_isolates_a_request_that_fails_at_run_time() -> None:
         await batcher.stop()
     assert isinstance(results[1], InferenceFailed)
     ok0, ok2 = results[0], results[2]
-    assert not isinstance(ok0, BaseException) and not isinstance(ok2, BaseException)
+    assert not isinstance(ok0, BaseException)
+    assert not isinstance(ok2, BaseException)
     np.testing.assert_array_equal(ok0[0]["y"], [[2, 2]])
     np.testing.assert_array_equal(ok2[0]["y"], [[6, 6]])
     assert calls[0] == 3  # merged first, then each alone

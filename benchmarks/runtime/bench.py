@@ -1,0 +1,265 @@
+"""Runtime benchmark: modelapi-runtime vs KServe ModelServer vs a plain FastAPI wrapper vs bare uvicorn.
+
+One command, same run, same machine: every server is pinned to one core (taskset), wrk to another,
+16 connections. Prints req/s, p50 and p99 per case and the ratios the issue sets as goals, and
+writes the table as Markdown (``--out``).
+
+    .venv/bin/python benchmarks/runtime/bench.py [--duration 10] [--kserve-python /path/to/venv/bin/python]
+
+KServe is never a project dependency: give the Python of a separate venv that has ``kserve`` (and
+onnxruntime); without it the KServe column is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
+import onnx_models  # noqa: E402  (the same model builders the unit tests use)
+
+SERVER_CPU, LOAD_CPU = "0", "1"
+CONNECTIONS = 16
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} never became ready")
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    # Output goes to a file: a peer that logs per request would block on a full pipe.
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        try:
+            wait_ready(ready_url)
+        except RuntimeError:
+            proc.kill()
+            print(log.read_text()[-3000:], file=sys.stderr)
+            raise
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+LUA = """
+local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "{ctype}"
+{extra}
+"""
+
+
+def wrk(url: str, body: Path, header_len: int | None, duration: int, workdir: Path) -> Result:
+    extra = f'wrk.headers["Inference-Header-Content-Length"] = "{header_len}"' if header_len else ""
+    ctype = "application/octet-stream" if header_len else "application/json"
+    script = workdir / f"{body.stem}.lua"
+    script.write_text(LUA.format(body=body, ctype=ctype, extra=extra))
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Result(rps, pct("50"), pct("99"), int(non2xx.group(1)) if non2xx else 0)
+
+
+def bodies(workdir: Path, features: int) -> dict[str, tuple[Path, int | None]]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, features)).astype(np.float32)
+    out: dict[str, tuple[Path, int | None]] = {}
+    v1 = workdir / f"v1_{features}.json"
+    v1.write_text(json.dumps({"instances": x.tolist()}))
+    out["v1 JSON"] = (v1, None)
+    v2 = workdir / f"v2_{features}.json"
+    v2.write_text(json.dumps({"inputs": [{"name": "x", "shape": [1, features], "datatype": "FP32",
+                                          "data": x.ravel().tolist()}]}))  # fmt: skip
+    out["v2 JSON"] = (v2, None)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1, features], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()  # fmt: skip
+    binary = workdir / f"v2b_{features}.bin"
+    binary.write_bytes(header + x.tobytes())
+    out["v2 binary"] = (binary, len(header))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--kserve-python", default=os.environ.get("KSERVE_PYTHON", "/work/kserve-venv/bin/python"))
+    ap.add_argument("--out", type=Path, default=None, help="append the Markdown table to this file")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed (Debian package wrk)")
+    py = sys.executable
+    runtime_bin = str(Path(py).parent / "modelapi-runtime")
+    kserve_py = args.kserve_python if Path(args.kserve_python).exists() else None
+    workdir = Path(tempfile.mkdtemp(prefix="modelapi-bench-"))
+    models = {
+        "tiny (4-8-3 MLP)": (onnx_models.mlp(workdir / "tiny.onnx", (4, 8, 3)), 4),
+        "MLP 784-512-256-10": (onnx_models.mlp(workdir / "mlp.onnx", (784, 512, 256, 10)), 784),
+    }
+    rows: list[tuple[str, str, str, Result | None]] = []
+    ratios: list[str] = []
+    load_before = os.getloadavg()
+
+    def run(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
+            body: tuple[Path, int | None], env: dict[str, str] | None = None) -> Result | None:  # fmt: skip
+        try:
+            with server(cmd, ready, workdir / "server.log", env):
+                wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
+                r = wrk(url, body[0], body[1], args.duration, workdir)
+        except Exception as exc:  # a peer that cannot do a case is reported, not fatal
+            print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
+            r = None
+        rows.append((model_label, case, label, r))
+        if r:
+            print(f"  {model_label:20} {case:10} {label:28} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms"
+                  f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}", flush=True)  # fmt: skip
+        return r
+
+    # The HTTP floor first: what one core does with no model at all.
+    port = free_port()
+    tiny_bodies = bodies(workdir, 4)
+    run("bare uvicorn (floor)", "-", "v1 JSON", [py, str(HERE / "peers" / "bare_uvicorn.py"), str(port)],
+        f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/v1/models/m:predict", tiny_bodies["v1 JSON"])  # fmt: skip
+
+    for model_label, (path, features) in models.items():
+        cases = bodies(workdir, features)
+        batching = [False, True] if features > 4 else [False]
+        for case, body in cases.items():
+            results: dict[str, Result | None] = {}
+            for batch in batching:
+                port = free_port()
+                label = "modelapi" + (" (batching 16/2ms)" if batch else "")
+                cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
+                       "--host", "127.0.0.1", "--threads", "1", "--model-dir", str(workdir / "cache"),
+                       "--termination-log", str(workdir / "term.log")]  # fmt: skip
+                if batch:
+                    cmd += ["--max-batch-size", "16", "--max-latency-ms", "2"]
+                path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
+                results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
+                                     f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
+            if case != "v2 binary":
+                port = free_port()
+                results["plain FastAPI"] = run(
+                    "plain FastAPI", model_label, case,
+                    [py, str(HERE / "peers" / "plain_fastapi.py"), str(path), str(port)],
+                    f"http://127.0.0.1:{port}/docs", f"http://127.0.0.1:{port}{path_url}", body,
+                )  # fmt: skip
+            if kserve_py:
+                port = free_port()
+                results["KServe"] = run(
+                    "KServe ModelServer", model_label, case,
+                    [kserve_py, str(HERE / "peers" / "kserve_server.py"), str(path), str(port)],
+                    f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
+                )  # fmt: skip
+            best = max((r for k, r in results.items() if k.startswith("modelapi") and r), key=lambda r: r.rps,
+                       default=None)  # fmt: skip
+            for peer in ("KServe", "plain FastAPI"):
+                other = results.get(peer)
+                if best and other and other.rps > 0:
+                    ratios.append(f"{model_label} {case}: modelapi / {peer} = {best.rps / other.rps:.1f}x req/s; "
+                                  f"modelapi p99 {best.p99_ms:.2f} ms vs {peer} p50 {other.p50_ms:.2f} ms")  # fmt: skip
+
+    load_after = os.getloadavg()
+    table = [
+        f"### Run of {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+        f"({_cpu_model()}), Linux {platform.release()}, Python {platform.python_version()}. "
+        f"Server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {CONNECTIONS} connections, {args.duration} s per case. "
+        f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}.",
+        "",
+        "| model | case | server | req/s | p50 ms | p99 ms | non-2xx |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for model_label, case, label, r in rows:
+        if r:
+            table.append(f"| {model_label} | {case} | {label} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+                         f"| {r.non2xx} |")  # fmt: skip
+        else:
+            table.append(f"| {model_label} | {case} | {label} | failed | | | |")
+    table += ["", "Ratios (best modelapi configuration for the case):", ""] + [f"- {r}" for r in ratios] + [""]
+    text = "\n".join(table)
+    print(text)
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(text + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Peer: KServe's Python ModelServer wrapping the same onnxruntime session (run from its own venv).
+
+Usage: python kserve_server.py MODEL.onnx PORT
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import kserve
+import numpy as np
+import onnxruntime as ort
+from kserve import InferRequest
+from kserve.utils.utils import get_predict_response
+
+
+class OnnxModel(kserve.Model):
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name)
+        self.path = path
+        self.session: Any = None
+
+    def load(self) -> bool:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.ready = True
+        return True
+
+    def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+        if isinstance(payload, InferRequest):
+            x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
+            y = self.session.run(None, {self.input_name: x})[0]
+            return get_predict_response(payload, y, self.name)
+        x = np.asarray(payload["instances"], dtype=np.float32)
+        y = self.session.run(None, {self.input_name: x})[0]
+        return {"predictions": y.tolist()}
+
+
+if __name__ == "__main__":
+    model = OnnxModel("m", sys.argv[1])
+    model.load()
+    port = int(sys.argv[2])
+    kserve.ModelServer(http_port=port, grpc_port=port + 1000, enable_grpc=False).start([model])

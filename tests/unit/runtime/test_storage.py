@@ -1,0 +1,307 @@
+"""Artifact pull against real servers: a local HTTP server with byte ranges, and moto's S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from modelapi_runtime import storage
+from modelapi_runtime.exceptions import (
+    ArtifactAccessDenied,
+    ArtifactNotFound,
+    ArtifactUnavailable,
+    ChecksumMismatch,
+    InvalidArtifactSpec,
+)
+from modelapi_runtime.storage import TransferOptions, display_uri, fetch
+
+MiB = 1024 * 1024
+SMALL_PARTS = TransferOptions(concurrency=4, part_size=256 * 1024)
+
+
+def _blob(size: int, seed: int = 7) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+# --- file:// -------------------------------------------------------------------------------------
+
+
+def test_file_uri_is_verified_in_place(tmp_path: Path) -> None:
+    data = _blob(1000)
+    src = tmp_path / "model.onnx"
+    src.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    a = fetch(src.as_uri(), tmp_path / "cache", sha256=digest.upper())
+    assert a.path == src
+    assert a.sha256 == digest
+    assert not a.downloaded
+    with pytest.raises(ChecksumMismatch, match="sha256 is"):
+        fetch(src.as_uri(), tmp_path / "cache", sha256="0" * 64)
+    with pytest.raises(ArtifactNotFound):
+        fetch((tmp_path / "nope.onnx").as_uri(), tmp_path / "cache")
+    with pytest.raises(InvalidArtifactSpec, match="64 hexadecimal"):
+        fetch(src.as_uri(), tmp_path / "cache", sha256="abc")
+    with pytest.raises(InvalidArtifactSpec, match="unsupported scheme"):
+        fetch("gs://bucket/model.onnx", tmp_path / "cache")
+
+
+def test_display_uri_drops_credentials() -> None:
+    uri = "https://user:secret@host.example:8443/m/model.onnx?X-Amz-Signature=abc&X-Amz-Credential=AKIA"
+    shown = display_uri(uri)
+    assert shown == "https://host.example:8443/m/model.onnx"
+
+
+# --- https:// (a real local HTTP server with Range support) --------------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    status_for: dict[str, int] = {}
+    ranges = True
+    stall_s = 0.0
+    requests: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _common(self) -> bytes | None:
+        type(self).requests.append(f"{self.command} {self.path} {self.headers.get('Range', '')}")
+        code = self.status_for.get(self.path)
+        if code:
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        data = self.files.get(self.path.split("?")[0])
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        return data
+
+    def do_HEAD(self) -> None:
+        data = self._common()
+        if data is None:
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
+        if self.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        data = self._common()
+        if data is None:
+            return
+        if self.stall_s:
+            time.sleep(self.stall_s)
+        rng = self.headers.get("Range")
+        if rng and self.ranges:
+            start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
+            part = data[start : end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            part = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("H", (_Handler,), {"files": {}, "status_for": {}, "requests": [], "ranges": True, "stall_s": 0.0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_parallel_ranged_download_and_cache(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    base, handler = http_server
+    data = _blob(3 * MiB + 123)
+    handler.files["/m/model.onnx"] = data
+    a = fetch(f"{base}/m/model.onnx", tmp_path, options=SMALL_PARTS)
+    assert a.downloaded
+    assert a.path.read_bytes() == data
+    assert a.sha256 == hashlib.sha256(data).hexdigest()
+    ranged = [r for r in handler.requests if r.startswith("GET") and "bytes=" in r]
+    assert len(ranged) == 13  # ceil((3 MiB + 123) / 256 KiB)
+    assert list((tmp_path / "tmp").iterdir()) == []  # no partial files left
+
+    # A restart without a digest: one HEAD, the ETag matches, no GET.
+    handler.requests.clear()
+    b = fetch(f"{base}/m/model.onnx", tmp_path, options=SMALL_PARTS)
+    assert not b.downloaded
+    assert b.path == a.path
+    assert [r.split()[0] for r in handler.requests] == ["HEAD"]
+
+    # With the digest known: no request at all.
+    handler.requests.clear()
+    c = fetch(f"{base}/m/model.onnx", tmp_path, sha256=a.sha256, options=SMALL_PARTS)
+    assert not c.downloaded
+    assert handler.requests == []
+
+
+def test_https_without_ranges_streams_once(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    base, handler = http_server
+    handler.ranges = False
+    data = _blob(MiB)
+    handler.files["/model.onnx"] = data
+    a = fetch(f"{base}/model.onnx", tmp_path, options=SMALL_PARTS)
+    assert a.path.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, ArtifactNotFound), (403, ArtifactAccessDenied), (401, ArtifactAccessDenied), (503, ArtifactUnavailable)],
+)
+def test_https_errors_are_distinct_and_credential_free(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path, status: int, error: type[Exception],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    base, handler = http_server
+    handler.status_for["/m.onnx?sig=SECRET"] = status
+    with pytest.raises(error) as info:
+        fetch(f"{base}/m.onnx?sig=SECRET", tmp_path)
+    assert "SECRET" not in str(info.value)
+
+
+def test_checksum_mismatch_leaves_nothing_in_the_cache(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    base, handler = http_server
+    handler.files["/m.onnx"] = _blob(MiB)
+    with pytest.raises(ChecksumMismatch):
+        fetch(f"{base}/m.onnx", tmp_path, sha256="1" * 64, options=SMALL_PARTS)
+    assert list((tmp_path / "blobs" / "sha256").iterdir()) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_stalled_transfer_fails_in_bounded_time(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    base, handler = http_server
+    handler.files["/m.onnx"] = _blob(1000)
+    handler.stall_s = 2.0
+    started = time.monotonic()
+    with pytest.raises(ArtifactUnavailable):
+        fetch(f"{base}/m.onnx", tmp_path)
+    # ATTEMPTS x read timeout (+ backoff), far below the stall: the timeout, not the server, ended it.
+    assert time.monotonic() - started < storage.ATTEMPTS * 0.3 + 1.0
+
+
+def test_unreachable_server_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ArtifactUnavailable, match="cannot reach"):
+        fetch(f"http://127.0.0.1:{port}/m.onnx", tmp_path)
+
+
+# --- s3:// (moto's S3 server: a real S3 API over HTTP) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    if "models" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket="models")
+    return client
+
+
+def test_s3_parallel_ranged_download_then_cache_hit(s3: Any, s3_endpoint: str, tmp_path: Path) -> None:
+    data = _blob(2 * MiB + 5)
+    s3.put_object(Bucket="models", Key="iris/1/model.onnx", Body=data)
+    options = TransferOptions(concurrency=4, part_size=256 * 1024, endpoint=s3_endpoint, region="us-east-1")
+    a = fetch("s3://models/iris/1/model.onnx", tmp_path, options=options)
+    assert a.downloaded
+    assert a.path.read_bytes() == data
+    b = fetch("s3://models/iris/1/model.onnx", tmp_path, options=options)
+    assert not b.downloaded  # ETag unchanged
+    s3.put_object(Bucket="models", Key="iris/1/model.onnx", Body=data[:-1])
+    c = fetch("s3://models/iris/1/model.onnx", tmp_path, options=options)
+    assert c.downloaded  # a new object under the same key is fetched again
+    assert c.sha256 == hashlib.sha256(data[:-1]).hexdigest()
+
+
+def test_s3_errors(s3: Any, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    options = TransferOptions(endpoint=s3_endpoint, region="us-east-1")
+    with pytest.raises(ArtifactNotFound, match="not found"):
+        fetch("s3://models/missing.onnx", tmp_path, options=options)
+    with pytest.raises(ArtifactNotFound):
+        fetch("s3://no-such-bucket/model.onnx", tmp_path, options=options)
+    s3.put_object(Bucket="models", Key="m.onnx", Body=b"12345")
+    with pytest.raises(ChecksumMismatch):
+        fetch("s3://models/m.onnx", tmp_path, sha256="2" * 64, options=options)
+    with pytest.raises(InvalidArtifactSpec):
+        fetch("s3://models", tmp_path, options=options)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ArtifactAccessDenied, match="no S3 credentials"):
+        fetch("s3://models/m.onnx", tmp_path, options=options)
+
+
+def test_s3_unreachable_endpoint(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    with pytest.raises(ArtifactUnavailable):
+        fetch("s3://models/m.onnx", tmp_path, options=TransferOptions(endpoint="http://127.0.0.1:9"))
+
+
+def test_s3_client_error_mapping() -> None:
+    """The codes moto does not produce (it enforces no IAM by default) still map right."""
+    from botocore.exceptions import ClientError
+
+    src = storage.S3Source.__new__(storage.S3Source)
+    src.display = "s3://b/k"
+
+    def err(code: str, status: int) -> Exception:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    assert isinstance(src._wrap(err("AccessDenied", 403)), ArtifactAccessDenied)
+    assert isinstance(src._wrap(err("SignatureDoesNotMatch", 403)), ArtifactAccessDenied)
+    assert isinstance(src._wrap(err("ExpiredToken", 400)), ArtifactAccessDenied)
+    assert isinstance(src._wrap(err("NoSuchKey", 404)), ArtifactNotFound)
+    assert isinstance(src._wrap(err("SlowDown", 503)), ArtifactUnavailable)
+    assert isinstance(src._wrap(err("InternalError", 500)), ArtifactUnavailable)
