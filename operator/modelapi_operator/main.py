@@ -1,16 +1,55 @@
-"""``modelapi-operator``: the kopf operator's entry point (the reconciler lands with issue 5)."""
+"""``modelapi-operator``: run the kopf operator with the settings from MODELAPI_OPERATOR_* variables."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from modelapi_operator.settings import OperatorSettings
 
 
-def main() -> int:
-    sys.stderr.write(
-        "modelapi-operator: the reconciler is not part of this build yet; use `modelapi render` to see the "
-        "objects it will manage.\n"
+def _parser() -> argparse.ArgumentParser:
+    lines = [
+        f"  MODELAPI_OPERATOR_{name.upper():<30} {field.description}"
+        for name, field in OperatorSettings.model_fields.items()
+    ]
+    return argparse.ArgumentParser(
+        prog="modelapi-operator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reconcile ModelAPI resources (serving.modelapi.io/v1alpha1) into Deployments, Services, "
+        "HPAs, PDBs and HTTPRoutes.",
+        epilog="settings (environment variables):\n" + "\n".join(lines),
     )
-    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    args = parser.parse_args(argv)
+    try:
+        settings = OperatorSettings()
+    except ValidationError as error:
+        sys.stderr.write(f"modelapi-operator: invalid settings:\n{error}\n")
+        return 2
+
+    # Imported only to run: `--help` and settings errors stay fast, and handlers read settings at import.
+    import kopf  # noqa: PLC0415
+
+    from modelapi_operator import handlers  # noqa: F401, PLC0415 - registers the handlers
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
 
 
 if __name__ == "__main__":

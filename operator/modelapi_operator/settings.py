@@ -1,19 +1,48 @@
-"""Operator settings (pydantic-settings, env prefix MODELAPI_OPERATOR_)."""
+"""Operator settings (pydantic-settings): every field is an environment variable MODELAPI_OPERATOR_<FIELD>."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CPU_IMAGE = "modelapi/runtime:0.1.0"
 DEFAULT_GPU_IMAGE = "modelapi/runtime-gpu:0.1.0"
 
 
 class OperatorSettings(BaseSettings):
-    """How the operator runs; every field is also an environment variable, e.g. MODELAPI_OPERATOR_CPU_IMAGE."""
+    """How the operator runs, e.g. MODELAPI_OPERATOR_CPU_IMAGE=registry.example/modelapi-runtime:1.2."""
 
     model_config = SettingsConfigDict(env_prefix="MODELAPI_OPERATOR_", extra="ignore", frozen=True)
 
     cpu_image: str = Field(default=DEFAULT_CPU_IMAGE, description="Default runtime image for CPU models.")
     gpu_image: str = Field(default=DEFAULT_GPU_IMAGE, description="Default runtime image for GPU models.")
-    prometheus_url: str | None = Field(default=None, description="Prometheus base URL for canary analysis.")
+    prometheus_url: str | None = Field(default=None, description="Prometheus base URL (canary analysis, cold start).")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch (comma-separated); empty = all namespaces."
+    )
+    peering: str | None = Field(
+        default=None,
+        description="kopf peering name for several replicas (one acts, the others stand by); unset = standalone.",
+    )
+    resync_seconds: float = Field(
+        default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
+    )
+    watch_server_timeout_seconds: int = Field(
+        default=300, ge=10, le=3600, description="Server-side timeout of each watch request (it reconnects after)."
+    )
+    watch_client_timeout_seconds: int = Field(
+        default=330, ge=10, le=3700, description="Client-side timeout of each watch request: a silent watch dies."
+    )
+    request_timeout_seconds: float = Field(default=30, gt=0, le=300, description="Timeout of each API request.")
+    posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING", description="Lowest kopf log level that is also posted as a Kubernetes Event."
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value

@@ -10,7 +10,7 @@ from modelapi_operator.api.base import StatusModel
 
 ConditionType = Literal["Ready", "Progressing", "Degraded"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-RevisionRole = Literal["stable", "canary", "lastKnownGood"]
+RevisionRole = Literal["stable", "next", "canary", "lastKnownGood"]
 
 
 class Condition(StatusModel):
@@ -30,7 +30,10 @@ class RevisionStatus(StatusModel):
     """One revision (Deployment) of the model."""
 
     name: str = Field(description="The revision's Deployment name, <name>-<revision>.")
-    role: RevisionRole = Field(description="stable (serves traffic), canary, or lastKnownGood (kept at 0 replicas).")
+    role: RevisionRole = Field(
+        description="stable (serves traffic), next (replacing stable in a RollingUpdate), canary, or lastKnownGood "
+        "(kept at 0 replicas)."
+    )
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic this revision receives.")
     model_uri: str = Field(description="The model URI of this revision.")
     sha256: str | None = Field(default=None, description="The model checksum of this revision, when set.")

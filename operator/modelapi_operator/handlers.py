@@ -1,0 +1,277 @@
+"""kopf wiring only: every handler is a few lines that hand a ModelAPI to the reconciler.
+
+- create / update / resume and a timer (drift and status every ``resync_seconds``) reconcile one
+  ModelAPI; an API failure is a ``kopf.TemporaryError`` so kopf retries with its own back-off;
+- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, pods) in memory from
+  kopf's watch streams, so a reconcile reads nothing from the API;
+- an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile
+  of its ModelAPI; triggers for one ModelAPI coalesce and never run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modelapi_operator import kube, names
+from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.reconcile import Observed, Reconciler
+from modelapi_operator.settings import OperatorSettings
+
+log = logging.getLogger("modelapi_operator")
+
+SETTINGS = OperatorSettings()
+MODELAPIS = (names.GROUP, names.VERSION, names.PLURAL)
+OURS = {names.LABEL_MANAGED_BY: names.FIELD_MANAGER}
+GATEWAY_CRD = "httproutes.gateway.networking.k8s.io"
+GATEWAY_RECHECK_SECONDS = 300
+RETRY_SOON_SECONDS = 10
+RETRY_LATER_SECONDS = 60
+
+Key = tuple[str, str]
+
+
+class _State:
+    """Process-wide state of the operator: the API client, the reconciler, the per-ModelAPI locks."""
+
+    def __init__(self) -> None:
+        self.client: kube.Kube | None = None
+        self.credentials: kube.Credentials | None = None
+        self.locks: dict[Key, asyncio.Lock] = {}
+        self.pending: set[Key] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.gateway_checked_at = -1e9
+        self.gateway_installed = False
+
+    def kube(self) -> kube.Kube:
+        if self.client is None:
+            if self.credentials is None:
+                raise kopf.TemporaryError("not logged in to the Kubernetes API yet", delay=RETRY_SOON_SECONDS)
+            self.client = kube.Kube(self.credentials, timeout_seconds=SETTINGS.request_timeout_seconds)
+        return self.client
+
+    async def reconciler(self) -> Reconciler:
+        client = self.kube()
+        if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
+            try:
+                self.gateway_installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None
+            except kube.KubeError as error:  # e.g. not allowed to read CRDs: assume absent, say so
+                log.warning("cannot tell whether Gateway API is installed (%s); assuming it is not", error)
+                self.gateway_installed = False
+            self.gateway_checked_at = time.monotonic()
+        images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
+        return Reconciler(client, images, gateway_api_installed=self.gateway_installed)
+
+
+STATE = _State()
+
+
+# -- operator lifecycle ------------------------------------------------------------------------------
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.getLevelName(SETTINGS.posting_level)
+    settings.watching.server_timeout = SETTINGS.watch_server_timeout_seconds
+    settings.watching.client_timeout = SETTINGS.watch_client_timeout_seconds
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = SETTINGS.request_timeout_seconds
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{names.GROUP}/finalizer"
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        STATE.credentials = _credentials(info)
+        if STATE.client is not None:
+            STATE.client.update_credentials(STATE.credentials)
+    return info
+
+
+@kopf.on.cleanup()
+async def close(**_: Any) -> None:
+    if STATE.client is not None:
+        await STATE.client.close()
+
+
+def _as_file(data: str | bytes | None, suffix: str) -> str | None:
+    """Certificate material embedded in a kubeconfig, written to a private file for ssl."""
+    if data is None:
+        return None
+    raw = data.encode() if isinstance(data, str) else data
+    handle, path = tempfile.mkstemp(prefix="modelapi-", suffix=suffix)
+    with os.fdopen(handle, "wb") as file:
+        file.write(raw)
+    return path
+
+
+def _credentials(info: kopf.ConnectionInfo) -> kube.Credentials:
+    ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+    return kube.Credentials(
+        server=info.server,
+        ca_path=os.fsdecode(info.ca_path) if info.ca_path else None,
+        ca_data=ca_data,
+        insecure=bool(info.insecure),
+        token=info.token,
+        scheme=info.scheme or "Bearer",
+        certificate_path=os.fsdecode(info.certificate_path)
+        if info.certificate_path
+        else _as_file(info.certificate_data, ".crt"),
+        private_key_path=os.fsdecode(info.private_key_path)
+        if info.private_key_path
+        else _as_file(info.private_key_data, ".key"),
+    )
+
+
+# -- indices: children in memory ---------------------------------------------------------------------
+def _model_key(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
+    model = labels.get(names.LABEL_NAME)
+    return (namespace or "", model) if model else None
+
+
+@kopf.index(*MODELAPIS)
+def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", name): _plain(body)}
+
+
+def _child_index(namespace: str | None, labels: Mapping[str, str], body: kopf.Body) -> dict[Key, Any]:
+    key = _model_key(namespace, labels)
+    return {key: _plain(body)} if key else {}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OURS)
+def deployments_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
+@kopf.index("v1", "services", labels=OURS)
+def services_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
+def hpas_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=OURS)
+def pdbs_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
+@kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=OURS)
+def httproutes_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
+@kopf.index("v1", "pods", labels=OURS)
+def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    key = _model_key(namespace, labels)
+    if key is None:
+        return {}
+    # Only what diagnosis reads: pods are the most numerous objects, keep them small.
+    status = body.get("status") or {}
+    slim = {
+        "metadata": {"name": body["metadata"].get("name"), "labels": dict(labels)},
+        "status": {
+            field: status[field]
+            for field in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+            if field in status
+        },
+    }
+    return {key: slim}
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: body[key] for key in body}
+
+
+def _values(index: kopf.Index[Key, Any], key: Key) -> list[Any]:
+    store = index.get(key)
+    return list(store) if store is not None else []
+
+
+def _observed(key: Key, indices: Mapping[str, kopf.Index[Key, Any]]) -> Observed:
+    return Observed(
+        deployments=_values(indices["deployments_idx"], key),
+        services=_values(indices["services_idx"], key),
+        hpas=_values(indices["hpas_idx"], key),
+        pdbs=_values(indices["pdbs_idx"], key),
+        httproutes=_values(indices["httproutes_idx"], key),
+        pods=_values(indices["pods_idx"], key),
+    )
+
+
+INDEX_NAMES = ("modelapis_idx", "deployments_idx", "services_idx", "hpas_idx", "pdbs_idx", "httproutes_idx", "pods_idx")
+
+
+def _indices(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index[Key, Any]]:
+    return {name: kwargs[name] for name in INDEX_NAMES}
+
+
+# -- reconcile triggers --------------------------------------------------------------------------------
+async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
+    lock = STATE.locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        STATE.pending.discard(key)
+        reconciler = await STATE.reconciler()
+        try:
+            await reconciler.reconcile(body, _observed(key, indices))
+        except kube.KubeError as error:
+            delay = RETRY_SOON_SECONDS if error.retriable else RETRY_LATER_SECONDS
+            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
+
+
+@kopf.on.resume(*MODELAPIS)
+@kopf.on.create(*MODELAPIS)
+@kopf.on.update(*MODELAPIS)
+async def reconcile_modelapi(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
+
+
+@kopf.timer(*MODELAPIS, interval=SETTINGS.resync_seconds)
+async def resync_modelapi(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
+
+
+def _schedule(key: Key | None, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
+    """Reconcile the ModelAPI a child belongs to, soon; triggers that arrive meanwhile coalesce."""
+    if key is None or key in STATE.pending:
+        return
+    bodies = _values(indices["modelapis_idx"], key)
+    if not bodies:
+        return
+    STATE.pending.add(key)
+
+    async def run() -> None:
+        current = _values(indices["modelapis_idx"], key)
+        if not current:
+            STATE.pending.discard(key)
+            return
+        try:
+            await _reconcile(key, current[0], indices)
+        except kopf.TemporaryError as error:
+            log.warning("reconcile of %s/%s after a child changed failed (the timer retries): %s", *key, error)
+
+    task = asyncio.get_running_loop().create_task(run())
+    STATE.tasks.add(task)
+    task.add_done_callback(STATE.tasks.discard)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+@kopf.on.event("v1", "services", labels=OURS)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
+@kopf.on.event("v1", "pods", labels=OURS)
+def child_changed(*, namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    _schedule(_model_key(namespace, labels), _indices(kwargs))

@@ -1,0 +1,280 @@
+"""The one module that talks to the Kubernetes API (a small async client on aiohttp, which kopf already uses).
+
+Everything is plain dicts: manifests from the builders go out as server-side apply patches with one
+field manager; reads come back as dicts. Credentials come from kopf's login (see handlers), so the
+operator and its watches use the same identity.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from modelapi_operator import names
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """An API resource: where it lives and what it is called."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name)}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
+SERVICE = Kind("", "v1", "services", "Service")
+HPA = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+PDB = Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+HTTPROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+POD = Kind("", "v1", "pods", "Pod")
+EVENT = Kind("", "v1", "events", "Event")
+SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
+MODELAPI = Kind(names.GROUP, names.VERSION, names.PLURAL, names.KIND)
+CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+
+CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE)
+_BY_API_KIND = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, POD, EVENT, MODELAPI)}
+
+
+def kind_of(manifest: Mapping[str, Any]) -> Kind:
+    return _BY_API_KIND[(manifest["apiVersion"], manifest["kind"])]
+
+
+class KubeError(Exception):
+    """An API request failed; ``status`` is the HTTP status (0 for a connection failure)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def retriable(self) -> bool:
+        return self.status in {0, 429} or self.status >= 500
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Forbidden(KubeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API server is and how to authenticate (from kopf's login)."""
+
+    server: str
+    ca_path: str | None = None
+    ca_data: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    scheme: str = "Bearer"
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context(cafile=self.ca_path, cadata=self.ca_data)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certificate_path:
+            context.load_cert_chain(self.certificate_path, self.private_key_path)
+        return context
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"{self.scheme} {self.token}"} if self.token else {}
+
+
+class Kube:
+    """An async Kubernetes API client for dict manifests."""
+
+    def __init__(self, credentials: Credentials, *, timeout_seconds: float = 30) -> None:
+        self._credentials = credentials
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def update_credentials(self, credentials: Credentials) -> None:
+        """After a re-login (rotated token): new requests use the new identity."""
+        if credentials != self._credentials:
+            self._credentials = credentials
+            session, self._session = self._session, None
+            if session is not None and not session.closed:
+                # Let in-flight requests finish on the old session; it is garbage-collected after.
+                pass
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._credentials.ssl_context(), limit=32)
+            self._session = aiohttp.ClientSession(
+                base_url=self._credentials.server.rstrip("/"),
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._credentials.headers(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Manifest:
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        try:
+            async with self._client().request(method, path, params=params, data=data, headers=headers) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise _error(response.status, text)
+                return json.loads(text) if text else {}
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, "Unavailable", f"{method} {path}: {type(error).__name__}: {error}") from error
+
+    # -- verbs ----------------------------------------------------------------------------------
+    async def apply(self, manifest: Manifest) -> Manifest:
+        """Server-side apply with the operator's field manager (force: the operator owns its children)."""
+        kind = kind_of(manifest)
+        meta = manifest["metadata"]
+        return await self.request(
+            "PATCH",
+            kind.path(meta.get("namespace"), meta["name"]),
+            params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def create(self, manifest: Manifest) -> Manifest:
+        kind = kind_of(manifest)
+        return await self.request(
+            "POST",
+            kind.path(manifest["metadata"].get("namespace")),
+            params={"fieldManager": names.FIELD_MANAGER},
+            body=manifest,
+        )
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Manifest | None:
+        try:
+            return await self.request("GET", kind.path(namespace, name))
+        except NotFound:
+            return None
+
+    async def list(self, kind: Kind, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        items: list[Manifest] = []
+        params = {"labelSelector": selector, "limit": "500"}
+        while True:
+            page = await self.request("GET", kind.path(namespace), params=params)
+            items += page.get("items", [])
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items
+            params = {**params, "continue": token}
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
+        """Delete (background propagation); a precondition on ``uid`` never deletes a newer namesake."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", kind.path(namespace, name), body=body)
+        except NotFound:
+            return
+
+    async def scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> None:
+        """Set replicas through the scale subresource, so the operator's apply never owns ``replicas``
+        (an autoscaler can take them over without server-side apply resetting them)."""
+        await self.request(
+            "PATCH",
+            kind.path(namespace, name, "scale"),
+            params={"fieldManager": f"{names.FIELD_MANAGER}-scale"},
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+
+    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self.request(
+            "PATCH",
+            kind.path(namespace, name, "status"),
+            params={"fieldManager": names.FIELD_MANAGER},
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def post_event(
+        self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
+    ) -> None:
+        meta = involved["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": names.FIELD_MANAGER},
+            "reportingComponent": names.FIELD_MANAGER,
+            "reportingInstance": names.FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", EVENT.path(meta["namespace"]), body=event)
+
+
+def _error(status: int, text: str) -> KubeError:
+    try:
+        payload = json.loads(text)
+        reason, message = str(payload.get("reason", "")), str(payload.get("message", text))
+    except ValueError:
+        reason, message = "", text
+    if status == 404:
+        return NotFound(status, reason or "NotFound", message)
+    if status == 403:
+        return Forbidden(status, reason or "Forbidden", message)
+    return KubeError(status, reason or "Error", message)

@@ -1,0 +1,202 @@
+"""From what the operator observed to the ModelAPI's status and the Events of each transition (pure).
+
+``Ready`` is derived in one place: True only when the revision of the current generation is the
+stable one and all its desired replicas are ready. ``Progressing`` is True while a revision rolls
+out or replicas start. ``Degraded`` carries the failure that needs a human. Transition times move
+only when a condition's status changes; an Event is produced for every change of status or reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from modelapi_operator.api import Condition, LastFailure, ModelAPIStatus, RevisionStatus
+from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
+from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, Failure
+
+SERVING = "Serving"
+ROLLING_OUT = "RollingOut"
+REPLICAS_STARTING = "ReplicasStarting"
+REPLICAS_NOT_READY = "ReplicasNotReady"
+ROLLOUT_COMPLETE = "RolloutComplete"
+AS_EXPECTED = "AsExpected"
+NO_REVISION = "NoRevision"
+
+
+@dataclass(frozen=True)
+class RevisionView:
+    """One revision's Deployment as observed."""
+
+    name: str
+    revision: str
+    role: RevisionRole
+    model_uri: str
+    sha256: str | None
+    desired: int
+    ready: int
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    desired_revision: str | None  # None when the spec is invalid
+    invalid: Failure | None  # the spec, or an object it references, is wrong: nothing can progress
+    revisions: Sequence[RevisionView]  # newest first
+    url: str
+    previous: ModelAPIStatus
+    now: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def _condition(
+    *,
+    previous: ModelAPIStatus,
+    kind: ConditionType,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> Condition:
+    before = next((c for c in previous.conditions if c.type == kind), None)
+    changed = before is None or before.status != status
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now if changed or before is None else before.last_transition_time,
+        observed_generation=generation,
+    )
+
+
+def _weights(revisions: Sequence[RevisionView]) -> dict[str, int]:
+    """Traffic share by ready replicas (the ``<name>`` Service spreads over every ready pod)."""
+    serving = [view for view in revisions if view.role in ("stable", "next")]
+    ready = sum(view.ready for view in serving)
+    if ready == 0:
+        return {view.name: (100 if view.role == "stable" else 0) for view in revisions}
+    weights = {view.name: round(100 * view.ready / ready) for view in serving}
+    if serving:
+        drift = 100 - sum(weights.values())
+        weights[serving[0].name] += drift
+    return {view.name: weights.get(view.name, 0) for view in revisions}
+
+
+def _ready_message(target: RevisionView) -> str:
+    return f"revision {target.name}: {target.ready}/{target.desired} replicas ready"
+
+
+def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[EventRecord]]:
+    obs = observation
+    views = list(obs.revisions)
+    stable = next((view for view in views if view.role == "stable"), None)
+    target = next((view for view in views if view.revision == obs.desired_revision), None)
+    failure = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+
+    def cond(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
+        return _condition(
+            previous=obs.previous,
+            kind=kind,
+            status=status,
+            reason=reason,
+            message=message,
+            generation=obs.generation,
+            now=obs.now,
+        )
+
+    fully_serving = (
+        obs.invalid is None
+        and target is not None
+        and target is stable
+        and target.desired >= 1
+        and target.ready >= target.desired
+    )
+    if fully_serving and target is not None:
+        ready = cond("Ready", "True", SERVING, f"serving {_ready_message(target)}")
+    elif failure is not None:
+        ready = cond("Ready", "False", failure.reason, failure.message)
+    elif target is None:
+        ready = cond("Ready", "False", NO_REVISION, "the current revision has no Deployment yet")
+    elif target is not stable:
+        serving = f"; revision {stable.name} keeps serving with {stable.ready} ready" if stable else ""
+        ready = cond("Ready", "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}")
+    else:
+        ready = cond("Ready", "False", REPLICAS_NOT_READY, _ready_message(target))
+
+    if obs.invalid is not None:
+        progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
+    elif failure is not None and failure.reason == PROGRESS_DEADLINE_EXCEEDED:
+        progressing = cond("Progressing", "False", failure.reason, failure.message)
+    elif fully_serving:
+        progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
+    elif target is not None and target is not stable:
+        progressing = cond(
+            "Progressing", "True", ROLLING_OUT, ready.message if failure is None else _ready_message(target)
+        )
+    else:
+        progressing = cond("Progressing", "True", REPLICAS_STARTING, ready.message)
+
+    if failure is not None:
+        degraded = cond("Degraded", "True", failure.reason, failure.message)
+    else:
+        degraded = cond("Degraded", "False", AS_EXPECTED, "")
+
+    conditions = [ready, progressing, degraded]
+    last_failure = obs.previous.last_failure
+    if failure is not None and (
+        last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
+    ):
+        failed_revision = None if obs.invalid is not None else (target.name if target and target.failure else None)
+        if failed_revision is None and stable is not None and stable.failure is not None:
+            failed_revision = stable.name
+        last_failure = LastFailure(
+            reason=failure.reason, message=failure.message, revision=failed_revision, time=obs.now
+        )
+
+    weights = _weights(views)
+    status = ModelAPIStatus(
+        observed_generation=obs.generation,
+        conditions=conditions,
+        url=obs.url,
+        replicas=sum(view.desired for view in views if view.role in ("stable", "next")),
+        ready_replicas=sum(view.ready for view in views if view.role in ("stable", "next")),
+        revisions=[
+            RevisionStatus(
+                name=view.name,
+                role=view.role,
+                weight=weights[view.name],
+                model_uri=view.model_uri,
+                sha256=view.sha256,
+                ready_replicas=view.ready,
+            )
+            for view in views
+        ],
+        canary=None,
+        last_failure=last_failure,
+        cold_start=obs.previous.cold_start,
+    )
+    return status, _events(obs.previous, conditions)
+
+
+def _events(previous: ModelAPIStatus, conditions: Sequence[Condition]) -> list[EventRecord]:
+    events = []
+    for condition in conditions:
+        before = next((c for c in previous.conditions if c.type == condition.type), None)
+        if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
+            continue
+        warning = (condition.type == "Degraded" and condition.status == "True") or (
+            condition.type == "Ready" and condition.status == "False" and before is not None and before.status == "True"
+        )
+        message = f"{condition.type}={condition.status}" + (f": {condition.message}" if condition.message else "")
+        events.append(EventRecord("Warning" if warning else "Normal", condition.reason, message))
+    return events
