@@ -132,7 +132,8 @@ def test_deployment_conditions() -> None:
                     "type": "ReplicaFailure",
                     "status": "True",
                     "reason": "FailedCreate",
-                    "message": 'pods "iris-abc-x" is forbidden: error looking up service account ml/reader: serviceaccount "reader" not found',
+                    "message": 'pods "iris-abc-x" is forbidden: error looking up service account ml/reader: '
+                    'serviceaccount "reader" not found',
                 }
             ]
         },
