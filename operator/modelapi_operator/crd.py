@@ -3,7 +3,7 @@
 ``python -m modelapi_operator.crd`` (``make crds``) prints it; a unit test fails when the
 committed crds/modelapi.yaml differs. The conversion turns pydantic's JSON Schema into a
 structural OpenAPI v3 schema: references inlined, nullable unions collapsed, titles dropped,
-defaults kept (objects default to ``{}`` so nested defaults apply), CEL rules carried over.
+defaults kept (objects default to their full default value), CEL rules carried over.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _default_nested_objects(schema: Schema, model: type[BaseModel]) -> None:
-    """Give ``default: {}`` to every sub-object whose pydantic default is a fresh model, so the API
-    server fills the nested defaults in (``kubectl get -o yaml`` then shows every effective value)."""
+    """Default every sub-object whose pydantic default is a fresh model, so the API server fills the nested
+    defaults in (``kubectl get -o yaml`` then shows every effective value)."""
     properties = schema.get("properties", {})
     for name, field in model.model_fields.items():
         child_schema = properties.get(field.alias or name)
@@ -103,8 +103,11 @@ def _default_nested_objects(schema: Schema, model: type[BaseModel]) -> None:
         target = child_schema.get("items", child_schema)
         _default_nested_objects(target, nested)
         factory = field.default_factory
-        if factory is not None and isinstance(factory(), BaseModel):  # type: ignore[call-arg]
-            child_schema["default"] = {}
+        default = factory() if factory is not None else None  # type: ignore[call-arg]
+        if isinstance(default, BaseModel):
+            # The whole default object, not {}: the API server checks defaults against the CEL rules before
+            # nested defaults would fill an empty object in.
+            child_schema["default"] = default.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _schema_of(model: type[BaseModel], *, with_defaults: bool) -> Schema:

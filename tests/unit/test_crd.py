@@ -56,7 +56,14 @@ def test_schema_is_structural() -> None:
 def test_defaults_enums_and_bounds_come_from_the_models() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     autoscaling = spec["autoscaling"]
-    assert autoscaling["default"] == {}
+    assert autoscaling["default"] == {
+        "minReplicas": 1,
+        "maxReplicas": 5,
+        "metric": "cpu",
+        "target": 70,
+        "scaleUpStabilizationSeconds": 0,
+        "scaleDownStabilizationSeconds": 300,
+    }
     assert autoscaling["properties"]["maxReplicas"] == {
         "default": 5,
         "description": "Most replicas.",

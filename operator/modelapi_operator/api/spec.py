@@ -72,7 +72,7 @@ Quantity = Annotated[
     str,
     Field(max_length=64),
     CelRule(
-        cel="isQuantity(self) && quantity(self).sign() == 1",
+        cel="isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
         message='must be a positive Kubernetes quantity such as "500m", "2" or "4Gi"',
         check=p.quantity_is_positive,
     ),
