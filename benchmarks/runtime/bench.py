@@ -111,10 +111,8 @@ def wrk(url: str, body: Path, header_len: int | None, duration: int, workdir: Pa
     ctype = "application/octet-stream" if header_len else "application/json"
     script = workdir / f"{body.stem}.lua"
     script.write_text(LUA.format(body=body, ctype=ctype, extra=extra))
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
+    out = subprocess.run([*cmd, "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -179,13 +177,14 @@ def main() -> int:
         if r:
             print(f"  {model_label:20} {case:10} {label:28} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms"
                   f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}", flush=True)  # fmt: skip
-        return r
+        return r if r and r.non2xx == 0 else None  # errors are no throughput: not compared
 
     # The HTTP floor first: what one core does with no model at all.
     port = free_port()
     tiny_bodies = bodies(workdir, 4)
-    run("bare uvicorn (floor)", "-", "v1 JSON", [py, str(HERE / "peers" / "bare_uvicorn.py"), str(port)],
-        f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/v1/models/m:predict", tiny_bodies["v1 JSON"])  # fmt: skip
+    floor = [py, str(HERE / "peers" / "bare_uvicorn.py"), str(port)]
+    url = f"http://127.0.0.1:{port}"
+    run("bare uvicorn (floor)", "-", "v1 JSON", floor, f"{url}/", f"{url}/v1/models/m:predict", tiny_bodies["v1 JSON"])
 
     for model_label, (path, features) in models.items():
         cases = bodies(workdir, features)
@@ -197,7 +196,7 @@ def main() -> int:
                 label = "modelapi" + (" (batching 16/2ms)" if batch else "")
                 cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
                        "--host", "127.0.0.1", "--threads", "1", "--model-dir", str(workdir / "cache"),
-                       "--termination-log", str(workdir / "term.log")]  # fmt: skip
+                       "--termination-log", str(workdir / "term.log"), "--drain-seconds", "0"]  # fmt: skip
                 if batch:
                     cmd += ["--max-batch-size", "16", "--max-latency-ms", "2"]
                 path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"

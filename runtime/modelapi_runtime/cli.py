@@ -171,7 +171,6 @@ class DrainingServer:
         self._runtime = runtime
         self._drain = drain_seconds
         self._signalled = False
-        self._base_exit = uvicorn.Server.handle_exit
 
     @property
     def should_exit(self) -> bool:
@@ -182,14 +181,20 @@ class DrainingServer:
         self._server.should_exit = value
 
     def on_signal(self, sig: int, frame: FrameType | None) -> None:
-        if self._signalled or self._drain <= 0:
-            self._runtime.begin_drain()
-            self._base_exit(self._server, sig, frame)
+        # The signal is handled here, not recorded for uvicorn to re-raise after shutdown: a
+        # completed drain exits 0.
+        if self._signalled:
+            log.warning("signal %d again: exiting now", sig)
+            self._server.force_exit = True
+            self._server.should_exit = True
             return
         self._signalled = True
         self._runtime.begin_drain()
         log.info("signal %d: readiness false, draining for %.1fs before closing", sig, self._drain)
-        timer = threading.Timer(self._drain, self._base_exit, args=(self._server, sig, None))
+        if self._drain <= 0:
+            self._server.should_exit = True
+            return
+        timer = threading.Timer(self._drain, setattr, args=(self._server, "should_exit", True))
         timer.daemon = True
         timer.start()
 

@@ -66,9 +66,7 @@ def to_array(value: Any, spec: TensorSpec, what: str) -> Array:
 
 
 def _kind_name(a: Array) -> str:
-    return {"U": "strings", "S": "bytes", "O": "mixed or nested values", "V": "records"}.get(
-        a.dtype.kind, a.dtype.name
-    )
+    return {"U": "strings", "S": "bytes", "O": "mixed or nested values", "V": "records"}.get(a.dtype.kind, a.dtype.name)
 
 
 def _check_shape(arr: Array, spec: TensorSpec, what: str) -> None:
@@ -122,8 +120,7 @@ def decode_v1(payload: dict[str, Any], specs: Sequence[TensorSpec]) -> Decoded:
     else:
         if not all(isinstance(i, dict) for i in instances):
             raise InvalidInput(
-                f"the model has inputs {[s.name for s in specs]}: each instance must be an object "
-                "keyed by them"
+                f"the model has inputs {[s.name for s in specs]}: each instance must be an object keyed by them"
             )
         inputs = {}
         for spec in specs:
@@ -145,8 +142,7 @@ def encode_v1(outputs: Mapping[str, Array], names: Sequence[str]) -> bytes:
         rows = min((a.shape[0] for a in arrays if a.ndim), default=0)
         body = {
             "predictions": [
-                {n: _jsonable(a[i], nested=True) for n, a in zip(names, arrays, strict=True)}
-                for i in range(rows)
+                {n: _jsonable(a[i], nested=True) for n, a in zip(names, arrays, strict=True)} for i in range(rows)
             ]
         }
     return orjson.dumps(body, option=JSON_OPTIONS)
@@ -252,16 +248,13 @@ def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[s
     items = payload.get("outputs")
     if items is None:
         return None, {"*"} if all_binary else set()
-    if not isinstance(items, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in items
-    ):
+    if not isinstance(items, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in items):
         raise InvalidInput('"outputs" must be a list of objects with a name')
     names = [str(o["name"]) for o in items]
     binary = {
         str(o["name"])
         for o in items
-        if all_binary
-        or (isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True)
+        if all_binary or (isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True)
     }
     return names, binary
 

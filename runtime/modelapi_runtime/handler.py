@@ -47,9 +47,7 @@ class Handler:
         try:
             result = self._preprocess(payload)
             if not isinstance(result, Mapping):
-                raise TypeError(
-                    f"preprocess must return a dict of input name -> array, got {type(result).__name__}"
-                )
+                raise TypeError(f"preprocess must return a dict of input name -> array, got {type(result).__name__}")
             return {str(k): np.asarray(v) for k, v in result.items()}
         except Exception as exc:
             log.exception("handler preprocess raised")
@@ -77,9 +75,7 @@ def load_handler(path: Path, display: str = "handler") -> Handler:
     except Exception as exc:
         log.exception("handler module %s failed to import", display)
         sys.modules.pop(MODULE_NAME, None)
-        raise ModelLoadFailed(
-            f"{display}: importing the handler failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ModelLoadFailed(f"{display}: importing the handler failed: {type(exc).__name__}: {exc}") from exc
     pre = getattr(module, "preprocess", None)
     post = getattr(module, "postprocess", None)
     if pre is None and post is None:

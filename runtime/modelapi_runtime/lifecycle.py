@@ -102,13 +102,9 @@ class Runtime:
 
     def service_for(self, name: str) -> InferenceService:
         if name != self.settings.name:
-            raise ModelNotFound(
-                f"model {name!r} is not served here (this runtime serves {self.settings.name!r})"
-            )
+            raise ModelNotFound(f"model {name!r} is not served here (this runtime serves {self.settings.name!r})")
         if self.service is None:
-            raise NotReady(
-                f"model {name!r} is still loading" if self.failure is None else self.failure.message
-            )
+            raise NotReady(f"model {name!r} is still loading" if self.failure is None else self.failure.message)
         return self.service
 
     async def start(self, on_fatal: FatalHook | None = None) -> None:
@@ -119,9 +115,7 @@ class Runtime:
             return
         except Exception as exc:  # a bug or an unexpected library error: still a clean, reported exit
             log.exception("unexpected error while loading the model")
-            self._fail(
-                ModelLoadFailed(f"unexpected error while loading: {type(exc).__name__}: {exc}"), on_fatal
-            )
+            self._fail(ModelLoadFailed(f"unexpected error while loading: {type(exc).__name__}: {exc}"), on_fatal)
             return
         s = self.settings
         service = InferenceService(

@@ -77,9 +77,7 @@ class Metrics:
             return Gauge(PREFIX + name, doc, labels, registry=r).labels(*values)
 
         self.model_load_seconds = gauge("model_load_seconds", "onnxruntime session creation, this start.")
-        self.download_seconds = gauge(
-            "cold_start_download_seconds", "Artifact download, this start (0 on a hit)."
-        )
+        self.download_seconds = gauge("cold_start_download_seconds", "Artifact download, this start (0 on a hit).")
         self.load_seconds = gauge("cold_start_load_seconds", "Model load, this start.")
         self.warmup_seconds = gauge("cold_start_warmup_seconds", "Warm-up inference, this start.")
         self.cache_hit = gauge("artifact_cache_hit", "1 when this start found the artifact in the cache.")

@@ -153,9 +153,7 @@ class Model:
         self.output_names = [o.name for o in self.outputs]
         # IOBinding pays off where inputs cross to a device; on the CPU plain run() is leaner.
         self.use_iobinding = self.device == "cuda"
-        log.info(
-            "model loaded: device=%s providers=%s intra_op_threads=%d", self.device, active, self.threads
-        )
+        log.info("model loaded: device=%s providers=%s intra_op_threads=%d", self.device, active, self.threads)
 
     @property
     def batchable(self) -> bool:

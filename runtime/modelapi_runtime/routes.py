@@ -72,9 +72,7 @@ class InferenceMiddleware:
             service = self.runtime.service_for(name)
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.limit:
-                raise PayloadTooLarge(
-                    f"request body of {int(length)} bytes exceeds the limit of {self.limit}"
-                )
+                raise PayloadTooLarge(f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
             service.admit()
             try:
                 body = await _read_body(receive, self.limit)
@@ -94,15 +92,11 @@ class InferenceMiddleware:
             metrics.count(status)
             metrics.request_seconds.observe(time.perf_counter() - started)
 
-    async def _infer(
-        self, service: InferenceService, protocol: str, body: bytes, headers: dict[bytes, bytes]
-    ) -> Reply:
+    async def _infer(self, service: InferenceService, protocol: str, body: bytes, headers: dict[bytes, bytes]) -> Reply:
         if protocol == "v1":
             return await service.infer_v1(body)
         header_length = headers.get(b"inference-header-content-length")
-        return await service.infer_v2(
-            body, header_length.decode("latin-1") if header_length is not None else None
-        )
+        return await service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -134,9 +128,7 @@ def _reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
     return [(b"inference-header-content-length", str(reply.header_length).encode())]
 
 
-async def _send(
-    send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
-) -> None:
+async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -61,9 +61,7 @@ class InferenceService:
         self._executor = None if inline else ThreadPoolExecutor(1, thread_name_prefix="infer")
         self._runner = ModelRunner(model.run, self._executor, metrics.batch_size.observe)
         self._batcher = (
-            Batcher(self._runner, max_batch_size, max_latency_s)
-            if max_batch_size > 1 and model.batchable
-            else None
+            Batcher(self._runner, max_batch_size, max_latency_s) if max_batch_size > 1 and model.batchable else None
         )
 
     @property
@@ -95,9 +93,7 @@ class InferenceService:
         self.inflight -= 1
         self.metrics.inflight.dec()
 
-    async def _predict(
-        self, inputs: Mapping[str, Array], rows: int | None
-    ) -> tuple[dict[str, Array], Timing]:
+    async def _predict(self, inputs: Mapping[str, Array], rows: int | None) -> tuple[dict[str, Array], Timing]:
         if self._batcher is not None and rows is not None and 0 < rows <= self._batcher.max_batch_size:
             return await self._batcher.submit(inputs, rows)
         outputs, seconds = await self._runner(inputs, rows or 1)

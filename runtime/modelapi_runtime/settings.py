@@ -31,21 +31,15 @@ class RuntimeSettings(BaseSettings):
     sha256: str | None = Field(default=None, description="Expected SHA-256 of the model artifact (64 hex).")
     handler: str | None = Field(default=None, description="Optional pre/post-processing module URI (.py).")
     handler_sha256: str | None = Field(default=None, description="Expected SHA-256 of the handler module.")
-    port: int = Field(
-        default=8080, ge=1, le=65535, description="HTTP port for inference, health and metrics."
-    )
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port for inference, health and metrics.")
     host: str = Field(default="0.0.0.0", description="Address to bind.")  # noqa: S104 - a server in a pod
     max_batch_size: int = Field(default=1, ge=1, le=4096, description="Dynamic batching size; 1 = off.")
     max_latency_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="Longest wait to fill a batch, in milliseconds."
     )
     threads: int = Field(default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = derived.")
-    device: Device = Field(
-        default="auto", description="auto (CUDA when active), cpu, or cuda (fail if absent)."
-    )
-    model_dir: str = Field(
-        default="/models", description="Writable directory for downloaded artifacts (the cache)."
-    )
+    device: Device = Field(default="auto", description="auto (CUDA when active), cpu, or cuda (fail if absent).")
+    model_dir: str = Field(default="/models", description="Writable directory for downloaded artifacts (the cache).")
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint override (MinIO, versitygw, ...).")
     s3_region: str | None = Field(default=None, description="S3 region.")
     # Added with the runtime (issue 4); all optional, the defaults are what a pod wants.
@@ -64,9 +58,7 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=3600, description="After draining: longest wait for in-flight requests."
     )
-    download_concurrency: int = Field(
-        default=8, ge=1, le=64, description="Parallel ranged GETs per artifact."
-    )
+    download_concurrency: int = Field(default=8, ge=1, le=64, description="Parallel ranged GETs per artifact.")
     download_part_mib: int = Field(default=16, ge=1, le=1024, description="Size of one ranged GET, in MiB.")
     log_requests: bool = Field(default=False, description="Log one access line per request (off: hot path).")
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")

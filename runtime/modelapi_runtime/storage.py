@@ -182,9 +182,7 @@ class HTTPSource:
     def read_range(self, start: int, end: int) -> bytes:
         with self._open("GET", {"Range": f"bytes={start}-{end}"}) as resp:
             if resp.status != 206:
-                raise ArtifactUnavailable(
-                    f"{self.display}: server ignored the byte range (HTTP {resp.status})"
-                )
+                raise ArtifactUnavailable(f"{self.display}: server ignored the byte range (HTTP {resp.status})")
             return _read_exact(resp, end - start + 1, self.display)
 
     def stream(self) -> Iterator[bytes]:
@@ -406,9 +404,7 @@ def fetch(
             blob = blobs / str(cached["sha256"])
             if blob.is_file():
                 log.info("artifact %s: cache hit (etag)", source.display)
-                return Artifact(
-                    blob, str(cached["sha256"]), blob.stat().st_size, False, time.perf_counter() - started
-                )
+                return Artifact(blob, str(cached["sha256"]), blob.stat().st_size, False, time.perf_counter() - started)
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)

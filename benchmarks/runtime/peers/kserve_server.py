@@ -11,8 +11,7 @@ from typing import Any
 import kserve
 import numpy as np
 import onnxruntime as ort
-from kserve import InferRequest
-from kserve.utils.utils import get_predict_response
+from kserve import InferOutput, InferRequest, InferResponse
 
 
 class OnnxModel(kserve.Model):
@@ -34,7 +33,12 @@ class OnnxModel(kserve.Model):
         if isinstance(payload, InferRequest):
             x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
             y = self.session.run(None, {self.input_name: x})[0]
-            return get_predict_response(payload, y, self.name)
+            out = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
+            out.set_data_from_numpy(y, binary_data=bool(payload.use_binary_outputs))
+            return InferResponse(
+                response_id=payload.id or "", model_name=self.name, infer_outputs=[out],
+                use_binary_outputs=bool(payload.use_binary_outputs),
+            )  # fmt: skip
         x = np.asarray(payload["instances"], dtype=np.float32)
         y = self.session.run(None, {self.input_name: x})[0]
         return {"predictions": y.tolist()}

@@ -1,0 +1,143 @@
+"""``modelapi-runtime`` as a user and Kubernetes run it: flags, env, exit codes, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from modelapi_runtime.cli import EXIT_STARTUP_FAILED, build_parser, main, settings_from
+from modelapi_runtime.settings import RuntimeSettings, env_var_name
+
+RUNTIME = [sys.executable, "-m", "modelapi_runtime.cli"]
+
+
+def test_help_documents_every_flag_with_its_env_var() -> None:
+    parser = build_parser()
+    serve_help = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for field in RuntimeSettings.model_fields:
+        assert "--" + field.replace("_", "-") in serve_help
+        assert env_var_name(field) in serve_help
+    pull_help = parser._subparsers._group_actions[0].choices["pull"].format_help()  # type: ignore[union-attr]
+    assert "--dest" in pull_help
+    assert "MODELAPI_MODEL_DIR" in pull_help
+
+
+def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELAPI_MODEL_URI", "file:///env.onnx")
+    monkeypatch.setenv("MODELAPI_NAME", "from-env")
+    monkeypatch.setenv("MODELAPI_MAX_BATCH_SIZE", "8")
+    args = build_parser().parse_args(["serve", "--name", "from-flag", "--device", "cpu", "--log-requests"])
+    s = settings_from(args)
+    assert (s.model_uri, s.name, s.max_batch_size, s.device, s.log_requests) == (
+        "file:///env.onnx", "from-flag", 8, "cpu", True,
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--device", "tpu"])
+
+
+def test_invalid_setting_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model-uri", "file:///m.onnx", "--max-batch-size", "0"]) == 2
+    assert "--max-batch-size" in capsys.readouterr().err
+
+
+def test_pull_reports_json_and_fails_with_reason(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pull", "--model-uri", (model_dir / "affine.onnx").as_uri(), "--dest", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert out["path"].endswith("affine.onnx")
+    assert len(out["sha256"]) == 64
+    term = tmp_path / "termination-log"
+    code = main(["pull", "--model-uri", (tmp_path / "gone.onnx").as_uri(), "--dest", str(tmp_path),
+                 "--termination-log", str(term)])  # fmt: skip
+    assert code == EXIT_STARTUP_FAILED
+    assert term.read_text().startswith("ArtifactNotFound: ")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        e.close()
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MODELAPI_")}
+
+
+def test_serve_exits_non_zero_with_reason_when_the_artifact_is_missing(tmp_path: Path) -> None:
+    term = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [*RUNTIME, "serve", "--model-uri", (tmp_path / "gone.onnx").as_uri(), "--port", str(_port()),
+         "--host", "127.0.0.1", "--model-dir", str(tmp_path), "--termination-log", str(term)],
+        check=False, capture_output=True, text=True, timeout=60, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == EXIT_STARTUP_FAILED
+    assert "ArtifactNotFound" in proc.stderr
+    assert term.read_text().startswith("ArtifactNotFound: ")
+
+
+def test_sigterm_drains_without_losing_accepted_requests(model_dir: Path, tmp_path: Path) -> None:
+    port = _port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*RUNTIME, "serve", "--model-uri", (model_dir / "affine.onnx").as_uri(), "--name", "m",
+         "--port", str(port), "--host", "127.0.0.1", "--model-dir", str(tmp_path),
+         "--max-batch-size", "64", "--max-latency-ms", "700", "--drain-seconds", "1",
+         "--shutdown-grace-seconds", "10", "--termination-log", str(tmp_path / "t")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/v2/health/ready") != 200:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        results: list[int] = []
+
+        def call() -> None:
+            body = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
+            req = urllib.request.Request(f"{base}/v1/models/m:predict", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=20) as r:
+                results.append(int(r.status))
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # accepted and waiting in the batcher (700 ms window)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        assert _get(f"{base}/v2/health/ready") == 503  # draining: not ready, still answering
+        assert _get(f"{base}/v2/health/live") == 200
+        for t in threads:
+            t.join(20)
+        assert results == [200] * 8
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
