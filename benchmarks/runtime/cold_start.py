@@ -33,7 +33,7 @@ def main() -> None:
     server = None
     endpoint = args.endpoint
     if endpoint is None:
-        from moto.server import ThreadedMotoServer
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only without --endpoint
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
