@@ -1,12 +1,14 @@
 """Fixtures for the e2e tier: a real local Kubernetes (tests/e2e/cluster/cluster.sh), real S3, real Prometheus.
 
-Session scope: the cluster is brought up once per pytest run, or reused when one is already up (then it is left
-running at the end). A fresh namespace per test, deleted afterwards. When a test fails, the tail of every
-component's log (etcd, kube-apiserver, controller-manager, scheduler, kwok, versitygw, Prometheus) and the events of
-the test's namespace are attached to the failure report.
+Session scope: the cluster is brought up once per pytest run, or reused when one is already up. One this run
+started is stopped at the end in CI (CI set) and left running elsewhere (other runs may share it). A fresh
+namespace per test, deleted afterwards. When a test fails, the tail of every component's log (etcd, kube-apiserver,
+controller-manager, scheduler, kwok, versitygw, Prometheus) and the events of the test's namespace are attached to
+the failure report.
 
-Environment knobs: MODELAPI_CLUSTER_DIR (run state, default tests/e2e/cluster/.run), MODELAPI_KEEP_CLUSTER=1 (leave a
-cluster this run started running at the end), MODELAPI_E2E_LOG_LINES (log lines per component on failure, default 40).
+Environment knobs: MODELAPI_CLUSTER_DIR (run state, default tests/e2e/cluster/.run), MODELAPI_KEEP_CLUSTER=0|1
+(stop or keep a cluster this run started; default: stop in CI, keep elsewhere), MODELAPI_E2E_LOG_LINES (log lines
+per component on failure, default 40).
 """
 
 from __future__ import annotations
@@ -151,9 +153,16 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         started = True
     _CLUSTER_STATE["env_file"] = env_file
     yield Cluster(env=read_env_file(env_file))
-    if started and os.environ.get("MODELAPI_KEEP_CLUSTER") != "1":
+    if started and not _keep_cluster():
         with capture.global_and_fixture_disabled():
             _cluster_sh("down", timeout=120)
+
+
+def _keep_cluster() -> bool:
+    """Leave a cluster this run started running? In CI no; on a developer's machine yes, because other pytest runs
+    in the same checkout may be using it by now (`make cluster-down` stops it)."""
+    default = "0" if os.environ.get("CI") else "1"
+    return os.environ.get("MODELAPI_KEEP_CLUSTER", default) == "1"
 
 
 def _namespace_name(node_name: str) -> str:

@@ -71,7 +71,7 @@ build_k8s() {
 		val="${vars[$key]}"
 		ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
 	done
-	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: ~20-40 min on 2 cores)"
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: about 5-15 min on 2 cores)"
 	(cd "$GOMOD_DIR" && go build -v -trimpath -ldflags "$ldflags" -o "$1/" \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler 2>&1) | progress "kubernetes $K8S_VERSION"
@@ -165,7 +165,9 @@ start() { # name command... ; detached, log in logs/NAME.log, pid in pids/NAME.p
 	shift
 	log "starting $name"
 	# the inner shell writes its own PID, then execs the program: the PID file names the program itself
-	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "$@" >"$RUN_DIR/logs/$name.log" 2>&1 </dev/null &
+	# fds 8 and 9 hold the build and run locks: a daemon that inherited them would hold the locks for its lifetime
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "$@" \
+		>"$RUN_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
 	local t0=$SECONDS
 	until [[ -s "$RUN_DIR/pids/$name.pid" ]]; do
 		((SECONDS - t0 < 10)) || die "$name did not start"
@@ -366,18 +368,34 @@ up() {
 	fake_nodes | kctl apply -f - >&2
 	wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
 
-	local crds=("$CRD_CACHE"/gateway-api/*.yaml "$CRD_CACHE"/prometheus-operator/*.yaml) f
-	for f in "$ROOT"/crds/*.yaml; do [[ -f $f ]] && crds+=("$f"); done
-	log "applying ${#crds[@]} CRD files (server-side)"
-	local args=()
+	local crds=("$CRD_CACHE"/gateway-api/*.yaml "$CRD_CACHE"/prometheus-operator/*.yaml) f args=()
+	log "applying ${#crds[@]} third-party CRD files (server-side)"
 	for f in "${crds[@]}"; do args+=(-f "$f"); done
 	kctl apply --server-side --force-conflicts --field-manager=modelapi-cluster "${args[@]}" >/dev/null
+	# Ours are applied one file at a time and a refusal does not stop the cluster: the e2e test that needs the CRD
+	# fails with the apiserver's message (kept in crd-errors.txt) instead of every test failing at set-up.
+	: >"$RUN_DIR/crd-errors.txt"
+	for f in "$ROOT"/crds/*.yaml; do
+		[[ -f $f ]] || continue
+		log "applying ${f#"$ROOT"/} (server-side)"
+		if ! kctl apply --server-side --force-conflicts --field-manager=modelapi-cluster -f "$f" >/dev/null 2>"$RUN_DIR/crd.err"; then
+			{
+				echo "== ${f#"$ROOT"/}"
+				cat "$RUN_DIR/crd.err"
+			} >>"$RUN_DIR/crd-errors.txt"
+			log "WARNING: the apiserver refused ${f#"$ROOT"/}:"
+			cat "$RUN_DIR/crd.err" >&2
+		fi
+	done
+	rm -f "$RUN_DIR/crd.err"
 	kctl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 	# the default ServiceAccount appears once the controller-manager's token controller has run
 	wait_for kube-controller-manager 60 kctl -n default get serviceaccount default
 
 	wait_for versitygw 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"
-	curl -sf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT \
+	# S3 CreateBucket, signed by curl (SigV4); versitygw wants the payload hash header (here: of the empty body)
+	curl -sSf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT \
+		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
 	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
 
@@ -404,6 +422,7 @@ AWS_DEFAULT_REGION=$S3_REGION
 PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
 PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
+CRD_ERRORS_FILE=$RUN_DIR/crd-errors.txt
 ENV
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
