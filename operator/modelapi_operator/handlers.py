@@ -48,7 +48,7 @@ class _State:
         self.pending: set[Key] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.gateway_checked_at = -1e9
-        self.gateway_installed = False
+        self.reconciler_: Reconciler | None = None
 
     def kube(self) -> kube.Kube:
         if self.client is None:
@@ -59,15 +59,18 @@ class _State:
 
     async def reconciler(self) -> Reconciler:
         client = self.kube()
+        if self.reconciler_ is None:
+            images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
+            self.reconciler_ = Reconciler(client, images, gateway_api_installed=False)
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
-                self.gateway_installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None
+                installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None
             except kube.KubeError as error:  # e.g. not allowed to read CRDs: assume absent, say so
                 log.warning("cannot tell whether Gateway API is installed (%s); assuming it is not", error)
-                self.gateway_installed = False
+                installed = False
+            self.reconciler_.gateway_api_installed = installed
             self.gateway_checked_at = time.monotonic()
-        images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
-        return Reconciler(client, images, gateway_api_installed=self.gateway_installed)
+        return self.reconciler_
 
 
 STATE = _State()
@@ -273,5 +276,12 @@ def _schedule(key: Key | None, indices: Mapping[str, kopf.Index[Key, Any]]) -> N
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
 @kopf.on.event("v1", "pods", labels=OURS)
-def child_changed(*, namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+async def child_changed(*, namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     _schedule(_model_key(namespace, labels), _indices(kwargs))
+
+
+@kopf.on.delete(*MODELAPIS, optional=True)  # optional: no finalizer; owner references delete the children
+def forget_modelapi(*, uid: str, namespace: str | None, name: str, **_: Any) -> None:
+    if STATE.reconciler_ is not None:
+        STATE.reconciler_.forget(uid)
+    STATE.locks.pop((namespace or "", name), None)

@@ -230,6 +230,15 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    async def merge_patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await self.request(
+            "PATCH",
+            kind.path(namespace, name),
+            params={"fieldManager": names.FIELD_MANAGER},
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
     async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self.request(
             "PATCH",

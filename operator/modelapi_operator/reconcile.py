@@ -93,6 +93,34 @@ def is_subset(desired: Any, observed: Any) -> bool:
     return bool(desired == observed)
 
 
+# Maps whose extra keys change behaviour (a selector with one more label selects nothing): they must match exactly.
+# Server-side apply leaves keys that another manager added, so those are removed with a merge patch.
+EXACT_MAPS: tuple[tuple[str, ...], ...] = (("spec", "selector"), ("spec", "selector", "matchLabels"))
+
+
+def _at(manifest: Mapping[str, Any], path: Sequence[str]) -> Any:
+    value: Any = manifest
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A merge patch that deletes keys someone added to a map that must match exactly, or None."""
+    for path in EXACT_MAPS:
+        want, have = _at(desired, path), _at(observed, path)
+        if not isinstance(want, Mapping) or not isinstance(have, Mapping):
+            continue
+        if all(isinstance(v, str) for v in want.values()) and set(have) - set(want):
+            patch: dict[str, Any] = dict.fromkeys(sorted(set(have) - set(want)))
+            for key in reversed(path):
+                patch = {key: patch}
+            return patch
+    return None
+
+
 def _owned_by(uid: str, manifests: Iterable[Manifest]) -> list[Manifest]:
     return [
         item
@@ -133,11 +161,18 @@ class Reconciler:
         self.kube = client
         self.images = images
         self.gateway_api_installed = gateway_api_installed
+        # The status this process last wrote, by ModelAPI uid. The operator is the only writer of status, so
+        # this is never older than the copy in a watch event that may not have caught up with our last patch
+        # (which would otherwise repeat transitions and their Events).
+        self._written: dict[str, ModelAPIStatus] = {}
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any], observed: Observed) -> ModelAPIStatus:
         meta = body["metadata"]
         owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-        previous = ModelAPIStatus.model_validate(body.get("status") or {})
+        previous = self._written.get(owner.uid) or ModelAPIStatus.model_validate(body.get("status") or {})
         deployments = _owned_by(owner.uid, observed.deployments)
         try:
             spec = ModelAPISpec.model_validate(body.get("spec") or {})
@@ -279,6 +314,9 @@ class Reconciler:
             current = existing.get((manifest["kind"], manifest["metadata"]["name"]))
             if current is None or not is_subset(manifest, current):
                 await self.kube.apply(manifest)
+            fix = exact_map_fix(manifest, current) if current is not None else None
+            if fix is not None:
+                await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
         for name, replicas in plan.scale.items():
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
@@ -348,6 +386,7 @@ class Reconciler:
             await self.kube.patch_status(
                 kube.MODELAPI, owner.namespace, owner.name, status.model_dump(mode="json", exclude_none=True)
             )
+        self._written[owner.uid] = status
         for event in events:
             await self._post(body, event)
         return status

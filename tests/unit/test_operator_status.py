@@ -117,3 +117,16 @@ def test_drift_check() -> None:
     assert not is_subset(desired, {"spec": {"ports": [{"port": 81}], "selector": {"a": "1"}}})
     assert not is_subset(desired, {"spec": {"ports": [], "selector": {"a": "1"}}})
     assert not is_subset(desired, {"spec": {"ports": [{"port": 80}]}})
+
+
+def test_selector_with_an_extra_label_is_fixed_by_removing_it() -> None:
+    from modelapi_operator.reconcile import exact_map_fix
+
+    desired = {"spec": {"selector": {"serving.modelapi.io/name": "iris"}}}
+    hijacked = {"spec": {"selector": {"serving.modelapi.io/name": "iris", "app": "x"}}}
+    assert exact_map_fix(desired, hijacked) == {"spec": {"selector": {"app": None}}}
+    assert exact_map_fix(desired, desired) is None
+    deployment = {"spec": {"selector": {"matchLabels": {"a": "1"}}}}
+    assert exact_map_fix(deployment, {"spec": {"selector": {"matchLabels": {"a": "1", "b": "2"}}}}) == {
+        "spec": {"selector": {"matchLabels": {"b": None}}}
+    }

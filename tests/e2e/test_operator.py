@@ -1,0 +1,338 @@
+"""The operator on the real local cluster (kube-apiserver + controller-manager + scheduler + kwok nodes).
+
+The operator runs as its console script, `modelapi-operator`, with the cluster's admin kubeconfig and a
+short resync interval; its log goes next to the components' logs (dumped when a test fails).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Cluster, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+IRIS = ROOT / "examples" / "iris" / "model.yaml"
+RESYNC_SECONDS = "5"
+
+
+class OperatorProcess:
+    """``modelapi-operator`` as a child process that tests can kill and start again."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.log_path = cluster.logs_dir / "modelapi-operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**self.cluster.subprocess_env(), "MODELAPI_OPERATOR_RESYNC_SECONDS": RESYNC_SECONDS}
+        script = Path(sys.executable).parent / "modelapi-operator"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([str(script), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def assert_alive(self) -> None:
+        assert self.process is not None
+        assert self.process.poll() is None, f"the operator exited:\n{self.log_path.read_text()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster)
+    process.start()
+    yield process
+    process.stop()
+
+
+def _apply(cluster: Cluster, namespace: str, manifest: dict[str, Any] | str) -> None:
+    text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+    cluster.kubectl("apply", "-f", "-", namespace=namespace, input=text)
+
+
+def _iris(name: str = "iris", **spec: Any) -> dict[str, Any]:
+    manifest = yaml.safe_load(IRIS.read_text())
+    manifest["metadata"]["name"] = name
+    for key, value in spec.items():
+        manifest["spec"][key] = {**manifest["spec"].get(key, {}), **value}
+    return manifest
+
+
+def _mapi(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = cluster.get_json("modelapi", name, namespace=namespace)
+    return result
+
+
+def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def _wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        body = _mapi(cluster, namespace, name)
+        condition = _condition(body, "Ready")
+        current = condition.get("observedGeneration") == body["metadata"]["generation"]
+        return body if current and condition.get("status") == "True" else None
+
+    result: dict[str, Any] = wait_until(ready, timeout=timeout, interval=1, what=f"ModelAPI {name} Ready")
+    return result
+
+
+def _names(cluster: Cluster, namespace: str, kind: str) -> set[str]:
+    items = cluster.get_json(kind, "-l", "serving.modelapi.io/name", namespace=namespace)["items"]
+    return {item["metadata"]["name"] for item in items}
+
+
+def _deployments(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
+    items = cluster.get_json("deployments", namespace=namespace)["items"]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def test_iris_example_becomes_ready_with_every_child(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "-f", str(IRIS), namespace=namespace)
+    waited = cluster.kubectl(
+        "wait", "--for=condition=Ready", "modelapi/iris", "--timeout=90s", namespace=namespace, timeout=120
+    )
+    assert "condition met" in waited.stdout
+    body = _mapi(cluster, namespace, "iris")
+    status = body["status"]
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
+    assert status["readyReplicas"] == 1
+    (revision,) = status["revisions"]
+    assert revision["role"] == "stable"
+    assert revision["weight"] == 100
+    assert revision["modelUri"] == "s3://models/iris/1/model.onnx"
+
+    rendered = subprocess.run(
+        [str(Path(sys.executable).parent / "modelapi"), "render", "-f", str(IRIS), "-n", namespace, "-o", "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    expected = {line.split("/", 1)[1] for line in rendered}
+    assert (
+        _names(cluster, namespace, "deployments")
+        | _names(cluster, namespace, "services")
+        | _names(cluster, namespace, "hpa")
+        | _names(cluster, namespace, "pdb")
+        == expected
+    )
+
+    hpa = cluster.get_json("hpa", "iris", namespace=namespace)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == revision["name"]
+    owner = hpa["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("ModelAPI", body["metadata"]["uid"])
+
+    table = cluster.kubectl("get", "mapi", "iris", namespace=namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "URL", "REPLICAS", "CANARY", "REVISION", "AGE"]
+    assert table[1].split()[:4] == ["iris", "True", status["url"], "1"]
+    assert revision["name"] in table[1]
+
+    events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=namespace)
+    assert {"Serving", "RolloutComplete"} <= {event["reason"] for event in events["items"]}
+    operator.assert_alive()
+
+
+def test_model_change_rolls_out_a_new_revision_and_removes_the_old(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
+    first = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    _apply(cluster, namespace, _iris(model={"uri": "s3://models/iris/2/model.onnx"}, autoscaling={"minReplicas": 2}))
+    body = _wait_ready(cluster, namespace, "iris")
+    (revision,) = body["status"]["revisions"]
+    assert revision["name"] != first
+    assert revision["modelUri"] == "s3://models/iris/2/model.onnx"
+    wait_until(
+        lambda: set(_deployments(cluster, namespace)) == {revision["name"]}, timeout=30, what="old revision deleted"
+    )
+    assert cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["scaleTargetRef"]["name"] == revision["name"]
+    assert body["status"]["readyReplicas"] == 2
+    reasons = [
+        e["reason"]
+        for e in cluster.get_json("events", namespace=namespace)["items"]
+        if e["involvedObject"]["kind"] == "ModelAPI"
+    ]
+    assert "RollingOut" in reasons
+
+    # Autoscaling edits never start a new revision.
+    _apply(
+        cluster,
+        namespace,
+        _iris(model={"uri": "s3://models/iris/2/model.onnx"}, autoscaling={"minReplicas": 2, "maxReplicas": 4}),
+    )
+    body = _wait_ready(cluster, namespace, "iris")
+    assert body["status"]["revisions"][0]["name"] == revision["name"]
+    wait_until(
+        lambda: cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["maxReplicas"] == 4,
+        timeout=30,
+        what="HPA updated",
+    )
+
+
+def test_deleted_or_edited_children_are_restored(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    _apply(cluster, namespace, _iris())
+    revision = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    cluster.kubectl("delete", f"deployment/{revision}", "service/iris-stable", "pdb/iris", namespace=namespace)
+    cluster.kubectl(
+        "patch",
+        "service",
+        "iris",
+        "--type=merge",
+        "-p",
+        '{"spec":{"selector":{"app":"hijacked"}}}',
+        namespace=namespace,
+    )
+    wait_until(
+        lambda: (
+            revision in _deployments(cluster, namespace)
+            and {"iris", "iris-stable"} <= _names(cluster, namespace, "services")
+            and "iris" in _names(cluster, namespace, "pdb")
+        ),
+        timeout=30,
+        what="children recreated",
+    )
+    wait_until(
+        lambda: (
+            cluster.get_json("service", "iris", namespace=namespace)["spec"]["selector"]
+            == {"serving.modelapi.io/name": "iris"}
+        ),
+        timeout=30,
+        what="Service selector restored",
+    )
+    _wait_ready(cluster, namespace, "iris")
+
+
+def test_pdb_goes_when_max_replicas_drops_to_one(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    _apply(cluster, namespace, _iris())
+    _wait_ready(cluster, namespace, "iris")
+    assert "iris" in _names(cluster, namespace, "pdb")
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 1, "maxReplicas": 1}))
+    wait_until(lambda: "iris" not in _names(cluster, namespace, "pdb"), timeout=30, what="PDB deleted")
+
+
+def test_deleting_the_modelapi_removes_every_child(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    _apply(cluster, namespace, _iris())
+    _wait_ready(cluster, namespace, "iris")
+    cluster.kubectl("create", "configmap", "unrelated", namespace=namespace)
+    cluster.kubectl("delete", "modelapi", "iris", "--wait=true", namespace=namespace, timeout=60)
+
+    def gone() -> bool:
+        return not any(_names(cluster, namespace, kind) for kind in ("deployments", "services", "hpa", "pdb", "pods"))
+
+    wait_until(gone, timeout=60, what="children garbage-collected")
+    assert cluster.kubectl("get", "configmap", "unrelated", namespace=namespace, check=False).returncode == 0
+
+
+def test_missing_service_account_is_named_and_recovers(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _iris(storage={"serviceAccountName": "model-reader"}))
+
+    def degraded() -> dict[str, Any] | None:
+        condition = _condition(_mapi(cluster, namespace, "iris"), "Degraded")
+        return condition if condition.get("reason") == "ServiceAccountNotFound" else None
+
+    condition = wait_until(degraded, timeout=60, what="Degraded ServiceAccountNotFound")
+    assert condition["status"] == "True"
+    assert "spec.storage.serviceAccountName" in condition["message"]
+    assert "model-reader" in condition["message"]
+    body = _mapi(cluster, namespace, "iris")
+    assert _condition(body, "Ready")["status"] == "False"
+    assert body["status"]["lastFailure"]["reason"] == "ServiceAccountNotFound"
+    cluster.kubectl("create", "serviceaccount", "model-reader", namespace=namespace)
+    _wait_ready(cluster, namespace, "iris")
+
+
+def test_a_revision_that_cannot_schedule_leaves_the_old_one_serving_across_an_operator_restart(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
+    old = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    # The new revision asks for a node that does not exist: its pods stay Pending.
+    stuck = _iris(
+        autoscaling={"minReplicas": 2},
+        model={"uri": "s3://models/iris/2/model.onnx"},
+        runtime={"nodeSelector": {"pool": "none"}},
+    )
+    _apply(cluster, namespace, stuck)
+
+    def rolling() -> dict[str, Any] | None:
+        body = _mapi(cluster, namespace, "iris")
+        roles = {r["role"] for r in body.get("status", {}).get("revisions", [])}
+        return body if roles == {"stable", "next"} else None
+
+    body = wait_until(rolling, timeout=60, what="rollout in progress")
+    assert _condition(body, "Progressing")["status"] == "True"
+    assert _condition(body, "Ready")["reason"] == "RollingOut"
+    assert _deployments(cluster, namespace)[old]["status"].get("readyReplicas") == 2, "the old revision keeps serving"
+
+    operator.kill()
+    fixed = _iris(autoscaling={"minReplicas": 2}, model={"uri": "s3://models/iris/2/model.onnx"})
+    _apply(cluster, namespace, fixed)  # changed while no operator runs: nothing may be lost
+    operator.start()
+    body = _wait_ready(cluster, namespace, "iris", timeout=120)
+    (revision,) = body["status"]["revisions"]
+    assert revision["modelUri"] == "s3://models/iris/2/model.onnx"
+    wait_until(
+        lambda: set(_deployments(cluster, namespace)) == {revision["name"]}, timeout=30, what="one revision left"
+    )
+
+
+def test_gpu_rollout_needs_no_spare_gpu(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    """Two replicas of one GPU each fill the only GPU node (2 GPUs); the update still completes."""
+    gpu = {"resources": {"cpu": "1", "memory": "1Gi", "gpu": 1}}
+    _apply(cluster, namespace, _iris(runtime=gpu, autoscaling={"minReplicas": 2, "maxReplicas": 2}))
+    body = _wait_ready(cluster, namespace, "iris")
+    revision = body["status"]["revisions"][0]["name"]
+    deployment = _deployments(cluster, namespace)[revision]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    pods = cluster.get_json("pods", "-l", "serving.modelapi.io/name=iris", namespace=namespace)["items"]
+    assert {pod["spec"]["nodeName"] for pod in pods} == {"kwok-gpu-0"}
+
+    _apply(
+        cluster,
+        namespace,
+        _iris(
+            runtime=gpu,
+            autoscaling={"minReplicas": 2, "maxReplicas": 2},
+            model={"uri": "s3://models/iris/2/model.onnx"},
+        ),
+    )
+    body = _wait_ready(cluster, namespace, "iris", timeout=120)
+    assert body["status"]["revisions"][0]["name"] != revision
+    assert body["status"]["readyReplicas"] == 2
+
+
+def test_insufficient_gpu_is_reported(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    _apply(cluster, namespace, _iris(runtime={"resources": {"gpu": 8}}))
+
+    def degraded() -> dict[str, Any] | None:
+        condition = _condition(_mapi(cluster, namespace, "iris"), "Degraded")
+        return condition if condition.get("reason") == "InsufficientGPU" else None
+
+    condition = wait_until(degraded, timeout=60, what="Degraded InsufficientGPU")
+    assert "nvidia.com/gpu" in condition["message"]
