@@ -29,6 +29,8 @@ PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 # Added to API.md's list: a dangling reference is named precisely, not as a generic failure.
 SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a password
 SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
+# Added: the user asked for a rollback; the current spec is not served until it changes.
+ROLLED_BACK: Final = "RolledBack"
 
 RUNTIME_REASONS: Final = frozenset(
     {

@@ -22,6 +22,7 @@ import kopf
 
 from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.settings import OperatorSettings
 
@@ -61,7 +62,12 @@ class _State:
         client = self.kube()
         if self.reconciler_ is None:
             images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
-            self.reconciler_ = Reconciler(client, images, gateway_api_installed=False)
+            prometheus = (
+                Prometheus(SETTINGS.prometheus_url, namespace_label=SETTINGS.prometheus_namespace_label)
+                if SETTINGS.prometheus_url
+                else None
+            )
+            self.reconciler_ = Reconciler(client, images, gateway_api_installed=False, prometheus=prometheus)
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
                 installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None
@@ -244,6 +250,16 @@ async def reconcile_modelapi(*, body: kopf.Body, namespace: str | None, name: st
 
 @kopf.timer(*MODELAPIS, interval=SETTINGS.resync_seconds)
 async def resync_modelapi(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
+
+
+def _canary_running(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("canary"))
+
+
+@kopf.timer(*MODELAPIS, interval=SETTINGS.canary_tick_seconds, when=_canary_running)
+async def canary_tick(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    """Canary steps advance on time: reconcile a ModelAPI with a canary in progress often."""
     await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
 
 

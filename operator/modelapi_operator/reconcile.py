@@ -11,37 +11,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from modelapi_operator import kube, names, rollout
+from modelapi_operator import kube, names
 from modelapi_operator.api import ModelAPISpec, ModelAPIStatus, format_validation_error
-from modelapi_operator.builders import (
-    Manifest,
-    Owner,
-    RuntimeImages,
-    build_deployment,
-    build_hpa,
-    build_httproute,
-    build_pdb,
-    build_service,
-    compute_revision,
-    effective_surge_and_unavailable,
-    service_url,
-    uses_gateway_api,
-    wants_pdb,
-)
+from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
+from modelapi_operator.canary import Measurement
 from modelapi_operator.diagnose import INVALID_SPEC, SERVICE_ACCOUNT_NOT_FOUND, Failure, diagnose_revision
+from modelapi_operator.plan import (
+    Plan,
+    PlanInput,
+    analysis_target,
+    annotation,
+    plan_children,
+    ready_of,
+    replicas_of,
+    revision_of,
+    role_of,
+)
+from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
 
 log = logging.getLogger(__name__)
-
-ROLE_ANNOTATION = f"{names.GROUP}/role"
-ROLLOUT_REPLICAS_ANNOTATION = f"{names.GROUP}/rollout-replicas"
 
 
 @dataclass(frozen=True)
@@ -61,17 +57,6 @@ class Observed:
         yield from self.hpas
         yield from self.pdbs
         yield from self.httproutes
-
-
-@dataclass
-class Plan:
-    """What one reconcile does to the cluster."""
-
-    stable_revision: str = ""  # the revision the Services and the PDB point at after this reconcile
-    apply: list[Manifest] = field(default_factory=list)
-    create: list[Manifest] = field(default_factory=list)
-    scale: dict[str, int] = field(default_factory=dict)  # Deployment name -> replicas
-    keep_deployments: set[str] = field(default_factory=set)
 
 
 def now_rfc3339() -> str:
@@ -129,38 +114,21 @@ def _owned_by(uid: str, manifests: Iterable[Manifest]) -> list[Manifest]:
     ]
 
 
-def _revision_of(manifest: Mapping[str, Any]) -> str:
-    return str(manifest.get("metadata", {}).get("labels", {}).get(names.LABEL_REVISION, ""))
-
-
-def _annotation(manifest: Mapping[str, Any], key: str) -> str | None:
-    value = (manifest.get("metadata", {}).get("annotations") or {}).get(key)
-    return str(value) if value is not None else None
-
-
-def _replicas(deployment: Mapping[str, Any]) -> int:
-    return int((deployment.get("spec") or {}).get("replicas", 1))
-
-
-def _ready(deployment: Mapping[str, Any]) -> int:
-    status = deployment.get("status") or {}
-    # A replica counts once the Deployment controller has seen the current spec.
-    return int(status.get("readyReplicas") or 0)
-
-
-def _with_annotations(manifest: Manifest, annotations: Mapping[str, str]) -> Manifest:
-    meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
-    return {**manifest, "metadata": meta}
-
-
 class Reconciler:
     """Reconciles ModelAPIs with one Kubernetes client and one set of operator settings."""
 
-    def __init__(self, client: kube.Kube, images: RuntimeImages, *, gateway_api_installed: bool) -> None:
+    def __init__(
+        self,
+        client: kube.Kube,
+        images: RuntimeImages,
+        *,
+        gateway_api_installed: bool,
+        prometheus: Prometheus | None = None,
+    ) -> None:
         self.kube = client
         self.images = images
         self.gateway_api_installed = gateway_api_installed
+        self.prometheus = prometheus
         # The status this process last wrote, by ModelAPI uid. The operator is the only writer of status, so
         # this is never older than the copy in a watch event that may not have caught up with our last patch
         # (which would otherwise repeat transitions and their Events).
@@ -188,11 +156,27 @@ class Reconciler:
                 deployments=deployments,
                 observed=observed,
                 previous=previous,
+                plan=Plan(),
             )
 
         revision = compute_revision(spec, owner, self.images)
-        plan = self._plan(spec, owner, revision, deployments)
-        await self._execute(plan, owner, deployments, observed)
+        now = datetime.now(UTC)
+        annotations = meta.get("annotations") or {}
+        plan = plan_children(
+            PlanInput(
+                spec=spec,
+                owner=owner,
+                revision=revision,
+                images=self.images,
+                deployments=deployments,
+                now=now,
+                gateway_api_installed=self.gateway_api_installed,
+                analysis_available=self.prometheus is not None,
+                measurement=await self._measure(spec, owner, deployments, revision, now),
+                rollback_requested=annotations.get(names.ROLLBACK_ANNOTATION) == "true",
+            )
+        )
+        await self._execute(plan, owner, observed)
         deployments = self._after(plan, deployments)
         reference_problem = await self._check_references(spec, owner)
         return await self._finish(
@@ -203,104 +187,31 @@ class Reconciler:
             deployments=deployments,
             observed=observed,
             previous=previous,
+            plan=plan,
         )
 
-    # -- plan -------------------------------------------------------------------------------------
-    def _plan(self, spec: ModelAPISpec, owner: Owner, revision: str, deployments: list[Manifest]) -> Plan:
-        by_revision = {_revision_of(d): d for d in deployments}
-        stables = sorted(
-            (d for d in deployments if _annotation(d, ROLE_ANNOTATION) == "stable"),
-            key=lambda d: str(d["metadata"].get("creationTimestamp", "")),
-        )
-        stable = stables[-1] if stables else None
-        plan = Plan()
-        if stable is None or _revision_of(stable) == revision:
-            self._plan_steady(plan, spec, owner, revision, by_revision.get(revision))
-        else:
-            self._plan_rollout(
-                plan=plan, spec=spec, owner=owner, stable=stable, revision=revision, existing=by_revision.get(revision)
+    async def _measure(
+        self, spec: ModelAPISpec, owner: Owner, deployments: Sequence[Manifest], revision: str, now: datetime
+    ) -> Measurement | None:
+        target = analysis_target(spec, deployments, revision, now)
+        if target is None or self.prometheus is None or spec.rollout.canary is None:
+            return None
+        analysis = spec.rollout.canary.analysis
+        window = analysis.interval_seconds if analysis is not None else 30
+        try:
+            return await self.prometheus.measure(
+                namespace=owner.namespace,
+                model=owner.name,
+                canary_revision=target[0],
+                stable_revision=target[1],
+                window=window,
             )
-        self._plan_shared(plan, spec, owner)
-        return plan
-
-    def _deployment(self, spec: ModelAPISpec, owner: Owner, revision: str, annotations: Mapping[str, str]) -> Manifest:
-        return _with_annotations(build_deployment(spec, owner, revision, self.images), annotations)
-
-    def _plan_steady(
-        self, plan: Plan, spec: ModelAPISpec, owner: Owner, revision: str, existing: Manifest | None
-    ) -> None:
-        """One stable revision whose size the HPA owns (also the end of a rollout: the promotion)."""
-        plan.stable_revision = revision
-        deployment = self._deployment(spec, owner, revision, {ROLE_ANNOTATION: "stable"})
-        if existing is None:
-            initial = {**deployment, "spec": {"replicas": spec.autoscaling.min_replicas, **deployment["spec"]}}
-            plan.create.append(initial)
-        plan.apply.append(deployment)
-        plan.keep_deployments.add(deployment["metadata"]["name"])
-        plan.apply.append(build_hpa(spec.autoscaling, owner, revision))
-
-    def _plan_rollout(
-        self,
-        *,
-        plan: Plan,
-        spec: ModelAPISpec,
-        owner: Owner,
-        stable: Manifest,
-        revision: str,
-        existing: Manifest | None,
-    ) -> None:
-        """Two revisions sized by the operator step by step; the HPA is left out until the promotion, so it
-        never resizes a revision the rollout is sizing."""
-        stable_name = stable["metadata"]["name"]
-        plan.stable_revision = _revision_of(stable)
-        recorded = _annotation(existing, ROLLOUT_REPLICAS_ANNOTATION) if existing is not None else None
-        total = (
-            int(recorded) if recorded and recorded.isdigit() else max(_replicas(stable), spec.autoscaling.min_replicas)
-        )
-        surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
-        max_surge, max_unavailable = rollout.bounds(surge, unavailable, total)
-        step = rollout.next_step(
-            total=total,
-            max_surge=max_surge,
-            max_unavailable=max_unavailable,
-            old_replicas=_replicas(stable),
-            new_replicas=_replicas(existing) if existing is not None else 0,
-            new_ready=_ready(existing) if existing is not None else 0,
-        )
-        if step.complete and existing is not None:
-            # Promotion: the new revision becomes stable, the HPA moves to it, the old one is deleted.
-            self._plan_steady(plan, spec, owner, revision, existing)
-            return
-        incoming = self._deployment(
-            spec, owner, revision, {ROLE_ANNOTATION: "next", ROLLOUT_REPLICAS_ANNOTATION: str(total)}
-        )
-        name = incoming["metadata"]["name"]
-        if existing is None:
-            plan.create.append({**incoming, "spec": {"replicas": 0, **incoming["spec"]}})
-        plan.apply.append(incoming)
-        plan.keep_deployments.update({name, stable_name})
-        # The stable Deployment stays as it is (its own revision's template); only its size changes.
-        if existing is None or _replicas(existing) != step.new_replicas:
-            plan.scale[name] = step.new_replicas
-        if _replicas(stable) != step.old_replicas:
-            plan.scale[stable_name] = step.old_replicas
-
-    def _plan_shared(self, plan: Plan, spec: ModelAPISpec, owner: Owner) -> None:
-        stable_revision = plan.stable_revision
-        plan.apply.append(build_service(owner, "main", stable_revision))
-        plan.apply.append(build_service(owner, "stable", stable_revision))
-        if wants_pdb(spec.autoscaling):
-            plan.apply.append(build_pdb(owner, stable_revision))
-        canary = spec.rollout.canary
-        if (
-            canary is not None
-            and canary.gateway is not None
-            and uses_gateway_api(spec, gateway_api_installed=self.gateway_api_installed)
-        ):
-            plan.apply.append(build_httproute(canary.gateway, owner, stable_revision, canary_weight=None))
+        except PrometheusError as error:  # no verdict this interval: neither a pass nor a failure
+            log.warning("canary analysis of %s/%s skipped: Prometheus: %s", owner.namespace, owner.name, error)
+            return None
 
     # -- execute ----------------------------------------------------------------------------------
-    async def _execute(self, plan: Plan, owner: Owner, deployments: list[Manifest], observed: Observed) -> None:
+    async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> None:
         for manifest in plan.create:
             try:
                 await self.kube.create(manifest)
@@ -317,6 +228,8 @@ class Reconciler:
             fix = exact_map_fix(manifest, current) if current is not None else None
             if fix is not None:
                 await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
+        for name, extra in plan.annotate.items():
+            await self.kube.merge_patch(kube.DEPLOYMENT, owner.namespace, name, {"metadata": {"annotations": extra}})
         for name, replicas in plan.scale.items():
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
@@ -325,6 +238,13 @@ class Reconciler:
                 continue
             await self.kube.delete(kube.kind_of(item), owner.namespace, name, uid=item["metadata"].get("uid"))
             log.info("deleted %s %s/%s: no longer desired", kind_name, owner.namespace, name)
+        if plan.clear_rollback_request:
+            await self.kube.merge_patch(
+                kube.MODELAPI,
+                owner.namespace,
+                owner.name,
+                {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}},
+            )
 
     def _after(self, plan: Plan, deployments: list[Manifest]) -> list[Manifest]:
         """The Deployments as they will be after this plan (for status, without waiting for the watch)."""
@@ -334,19 +254,16 @@ class Reconciler:
             if name not in plan.keep_deployments:
                 continue
             desired = next((m for m in plan.apply if m["kind"] == "Deployment" and m["metadata"]["name"] == name), None)
-            merged = dict(deployment)
+            annotations = dict(deployment["metadata"].get("annotations") or {})
             if desired is not None:
-                merged["metadata"] = {
-                    **deployment["metadata"],
-                    "annotations": desired["metadata"].get("annotations", {}),
-                }
+                annotations.update(desired["metadata"].get("annotations") or {})
+            annotations.update(plan.annotate.get(name, {}))
+            merged = {**deployment, "metadata": {**deployment["metadata"], "annotations": annotations}}
             if name in plan.scale:
                 merged["spec"] = {**deployment.get("spec", {}), "replicas": plan.scale[name]}
             result.append(merged)
         known = {d["metadata"]["name"] for d in result}
-        for created in plan.create:
-            if created["metadata"]["name"] not in known:
-                result.append(created)
+        result += [created for created in plan.create if created["metadata"]["name"] not in known]
         return result
 
     async def _check_references(self, spec: ModelAPISpec, owner: Owner) -> Failure | None:
@@ -370,8 +287,9 @@ class Reconciler:
         deployments: Sequence[Manifest],
         observed: Observed,
         previous: ModelAPIStatus,
+        plan: Plan,
     ) -> ModelAPIStatus:
-        views = _views(deployments, observed.pods)
+        views = _views(deployments, observed.pods, revision, plan.target_failure)
         observation = Observation(
             generation=int(body["metadata"].get("generation") or 0),
             desired_revision=revision,
@@ -380,6 +298,7 @@ class Reconciler:
             url=service_url(owner),
             previous=previous,
             now=now_rfc3339(),
+            canary=plan.canary,
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
@@ -387,7 +306,7 @@ class Reconciler:
                 kube.MODELAPI, owner.namespace, owner.name, status.model_dump(mode="json", exclude_none=True)
             )
         self._written[owner.uid] = status
-        for event in events:
+        for event in [*plan.events, *events]:
             await self._post(body, event)
         return status
 
@@ -402,22 +321,26 @@ def _comparable(status: ModelAPIStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", exclude_none=True)
 
 
-def _views(deployments: Sequence[Manifest], pods: Sequence[Manifest]) -> list[RevisionView]:
+def _views(
+    deployments: Sequence[Manifest], pods: Sequence[Manifest], revision: str | None, target_failure: Failure | None
+) -> list[RevisionView]:
     views = []
     for deployment in sorted(deployments, key=lambda d: str(d["metadata"].get("creationTimestamp", "~")), reverse=True):
-        revision = _revision_of(deployment)
-        role = _annotation(deployment, ROLE_ANNOTATION) or "next"
-        revision_pods = [p for p in pods if _revision_of(p) == revision]
+        own = revision_of(deployment)
+        role = role_of(deployment)
+        failure = diagnose_revision(deployment, [p for p in pods if revision_of(p) == own])
+        if own == revision and target_failure is not None:
+            failure = target_failure
         views.append(
             RevisionView(
                 name=deployment["metadata"]["name"],
-                revision=revision,
-                role="stable" if role == "stable" else "next",
-                model_uri=_annotation(deployment, ANNOTATION_MODEL_URI) or "",
-                sha256=_annotation(deployment, ANNOTATION_MODEL_SHA256),
-                desired=_replicas(deployment),
-                ready=_ready(deployment),
-                failure=diagnose_revision(deployment, revision_pods),
+                revision=own,
+                role=role if role in ("stable", "next", "canary", "lastKnownGood") else "next",  # type: ignore[arg-type]
+                model_uri=annotation(deployment, ANNOTATION_MODEL_URI) or "",
+                sha256=annotation(deployment, ANNOTATION_MODEL_SHA256),
+                desired=replicas_of(deployment),
+                ready=ready_of(deployment),
+                failure=failure,
             )
         )
     return views

@@ -19,6 +19,10 @@ class OperatorSettings(BaseSettings):
     cpu_image: str = Field(default=DEFAULT_CPU_IMAGE, description="Default runtime image for CPU models.")
     gpu_image: str = Field(default=DEFAULT_GPU_IMAGE, description="Default runtime image for GPU models.")
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL (canary analysis, cold start).")
+    prometheus_namespace_label: str = Field(
+        default="namespace",
+        description="Label that holds the pod's namespace on the runtime's metrics in Prometheus.",
+    )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch (comma-separated); empty = all namespaces."
     )
@@ -28,6 +32,9 @@ class OperatorSettings(BaseSettings):
     )
     resync_seconds: float = Field(
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
+    )
+    canary_tick_seconds: float = Field(
+        default=5, gt=0, le=300, description="How often a ModelAPI with a canary in progress is reconciled."
     )
     watch_server_timeout_seconds: int = Field(
         default=300, ge=10, le=3600, description="Server-side timeout of each watch request (it reconnects after)."

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from modelapi_operator.api import Condition, LastFailure, ModelAPIStatus, RevisionStatus
+from modelapi_operator.api import CanaryStatus, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
-from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, Failure
+from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
 
 SERVING = "Serving"
 ROLLING_OUT = "RollingOut"
@@ -23,6 +23,10 @@ REPLICAS_NOT_READY = "ReplicasNotReady"
 ROLLOUT_COMPLETE = "RolloutComplete"
 AS_EXPECTED = "AsExpected"
 NO_REVISION = "NoRevision"
+CANARY_IN_PROGRESS = "CanaryInProgress"
+# Failures after which nothing progresses by itself: a human changes the spec.
+FINAL_FAILURES = frozenset({PROGRESS_DEADLINE_EXCEEDED, ROLLOUT_ABORTED, ROLLED_BACK})
+SERVING_ROLES = ("stable", "next", "canary")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Observation:
     url: str
     previous: ModelAPIStatus
     now: str
+    canary: CanaryStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,17 @@ def _condition(
     )
 
 
-def _weights(revisions: Sequence[RevisionView]) -> dict[str, int]:
-    """Traffic share by ready replicas (the ``<name>`` Service spreads over every ready pod)."""
-    serving = [view for view in revisions if view.role in ("stable", "next")]
+def _weights(revisions: Sequence[RevisionView], canary: CanaryStatus | None) -> dict[str, int]:
+    """Traffic share: the canary's achieved weight, else by ready replicas (the ``<name>`` Service spreads
+    requests over every ready pod)."""
+    if canary is not None:
+        return {
+            view.name: canary.weight
+            if view.name == canary.revision
+            else (100 - canary.weight if view.role == "stable" else 0)
+            for view in revisions
+        }
+    serving = [view for view in revisions if view.role in SERVING_ROLES]
     ready = sum(view.ready for view in serving)
     if ready == 0:
         return {view.name: (100 if view.role == "stable" else 0) for view in revisions}
@@ -129,16 +142,21 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         ready = cond("Ready", "False", NO_REVISION, "the current revision has no Deployment yet")
     elif target is not stable:
         serving = f"; revision {stable.name} keeps serving with {stable.ready} ready" if stable else ""
-        ready = cond("Ready", "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}")
+        if obs.canary is not None:
+            ready = cond("Ready", "False", CANARY_IN_PROGRESS, f"canary {obs.canary.analysis or ''}{serving}")
+        else:
+            ready = cond("Ready", "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}")
     else:
         ready = cond("Ready", "False", REPLICAS_NOT_READY, _ready_message(target))
 
     if obs.invalid is not None:
         progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
-    elif failure is not None and failure.reason == PROGRESS_DEADLINE_EXCEEDED:
+    elif failure is not None and failure.reason in FINAL_FAILURES:
         progressing = cond("Progressing", "False", failure.reason, failure.message)
     elif fully_serving:
         progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
+    elif target is not None and target is not stable and obs.canary is not None:
+        progressing = cond("Progressing", "True", f"CanaryStep{obs.canary.step + 1}", ready.message)
     elif target is not None and target is not stable:
         progressing = cond(
             "Progressing", "True", ROLLING_OUT, ready.message if failure is None else _ready_message(target)
@@ -163,13 +181,13 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
             reason=failure.reason, message=failure.message, revision=failed_revision, time=obs.now
         )
 
-    weights = _weights(views)
+    weights = _weights(views, obs.canary)
     status = ModelAPIStatus(
         observed_generation=obs.generation,
         conditions=conditions,
         url=obs.url,
-        replicas=sum(view.desired for view in views if view.role in ("stable", "next")),
-        ready_replicas=sum(view.ready for view in views if view.role in ("stable", "next")),
+        replicas=sum(view.desired for view in views if view.role in SERVING_ROLES),
+        ready_replicas=sum(view.ready for view in views if view.role in SERVING_ROLES),
         revisions=[
             RevisionStatus(
                 name=view.name,
@@ -181,7 +199,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
             )
             for view in views
         ],
-        canary=None,
+        canary=obs.canary,
         last_failure=last_failure,
         cold_start=obs.previous.cold_start,
     )

@@ -1,0 +1,425 @@
+"""What one reconcile should do, decided from the spec and the observed Deployments (pure).
+
+Three situations, read from the role annotation of each revision's Deployment:
+
+- steady: the desired revision is stable (or nothing exists yet); the HPA owns its size;
+- RollingUpdate: a ``next`` revision grows and the stable one shrinks within maxSurge/maxUnavailable,
+  then the next one is promoted and the old one deleted;
+- Canary: a ``canary`` revision gets the weight of its step (HTTPRoute weights, or a replica ratio
+  behind the ``<name>`` Service), steps advance on time, readiness and analysis, and the canary is
+  promoted (the old stable is kept at zero replicas as ``lastKnownGood``) or aborted (kept at zero,
+  never retried for the same spec).
+
+A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
+last-known-good revision stable again at once, with no canary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from modelapi_operator import canary as policy
+from modelapi_operator import names, rollout
+from modelapi_operator.api import CanaryStatus, ModelAPISpec
+from modelapi_operator.builders import (
+    Manifest,
+    Owner,
+    RuntimeImages,
+    build_deployment,
+    build_hpa,
+    build_httproute,
+    build_pdb,
+    build_service,
+    effective_surge_and_unavailable,
+    uses_gateway_api,
+    wants_pdb,
+)
+from modelapi_operator.diagnose import ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.status import EventRecord
+
+ROLE_ANNOTATION = f"{names.GROUP}/role"
+ROLLOUT_REPLICAS_ANNOTATION = f"{names.GROUP}/rollout-replicas"
+
+
+@dataclass
+class Plan:
+    """What one reconcile does to the cluster, and what it learned for the status."""
+
+    stable_revision: str = ""  # the revision the Services and the PDB point at after this reconcile
+    apply: list[Manifest] = field(default_factory=list)
+    create: list[Manifest] = field(default_factory=list)
+    scale: dict[str, int] = field(default_factory=dict)  # Deployment name -> replicas
+    # Deployment name -> annotations to merge. Older revisions are never re-applied: their template comes from an
+    # older spec, and a partial server-side apply by the same manager would delete the fields it leaves out.
+    annotate: dict[str, dict[str, str]] = field(default_factory=dict)
+    keep_deployments: set[str] = field(default_factory=set)
+    canary: CanaryStatus | None = None
+    target_failure: Failure | None = None
+    events: list[EventRecord] = field(default_factory=list)
+    clear_rollback_request: bool = False
+    checked: bool = False  # a canary analysis ran (its time is now recorded)
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    spec: ModelAPISpec
+    owner: Owner
+    revision: str
+    images: RuntimeImages
+    deployments: Sequence[Manifest]
+    now: datetime
+    gateway_api_installed: bool
+    analysis_available: bool = False
+    measurement: policy.Measurement | None = None
+    rollback_requested: bool = False
+
+
+def revision_of(manifest: Mapping[str, Any]) -> str:
+    return str(manifest.get("metadata", {}).get("labels", {}).get(names.LABEL_REVISION, ""))
+
+
+def annotation(manifest: Mapping[str, Any], key: str) -> str | None:
+    value = (manifest.get("metadata", {}).get("annotations") or {}).get(key)
+    return str(value) if value is not None else None
+
+
+def role_of(manifest: Mapping[str, Any]) -> str:
+    return annotation(manifest, ROLE_ANNOTATION) or "next"
+
+
+def replicas_of(deployment: Mapping[str, Any]) -> int:
+    return int((deployment.get("spec") or {}).get("replicas", 1))
+
+
+def ready_of(deployment: Mapping[str, Any]) -> int:
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _with_annotations(manifest: Manifest, annotations: Mapping[str, str]) -> Manifest:
+    meta = dict(manifest["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    return {**manifest, "metadata": meta}
+
+
+def _newest(deployments: Sequence[Manifest], role: str) -> Manifest | None:
+    found = sorted(
+        (d for d in deployments if role_of(d) == role),
+        key=lambda d: str(d["metadata"].get("creationTimestamp", "")),
+    )
+    return found[-1] if found else None
+
+
+def aborted_reason(deployment: Mapping[str, Any] | None) -> Failure | None:
+    """A revision that was aborted or rolled back stays so until the spec changes (``Reason: message``)."""
+    text = annotation(deployment, policy.ABORTED_ANNOTATION) if deployment is not None else None
+    if not text:
+        return None
+    reason, _, message = text.partition(": ")
+    return Failure(reason or ROLLOUT_ABORTED, message)
+
+
+class Planner:
+    def __init__(self, given: PlanInput) -> None:
+        self.given = given
+        self.plan = Plan()
+        self.by_revision = {revision_of(d): d for d in given.deployments}
+
+    # -- building blocks ----------------------------------------------------------------------------
+    def deployment(self, revision: str, annotations: Mapping[str, str]) -> Manifest:
+        built = build_deployment(self.given.spec, self.given.owner, revision, self.given.images)
+        return _with_annotations(built, annotations)
+
+    def ensure(self, revision: str, annotations: Mapping[str, str], *, initial_replicas: int) -> Manifest:
+        """Apply this revision's Deployment (created first with ``initial_replicas`` when missing)."""
+        manifest = self.deployment(revision, annotations)
+        if revision not in self.by_revision:
+            self.plan.create.append({**manifest, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
+        self.plan.apply.append(manifest)
+        self.plan.keep_deployments.add(manifest["metadata"]["name"])
+        return manifest
+
+    def keep(self, deployment: Manifest, replicas: int | None = None) -> None:
+        """Keep an older revision's Deployment as it is (its template is from an older spec); maybe resize it."""
+        name = deployment["metadata"]["name"]
+        self.plan.keep_deployments.add(name)
+        if replicas is not None and replicas_of(deployment) != replicas:
+            self.plan.scale[name] = replicas
+
+    def keep_with_role(self, deployment: Manifest, role: str, replicas: int | None = None) -> None:
+        """Keep an older revision and change only its role annotation."""
+        self.keep(deployment, replicas)
+        if role_of(deployment) != role:
+            self.plan.annotate.setdefault(deployment["metadata"]["name"], {})[ROLE_ANNOTATION] = role
+
+    def shared(self, canary_weight: int | None, canary_revision: str | None) -> None:
+        spec, owner, stable = self.given.spec, self.given.owner, self.plan.stable_revision
+        self.plan.apply.append(build_service(owner, "main", stable))
+        self.plan.apply.append(build_service(owner, "stable", stable))
+        if canary_revision is not None:
+            self.plan.apply.append(build_service(owner, "canary", canary_revision))
+        if wants_pdb(spec.autoscaling):
+            self.plan.apply.append(build_pdb(owner, stable))
+        canary_spec = spec.rollout.canary
+        if (
+            canary_spec is not None
+            and canary_spec.gateway is not None
+            and uses_gateway_api(spec, gateway_api_installed=self.given.gateway_api_installed)
+        ):
+            self.plan.apply.append(build_httproute(canary_spec.gateway, owner, stable, canary_weight))
+
+    # -- situations ---------------------------------------------------------------------------------
+    def steady(self, revision: str, previous_stable: Manifest | None = None) -> None:
+        """One stable revision whose size the HPA owns (also the end of a rollout or a canary)."""
+        spec = self.given.spec
+        self.plan.stable_revision = revision
+        self.ensure(revision, {ROLE_ANNOTATION: "stable"}, initial_replicas=spec.autoscaling.min_replicas)
+        self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
+        if spec.rollout.strategy == "Canary" and previous_stable is not None:
+            self.keep_with_role(previous_stable, "lastKnownGood", replicas=0)
+        elif spec.rollout.strategy == "Canary":
+            good = _newest(self.given.deployments, "lastKnownGood")
+            if good is not None and revision_of(good) != revision:
+                self.keep(good, replicas=0)
+
+    def rolling_update(self, stable: Manifest, existing: Manifest | None) -> None:
+        """Size both revisions; the HPA is left out until the promotion, so it never resizes either."""
+        spec, revision = self.given.spec, self.given.revision
+        self.plan.stable_revision = revision_of(stable)
+        recorded = annotation(existing, ROLLOUT_REPLICAS_ANNOTATION) if existing is not None else None
+        total = (
+            int(recorded)
+            if recorded and recorded.isdigit()
+            else max(replicas_of(stable), spec.autoscaling.min_replicas)
+        )
+        surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
+        max_surge, max_unavailable = rollout.bounds(surge, unavailable, total)
+        step = rollout.next_step(
+            total=total,
+            max_surge=max_surge,
+            max_unavailable=max_unavailable,
+            old_replicas=replicas_of(stable),
+            new_replicas=replicas_of(existing) if existing is not None else 0,
+            new_ready=ready_of(existing) if existing is not None else 0,
+        )
+        failure = aborted_reason(existing)
+        if existing is not None and failure is not None:
+            self.keep(existing, replicas=0)
+            self.keep(stable, max(replicas_of(stable), spec.autoscaling.min_replicas))
+            self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision_of(stable)))
+            self.plan.target_failure = failure
+            return
+        if step.complete and existing is not None:
+            self.steady(revision)  # promotion: the old revision is not kept, so it is deleted
+            return
+        incoming = self.ensure(
+            revision, {ROLE_ANNOTATION: "next", ROLLOUT_REPLICAS_ANNOTATION: str(total)}, initial_replicas=0
+        )
+        name = incoming["metadata"]["name"]
+        if existing is None or replicas_of(existing) != step.new_replicas:
+            self.plan.scale[name] = step.new_replicas
+        self.keep(stable, step.old_replicas)
+
+    def canary(self, stable: Manifest, existing: Manifest | None) -> None:
+        given = self.given
+        spec, revision, owner = given.spec, given.revision, given.owner
+        canary_spec = spec.rollout.canary
+        if canary_spec is None or not canary_spec.steps:  # the API refuses this; stay safe without steps
+            self.rolling_update(stable, existing)
+            self.shared(canary_weight=None, canary_revision=None)
+            return
+        stable_revision = revision_of(stable)
+        self.plan.stable_revision = stable_revision
+        self.plan.apply.append(build_hpa(spec.autoscaling, owner, stable_revision))
+        self.keep(stable)
+        good = _newest(given.deployments, "lastKnownGood")
+        if good is not None:
+            self.keep(good, replicas=0)
+
+        failure = aborted_reason(existing)
+        if existing is not None and failure is not None:
+            # Aborted (or rolled back) before: stays at zero until the spec changes again.
+            self.keep(existing, replicas=0)
+            self.plan.target_failure = failure
+            self.shared(canary_weight=None, canary_revision=None)
+            return
+
+        routing: policy.Routing = (
+            "gatewayAPI" if uses_gateway_api(spec, gateway_api_installed=given.gateway_api_installed) else "replicas"
+        )
+        progress = policy.CanaryProgress.from_annotations(
+            dict((existing or {}).get("metadata", {}).get("annotations") or {})
+        )
+        stable_replicas = max(replicas_of(stable), 1)
+        weight = canary_spec.steps[min(progress.step, len(canary_spec.steps) - 1)].weight
+        wanted = policy.canary_replicas(stable_replicas, weight, routing)
+        canary_ready = existing is not None and replicas_of(existing) == wanted and ready_of(existing) >= wanted
+        decision = policy.decide(
+            canary_spec,
+            progress,
+            now=given.now,
+            canary_ready=canary_ready,
+            analysis_available=given.analysis_available,
+            measurement=given.measurement,
+        )
+        self.plan.checked = decision.checked
+        name = names.revision_name(owner.name, revision)
+        if decision.action == "abort":
+            message = (
+                f"canary {name} rolled back: {decision.message}; revision {stable['metadata']['name']} kept serving"
+            )
+            annotations = {ROLE_ANNOTATION: "canary", policy.ABORTED_ANNOTATION: f"{ROLLOUT_ABORTED}: {message}"}
+            self.ensure(revision, {**annotations, **decision.progress.annotations()}, initial_replicas=0)
+            self.plan.scale[name] = 0
+            self.plan.target_failure = Failure(ROLLOUT_ABORTED, message)
+            self.plan.events.append(EventRecord("Warning", ROLLOUT_ABORTED, message))
+            self.shared(canary_weight=0, canary_revision=None)
+            return
+        if decision.action == "promote":
+            self.promote(stable, existing, stable_replicas, decision.message)
+            return
+        progress = decision.progress
+        weight = canary_spec.steps[progress.step].weight
+        wanted = policy.canary_replicas(stable_replicas, weight, routing)
+        self.ensure(revision, {ROLE_ANNOTATION: "canary", **progress.annotations()}, initial_replicas=0)
+        if existing is None or replicas_of(existing) != wanted:
+            self.plan.scale[name] = wanted
+        if decision.action == "advance":
+            self.plan.events.append(EventRecord("Normal", "CanaryStep", decision.message))
+        elif existing is None:
+            self.plan.events.append(
+                EventRecord("Normal", "CanaryStep", f"step 1/{len(canary_spec.steps)}: {weight}% of traffic to {name}")
+            )
+        self.plan.canary = self._status(
+            name=name,
+            stable=stable,
+            existing=existing,
+            progress=progress,
+            weight=weight,
+            routing=routing,
+            decision=decision,
+        )
+        self.shared(canary_weight=weight if routing == "gatewayAPI" else None, canary_revision=revision)
+
+    def _status(
+        self,
+        *,
+        name: str,
+        stable: Manifest,
+        existing: Manifest | None,
+        progress: policy.CanaryProgress,
+        weight: int,
+        routing: policy.Routing,
+        decision: policy.Decision,
+    ) -> CanaryStatus:
+        canary_spec = self.given.spec.rollout.canary
+        measurement = self.given.measurement if decision.checked else None
+        analysis = decision.message
+        if canary_spec is not None and canary_spec.analysis is not None and not self.given.analysis_available:
+            analysis += "; no analysis ran: the operator has no Prometheus URL, steps advance on readiness and time"
+        return CanaryStatus(
+            revision=name,
+            step=progress.step,
+            weight=policy.achieved_weight(ready_of(stable), ready_of(existing) if existing else 0, weight, routing),
+            error_rate=measurement.canary_error_rate if measurement else None,
+            latency_p99_ms=measurement.canary_latency_p99_ms if measurement else None,
+            stable_error_rate=measurement.stable_error_rate if measurement else None,
+            stable_latency_p99_ms=measurement.stable_latency_p99_ms if measurement else None,
+            failed_checks=progress.failed_checks,
+            analysis=analysis,
+        )
+
+    def promote(self, stable: Manifest, existing: Manifest | None, stable_replicas: int, why: str) -> None:
+        """Grow the canary to the stable size, then make it stable; the old stable becomes last-known-good."""
+        revision = self.given.revision
+        name = names.revision_name(self.given.owner.name, revision)
+        if existing is not None and ready_of(existing) >= stable_replicas and replicas_of(existing) >= stable_replicas:
+            # Start over from an empty plan: the HPA moves to the new stable, the old stable becomes the
+            # last-known-good, and the previous last-known-good is no longer kept (so it is deleted).
+            self.plan = Plan(events=[EventRecord("Normal", "CanaryPromoted", f"{name} promoted: {why}")])
+            self.steady(revision, previous_stable=stable)
+            self.shared(canary_weight=None, canary_revision=None)
+            return
+        self.ensure(revision, {ROLE_ANNOTATION: "canary"} | _progress_of(existing), initial_replicas=0)
+        if existing is None or replicas_of(existing) != stable_replicas:
+            self.plan.scale[name] = stable_replicas
+        self.plan.canary = CanaryStatus(
+            revision=name,
+            step=len(self.given.spec.rollout.canary.steps) - 1 if self.given.spec.rollout.canary else 0,
+            weight=0,
+            analysis=f"promoting: {why}; growing to {stable_replicas} replicas",
+        )
+        self.shared(canary_weight=None, canary_revision=revision)
+
+    def rollback(self, stable: Manifest, good: Manifest) -> None:
+        """Make the last-known-good revision stable again, at once; the current one is marked rolled back."""
+        total = max(replicas_of(stable), self.given.spec.autoscaling.min_replicas)
+        good_name, stable_name = good["metadata"]["name"], stable["metadata"]["name"]
+        self.plan.clear_rollback_request = True
+        self.plan.stable_revision = revision_of(good)
+        message = f"rolled back on request from {stable_name} to {good_name}; change the spec to roll forward"
+        self.keep_with_role(good, "stable", replicas=total)
+        self.keep(stable, replicas=0)
+        self.plan.annotate[stable_name] = {
+            ROLE_ANNOTATION: "canary",
+            policy.ABORTED_ANNOTATION: f"{ROLLED_BACK}: {message}",
+        }
+        self.plan.apply.append(build_hpa(self.given.spec.autoscaling, self.given.owner, revision_of(good)))
+        self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
+        self.plan.target_failure = Failure(ROLLED_BACK, message)
+        self.shared(canary_weight=None, canary_revision=None)
+
+
+def _progress_of(existing: Manifest | None) -> dict[str, str]:
+    if existing is None:
+        return {}
+    annotations = existing.get("metadata", {}).get("annotations") or {}
+    return {key: value for key, value in annotations.items() if key.startswith(f"{names.GROUP}/canary-")}
+
+
+def plan_children(given: PlanInput) -> Plan:
+    planner = Planner(given)
+    deployments = given.deployments
+    stable = _newest(deployments, "stable")
+    existing = planner.by_revision.get(given.revision)
+    good = _newest(deployments, "lastKnownGood")
+    if given.rollback_requested:
+        if stable is not None and good is not None:
+            planner.rollback(stable, good)
+            return planner.plan
+        planner.plan.clear_rollback_request = True
+        planner.plan.events.append(
+            EventRecord(
+                "Warning",
+                "RollbackUnavailable",
+                "no last-known-good revision to roll back to (one is kept after a canary is promoted)",
+            )
+        )
+    if stable is None or revision_of(stable) == given.revision:
+        planner.steady(given.revision)
+        planner.shared(canary_weight=None, canary_revision=None)
+    elif given.spec.rollout.strategy == "Canary":
+        planner.canary(stable, existing)
+    else:
+        planner.rolling_update(stable, existing)
+        planner.shared(canary_weight=None, canary_revision=None)
+    return planner.plan
+
+
+def analysis_target(
+    given_spec: ModelAPISpec, deployments: Sequence[Manifest], revision: str, now: datetime
+) -> tuple[str, str] | None:
+    """(canary revision, stable revision) when a canary analysis is due now, else None."""
+    canary_spec = given_spec.rollout.canary
+    if given_spec.rollout.strategy != "Canary" or canary_spec is None or canary_spec.analysis is None:
+        return None
+    stable = _newest(deployments, "stable")
+    existing = next((d for d in deployments if revision_of(d) == revision), None)
+    if stable is None or existing is None or revision_of(stable) == revision or aborted_reason(existing):
+        return None
+    progress = policy.CanaryProgress.from_annotations(dict(existing.get("metadata", {}).get("annotations") or {}))
+    if progress.step_started is None or not policy.analysis_due(canary_spec, progress, now):
+        return None
+    return revision, revision_of(stable)

@@ -1,0 +1,68 @@
+"""Canary analysis queries against Prometheus (the runtime's own metrics, by revision label)."""
+
+from __future__ import annotations
+
+import math
+
+import aiohttp
+
+from modelapi_operator.canary import Measurement
+
+
+class PrometheusError(Exception):
+    """Prometheus could not answer; the analysis of this interval is skipped, not failed."""
+
+
+class Prometheus:
+    def __init__(self, url: str, *, namespace_label: str = "namespace", timeout_seconds: float = 10) -> None:
+        self.url = url.rstrip("/")
+        self.namespace_label = namespace_label
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def query(self, promql: str) -> float | None:
+        """The single value of an instant query, or None when it has no samples (no traffic)."""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as session,
+                session.get(f"{self.url}/api/v1/query", params={"query": promql}) as response,
+            ):
+                payload = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise PrometheusError(f"{type(error).__name__}: {error}") from error
+        if payload.get("status") != "success":
+            raise PrometheusError(str(payload.get("error", payload)))
+        result = payload.get("data", {}).get("result", [])
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    def _selector(self, namespace: str, model: str, revision: str) -> str:
+        return f'{self.namespace_label}="{namespace}",model="{model}",revision="{revision}"'
+
+    async def error_rate(self, namespace: str, model: str, revision: str, window: int) -> float | None:
+        selector = self._selector(namespace, model, revision)
+        return await self.query(
+            f'sum(rate(modelapi_requests_total{{{selector},code=~"5.."}}[{window}s])) '
+            f"/ sum(rate(modelapi_requests_total{{{selector}}}[{window}s]))"
+        )
+
+    async def latency_p99_ms(self, namespace: str, model: str, revision: str, window: int) -> float | None:
+        selector = self._selector(namespace, model, revision)
+        seconds = await self.query(
+            f"histogram_quantile(0.99, sum by (le) (rate(modelapi_request_duration_seconds_bucket{{{selector}}}"
+            f"[{window}s])))"
+        )
+        return None if seconds is None else seconds * 1000
+
+    async def measure(
+        self, *, namespace: str, model: str, canary_revision: str, stable_revision: str, window: int
+    ) -> Measurement:
+        # A window of at least two scrape intervals, so rate() has two samples.
+        window = max(window, 10)
+        return Measurement(
+            canary_error_rate=await self.error_rate(namespace, model, canary_revision, window),
+            canary_latency_p99_ms=await self.latency_p99_ms(namespace, model, canary_revision, window),
+            stable_error_rate=await self.error_rate(namespace, model, stable_revision, window),
+            stable_latency_p99_ms=await self.latency_p99_ms(namespace, model, stable_revision, window),
+        )
