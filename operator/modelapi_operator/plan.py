@@ -255,7 +255,8 @@ class Planner:
         stable_replicas = max(replicas_of(stable), 1)
         weight = canary_spec.steps[min(progress.step, len(canary_spec.steps) - 1)].weight
         wanted = policy.canary_replicas(stable_replicas, weight, routing)
-        canary_ready = existing is not None and replicas_of(existing) == wanted and ready_of(existing) >= wanted
+        # >=: while it is promoted, the canary grows past its step's size and stays ready.
+        canary_ready = existing is not None and replicas_of(existing) >= wanted and ready_of(existing) >= wanted
         decision = policy.decide(
             canary_spec,
             progress,

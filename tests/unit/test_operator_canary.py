@@ -1,0 +1,211 @@
+"""The canary policy and the planner's decisions over Deployments shaped like the API server's (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelapi_operator import canary as policy
+from modelapi_operator.api import ModelAPISpec
+from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
+from modelapi_operator.plan import ROLE_ANNOTATION, Plan, PlanInput, plan_children
+
+OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
+IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _spec(uri: str = "s3://models/iris/2/model.onnx", **canary: Any) -> ModelAPISpec:
+    canary_spec = {"steps": [{"weight": 10, "pauseSeconds": 60}, {"weight": 50, "pauseSeconds": 60}], **canary}
+    return ModelAPISpec.model_validate(
+        {
+            "model": {"uri": uri},
+            "autoscaling": {"minReplicas": 2},
+            "rollout": {"strategy": "Canary", "canary": canary_spec},
+        }
+    )
+
+
+STABLE_SPEC = _spec("s3://models/iris/1/model.onnx")
+STABLE = compute_revision(STABLE_SPEC, OWNER, IMAGES)
+
+
+def _deployment(spec: ModelAPISpec, role: str, replicas: int, ready: int, **annotations: str) -> dict[str, Any]:
+    revision = compute_revision(spec, OWNER, IMAGES)
+    manifest = build_deployment(spec, OWNER, revision, IMAGES)
+    manifest["metadata"]["annotations"] = {**manifest["metadata"]["annotations"], ROLE_ANNOTATION: role, **annotations}
+    manifest["metadata"]["uid"] = f"uid-{revision}"
+    manifest["metadata"]["creationTimestamp"] = "2026-11-27T11:00:00Z" if role != "canary" else "2026-11-27T11:30:00Z"
+    manifest["spec"]["replicas"] = replicas
+    manifest["status"] = {"readyReplicas": ready}
+    return manifest
+
+
+def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], now: datetime = T0, **extra: Any) -> Plan:
+    return plan_children(
+        PlanInput(
+            spec=spec,
+            owner=OWNER,
+            revision=compute_revision(spec, OWNER, IMAGES),
+            images=IMAGES,
+            deployments=deployments,
+            now=now,
+            gateway_api_installed=extra.pop("gateway", False),
+            **extra,
+        )
+    )
+
+
+def _kinds(plan: Plan) -> dict[str, str]:
+    return {
+        f"{m['kind']}/{m['metadata']['name']}": m["metadata"].get("annotations", {}).get(ROLE_ANNOTATION, "")
+        for m in plan.apply
+    }
+
+
+def test_replica_ratio_and_achieved_weight() -> None:
+    assert policy.canary_replicas(9, 10, "replicas") == 1
+    assert policy.canary_replicas(2, 50, "replicas") == 2
+    assert policy.canary_replicas(4, 25, "gatewayAPI") == 1
+    assert policy.achieved_weight(9, 1, 10, "replicas") == 10
+    assert policy.achieved_weight(2, 1, 10, "replicas") == 33, "status shows what the ratio gives, not what was asked"
+    assert policy.achieved_weight(2, 0, 10, "gatewayAPI") == 0
+
+
+def test_a_model_change_starts_a_canary_at_the_first_step() -> None:
+    spec = _spec()
+    plan = _plan(spec, [_deployment(STABLE_SPEC, "stable", 2, 2)])
+    canary_name = f"iris-{compute_revision(spec, OWNER, IMAGES)}"
+    assert [m["spec"]["replicas"] for m in plan.create] == [0]
+    assert plan.scale == {canary_name: 1}
+    kinds = _kinds(plan)
+    assert kinds[f"Deployment/{canary_name}"] == "canary"
+    assert {"Service/iris", "Service/iris-stable", "Service/iris-canary", "HorizontalPodAutoscaler/iris"} <= set(kinds)
+    hpa = next(m for m in plan.apply if m["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"iris-{STABLE}", "the stable keeps its autoscaling"
+    assert plan.canary is not None
+    assert (plan.canary.step, plan.canary.weight) == (0, 0)
+    assert [e.reason for e in plan.events] == ["CanaryStep"]
+
+
+def _running(
+    spec: ModelAPISpec, step: int, started: datetime, ready: int = 1, **annotations: str
+) -> list[dict[str, Any]]:
+    progress = policy.CanaryProgress(step=step, step_started=started).annotations()
+    return [
+        _deployment(STABLE_SPEC, "stable", 2, 2),
+        _deployment(spec, "canary", 1 if step == 0 else 2, ready, **{**progress, **annotations}),
+    ]
+
+
+def test_a_step_holds_until_its_pause_has_passed_then_advances() -> None:
+    spec = _spec()
+    held = _plan(spec, _running(spec, 0, T0), now=T0 + timedelta(seconds=30))
+    assert held.canary is not None
+    assert "pause 30/60 s" in (held.canary.analysis or "")
+    assert not held.events
+    advanced = _plan(spec, _running(spec, 0, T0), now=T0 + timedelta(seconds=61))
+    assert [e.reason for e in advanced.events] == ["CanaryStep"]
+    assert advanced.canary is not None
+    assert advanced.canary.step == 1
+    canary = next(m for m in advanced.apply if m["kind"] == "Deployment")
+    assert canary["metadata"]["annotations"][policy.STEP_ANNOTATION] == "1"
+    assert list(advanced.scale.values()) == [2], "50% of a 2-replica stable is 2 canary replicas"
+
+
+def test_analysis_failures_abort_after_the_limit_and_the_canary_is_not_retried() -> None:
+    spec = _spec(analysis={"intervalSeconds": 10, "maxErrorRate": 0.05, "failureLimit": 2})
+    bad = policy.Measurement(canary_error_rate=0.4, canary_latency_p99_ms=5.0, stable_error_rate=0.0)
+    deployments = _running(spec, 0, T0, **{policy.FAILED_CHECKS_ANNOTATION: "1"})
+    plan = _plan(spec, deployments, now=T0 + timedelta(seconds=20), analysis_available=True, measurement=bad)
+    assert plan.target_failure is not None
+    assert plan.target_failure.reason == "RolloutAborted"
+    assert "error rate 40.00% > 5.00%" in plan.target_failure.message
+    assert list(plan.scale.values()) == [0]
+    assert "Service/iris-canary" not in _kinds(plan)
+    aborted = next(m for m in plan.apply if m["kind"] == "Deployment")
+    again = _plan(
+        spec,
+        [
+            _deployment(STABLE_SPEC, "stable", 2, 2),
+            {**aborted, "spec": {**aborted["spec"], "replicas": 0}, "status": {}},
+        ],
+        now=T0 + timedelta(minutes=10),
+    )
+    assert again.target_failure is not None
+    assert again.target_failure.reason == "RolloutAborted"
+    assert again.scale == {}, "re-applying the same spec does not restart the canary"
+
+
+def test_one_good_analysis_lets_a_step_advance() -> None:
+    spec = _spec(analysis={"intervalSeconds": 10})
+    good = policy.Measurement(canary_error_rate=0.0, canary_latency_p99_ms=3.0)
+    waiting = _plan(spec, _running(spec, 0, T0), now=T0 + timedelta(seconds=70), analysis_available=True)
+    assert waiting.canary is not None
+    assert "waiting for a passing analysis" in (waiting.canary.analysis or "")
+    advanced = _plan(
+        spec, _running(spec, 0, T0), now=T0 + timedelta(seconds=70), analysis_available=True, measurement=good
+    )
+    assert advanced.canary is not None
+    assert advanced.canary.step == 1
+    assert advanced.canary.error_rate == 0.0
+
+
+def test_without_prometheus_steps_advance_on_time_and_status_says_no_analysis_ran() -> None:
+    spec = _spec(analysis={"intervalSeconds": 10})
+    plan = _plan(spec, _running(spec, 0, T0), now=T0 + timedelta(seconds=61), analysis_available=False)
+    assert plan.canary is not None
+    assert plan.canary.step == 1
+    assert "no analysis ran" in (plan.canary.analysis or "")
+
+
+def test_promotion_keeps_the_old_stable_as_last_known_good() -> None:
+    spec = _spec(steps=[{"weight": 10, "pauseSeconds": 60}, {"weight": 20, "pauseSeconds": 60}])
+    last_step = _running(spec, 1, T0, ready=1)
+    last_step[1]["spec"]["replicas"] = 1  # 20% of traffic next to 2 stable replicas is 1 canary replica
+    growing = _plan(spec, last_step, now=T0 + timedelta(seconds=61))
+    assert growing.canary is not None
+    assert "promoting" in (growing.canary.analysis or "")
+    assert list(growing.scale.values()) == [2], "the canary grows to the stable size before it takes over"
+    last_step[1]["spec"]["replicas"] = 2
+    last_step[1]["status"]["readyReplicas"] = 2
+    promoted = _plan(spec, last_step, now=T0 + timedelta(seconds=61))
+    canary_name = last_step[1]["metadata"]["name"]
+    assert [e.reason for e in promoted.events] == ["CanaryPromoted"]
+    assert promoted.stable_revision == compute_revision(spec, OWNER, IMAGES)
+    assert _kinds(promoted)[f"Deployment/{canary_name}"] == "stable"
+    assert promoted.annotate == {f"iris-{STABLE}": {ROLE_ANNOTATION: "lastKnownGood"}}
+    assert promoted.scale == {f"iris-{STABLE}": 0}
+    assert promoted.canary is None
+    hpa = next(m for m in promoted.apply if m["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == canary_name
+
+
+def test_rollback_on_request_makes_last_known_good_stable_at_once() -> None:
+    spec = _spec()
+    current = _deployment(spec, "stable", 2, 2)
+    good = _deployment(STABLE_SPEC, "lastKnownGood", 0, 0)
+    plan = _plan(spec, [current, good], rollback_requested=True)
+    assert plan.clear_rollback_request
+    assert plan.stable_revision == STABLE
+    assert plan.scale == {good["metadata"]["name"]: 2, current["metadata"]["name"]: 0}
+    assert plan.annotate[good["metadata"]["name"]] == {ROLE_ANNOTATION: "stable"}
+    assert plan.annotate[current["metadata"]["name"]][policy.ABORTED_ANNOTATION].startswith("RolledBack: ")
+    assert plan.target_failure is not None
+    assert plan.target_failure.reason == "RolledBack"
+
+
+def test_rollback_without_last_known_good_is_refused_with_an_event() -> None:
+    plan = _plan(_spec(), [_deployment(_spec(), "stable", 2, 2)], rollback_requested=True)
+    assert plan.clear_rollback_request
+    assert [e.reason for e in plan.events] == ["RollbackUnavailable"]
+
+
+def test_gateway_routing_sets_httproute_weights_per_step() -> None:
+    spec = _spec(trafficRouting="gatewayAPI", gateway={"name": "public", "namespace": "gateway"})
+    plan = _plan(spec, _running(spec, 1, T0, ready=1), now=T0 + timedelta(seconds=5), gateway=True)
+    route = next(m for m in plan.apply if m["kind"] == "HTTPRoute")
+    weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert weights == {"iris-stable": 50, "iris-canary": 50}
+    assert plan.canary is not None
+    assert plan.canary.weight == 50
