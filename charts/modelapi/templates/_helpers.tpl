@@ -1,0 +1,97 @@
+{{- define "modelapi.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelapi.operatorName" -}}
+{{- printf "%s-operator" (include "modelapi.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelapi.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/part-of: modelapi
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* The operator's own pods: not app.kubernetes.io/name=modelapi, which marks model pods. */}}
+{{- define "modelapi.selectorLabels" -}}
+app.kubernetes.io/name: modelapi-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "modelapi.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "modelapi.operatorName" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelapi.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "modelapi.clusterwide" -}}
+{{- if empty .Values.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does in a namespace it watches. The same rules go into the ClusterRole (cluster-wide) or into one
+Role per watched namespace. Explicit groups, resources and verbs only: no wildcards, no Secrets (the operator
+references a credentials Secret by name in the pod spec and never reads it).
+*/}}
+{{- define "modelapi.namespacedRules" -}}
+# ModelAPIs: kopf lists and watches them and patches its bookkeeping annotations
+# (serving.modelapi.io/last-handled-configuration, progress) onto them.
+- apiGroups: ["serving.modelapi.io"]
+  resources: ["modelapis"]
+  verbs: ["get", "list", "watch", "patch"]
+# The operator writes status (conditions, revisions, canary) through the status subresource.
+- apiGroups: ["serving.modelapi.io"]
+  resources: ["modelapis/status"]
+  verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: clusters that enable the
+# OwnerReferencesPermissionEnforcement admission plugin require update on the owner's finalizers for that.
+- apiGroups: ["serving.modelapi.io"]
+  resources: ["modelapis/finalizers"]
+  verbs: ["update"]
+# Children: kopf indexes them from watch streams; the operator creates (a new revision's Deployment), applies
+# (server-side apply = patch), and deletes those no longer desired.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Replica counts go through the scale subresource so that apply never owns spec.replicas (the HPA can).
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Pods are only read: diagnosis (CrashLooping, ImagePullFailed, InsufficientGPU, ...) reads their status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Events on ModelAPIs: the operator's (Serving, RollingOut, failures) and kopf's own (handler errors); both only
+# create.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# spec.storage.serviceAccountName is checked to exist (ServiceAccountNotFound); no token is ever requested.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+{{- end -}}

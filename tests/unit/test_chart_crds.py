@@ -1,0 +1,49 @@
+"""The Helm chart installs the same ModelAPI CRD as crds/modelapi.yaml (generated from the pydantic API).
+
+Helm installs a chart's crds/ directory verbatim and cannot template it, so the chart carries a copy; this test
+fails when the copy is stale. Fix: cp crds/modelapi.yaml charts/modelapi/crds/modelapi.yaml
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from modelapi_runtime.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelapi"
+
+
+def test_chart_crd_is_identical_to_the_generated_one() -> None:
+    generated = (ROOT / "crds" / "modelapi.yaml").read_text()
+    packaged = (CHART / "crds" / "modelapi.yaml").read_text()
+    assert packaged == generated, "stale: cp crds/modelapi.yaml charts/modelapi/crds/modelapi.yaml"
+
+
+def test_chart_crds_dir_holds_only_the_modelapi_crd() -> None:
+    files = sorted(path.name for path in (CHART / "crds").iterdir())
+    assert files == ["modelapi.yaml"]
+    (crd,) = list(yaml.safe_load_all((CHART / "crds" / "modelapi.yaml").read_text()))
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == "modelapis.serving.modelapi.io"
+
+
+def test_dashboard_queries_only_metrics_the_runtime_exports() -> None:
+    """Every modelapi_* series in the Grafana dashboard and the alerts is one the runtime (or the chart's
+    kube-state-metrics config) defines: a renamed metric must not leave an empty panel behind."""
+    exported = set()
+    for family in Metrics("m", "r", max_batch_size=4).registry.collect():
+        exported |= {family.name, *(sample.name for sample in family.samples)}
+        if family.type == "counter":  # no sample before the first request; the series is <name>_total
+            exported.add(family.name + "_total")
+    exported |= {"modelapi_status_condition", "modelapi_status_ready_replicas", "modelapi_status_canary_weight"}
+    texts = [(CHART / "files" / "modelapi-dashboard.json").read_text()]
+    texts.append((CHART / "templates" / "prometheusrule.yaml").read_text())
+    used = {name for text in texts for name in re.findall(r"\bmodelapi_[a-z0-9_]+", text)}
+    used -= {"modelapi_runtime"}
+    missing = sorted(name for name in used if name not in exported)
+    assert not missing, f"not exported by the runtime: {missing}"
+    assert {"modelapi_requests_total", "modelapi_request_duration_seconds_bucket", "modelapi_model_ready"} <= used
