@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv lint types layers test test-unit test-e2e crds demo cluster-up cluster-down clean
+.PHONY: chart-test demo-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -45,6 +46,9 @@ crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
 	$(BIN)/python -m modelapi_operator.crdgen > crds/modelapi.yaml.tmp
 	mv crds/modelapi.yaml.tmp crds/modelapi.yaml
 	@echo "wrote crds/modelapi.yaml"
+
+chart-test: $(STAMP) ## the Helm chart: lint, template, server-side dry-run, installed with the operator under its ServiceAccount, can-i matrix
+	$(BIN)/pytest tests/e2e/test_chart.py $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the main job: render examples/iris/model.yaml into its children
 	@echo "==> modelapi render -f examples/iris/model.yaml"

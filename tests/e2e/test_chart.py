@@ -1,0 +1,491 @@
+"""The Helm chart (charts/modelapi) on the real local cluster.
+
+- `helm lint` and `helm template` for the default values and for every optional feature, and properties of what they
+  render (no RBAC wildcard, no Secret access, Pod Security "restricted" for the operator);
+- the rendered manifests accepted by the API server (server-side dry-run, in a namespace that warns on "restricted");
+- the chart installed for real and the operator process run with the chart's ServiceAccount token (not admin), with
+  the arguments and environment of the chart's Deployment: iris becomes Ready, rolls to a new revision and is deleted
+  with its children, and the operator's log shows no refused request. That proves the RBAC is enough;
+- a `kubectl auth can-i --as=system:serviceaccount:...` matrix proves it is not more than needed.
+
+No container runs on the kwok nodes, so the operator's pod is admitted and marked Running but does nothing: the
+operator runs as a local process with the pod's identity, arguments and environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Cluster, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelapi"
+IRIS = ROOT / "examples" / "iris" / "model.yaml"
+MONITORING = {
+    "monitoring": {
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+        "kubeStateMetrics": {"enabled": True},
+    }
+}
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------------
+def helm(cluster: Cluster, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [cluster.env["HELM"], *args],
+        env=cluster.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")
+    return proc
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> str:
+    path = tmp_path / f"values-{secrets.token_hex(3)}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def render(cluster: Cluster, tmp_path: Path, namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    out = helm(
+        cluster,
+        "template",
+        "modelapi",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        cluster.env["KUBE_VERSION"],
+        "--values",
+        values_file(tmp_path, values),
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def rules_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for doc in docs if doc["kind"] in {"Role", "ClusterRole"} for rule in doc["rules"]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount (a bound token from the TokenRequest API)."""
+    token = cluster.kubectl("create", "token", account, "--duration=1h", namespace=namespace).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": cluster.env["KUBE_APISERVER_URL"],
+                    "certificate-authority": cluster.env["KUBE_CA_FILE"],
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Release:
+    cluster: Cluster
+    name: str
+    namespace: str
+    account: str
+
+    def deployment(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.cluster.get_json(
+            "deployment", f"{self.name}-modelapi-operator", namespace=self.namespace
+        )
+        return result
+
+    def can_i(self, verb: str, resource: str, *, namespace: str | None = None, extra: tuple[str, ...] = ()) -> bool:
+        args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{self.namespace}:{self.account}"]
+        args += ["--namespace", namespace] if namespace else ["--all-namespaces"]
+        proc = self.cluster.kubectl(*args, *extra, check=False)
+        assert proc.stdout.strip() in {"yes", "no"}, proc.stderr
+        return proc.stdout.strip() == "yes"
+
+
+@pytest.fixture
+def install(cluster: Cluster, tmp_path: Path) -> Iterator[Any]:
+    """Install the chart into a namespace (labelled to enforce Pod Security "restricted"); uninstalled afterwards."""
+    releases: list[Release] = []
+
+    def _install(namespace: str, values: dict[str, Any]) -> Release:
+        cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+        name = f"m{secrets.token_hex(3)}"
+        helm(
+            cluster,
+            "install",
+            name,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--values",
+            values_file(tmp_path, values),
+            "--wait",
+            "--timeout",
+            "90s",
+        )
+        release = Release(cluster, name, namespace, f"{name}-modelapi-operator")
+        releases.append(release)
+        return release
+
+    yield _install
+    for release in releases:
+        helm(cluster, "uninstall", release.name, "--namespace", release.namespace, "--wait", check=False)
+
+
+class OperatorUnderServiceAccount:
+    """`modelapi-operator` started with the chart Deployment's args and env, authenticated as its ServiceAccount."""
+
+    def __init__(self, release: Release, workdir: Path) -> None:
+        self.release = release
+        self.log_path = release.cluster.logs_dir / f"modelapi-operator-{release.name}.log"
+        container = release.deployment()["spec"]["template"]["spec"]["containers"][0]
+        self.port = free_port()
+        self.args = [
+            arg.replace(":8080/", f":{self.port}/").replace("0.0.0.0", "127.0.0.1") for arg in container["args"]
+        ]
+        # the API server drops `value: ""`: an entry without value nor valueFrom is the empty string
+        chart_env = {item["name"]: item.get("value", "") for item in container["env"] if "valueFrom" not in item}
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("MODELAPI_OPERATOR_")}
+        self.env.pop("KUBECONFIG", None)
+        kubeconfig = sa_kubeconfig(release.cluster, release.namespace, release.account, workdir / "sa-kubeconfig")
+        self.env.update(chart_env, KUBECONFIG=str(kubeconfig))
+        self.chart_env = chart_env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> OperatorUnderServiceAccount:
+        script = Path(sys.executable).parent / "modelapi-operator"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(script), *self.args, "--verbose"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def refusals(self) -> list[str]:
+        """Requests RBAC refused (not e.g. a namespace being terminated, which is also a 403)."""
+        account = f'User "system:serviceaccount:{self.release.namespace}:{self.release.account}" cannot'
+        return [line for line in self.log().splitlines() if account in line]
+
+
+@pytest.fixture
+def models_namespace(cluster: Cluster) -> Iterator[str]:
+    """A second namespace for the models (the chart's release lives in the `namespace` fixture's)."""
+    name = f"e2e-chart-models-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    wait_until(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", namespace=name, check=False).returncode == 0,
+        timeout=30,
+        what=f"ServiceAccount default in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        body: dict[str, Any] = cluster.get_json("modelapi", name, namespace=namespace)
+        status = body.get("status", {})
+        condition = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        current = condition.get("observedGeneration") == body["metadata"]["generation"]
+        return body if current and condition.get("status") == "True" else None
+
+    result: dict[str, Any] = wait_until(ready, timeout=timeout, interval=1, what=f"ModelAPI {name} Ready")
+    return result
+
+
+def deployments(cluster: Cluster, namespace: str) -> set[str]:
+    items = cluster.get_json("deployments", "-l", "serving.modelapi.io/name", namespace=namespace)["items"]
+    return {item["metadata"]["name"] for item in items}
+
+
+# ---- lint, template, dry-run -------------------------------------------------------------------------------------
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "cluster-wide-everything": {
+        **MONITORING,
+        "peering": {"enabled": True},
+        "replicaCount": 2,
+        "prometheusUrl": "http://prometheus.monitoring:9090",
+    },
+    "namespaced-everything": {**MONITORING, "peering": {"enabled": True}, "watchNamespaces": ["WATCHED"]},
+}
+
+
+def variant(name: str, watched: str) -> dict[str, Any]:
+    values = json.loads(json.dumps(VARIANTS[name]))
+    if "watchNamespaces" in values:
+        values["watchNamespaces"] = [watched]
+    return values
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_helm_lint(cluster: Cluster, tmp_path: Path, name: str) -> None:
+    proc = helm(cluster, "lint", str(CHART), "--strict", "--values", values_file(tmp_path, variant(name, "models")))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_path: Path, name: str) -> None:
+    docs = render(cluster, tmp_path, "modelapi-system", variant(name, "models"))
+    rules = rules_of(docs)
+    assert rules
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+            assert not any("*" in item for item in rule[field]), rule
+        assert "secrets" not in rule["resources"], rule
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert not ({"pods"} & set(rule["resources"]) and {"create", "update", "patch", "delete"} & set(rule["verbs"]))
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["args"][:2] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["limits"]["memory"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELAPI_OPERATOR_CPU_IMAGE"] == "modelapi/runtime:0.1.0"
+    assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == "modelapi/runtime-gpu:0.1.0"
+    kinds = {doc["kind"] for doc in docs}
+    if name == "defaults":
+        assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
+        assert "MODELAPI_OPERATOR_PEERING" not in env
+        assert "Role" not in kinds
+        assert not {"PodMonitor", "PrometheusRule", "CustomResourceDefinition"} & kinds
+    if name == "cluster-wide-everything":
+        assert env["MODELAPI_OPERATOR_PEERING"] == "modelapi-operator"
+        assert env["MODELAPI_OPERATOR_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
+        assert {"ClusterKopfPeering", "PodMonitor", "PrometheusRule"} <= kinds
+        crds = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "CustomResourceDefinition"}
+        assert crds == {"clusterkopfpeerings.kopf.dev"}
+    if name == "namespaced-everything":
+        assert env["MODELAPI_OPERATOR_NAMESPACES"] == "models"
+        roles = [doc for doc in docs if doc["kind"] == "Role"]
+        assert [role["metadata"]["namespace"] for role in roles] == ["models"]
+        (cluster_role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
+        # cluster-wide, the operator may only read CRDs and namespaces: every namespaced grant is in the Role
+        cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+        assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+        assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in cluster_role["rules"])
+        assert "KopfPeering" in kinds
+
+
+def test_more_than_one_replica_needs_peering(cluster: Cluster) -> None:
+    version = cluster.env["KUBE_VERSION"]
+    proc = helm(cluster, "template", "m", str(CHART), "--kube-version", version, "--set", "replicaCount=2", check=False)
+    assert proc.returncode != 0
+    assert "replicaCount > 1 needs peering.enabled=true" in proc.stderr
+
+
+def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian prometheus) not installed")
+    docs = render(cluster, tmp_path, "modelapi-system", variant("cluster-wide-everything", "models"))
+    (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert alerts == {"ModelAPICanaryAborted", "ModelAPIHighErrorRate", "ModelAPINoReadyReplicas"}
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    proc = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_rendered_manifests_pass_server_side_dry_run(
+    cluster: Cluster, namespace: str, tmp_path: Path, name: str
+) -> None:
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted", "--overwrite")
+    docs = render(cluster, tmp_path, namespace, variant(name, namespace))
+    # kopf's peering CRDs are created for real first: a dry-run does not create a CRD, and the chart's peering
+    # object (a post-install hook) is of that kind. They are deleted afterwards.
+    crds = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
+    try:
+        for crd in crds:
+            cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd))
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
+        text = yaml.safe_dump_all(docs)
+        proc = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=text, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "violate PodSecurity" not in proc.stderr
+        applied = [line for line in proc.stdout.splitlines() if "(server dry run)" in line]
+        assert len(applied) == len(docs), proc.stdout
+    finally:
+        for crd in crds:
+            cluster.kubectl("delete", "crd", crd["metadata"]["name"], "--ignore-not-found", check=False)
+
+
+# ---- installed for real, the operator under the chart's identity ----------------------------------------------------
+def exercise_iris(cluster: Cluster, models: str) -> None:
+    """Create, roll to a new revision, delete: every verb the operator uses on every kind of child."""
+    cluster.kubectl("apply", "-f", str(IRIS), namespace=models)
+    first = wait_ready(cluster, models, "iris")["status"]["revisions"][0]["name"]
+    manifest = yaml.safe_load(IRIS.read_text())
+    manifest["spec"]["model"]["uri"] = "s3://models/iris/2/model.onnx"
+    cluster.kubectl("apply", "-f", "-", namespace=models, input=yaml.safe_dump(manifest))
+    body = wait_ready(cluster, models, "iris")
+    (revision,) = body["status"]["revisions"]
+    assert revision["name"] != first
+    wait_until(lambda: deployments(cluster, models) == {revision["name"]}, timeout=30, what="old revision deleted")
+    events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=models)
+    assert "Serving" in {event["reason"] for event in events["items"]}
+    cluster.kubectl("delete", "modelapi", "iris", "--wait=true", namespace=models, timeout=60)
+    wait_until(lambda: not deployments(cluster, models), timeout=60, what="children garbage-collected")
+
+
+def test_operator_runs_cluster_wide_under_the_chart_service_account(
+    cluster: Cluster, namespace: str, models_namespace: str, install: Any, tmp_path: Path
+) -> None:
+    release = install(namespace, {**MONITORING, "resyncSeconds": 5})
+    pods = cluster.get_json("pods", "-l", "app.kubernetes.io/name=modelapi-operator", namespace=namespace)["items"]
+    assert len(pods) == 1, "the operator pod was admitted under Pod Security 'restricted'"
+    with OperatorUnderServiceAccount(release, tmp_path) as operator:
+        assert operator.chart_env["MODELAPI_OPERATOR_NAMESPACES"] == ""
+        exercise_iris(cluster, models_namespace)
+        assert operator.process is not None
+        assert operator.process.poll() is None, operator.log()[-4000:]
+        assert urlopen_ok(f"http://127.0.0.1:{operator.port}/healthz"), "kopf's liveness endpoint answers"
+    assert not operator.refusals(), "\n".join(operator.refusals()[:10])
+
+    ns, other = models_namespace, namespace
+    allowed = [
+        ("list", "modelapis.serving.modelapi.io", ns),
+        ("watch", "modelapis.serving.modelapi.io", ns),
+        ("patch", "modelapis.serving.modelapi.io", ns),
+        ("patch", "modelapis.serving.modelapi.io/status", ns),
+        ("create", "deployments.apps", ns),
+        ("patch", "deployments.apps/scale", ns),
+        ("delete", "deployments.apps", ns),
+        ("create", "services", ns),
+        ("delete", "horizontalpodautoscalers.autoscaling", ns),
+        ("patch", "poddisruptionbudgets.policy", ns),
+        ("create", "httproutes.gateway.networking.k8s.io", ns),
+        ("watch", "pods", ns),
+        ("create", "events", ns),
+        ("get", "serviceaccounts", ns),
+        ("list", "deployments.apps", None),
+    ]
+    denied = [
+        ("get", "secrets", ns),
+        ("list", "secrets", ns),
+        ("watch", "secrets", None),
+        ("get", "secrets", other),
+        ("get", "configmaps", ns),
+        ("create", "pods", ns),
+        ("delete", "pods", ns),
+        ("create", "pods/exec", ns),
+        ("update", "deployments.apps", ns),
+        ("create", "modelapis.serving.modelapi.io", ns),
+        ("delete", "modelapis.serving.modelapi.io", ns),
+        ("update", "modelapis.serving.modelapi.io/status", ns),
+        ("create", "serviceaccounts/token", ns),
+        ("create", "serviceaccounts", ns),
+        ("delete", "events", ns),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
+        ("list", "namespaces", None),
+        ("list", "nodes", None),
+        ("create", "rolebindings.rbac.authorization.k8s.io", ns),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
+        ("impersonate", "users", None),
+        ("*", "*", ns),
+    ]
+    wrong = [(v, r, n, "expected yes") for v, r, n in allowed if not release.can_i(v, r, namespace=n)]
+    wrong += [(v, r, n, "expected no") for v, r, n in denied if release.can_i(v, r, namespace=n)]
+    assert release.can_i("get", "customresourcedefinitions.apiextensions.k8s.io/httproutes.gateway.networking.k8s.io")
+    assert not wrong, wrong
+
+
+def test_operator_runs_namespaced_under_roles_only_in_watched_namespaces(
+    cluster: Cluster, namespace: str, models_namespace: str, install: Any, tmp_path: Path
+) -> None:
+    release = install(namespace, {"watchNamespaces": [models_namespace], "resyncSeconds": 5})
+    with OperatorUnderServiceAccount(release, tmp_path) as operator:
+        assert operator.chart_env["MODELAPI_OPERATOR_NAMESPACES"] == models_namespace
+        exercise_iris(cluster, models_namespace)
+        assert operator.process is not None
+        assert operator.process.poll() is None, operator.log()[-4000:]
+    assert not operator.refusals(), "\n".join(operator.refusals()[:10])
+    assert release.can_i("create", "deployments.apps", namespace=models_namespace)
+    assert not release.can_i("list", "deployments.apps", namespace=namespace)
+    assert not release.can_i("list", "deployments.apps")
+    assert not release.can_i("list", "modelapis.serving.modelapi.io")
+    assert not release.can_i("get", "secrets", namespace=models_namespace)
+    assert release.can_i("watch", "namespaces")
+    assert not release.can_i("get", "namespaces")
+
+
+def test_peering_object_gets_the_operators_heartbeat(
+    cluster: Cluster, namespace: str, models_namespace: str, install: Any, tmp_path: Path
+) -> None:
+    release = install(namespace, {"peering": {"enabled": True, "name": f"p{secrets.token_hex(3)}"}, "resyncSeconds": 5})
+    peering = release.deployment()["spec"]["template"]["spec"]["containers"][0]["env"]
+    name = next(item["value"] for item in peering if item["name"] == "MODELAPI_OPERATOR_PEERING")
+    assert cluster.get_json("clusterkopfpeering", name)["metadata"]["name"] == name
+    with OperatorUnderServiceAccount(release, tmp_path) as operator:
+
+        def heartbeat() -> bool:
+            return bool(cluster.get_json("clusterkopfpeering", name).get("status"))
+
+        wait_until(heartbeat, timeout=60, what="the operator's entry in the ClusterKopfPeering status")
+        cluster.kubectl("apply", "-f", str(IRIS), namespace=models_namespace)
+        wait_ready(cluster, models_namespace, "iris")
+    assert not operator.refusals(), "\n".join(operator.refusals()[:10])
+
+
+def urlopen_ok(url: str) -> bool:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=5) as response:  # the operator's own loopback endpoint
+        return bool(response.status == 200)
