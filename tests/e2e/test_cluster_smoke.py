@@ -68,7 +68,11 @@ def _condition(obj: dict[str, Any], kind: str) -> str | None:
 def test_crd_is_established(cluster: Cluster, crd: str) -> None:
     if crd.endswith(".serving.modelapi.io") and not MODELAPI_CRD.exists():
         pytest.skip("crds/modelapi.yaml does not exist yet")
-    obj = cluster.get_json("customresourcedefinition", crd)
+    proc = cluster.kubectl("get", "customresourcedefinition", crd, "-o", "json", check=False)
+    if proc.returncode != 0:
+        refused = Path(cluster.env["CRD_ERRORS_FILE"]).read_text()
+        pytest.fail(f"CRD {crd} is not installed: {proc.stderr.strip()}\napiserver refusals at `up`:\n{refused}")
+    obj = json.loads(proc.stdout)
     assert _condition(obj, "Established") == "True"
     assert _condition(obj, "NamesAccepted") == "True"
 

@@ -93,6 +93,12 @@ build() {
 	mkdir -p "$CACHE_ROOT"
 	exec 8>"$CACHE_ROOT/build.lock"
 	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
+	missing=0 # another build may have finished while this one waited
+	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing=1; done
+	if ((missing == 0)); then
+		echo "$BIN_DIR"
+		return
+	fi
 	local stage="$CACHE_ROOT/$CACHE_KEY/stage.$$" start=$SECONDS
 	rm -rf "$stage" && mkdir -p "$stage" "$BIN_DIR"
 	log "binaries missing from $BIN_DIR: building them once (go $GO_VERSION)"
@@ -104,13 +110,14 @@ build() {
 		"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" "$stage"
 	[[ -x "$BIN_DIR/versitygw" ]] || go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" \
 		"-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$stage"
-	for b in kwok helm versitygw; do [[ -x "$stage/$b" ]] && mv "$stage/$b" "$BIN_DIR/"; done
+	for b in kwok helm versitygw; do
+		if [[ -x "$stage/$b" ]]; then mv "$stage/$b" "$BIN_DIR/"; fi
+	done
 	rm -rf "$stage"
 	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || die "build did not produce $b"; done
 	log "binaries ready in $BIN_DIR after $((SECONDS - start)) s"
 	echo "$BIN_DIR"
 }
-
 
 # ---- third-party CRDs, taken from the Go module zips ----------------------------------------------------------------
 CRD_CACHE="$CACHE_ROOT/crds/gateway-api-$GATEWAY_API_VERSION+prometheus-operator-$PROM_OPERATOR_VERSION"
@@ -209,6 +216,12 @@ make_pki() {
 		printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
 		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
 			-extfile apiserver.ext 2>/dev/null
+		# front-proxy (request-header) client: without it the controller-manager and scheduler log an error every minute
+		openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+			-subj "/CN=front-proxy-client" 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext
+		openssl x509 -req -in front-proxy-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+			-out front-proxy-client.crt -days 30 -extfile client.ext 2>/dev/null
 		openssl genrsa -out sa.key 2048 2>/dev/null
 		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 		chmod 600 ./*.key
@@ -338,7 +351,10 @@ up() {
 		--enable-admission-plugins=NodeRestriction,PodSecurity --allow-privileged=true \
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local --service-cluster-ip-range=10.0.0.0/24 \
-		--profiling=false --watch-cache=true --v=1
+		--requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client \
+		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+		--requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$pki/front-proxy-client.crt" \
+		--proxy-client-key-file="$pki/front-proxy-client.key" --profiling=false --v=1
 	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
 		"https://127.0.0.1:$APISERVER_PORT/readyz"
 
@@ -470,8 +486,9 @@ down() {
 		log "stopping $name (pid $pid)"
 		kill -TERM "$pid" 2>/dev/null || true
 		t0=$SECONDS
-		while kill -0 "$pid" 2>/dev/null && ((SECONDS - t0 < 15)); do sleep 0.2; done
-		if kill -0 "$pid" 2>/dev/null; then
+		# alive, not kill -0: an exited daemon stays a zombie until PID 1 reaps it
+		while alive "$name" && ((SECONDS - t0 < 15)); do sleep 0.1; done
+		if alive "$name"; then
 			log "$name did not stop on TERM: killing it"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
