@@ -302,9 +302,8 @@ class Reconciler:
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
-            await self.kube.patch_status(
-                kube.MODELAPI, owner.namespace, owner.name, status.model_dump(mode="json", exclude_none=True)
-            )
+            # A merge patch: None becomes null, which removes a field (e.g. the canary block after a promotion).
+            await self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, status.model_dump(mode="json"))
         self._written[owner.uid] = status
         for event in [*plan.events, *events]:
             await self._post(body, event)

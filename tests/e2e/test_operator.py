@@ -6,7 +6,6 @@ short resync interval; its log goes next to the components' logs (dumped when a 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,48 +16,15 @@ import pytest
 import yaml
 
 from .conftest import Cluster, wait_until
+from .processes import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 IRIS = ROOT / "examples" / "iris" / "model.yaml"
-RESYNC_SECONDS = "5"
-
-
-class OperatorProcess:
-    """``modelapi-operator`` as a child process that tests can kill and start again."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.log_path = cluster.logs_dir / "modelapi-operator.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**self.cluster.subprocess_env(), "MODELAPI_OPERATOR_RESYNC_SECONDS": RESYNC_SECONDS}
-        script = Path(sys.executable).parent / "modelapi-operator"
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen([str(script), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def assert_alive(self) -> None:
-        assert self.process is not None
-        assert self.process.poll() is None, f"the operator exited:\n{self.log_path.read_text()[-4000:]}"
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster)
+    process = OperatorProcess(cluster, {"MODELAPI_OPERATOR_RESYNC_SECONDS": "5"})
     process.start()
     yield process
     process.stop()

@@ -1,0 +1,148 @@
+"""Processes the e2e tests run next to the cluster: the operator (its console script) and model runtimes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .conftest import Cluster
+
+
+class OperatorProcess:
+    """``modelapi-operator`` as a child process that tests can kill and start again."""
+
+    def __init__(self, cluster: Cluster, settings: dict[str, str]) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.log_path = cluster.logs_dir / "modelapi-operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**self.cluster.subprocess_env(), **self.settings}
+        script = Path(sys.executable).parent / "modelapi-operator"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([str(script), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def assert_alive(self) -> None:
+        assert self.process is not None
+        assert self.process.poll() is None, f"the operator exited:\n{self.log_path.read_text()[-4000:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RuntimeProcess:
+    """``modelapi-runtime serve`` started with the environment of a revision's Deployment (as its pod would be),
+    on a free loopback port, and registered with the cluster's Prometheus (file_sd) under the pod's namespace.
+
+    Local differences from the pod, and only these: the port, a writable model directory, the S3 endpoint as
+    seen from this machine, the Secret's values resolved by the test, and a termination-log file.
+    """
+
+    def __init__(self, cluster: Cluster, deployment: dict[str, Any], workdir: Path, secret: dict[str, str]) -> None:
+        self.cluster = cluster
+        self.name = deployment["metadata"]["name"]
+        self.namespace = deployment["metadata"]["namespace"]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif "secretKeyRef" in item.get("valueFrom", {}):
+                key = item["valueFrom"]["secretKeyRef"]["key"]
+                if key in secret:
+                    env[item["name"]] = secret[key]
+        workdir.mkdir(parents=True, exist_ok=True)
+        env.update(
+            {
+                "MODELAPI_PORT": str(self.port),
+                "MODELAPI_HOST": "127.0.0.1",
+                "MODELAPI_MODEL_DIR": str(workdir / "models"),
+                "MODELAPI_S3_ENDPOINT": cluster.s3_endpoint_url,
+                "MODELAPI_TERMINATION_LOG": str(workdir / "termination-log"),
+                "MODELAPI_THREADS": "1",
+            }
+        )
+        self.args = container.get("args", ["serve"])
+        self.env = env
+        self.log_path = cluster.logs_dir / f"runtime-{self.namespace}-{self.name}.log"
+        self.sd_path = cluster.prometheus_file_sd_dir / f"{self.namespace}-{self.name}.json"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 60) -> RuntimeProcess:
+        script = Path(sys.executable).parent / "modelapi-runtime"
+        base = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": "/tmp"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(script), *self.args], env={**base, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"runtime {self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"runtime {self.name} not ready after {ready_timeout}s")
+        target = [
+            {"targets": [f"127.0.0.1:{self.port}"], "labels": {"job": "modelapi-e2e", "namespace": self.namespace}}
+        ]
+        tmp = self.sd_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(target))
+        tmp.rename(self.sd_path)
+        return self
+
+    def predict(self, model: str, instances: list[list[float]], timeout: float = 5) -> int:
+        """POST a KServe v1 request; the HTTP status."""
+        body = json.dumps({"instances": instances}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/v1/models/{model}:predict", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    def stop(self) -> None:
+        self.sd_path.unlink(missing_ok=True)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
