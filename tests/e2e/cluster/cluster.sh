@@ -40,7 +40,7 @@ die() {
 	exit 1
 }
 
-export GOTOOLCHAIN=local CGO_ENABLED=0
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false # the same binaries whatever the caller's GOFLAGS
 GO_VERSION="$(go env GOVERSION 2>/dev/null || echo none)"
 CACHE_KEY="$(
 	{
