@@ -13,6 +13,7 @@ per component on failure, default 40).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -141,11 +142,12 @@ def _cluster_sh(*args: str, timeout: float) -> int:
 def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """The local cluster: reused when already up, else brought up here (and down at the end of the run)."""
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    uncaptured = capture.global_and_fixture_disabled if capture is not None else contextlib.nullcontext
     env_file = run_dir() / "env"
     started = False
     if subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, check=False).returncode != 0:
         # show the progress of a cold build (tens of minutes) instead of capturing it
-        with capture.global_and_fixture_disabled():
+        with uncaptured():
             print(f"\n[e2e] bringing the local cluster up: bash {CLUSTER_SH} up", flush=True)
             rc = _cluster_sh("up", timeout=CLUSTER_UP_TIMEOUT_S)
         if rc != 0:
@@ -154,7 +156,7 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     _CLUSTER_STATE["env_file"] = env_file
     yield Cluster(env=read_env_file(env_file))
     if started and not _keep_cluster():
-        with capture.global_and_fixture_disabled():
+        with uncaptured():
             _cluster_sh("down", timeout=120)
 
 

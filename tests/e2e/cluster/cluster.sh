@@ -173,6 +173,7 @@ start() { # name command... ; detached, log in logs/NAME.log, pid in pids/NAME.p
 	log "starting $name"
 	# the inner shell writes its own PID, then execs the program: the PID file names the program itself
 	# fds 8 and 9 hold the build and run locks: a daemon that inherited them would hold the locks for its lifetime
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "$@" \
 		>"$RUN_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
 	local t0=$SECONDS
