@@ -50,11 +50,11 @@ crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
 chart-test: $(STAMP) ## the Helm chart: lint, template, server-side dry-run, installed with the operator under its ServiceAccount, can-i matrix
 	$(BIN)/pytest tests/e2e/test_chart.py $(PYTEST_ARGS)
 
-demo: $(STAMP) ## the main job: render examples/iris/model.yaml into its children
-	@echo "==> modelapi render -f examples/iris/model.yaml"
-	$(BIN)/modelapi render -f examples/iris/model.yaml
-	@echo "==> the children, by name:"
-	$(BIN)/modelapi render -f examples/iris/model.yaml -o name
+demo: $(STAMP) ## the main job: local cluster, chart, operator, iris uploaded to S3, Ready, a real prediction
+	bash scripts/demo.sh
+
+demo-down: ## stop what make demo started (processes by PID, the demo namespace, the chart; the cluster if it started it)
+	bash scripts/demo.sh down
 
 cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus); prints KUBECONFIG=...
 	bash tests/e2e/cluster/cluster.sh up

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# make demo: from a fresh machine to a real prediction through a ModelAPI, one step at a time.
+#
+#   1. the local cluster (tests/e2e/cluster/cluster.sh up: kube-apiserver, controller-manager, scheduler, kwok
+#      nodes, versitygw S3, Prometheus)
+#   2. the Helm chart (CRD, operator Deployment, ServiceAccount, RBAC)
+#   3. the operator, as a local process with the chart's ServiceAccount token (no container runs on kwok nodes)
+#   4. the iris model built and uploaded to the local S3; the s3-creds Secret
+#   5. examples/iris/model.yaml applied (storage.endpoint pointed at the local S3), waited for Ready
+#   6. the runtime, as a local process with exactly the args and env of the pod template the operator created
+#   7. a prediction through it, KServe v1 and Open Inference Protocol v2
+#
+# `make demo-down` (scripts/demo.sh down) stops what this started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON_BIN:-$ROOT/.venv/bin/python}
+DEMO_DIR=${MODELAPI_DEMO_DIR:-$ROOT/.work/demo}
+DEMO_NS=${MODELAPI_DEMO_NAMESPACE:-demo}
+RELEASE=modelapi
+RELEASE_NS=modelapi-system
+SA=modelapi-operator
+CLUSTER_DIR=${MODELAPI_CLUSTER_DIR:-$ROOT/tests/e2e/cluster/.run}
+export MODELAPI_CLUSTER_DIR=$CLUSTER_DIR
+
+step=0
+say() { step=$((step + 1)); printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*"; }
+note() { printf '    %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+stop_pid() {  # stop one process this demo started, by its saved PID
+	local file=$1 pid
+	[[ -f $file ]] || return 0
+	pid=$(cat "$file")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$file"
+}
+
+down() {
+	printf '==> demo-down: stopping what make demo started\n'
+	stop_pid "$DEMO_DIR/runtime.pid"
+	stop_pid "$DEMO_DIR/operator.pid"
+	if [[ -f $CLUSTER_DIR/env ]] && bash tests/e2e/cluster/cluster.sh status >/dev/null 2>&1; then
+		# shellcheck disable=SC1091
+		source "$CLUSTER_DIR/env"
+		export KUBECONFIG
+		kubectl delete namespace "$DEMO_NS" --ignore-not-found --wait=false >/dev/null || true
+		"$HELM" uninstall "$RELEASE" -n "$RELEASE_NS" >/dev/null 2>&1 || true
+		kubectl delete namespace "$RELEASE_NS" --ignore-not-found --wait=false >/dev/null || true
+		if [[ -f $DEMO_DIR/cluster-started ]]; then
+			bash tests/e2e/cluster/cluster.sh down
+		else
+			note "the cluster was running before make demo: left running (make cluster-down stops it)"
+		fi
+	fi
+	rm -rf "$DEMO_DIR"
+	printf '==> demo-down: done\n'
+}
+
+if [[ ${1:-} == down ]]; then
+	down
+	exit 0
+fi
+
+mkdir -p "$DEMO_DIR"
+stop_pid "$DEMO_DIR/runtime.pid"  # a previous demo's processes, if any
+stop_pid "$DEMO_DIR/operator.pid"
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "local cluster: bash tests/e2e/cluster/cluster.sh up (first run builds Kubernetes from source: tens of minutes)"
+if bash tests/e2e/cluster/cluster.sh status >/dev/null 2>&1; then
+	note "already running ($CLUSTER_DIR)"
+else
+	bash tests/e2e/cluster/cluster.sh up
+	touch "$DEMO_DIR/cluster-started"
+fi
+set -a  # every KEY=VALUE of the env file, exported (S3 endpoint and credentials, KUBECONFIG, HELM)
+# shellcheck disable=SC1091
+source "$CLUSTER_DIR/env"
+set +a
+kubectl get nodes
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "Helm chart: helm upgrade --install $RELEASE charts/modelapi -n $RELEASE_NS"
+"$HELM" upgrade --install "$RELEASE" charts/modelapi -n "$RELEASE_NS" --create-namespace \
+	--set serviceAccount.name="$SA" --set resyncSeconds=10 --wait --timeout 120s >/dev/null
+kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
+note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "operator: a local process with the chart Deployment's args and env, as ServiceAccount $RELEASE_NS/$SA (not admin)"
+TOKEN=$(kubectl -n "$RELEASE_NS" create token "$SA" --duration=24h)
+cat >"$DEMO_DIR/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$KUBE_APISERVER_URL", certificate-authority: "$KUBE_CA_FILE"}}]
+users: [{name: $SA, user: {token: "$TOKEN"}}]
+contexts: [{name: $SA, context: {cluster: local, user: $SA}}]
+current-context: $SA
+EOF
+chmod 600 "$DEMO_DIR/operator.kubeconfig"
+OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE" -o name | head -n1)
+kubectl -n "$RELEASE_NS" get "$OPERATOR_DEPLOYMENT" -o json >"$DEMO_DIR/operator-deployment.json"
+OPERATOR_PORT=$(free_port)
+"$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
+	--kubeconfig "$DEMO_DIR/operator.kubeconfig" --port "$OPERATOR_PORT" >"$DEMO_DIR/operator.log" 2>&1 &
+echo $! >"$DEMO_DIR/operator.pid"
+for _ in $(seq 1 60); do
+	curl -fsS "http://127.0.0.1:$OPERATOR_PORT/healthz" >/dev/null 2>&1 && break
+	kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { cat "$DEMO_DIR/operator.log"; die "the operator exited"; }
+	sleep 0.5
+done
+grep -E '^    (command|substituted|env MODELAPI)' "$DEMO_DIR/operator.log" || true
+note "operator log: $DEMO_DIR/operator.log"
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "model: python examples/iris/build_model.py, uploaded to s3://$S3_BUCKET/iris/1/model.onnx on the local S3"
+"$PY" examples/iris/build_model.py "$DEMO_DIR/model.onnx"
+"$PY" - "$DEMO_DIR/model.onnx" <<'EOF'
+import hashlib, os, sys
+
+import boto3
+from botocore.config import Config
+
+path = sys.argv[1]
+s3 = boto3.client(
+    "s3",
+    endpoint_url=os.environ["S3_ENDPOINT_URL"],
+    aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+    aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    region_name=os.environ["AWS_DEFAULT_REGION"],
+    config=Config(s3={"addressing_style": "path"}),
+)
+s3.upload_file(path, os.environ["S3_BUCKET"], "iris/1/model.onnx")
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+print(f"    uploaded {os.path.getsize(path)} bytes, sha256 {digest}")
+EOF
+
+say "namespace $DEMO_NS and Secret s3-creds (the local S3's credentials)"
+kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$DEMO_NS" create secret generic s3-creds \
+	--from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+	--from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+	--dry-run=client -o yaml | kubectl apply -f - >/dev/null
+note "secret/s3-creds applied"
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "kubectl apply examples/iris/model.yaml (spec.storage.endpoint -> $S3_ENDPOINT_URL, the local S3)"
+"$PY" - examples/iris/model.yaml "$S3_ENDPOINT_URL" >"$DEMO_DIR/iris.yaml" <<'EOF'
+import sys
+
+import yaml
+
+manifest = yaml.safe_load(open(sys.argv[1]))
+manifest["spec"]["storage"]["endpoint"] = sys.argv[2]
+sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
+EOF
+kubectl -n "$DEMO_NS" apply -f "$DEMO_DIR/iris.yaml"
+kubectl -n "$DEMO_NS" wait --for=condition=Ready modelapi/iris --timeout=120s
+printf '\n'
+kubectl -n "$DEMO_NS" get mapi
+printf '\n'
+kubectl -n "$DEMO_NS" get deployment,service,hpa,pdb,pod -l serving.modelapi.io/name=iris
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "runtime: a local process with exactly the args and env of the pod template the operator created"
+note "no container runs on the kwok nodes, so the runtime runs on this machine until a real node exists"
+REVISION=$(kubectl -n "$DEMO_NS" get modelapi iris -o jsonpath='{.status.revisions[0].name}')
+kubectl -n "$DEMO_NS" get deployment "$REVISION" -o json >"$DEMO_DIR/runtime-deployment.json"
+kubectl -n "$DEMO_NS" get secret s3-creds -o json | "$PY" -c '
+import base64, json, sys
+secret = json.load(sys.stdin)
+data = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+json.dump({secret["metadata"]["name"]: data}, sys.stdout)' >"$DEMO_DIR/secrets.json"
+chmod 600 "$DEMO_DIR/secrets.json"
+RUNTIME_PORT=$(free_port)
+"$PY" scripts/demo_local.py runtime --deployment "$DEMO_DIR/runtime-deployment.json" \
+	--secrets "$DEMO_DIR/secrets.json" --workdir "$DEMO_DIR/pod" --port "$RUNTIME_PORT" \
+	>"$DEMO_DIR/runtime.log" 2>&1 &
+echo $! >"$DEMO_DIR/runtime.pid"
+note "deployment/$REVISION, container runtime:"
+for _ in $(seq 1 120); do
+	curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready" >/dev/null 2>&1 && break
+	kill -0 "$(cat "$DEMO_DIR/runtime.pid")" 2>/dev/null || { cat "$DEMO_DIR/runtime.log"; die "the runtime exited"; }
+	sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready" >/dev/null || { cat "$DEMO_DIR/runtime.log"; die "runtime not ready"; }
+grep -E '^    (command|env|substituted)' "$DEMO_DIR/runtime.log" || true
+note "ready on http://127.0.0.1:$RUNTIME_PORT (log: $DEMO_DIR/runtime.log)"
+
+# ---------------------------------------------------------------------------------------------------------------------
+say "prediction: KServe v1 POST /v1/models/iris:predict"
+V1='{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
+note "request:  $V1"
+printf '    response: '
+curl -fsS -H 'Content-Type: application/json' -d "$V1" "http://127.0.0.1:$RUNTIME_PORT/v1/models/iris:predict"
+printf '\n'
+
+say "prediction: Open Inference Protocol v2 POST /v2/models/iris/infer"
+V2='{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.9, 3.0, 4.2, 1.5]}]}'
+note "request:  $V2"
+printf '    response: '
+curl -fsS -H 'Content-Type: application/json' -d "$V2" "http://127.0.0.1:$RUNTIME_PORT/v2/models/iris/infer"
+printf '\n'
+
+printf '\n\033[1m==> done.\033[0m The operator and the runtime keep running as local processes (PIDs in %s);\n' "$DEMO_DIR"
+printf '    curl http://127.0.0.1:%s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi\n' \
+	"$RUNTIME_PORT" "$CLUSTER_DIR" "$DEMO_NS"
+printf '    make demo-down stops them, removes the demo namespace and the chart (and the cluster if make demo started it).\n'
