@@ -28,6 +28,14 @@ say() { step=$((step + 1)); printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*";
 note() { printf '    %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
+wait_not_terminating() {  # a namespace left by a previous demo-down may still be finalizing
+	local ns=$1
+	if [[ -n $(kubectl get namespace "$ns" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null) ]]; then
+		note "namespace $ns is still being deleted (previous demo-down): waiting"
+		kubectl wait --for=delete "namespace/$ns" --timeout=180s >/dev/null
+	fi
+}
+
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 stop_pid() {  # stop one process this demo started, by its saved PID
@@ -88,6 +96,7 @@ kubectl get nodes
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "Helm chart: helm upgrade --install $RELEASE charts/modelapi -n $RELEASE_NS"
+wait_not_terminating "$RELEASE_NS"
 "$HELM" upgrade --install "$RELEASE" charts/modelapi -n "$RELEASE_NS" --create-namespace \
 	--set serviceAccount.name="$SA" --set resyncSeconds=10 --wait --timeout 120s >/dev/null
 kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
@@ -143,6 +152,7 @@ print(f"    uploaded {os.path.getsize(path)} bytes, sha256 {digest}")
 EOF
 
 say "namespace $DEMO_NS and Secret s3-creds (the local S3's credentials)"
+wait_not_terminating "$DEMO_NS"
 kubectl create namespace "$DEMO_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$DEMO_NS" create secret generic s3-creds \
 	--from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \

@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         substitutions.append(f"MODELAPI_PORT: {env.get('MODELAPI_PORT', '8080')} -> {options.port} on 127.0.0.1")
         env["MODELAPI_PORT"] = str(options.port)
         env["MODELAPI_HOST"] = "127.0.0.1"
+        substitutions.append("MODELAPI_HOST: 0.0.0.0 (the image default) -> 127.0.0.1")
         termination_log = options.workdir / "termination-log"
         env["MODELAPI_TERMINATION_LOG"] = str(termination_log)
         substitutions.append(f"MODELAPI_TERMINATION_LOG: /dev/termination-log -> {termination_log}")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
@@ -181,3 +182,35 @@ def test_mlp_build_script_makes_a_model_onnxruntime_batches(tmp_path: Path) -> N
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     (single,) = session.run(None, {"input": rows[:1]})
     np.testing.assert_allclose(single[0], probabilities[0], rtol=1e-4, atol=1e-6)
+
+
+# ---- make demo: iris end to end ---------------------------------------------------------------------------------
+def test_make_demo_answers_predictions_and_demo_down_cleans_up(cluster: Cluster, tmp_path: Path) -> None:
+    """scripts/demo.sh (make demo) on the running cluster, in its own demo dir and namespace, then `down`."""
+    demo_dir = tmp_path / "demo"
+    env = {
+        **cluster.subprocess_env(),
+        "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
+        "MODELAPI_DEMO_DIR": str(demo_dir),
+        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{secrets.token_hex(3)}",
+        "PYTHON_BIN": sys.executable,
+    }
+    script = ROOT / "scripts" / "demo.sh"
+    try:
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        out = proc.stdout
+        assert "runs on this machine until a real node exists" in out
+        assert '"predictions":[[' in out
+        assert '"model_name":"iris"' in out
+        assert "substituted: AWS_SECRET_ACCESS_KEY from Secret s3-creds" in out
+        assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in out, "the demo never prints a credential"
+        pids = [int((demo_dir / f"{name}.pid").read_text()) for name in ("operator", "runtime")]
+    finally:
+        down = subprocess.run(
+            ["bash", str(script), "down"], env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} still running after demo-down"
+    assert not demo_dir.exists()
