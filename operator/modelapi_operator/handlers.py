@@ -1,7 +1,8 @@
 """kopf wiring only: every handler is a few lines that hand a ModelAPI to the reconciler.
 
-- create / update / resume and a timer (drift and status every ``resync_seconds``) reconcile one
-  ModelAPI; an API failure is a ``kopf.TemporaryError`` so kopf retries with its own back-off;
+- create / update / resume reconcile one ModelAPI; an API failure is a ``kopf.TemporaryError`` so
+  kopf retries with its own back-off; a background loop reconciles every ModelAPI once per
+  ``resync_seconds`` (drift and status), and those with a canary once per ``canary_tick_seconds``;
 - indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, pods) in memory from
   kopf's watch streams, so a reconcile reads nothing from the API;
 - an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile
@@ -50,6 +51,7 @@ class _State:
         self.tasks: set[asyncio.Task[None]] = set()
         self.gateway_checked_at = -1e9
         self.reconciler_: Reconciler | None = None
+        self.background: list[asyncio.Task[None]] = []
 
     def kube(self) -> kube.Kube:
         if self.client is None:
@@ -107,8 +109,39 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
+@kopf.on.startup()
+async def start_resync(**kwargs: Any) -> None:
+    """One loop for every ModelAPI instead of a kopf timer per object: timers make kopf put a finalizer on
+    each ModelAPI, and a finalizer would keep a ModelAPI from being deleted whenever the operator is not running."""
+    indices = _indices(kwargs)
+    STATE.background = [
+        asyncio.get_running_loop().create_task(_resync_loop(indices, SETTINGS.resync_seconds, canaries_only=False)),
+        asyncio.get_running_loop().create_task(_resync_loop(indices, SETTINGS.canary_tick_seconds, canaries_only=True)),
+    ]
+
+
+async def _resync_loop(indices: Mapping[str, kopf.Index[Key, Any]], interval: float, *, canaries_only: bool) -> None:
+    """Reconcile every ModelAPI (or every one with a canary running) once per ``interval``, spread over it."""
+    while True:
+        keys = list(indices["modelapis_idx"].keys())
+        if canaries_only:
+            keys = [
+                key
+                for key in keys
+                if any((body.get("status") or {}).get("canary") for body in _values(indices["modelapis_idx"], key))
+            ]
+        pause = interval / max(len(keys), 1)
+        for key in keys:
+            _schedule(key, indices)
+            await asyncio.sleep(pause)
+        if not keys:
+            await asyncio.sleep(interval)
+
+
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
+    for task in STATE.background:
+        task.cancel()
     if STATE.client is not None:
         await STATE.client.close()
 
@@ -248,21 +281,6 @@ async def reconcile_modelapi(*, body: kopf.Body, namespace: str | None, name: st
     await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
 
 
-@kopf.timer(*MODELAPIS, interval=SETTINGS.resync_seconds)
-async def resync_modelapi(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
-    await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
-
-
-def _canary_running(status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("canary"))
-
-
-@kopf.timer(*MODELAPIS, interval=SETTINGS.canary_tick_seconds, when=_canary_running)
-async def canary_tick(*, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
-    """Canary steps advance on time: reconcile a ModelAPI with a canary in progress often."""
-    await _reconcile((namespace or "", name), _plain(body), _indices(kwargs))
-
-
 def _schedule(key: Key | None, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
     """Reconcile the ModelAPI a child belongs to, soon; triggers that arrive meanwhile coalesce."""
     if key is None or key in STATE.pending:
@@ -280,7 +298,7 @@ def _schedule(key: Key | None, indices: Mapping[str, kopf.Index[Key, Any]]) -> N
         try:
             await _reconcile(key, current[0], indices)
         except kopf.TemporaryError as error:
-            log.warning("reconcile of %s/%s after a child changed failed (the timer retries): %s", *key, error)
+            log.warning("reconcile of %s/%s after a change failed (the resync loop retries): %s", *key, error)
 
     task = asyncio.get_running_loop().create_task(run())
     STATE.tasks.add(task)

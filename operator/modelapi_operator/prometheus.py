@@ -55,6 +55,14 @@ class Prometheus:
         )
         return None if seconds is None else seconds * 1000
 
+    async def cold_start(self, *, namespace: str, model: str, revision: str) -> dict[str, float | None]:
+        """The slowest replica's download, load and warm-up seconds for one revision."""
+        selector = self._selector(namespace, model, revision)
+        return {
+            phase: await self.query(f"max(modelapi_cold_start_{phase}_seconds{{{selector}}})")
+            for phase in ("download", "load", "warmup")
+        }
+
     async def measure(
         self, *, namespace: str, model: str, canary_revision: str, stable_revision: str, window: int
     ) -> Measurement:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelapi_operator import kube, names
-from modelapi_operator.api import ModelAPISpec, ModelAPIStatus, format_validation_error
+from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
 from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.canary import Measurement
@@ -179,6 +179,7 @@ class Reconciler:
         await self._execute(plan, owner, observed)
         deployments = self._after(plan, deployments)
         reference_problem = await self._check_references(spec, owner)
+        cold_start = await self._cold_start(owner, plan.stable_revision, previous)
         return await self._finish(
             body=body,
             owner=owner,
@@ -188,6 +189,7 @@ class Reconciler:
             observed=observed,
             previous=previous,
             plan=plan,
+            cold_start=cold_start,
         )
 
     async def _measure(
@@ -209,6 +211,25 @@ class Reconciler:
         except PrometheusError as error:  # no verdict this interval: neither a pass nor a failure
             log.warning("canary analysis of %s/%s skipped: Prometheus: %s", owner.namespace, owner.name, error)
             return None
+
+    async def _cold_start(self, owner: Owner, revision: str, previous: ModelAPIStatus) -> ColdStart | None:
+        """Cold-start timings of the stable revision, read once per revision (when Prometheus has them)."""
+        known = previous.cold_start
+        if self.prometheus is None or not revision or (known is not None and known.revision == revision):
+            return None
+        try:
+            phases = await self.prometheus.cold_start(namespace=owner.namespace, model=owner.name, revision=revision)
+        except PrometheusError as error:
+            log.info("cold start of %s/%s not read: %s", owner.namespace, owner.name, error)
+            return None
+        if all(value is None for value in phases.values()):
+            return None
+        return ColdStart(
+            revision=revision,
+            download_seconds=phases["download"],
+            load_seconds=phases["load"],
+            warmup_seconds=phases["warmup"],
+        )
 
     # -- execute ----------------------------------------------------------------------------------
     async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> None:
@@ -288,6 +309,7 @@ class Reconciler:
         observed: Observed,
         previous: ModelAPIStatus,
         plan: Plan,
+        cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
         views = _views(deployments, observed.pods, revision, plan.target_failure)
         observation = Observation(
@@ -299,6 +321,7 @@ class Reconciler:
             previous=previous,
             now=now_rfc3339(),
             canary=plan.canary,
+            cold_start=cold_start,
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from modelapi_operator.api import CanaryStatus, Condition, LastFailure, ModelAPIStatus, RevisionStatus
+from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
 
@@ -53,6 +53,7 @@ class Observation:
     previous: ModelAPIStatus
     now: str
     canary: CanaryStatus | None = None
+    cold_start: ColdStart | None = None  # newly read; else the previous one is kept
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         ],
         canary=obs.canary,
         last_failure=last_failure,
-        cold_start=obs.previous.cold_start,
+        cold_start=obs.cold_start or obs.previous.cold_start,
     )
     return status, _events(obs.previous, conditions)
 

@@ -252,6 +252,18 @@ def test_canary_healthy_promotes_through_every_step(
         reasons = [e["reason"] for e in cluster.get_json("events", namespace=namespace)["items"]]
         assert reasons.count("CanaryStep") >= 2
         assert "CanaryPromoted" in reasons
+        # The promoted revision's cold start, from its runtime's metrics in Prometheus.
+        cold = wait_until(
+            lambda: (
+                _status(cluster, namespace, "iris").get("coldStart", {}).get("revision")
+                == roles["stable"]["name"].split("-", 1)[1]
+                and _status(cluster, namespace, "iris")["coldStart"]
+            ),
+            timeout=30,
+            what="status.coldStart",
+        )
+        assert cold["loadSeconds"] > 0
+        assert cold["downloadSeconds"] >= 0
     finally:
         for process in started:
             process.stop()

@@ -64,8 +64,10 @@ class LastFailure(StatusModel):
 
 
 class ColdStart(StatusModel):
-    """How long the newest ready replica took to become ready, by phase."""
+    """How long the stable revision's slowest replica took to become ready, by phase (from the runtime's
+    modelapi_cold_start_* metrics in Prometheus; absent without a Prometheus URL)."""
 
+    revision: str | None = Field(default=None, description="The revision these timings are from.")
     download_seconds: float | None = Field(default=None, description="Artifact download (0 when cached).")
     load_seconds: float | None = Field(default=None, description="Model load into onnxruntime.")
     warmup_seconds: float | None = Field(default=None, description="The warm-up inference.")
