@@ -85,6 +85,12 @@ def _condition(
     )
 
 
+def _serves(view: RevisionView) -> bool:
+    """A revision that was aborted or rolled back gets no traffic, even while its pods wind down."""
+    withdrawn = view.failure is not None and view.failure.reason in (ROLLOUT_ABORTED, ROLLED_BACK)
+    return view.role in SERVING_ROLES and not withdrawn
+
+
 def _weights(revisions: Sequence[RevisionView], canary: CanaryStatus | None) -> dict[str, int]:
     """Traffic share: the canary's achieved weight, else by ready replicas (the ``<name>`` Service spreads
     requests over every ready pod)."""
@@ -95,7 +101,7 @@ def _weights(revisions: Sequence[RevisionView], canary: CanaryStatus | None) -> 
             else (100 - canary.weight if view.role == "stable" else 0)
             for view in revisions
         }
-    serving = [view for view in revisions if view.role in SERVING_ROLES]
+    serving = [view for view in revisions if _serves(view)]
     ready = sum(view.ready for view in serving)
     if ready == 0:
         return {view.name: (100 if view.role == "stable" else 0) for view in revisions}
@@ -187,8 +193,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         observed_generation=obs.generation,
         conditions=conditions,
         url=obs.url,
-        replicas=sum(view.desired for view in views if view.role in SERVING_ROLES),
-        ready_replicas=sum(view.ready for view in views if view.role in SERVING_ROLES),
+        replicas=sum(view.desired for view in views if _serves(view)),
+        ready_replicas=sum(view.ready for view in views if _serves(view)),
         revisions=[
             RevisionStatus(
                 name=view.name,
