@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=settings.namespaces,
         standalone=settings.peering is None,
         peering_name=settings.peering,
+        priority=settings.peering_priority if settings.peering_priority is not None else secrets.randbelow(2**31),
         liveness_endpoint=args.liveness,
     )
     return 0

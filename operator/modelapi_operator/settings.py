@@ -30,6 +30,12 @@ class OperatorSettings(BaseSettings):
         default=None,
         description="kopf peering name for several replicas (one acts, the others stand by); unset = standalone.",
     )
+    peering_priority: int | None = Field(
+        default=None,
+        ge=0,
+        description="This replica's kopf peering priority (the highest acts, the others stand by); unset = random, "
+        "so two replicas never tie (kopf pauses every replica of a tied priority).",
+    )
     resync_seconds: float = Field(
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
     )
