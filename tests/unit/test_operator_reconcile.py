@@ -1,0 +1,95 @@
+"""The reconciler's own seams with a recording stand-in for the API client (the real API server is in tests/e2e)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modelapi_operator import kube
+from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.reconcile import Observed, Reconciler
+
+
+class RecordingKube:
+    """Records every call the reconciler makes; answers like an empty cluster."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create", manifest["metadata"]["name"]))
+        return dict(manifest)
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", f"{manifest['kind']}/{manifest['metadata']['name']}"))
+        return dict(manifest)
+
+    async def scale(self, kind: kube.Kind, namespace: str, name: str, replicas: int) -> None:
+        self.calls.append(("scale", (name, replicas)))
+
+    async def merge_patch(self, kind: kube.Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self.calls.append(("merge_patch", (kind.kind, name, patch)))
+
+    async def delete(self, kind: kube.Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
+        self.calls.append(("delete", f"{kind.kind}/{name}"))
+
+    async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", f"{kind.kind}/{name}"))
+        return None
+
+    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.calls.append(("status", dict(status)))
+
+    async def post_event(
+        self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
+    ) -> None:
+        self.calls.append(("event", (event_type, reason, message)))
+
+
+def _body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.modelapi.io/v1alpha1",
+        "kind": "ModelAPI",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 2},
+        "spec": spec,
+    }
+
+
+def _reconciler(client: RecordingKube) -> Reconciler:
+    return Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)  # type: ignore[arg-type]
+
+
+async def test_an_invalid_spec_touches_no_child_and_reports_once() -> None:
+    """What the CRD cannot stop (an object stored before a stricter CRD) is InvalidSpec: no writes, one Event."""
+    client = RecordingKube()
+    reconciler = _reconciler(client)
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}, "autoscaling": {"minReplicas": 0}})
+    status = await reconciler.reconcile(body, Observed())
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec")
+    assert "spec.autoscaling.minReplicas: scale to zero is not supported yet" in ready.message
+    assert {name for name, _ in client.calls} == {"status", "event"}
+    assert [args[1] for name, args in client.calls if name == "event" and args[0] == "Warning"] == ["InvalidSpec"]
+    client.calls.clear()
+    await reconciler.reconcile(body, Observed())
+    assert client.calls == [], "the same invalid spec again: no write, no Event (no retry storm)"
+
+
+async def test_a_new_modelapi_creates_every_child_and_a_missing_account_is_named() -> None:
+    client = RecordingKube()
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}, "storage": {"serviceAccountName": "reader"}}
+    status = await _reconciler(client).reconcile(_body(spec), Observed())
+    applied = {args for name, args in client.calls if name == "apply"}
+    assert {
+        "Service/iris",
+        "Service/iris-stable",
+        "HorizontalPodAutoscaler/iris",
+        "PodDisruptionBudget/iris",
+    } <= applied
+    assert [args for name, args in client.calls if name == "create"] == [
+        next(a for a in applied if a.startswith("Deployment/")).split("/")[1]
+    ]
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "ServiceAccountNotFound")
+    assert "spec.storage.serviceAccountName" in degraded.message
+    assert status.observed_generation == 2
