@@ -240,8 +240,10 @@ class Planner:
 
         failure = aborted_reason(existing)
         if existing is not None and failure is not None:
-            # Aborted (or rolled back) before: stays at zero until the spec changes again.
-            self.keep(existing, replicas=0)
+            # Aborted (or rolled back) before: goes to zero once the stable revision is fully ready (after a
+            # rollback the restored revision may still be starting), and stays there until the spec changes.
+            stable_ready = ready_of(stable) >= max(replicas_of(stable), 1)
+            self.keep(existing, replicas=0 if stable_ready else None)
             self.plan.target_failure = failure
             self.shared(canary_weight=None, canary_revision=None)
             return
@@ -276,7 +278,7 @@ class Planner:
             self.plan.scale[name] = 0
             self.plan.target_failure = Failure(ROLLOUT_ABORTED, message)
             self.plan.events.append(EventRecord("Warning", ROLLOUT_ABORTED, message))
-            self.shared(canary_weight=0, canary_revision=None)
+            self.shared(canary_weight=None, canary_revision=None)
             return
         if decision.action == "promote":
             self.promote(stable, existing, stable_replicas, decision.message)
@@ -362,7 +364,7 @@ class Planner:
         self.plan.stable_revision = revision_of(good)
         message = f"rolled back on request from {stable_name} to {good_name}; change the spec to roll forward"
         self.keep_with_role(good, "stable", replicas=total)
-        self.keep(stable, replicas=0)
+        self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
         self.plan.annotate[stable_name] = {
             ROLE_ANNOTATION: "canary",
             policy.ABORTED_ANNOTATION: f"{ROLLED_BACK}: {message}",

@@ -188,11 +188,32 @@ def test_rollback_on_request_makes_last_known_good_stable_at_once() -> None:
     plan = _plan(spec, [current, good], rollback_requested=True)
     assert plan.clear_rollback_request
     assert plan.stable_revision == STABLE
-    assert plan.scale == {good["metadata"]["name"]: 2, current["metadata"]["name"]: 0}
+    assert plan.scale == {good["metadata"]["name"]: 2}, "the current revision serves until the restored one is ready"
     assert plan.annotate[good["metadata"]["name"]] == {ROLE_ANNOTATION: "stable"}
     assert plan.annotate[current["metadata"]["name"]][policy.ABORTED_ANNOTATION].startswith("RolledBack: ")
     assert plan.target_failure is not None
     assert plan.target_failure.reason == "RolledBack"
+    rolled_back = {
+        **current,
+        "metadata": {
+            **current["metadata"],
+            "annotations": {**current["metadata"]["annotations"], **plan.annotate[current["metadata"]["name"]]},
+        },
+    }
+    restored = {
+        **good,
+        "metadata": {**good["metadata"], "annotations": {**good["metadata"]["annotations"], ROLE_ANNOTATION: "stable"}},
+    }
+    starting = _plan(
+        spec, [rolled_back, {**restored, "spec": {**restored["spec"], "replicas": 2}, "status": {"readyReplicas": 1}}]
+    )
+    assert starting.scale == {}
+    ready = _plan(
+        spec, [rolled_back, {**restored, "spec": {**restored["spec"], "replicas": 2}, "status": {"readyReplicas": 2}}]
+    )
+    assert ready.scale == {current["metadata"]["name"]: 0}
+    assert ready.target_failure is not None
+    assert ready.target_failure.reason == "RolledBack"
 
 
 def test_rollback_without_last_known_good_is_refused_with_an_event() -> None:
