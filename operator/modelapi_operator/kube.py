@@ -123,15 +123,16 @@ class Kube:
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     def update_credentials(self, credentials: Credentials) -> None:
-        """After a re-login (rotated token): new requests use the new identity."""
+        """After a re-login (a rotated token): new requests use the new identity; the old session is closed
+        on the next request, from the event loop (kopf may call the login handler from a thread)."""
         if credentials != self._credentials:
             self._credentials = credentials
-            session, self._session = self._session, None
-            if session is not None and not session.closed:
-                # Let in-flight requests finish on the old session; it is garbage-collected after.
-                pass
+            if self._session is not None:
+                self._retired.append(self._session)
+                self._session = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -145,6 +146,8 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
+        while self._retired:
+            await self._retired.pop().close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -158,6 +161,8 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Manifest:
+        while self._retired:
+            await self._retired.pop().close()
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
