@@ -8,15 +8,34 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from modelapi_runtime import __version__
 from modelapi_runtime.errors import error_response
 from modelapi_runtime.exceptions import ModelAPIError
 from modelapi_runtime.lifecycle import FatalHook, Loaded, Runtime, load
-from modelapi_runtime.routes import InferenceMiddleware, build_router
+from modelapi_runtime.routes import InferenceEndpoint, build_router, match_inference
 from modelapi_runtime.settings import RuntimeSettings
 
 Loader = Callable[[RuntimeSettings], Loaded]
+
+
+class RuntimeApp(FastAPI):
+    """FastAPI for health, metadata and /metrics; inference requests never enter its middleware stack.
+
+    ``POST`` to an inference path goes straight to :class:`InferenceEndpoint` (see :mod:`routes`);
+    everything else, the lifespan included, is FastAPI's.
+    """
+
+    inference: InferenceEndpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            matched = match_inference(scope["path"])
+            if matched is not None:
+                await self.inference(scope, receive, send, matched)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -24,7 +43,7 @@ def create_app(
     *,
     on_fatal: FatalHook | None = None,
     loader: Loader | None = None,
-) -> FastAPI:
+) -> RuntimeApp:
     """A runtime app for ``settings``. ``app.state.runtime`` is the :class:`Runtime` (readiness, drain)."""
     runtime = Runtime(settings, loader or load)
 
@@ -40,7 +59,7 @@ def create_app(
                     await task
             await runtime.stop()
 
-    app = FastAPI(
+    app = RuntimeApp(
         title="modelapi runtime",
         version=__version__,
         lifespan=lifespan,
@@ -48,8 +67,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.inference = InferenceEndpoint(runtime)
     app.include_router(build_router(runtime))
-    app.add_middleware(InferenceMiddleware, runtime=runtime)
 
     @app.exception_handler(ModelAPIError)
     async def domain_error(_: Request, exc: ModelAPIError) -> Response:
@@ -64,4 +83,4 @@ def create_app(
     return app
 
 
-__all__ = ["Loaded", "create_app"]
+__all__ = ["Loaded", "RuntimeApp", "create_app"]

@@ -143,6 +143,10 @@ def serve(settings: RuntimeSettings) -> int:
         http="httptools",
         loop="uvloop",
         access_log=settings.log_requests,
+        # X-Forwarded-For only feeds the access log's client address: without that log, the
+        # proxy-headers middleware is one more ASGI layer per request for nothing.
+        proxy_headers=settings.log_requests,
+        server_header=False,
         log_config=None,  # keep our logging.basicConfig
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
         timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s): no reset races

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -54,13 +54,24 @@ def to_array(value: Any, spec: TensorSpec, what: str) -> Array:
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"{what}: not a rectangular array ({exc})") from None
     want = spec.dtype
-    if raw.dtype.kind not in _ACCEPTS.get(want.kind, want.kind):
+    have = raw.dtype
+    if have == want:
+        return raw
+    if have.kind not in _ACCEPTS.get(want.kind, want.kind):
         raise InvalidInput(f"{what}: expected {spec.datatype} values, got {_kind_name(raw)}")
     if want.kind == "O":
         return raw.astype(np.object_)
+    if np.can_cast(have, want):  # int -> float64, bool -> anything, float32 -> float64: nothing to lose
+        return raw.astype(want)
+    if want.kind in "iu":
+        # Integer casts wrap silently (errstate does not apply to them): check the range first.
+        info = np.iinfo(want)  # type: ignore[type-var]  # want.kind is i or u here
+        if raw.size and (int(raw.min()) < info.min or int(raw.max()) > info.max):
+            raise InvalidInput(f"{what}: values do not fit {spec.datatype} ({info.min}..{info.max})")
+        return raw.astype(want)
     try:
         with np.errstate(over="raise", invalid="raise"):
-            return raw.astype(want, copy=False)
+            return raw.astype(want)
     except (OverflowError, FloatingPointError, ValueError) as exc:
         raise InvalidInput(f"{what}: values do not fit {spec.datatype} ({exc})") from None
 
@@ -179,34 +190,33 @@ def decode_v2(
         name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
         if not isinstance(name, str):
             raise InvalidInput("an input lacks its name")
-        what = f"input {name!r}"
         if name in inputs:
-            raise InvalidInput(f"{what} is given twice")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise InvalidInput(f"{what}: shape must be a list of non-negative integers")
+            raise InvalidInput(f"input {name!r} is given twice")
+        if not _is_shape(shape):
+            raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
         if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
-            raise InvalidInput(f"{what}: unknown datatype {datatype!r}")
+            raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
         spec = by_name.get(name)
         if spec is None:
             if strict:
-                raise InvalidInput(f"unknown {what}; the model takes {[s.name for s in specs]}")
+                raise InvalidInput(f"unknown input {name!r}; the model takes {[s.name for s in specs]}")
             spec = TensorSpec(name, datatype, tuple(shape))
         if datatype != spec.datatype:
-            raise InvalidInput(f"{what}: datatype {datatype} but the model expects {spec.datatype}")
+            raise InvalidInput(f"input {name!r}: datatype {datatype} but the model expects {spec.datatype}")
         count = math.prod(shape)
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
-            arr, offset = _binary_tensor(binary, offset, size, spec, count=count, what=what)
+            arr, offset = _binary_tensor(binary, offset, size, spec, count=count, what=f"input {name!r}")
         else:
             if "data" not in item:
-                raise InvalidInput(f"{what}: no data")
-            arr = to_array(item["data"], spec, what)
+                raise InvalidInput(f"input {name!r}: no data")
+            arr = to_array(item["data"], spec, f"input {name!r}")
             if arr.size != count:
-                raise InvalidInput(f"{what}: {arr.size} values for shape {shape} ({count})")
+                raise InvalidInput(f"input {name!r}: {arr.size} values for shape {shape} ({count})")
         arr = arr.reshape(shape)
         if strict:
-            _check_shape(arr, spec, what)
+            _check_shape(arr, spec, f"input {name!r}")
         inputs[name] = arr
     if binary is not None and offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -224,6 +234,15 @@ def decode_v2(
         outputs=requested,
         binary=wanted_binary,
     )
+
+
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
+    if not isinstance(shape, list):
+        return False
+    for d in shape:  # noqa: SIM110 - a loop costs less than all() over a generator, per request
+        if type(d) is not int or d < 0:
+            return False
+    return True
 
 
 def _binary_tensor(
@@ -299,11 +318,7 @@ def _jsonable(arr: Array, *, nested: bool) -> Any:
     if arr.dtype.kind == "O":
         flat = arr.tolist() if nested else arr.ravel().tolist()
         return _decode_bytes(flat)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        # JSON has no NaN/Infinity: report them as null rather than emit invalid JSON.
-        obj = arr.astype(np.float64).astype(object)
-        obj[~np.isfinite(arr)] = None
-        return obj.tolist() if nested else obj.ravel().tolist()
+    # orjson serializes numpy arrays natively and writes NaN/Infinity (which JSON lacks) as null.
     arr = np.ascontiguousarray(arr)
     return arr if nested else arr.ravel()
 

@@ -15,25 +15,40 @@ Names (all prefixed ``modelapi_``):
 - ``model_info{model,revision,device}`` gauge, always 1
 
 plus the standard ``process_*`` and ``python_info`` collectors.
+
+The per-request instruments (requests, durations, phases, in-flight, batch size) are plain Python
+counters updated only on the event loop's thread and exposed by a collector at scrape time (which
+also runs on the loop): prometheus_client's own instruments take a lock and walk their buckets in
+Python per update, which cost ~4 µs of a ~50 µs request on a small model. The exposition is the
+same as prometheus_client's (``_bucket``/``_count``/``_sum``/``_created``, ``le`` formatting).
 """
 
 from __future__ import annotations
 
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import cast
+
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
+
+_go_float = cast(Callable[[float], str], floatToGoString)  # the library's own `le` formatting
 
 PREFIX = "modelapi_"
 PHASES = ("decode", "queue", "infer", "encode")
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "false").lower() not in ("true", "1", "yes", "on")
 
 
 def _batch_buckets(max_batch_size: int) -> tuple[float, ...]:
@@ -45,33 +60,103 @@ def _batch_buckets(max_batch_size: int) -> tuple[float, ...]:
     return tuple(buckets)
 
 
+class LoopHistogram:
+    """A histogram child updated from one thread (the event loop) without a lock."""
+
+    __slots__ = ("bounds", "counts", "created", "les", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.les = (*(_go_float(b) for b in bounds), "+Inf")
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # bucket i holds bounds[i-1] < v <= bounds[i]
+        self.sum += value
+
+
+class LoopCounter:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.created = time.time()
+
+
+class LoopGauge:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
+class _RequestCollector:
+    """Exposes the loop-local instruments of :class:`Metrics` in prometheus_client's format."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        base = {"model": m.model, "revision": m.revision}
+        requests = Metric(PREFIX + "requests", "Inference requests by HTTP status code.", "counter")
+        for code, counter in sorted(m.codes.items()):
+            labels = {**base, "code": str(code)}
+            requests.add_sample(PREFIX + "requests_total", labels, float(counter.value))
+            if _CREATED:
+                requests.add_sample(PREFIX + "requests_created", labels, counter.created)
+        yield requests
+        duration = Metric(PREFIX + "request_duration_seconds", "Inference request latency.", "histogram")
+        _histogram_samples(duration, base, m.request_seconds)
+        yield duration
+        phase = Metric(
+            PREFIX + "request_phase_seconds", "Time per request phase: decode, queue, infer, encode.", "histogram"
+        )
+        for name, h in zip(PHASES, (m.decode, m.queue, m.infer, m.encode), strict=True):
+            _histogram_samples(phase, {**base, "phase": name}, h)
+        yield phase
+        inflight = Metric(PREFIX + "inflight_requests", "Inference requests being served now.", "gauge")
+        inflight.add_sample(PREFIX + "inflight_requests", base, float(m.inflight.value))
+        yield inflight
+        batch = Metric(PREFIX + "batch_size", "Rows per model run (dynamic batching).", "histogram")
+        _histogram_samples(batch, base, m.batch_size)
+        yield batch
+
+
+def _histogram_samples(metric: Metric, labels: dict[str, str], h: LoopHistogram) -> None:
+    total = 0
+    for le, count in zip(h.les, h.counts, strict=True):
+        total += count
+        metric.add_sample(metric.name + "_bucket", {**labels, "le": le}, float(total))
+    metric.add_sample(metric.name + "_count", labels, float(total))
+    metric.add_sample(metric.name + "_sum", labels, h.sum)
+    if _CREATED:
+        metric.add_sample(metric.name + "_created", labels, h.created)
+
+
 class Metrics:
     def __init__(self, model: str, revision: str, max_batch_size: int = 1) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.model, self.revision = model, revision
         labels = ("model", "revision")
         values = (model, revision)
-        self._requests = Counter(
-            PREFIX + "requests", "Inference requests by HTTP status code.", [*labels, "code"], registry=r
-        )
-        self._codes: dict[int, Counter] = {}
         self._values = values
-        self.request_seconds = Histogram(
-            PREFIX + "request_duration_seconds", "Inference request latency.", labels,
-            buckets=LATENCY_BUCKETS, registry=r,
-        ).labels(*values)  # fmt: skip
-        phase = Histogram(
-            PREFIX + "request_phase_seconds", "Time per request phase: decode, queue, infer, encode.",
-            [*labels, "phase"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.decode, self.queue, self.infer, self.encode = (phase.labels(*values, p) for p in PHASES)
-        self.inflight = Gauge(
-            PREFIX + "inflight_requests", "Inference requests being served now.", labels, registry=r
-        ).labels(*values)
-        self.batch_size = Histogram(
-            PREFIX + "batch_size", "Rows per model run (dynamic batching).", labels,
-            buckets=_batch_buckets(max_batch_size), registry=r,
-        ).labels(*values)  # fmt: skip
+        # Per request, on the event loop: see the module docstring.
+        self.codes: dict[int, LoopCounter] = {}
+        self.request_seconds = LoopHistogram(LATENCY_BUCKETS)
+        self.decode, self.queue, self.infer, self.encode = (LoopHistogram(LATENCY_BUCKETS) for _ in PHASES)
+        self.inflight = LoopGauge()
+        self.batch_size = LoopHistogram(_batch_buckets(max_batch_size))
+        r.register(_RequestCollector(self))
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(PREFIX + name, doc, labels, registry=r).labels(*values)
@@ -87,10 +172,16 @@ class Metrics:
         PlatformCollector(registry=r)
 
     def count(self, code: int) -> None:
-        child = self._codes.get(code)
-        if child is None:
-            child = self._codes[code] = self._requests.labels(*self._values, str(code))
-        child.inc()
+        counter = self.codes.get(code)
+        if counter is None:
+            counter = self.codes[code] = LoopCounter()
+        counter.value += 1
+
+    def observe_phases(self, decode_s: float, queue_s: float, infer_s: float, encode_s: float) -> None:
+        self.decode.observe(decode_s)
+        self.queue.observe(queue_s)
+        self.infer.observe(infer_s)
+        self.encode.observe(encode_s)
 
     def set_info(self, device: str) -> None:
         self._info.labels(*self._values, device).set(1)

@@ -1,10 +1,12 @@
 """HTTP endpoints.
 
 Inference (``POST /v1/models/{name}:predict``, ``POST /v2/models/{name}[/versions/{v}]/infer``) is
-a plain ASGI middleware in front of FastAPI: FastAPI's per-request dependency and validation
-machinery costs more than a small model's whole inference, and these two paths need none of it
-(they validate against the model's own metadata). Health, metadata and /metrics are ordinary
-FastAPI routes.
+served by :class:`InferenceEndpoint`, a plain ASGI callable that :class:`~modelapi_runtime.app.RuntimeApp`
+calls *before* any FastAPI/Starlette layer: FastAPI's middleware stack (telemetry, body limit,
+server-error and exception middleware, routing) costs more per request than a small model's whole
+inference, and these two paths need none of it (they validate against the model's own metadata and
+turn every error into a response themselves). Health, metadata and /metrics are ordinary FastAPI
+routes.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from modelapi_runtime import __version__
 from modelapi_runtime.errors import error_response
 from modelapi_runtime.exceptions import BadRequest, PayloadTooLarge, RequestError
 from modelapi_runtime.lifecycle import Runtime
-from modelapi_runtime.service import InferenceService, Reply
+from modelapi_runtime.service import Reply
 
 log = logging.getLogger(__name__)
 
 V1_PREFIX, V1_SUFFIX = "/v1/models/", ":predict"
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 SERVER_NAME = "modelapi"
+_CONTENT_TYPE, _CONTENT_LENGTH, _HEADER_LENGTH = b"content-type", b"content-length", b"inference-header-content-length"
 
 
 class ClientGone(Exception):
@@ -49,38 +52,19 @@ def match_inference(path: str) -> tuple[str, str] | None:
     return None
 
 
-class InferenceMiddleware:
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        self.app = app
+class InferenceEndpoint:
+    """One inference request, start to finish: every outcome is a response and a metric sample."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.limit = runtime.settings.max_request_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        matched = match_inference(scope["path"])
-        if matched is None:
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched
         metrics = self.runtime.metrics
         started = time.perf_counter()
-        status = 500
         try:
-            headers = _headers(scope)
-            service = self.runtime.service_for(name)
-            length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.limit:
-                raise PayloadTooLarge(f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
-            service.admit()
-            try:
-                body = await _read_body(receive, self.limit)
-                reply = await self._infer(service, protocol, body, headers)
-            finally:
-                service.release()
-            status = 200
-            await _send(send, 200, reply.body, reply.content_type, _reply_headers(reply))
+            reply = await self._serve(scope, receive, protocol, name)
         except ClientGone:
             status = 499  # nginx's "client closed request": counted, never sent
         except Exception as exc:
@@ -88,58 +72,70 @@ class InferenceMiddleware:
             if isinstance(exc, RequestError) and status >= 500:
                 log.warning("request failed: %s: %s", exc.reason, exc.message)
             await _send(send, status, body, b"application/json", extra)
+        else:
+            status = 200
+            extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
+            await _send(send, 200, reply.body, reply.content_type, extra)
         finally:
             metrics.count(status)
             metrics.request_seconds.observe(time.perf_counter() - started)
 
-    async def _infer(self, service: InferenceService, protocol: str, body: bytes, headers: dict[bytes, bytes]) -> Reply:
-        if protocol == "v1":
-            return await service.infer_v1(body)
-        header_length = headers.get(b"inference-header-content-length")
-        return await service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope["headers"])
+    async def _serve(self, scope: Scope, receive: Receive, protocol: str, name: str) -> Reply:
+        service = self.runtime.service_for(name)
+        length = header_length = None
+        for key, value in scope["headers"]:
+            if key == _CONTENT_LENGTH:
+                length = value
+            elif key == _HEADER_LENGTH:
+                header_length = value
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            raise PayloadTooLarge(f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
+        service.admit()
+        try:
+            body = await _read_body(receive, self.limit)
+            if protocol == "v1":
+                return await service.infer_v1(body)
+            return await service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
+        finally:
+            service.release()
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: the whole body in one message
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        if not body:
+            raise BadRequest("empty request body")
+        return body
+    chunks = [body]
+    size = len(body)
     while True:
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    if size > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     if not size:
         raise BadRequest("empty request body")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
-    if reply.header_length is None:
-        return []
-    return [(b"inference-header-content-length", str(reply.header_length).encode())]
+    return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *extra,
-            ],
-        }
-    )
+    headers = [(_CONTENT_TYPE, content_type), (_CONTENT_LENGTH, str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -123,10 +123,7 @@ class InferenceService:
             out = self._postprocessed(outputs, payload)
         else:
             out = codec.encode_v1(outputs, self.model.output_names)
-        m.decode.observe(t1 - t0)
-        m.queue.observe(timing.queue_s)
-        m.infer.observe(timing.infer_s)
-        m.encode.observe(time.perf_counter() - t2)
+        m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
         return Reply(out)
 
     async def infer_v2(self, body: bytes, header_length: str | None) -> Reply:
@@ -157,10 +154,7 @@ class InferenceService:
                 binary=decoded.binary,
             )
             reply = Reply(data, OCTETS if header_len is not None else JSON, header_len)
-        m.decode.observe(t1 - t0)
-        m.queue.observe(timing.queue_s)
-        m.infer.observe(timing.infer_s)
-        m.encode.observe(time.perf_counter() - t2)
+        m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
         return reply
 
     def metadata(self) -> dict[str, Any]:

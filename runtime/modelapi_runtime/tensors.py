@@ -69,9 +69,12 @@ class TensorSpec:
         return [-1 if d is None else d for d in self.shape]
 
     def shape_matches(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            want is None or want == got for want, got in zip(self.shape, shape, strict=True)
-        )
+        if len(shape) != len(self.shape):
+            return False
+        for want, got in zip(self.shape, shape, strict=True):  # noqa: SIM110 - cheaper than all() per request
+            if want is not None and want != got:
+                return False
+        return True
 
     def synthesize(self) -> Array:
         """An input of this spec for the warm-up run: dynamic dimensions become 1."""

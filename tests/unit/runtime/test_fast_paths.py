@@ -1,0 +1,107 @@
+"""The serving fast paths keep the behaviour of the slower code they replace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from modelapi_runtime import codec
+from modelapi_runtime.exceptions import InferenceFailed, InvalidInput
+from modelapi_runtime.metrics import LATENCY_BUCKETS, Metrics
+from modelapi_runtime.model import Model
+from modelapi_runtime.tensors import TensorSpec
+
+
+def test_direct_session_run_matches_the_public_api(model_dir: Path) -> None:
+    m = Model(model_dir / "mlp.onnx", threads=1, device="cpu")
+    assert m._run_direct is not None
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    direct = m.run({"x": x})
+    m._run_direct = None  # the public InferenceSession.run()
+    public = m.run({"x": x})
+    np.testing.assert_array_equal(direct["y"], public["y"])
+
+
+def test_direct_session_run_errors_are_inference_failed(model_dir: Path) -> None:
+    m = Model(model_dir / "affine.onnx", threads=1, device="cpu")
+    for feeds in ({}, {"x": np.zeros((1, 4), np.float64)}, {"nope": np.zeros((1, 4), np.float32)}):
+        with pytest.raises(InferenceFailed):
+            m.run(feeds)
+
+
+def test_integer_inputs_out_of_range_are_refused_not_wrapped() -> None:
+    spec = TensorSpec("x", "INT32", (None, 2))
+    assert codec.to_array([[1, -(2**31)]], spec, "x").dtype == np.int32
+    with pytest.raises(InvalidInput, match="do not fit INT32"):
+        codec.to_array([[1, 2**40]], spec, "x")
+    with pytest.raises(InvalidInput, match="do not fit UINT8"):
+        codec.to_array([[-1, 3]], TensorSpec("x", "UINT8", (None, 2)), "x")
+
+
+def test_float_conversions() -> None:
+    f32 = TensorSpec("x", "FP32", (None, 2))
+    with pytest.raises(InvalidInput, match="do not fit FP32"):
+        codec.to_array([[1e300, 0.0]], f32, "x")
+    assert codec.to_array([[True, 2]], f32, "x").dtype == np.float32
+    with pytest.raises(InvalidInput, match="strings"):
+        codec.to_array([["1.5", "2"]], f32, "x")
+    f64 = TensorSpec("x", "FP64", (None, 2))
+    raw = codec.to_array([[1.5, 2.5]], f64, "x")
+    assert raw.dtype == np.float64
+    assert raw.tolist() == [[1.5, 2.5]]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_non_finite_outputs_are_json_null(dtype: type) -> None:
+    y = np.array([[1.0, np.nan, np.inf, -np.inf]], dtype=dtype)
+    assert orjson.loads(codec.encode_v1({"y": y}, ["y"])) == {"predictions": [[1.0, None, None, None]]}
+    body, header_len = codec.encode_v2({"y": y}, ["y"], model_name="m", model_version="", request_id=None, binary=set())
+    assert header_len is None
+    assert orjson.loads(body)["outputs"][0]["data"] == [1.0, None, None, None]
+    # A non-contiguous output (a column of a batch) is serialized too.
+    wide = np.arange(6, dtype=dtype).reshape(3, 2)[:, :1]
+    assert orjson.loads(codec.encode_v1({"y": wide}, ["y"])) == {"predictions": [[0.0], [2.0], [4.0]]}
+
+
+def _lines(text: bytes, prefix: str) -> list[str]:
+    return [ln for ln in text.decode().splitlines() if ln.startswith(prefix) and "_created" not in ln]
+
+
+def test_loop_histograms_expose_what_prometheus_client_would() -> None:
+    values = [0.0, 0.0005, 0.0007, 0.001, 0.003, 0.2, 7.0, 99.0]
+    metrics = Metrics("m", "r1", max_batch_size=16)
+    reference = CollectorRegistry()
+    ref = Histogram(
+        "modelapi_request_duration_seconds", "Inference request latency.", ["model", "revision"],
+        buckets=LATENCY_BUCKETS, registry=reference,
+    ).labels("m", "r1")  # fmt: skip
+    for v in values:
+        metrics.request_seconds.observe(v)
+        ref.observe(v)
+    ours = metrics.render()
+    assert _lines(ours, "modelapi_request_duration_seconds") == _lines(
+        generate_latest(reference), "modelapi_request_duration_seconds"
+    )
+    assert b"# TYPE modelapi_request_duration_seconds histogram" in ours
+    assert b'modelapi_request_duration_seconds_created{model="m",revision="r1"}' in ours
+
+
+def test_loop_counters_and_gauge() -> None:
+    metrics = Metrics("m", "")
+    for code in (200, 200, 422, 503):
+        metrics.count(code)
+    metrics.inflight.inc()
+    metrics.inflight.inc()
+    metrics.inflight.dec()
+    metrics.batch_size.observe(3)
+    text = metrics.render().decode()
+    assert 'modelapi_requests_total{code="200",model="m",revision=""} 2.0' in text
+    assert 'modelapi_requests_total{code="503",model="m",revision=""} 1.0' in text
+    assert "# TYPE modelapi_requests_total counter" in text
+    assert 'modelapi_inflight_requests{model="m",revision=""} 1.0' in text
+    assert 'modelapi_batch_size_bucket{le="+Inf",model="m",revision=""} 1.0' in text
+    assert 'modelapi_batch_size_sum{model="m",revision=""} 3.0' in text
