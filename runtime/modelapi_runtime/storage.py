@@ -18,7 +18,9 @@ userinfo or query string (a presigned URL's query *is* a credential).
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -57,6 +59,7 @@ CONNECT_TIMEOUT_S = 4.0
 READ_TIMEOUT_S = 15.0
 ATTEMPTS = 3  # per part: worst case 3 x (4 + 15) s + backoff < 60 s for a stalled transfer
 BACKOFF_S = 0.25
+STREAM_CHUNKS_IN_FLIGHT = 4  # one stream: chunks (4 MiB) received but not yet written and hashed
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
 
@@ -314,52 +317,93 @@ def _parts(size: int, part_size: int) -> Iterator[tuple[int, int]]:
 
 
 def download(source: Source, info: ObjectInfo, dest: Path, options: TransferOptions) -> tuple[str, int]:
-    """Write the object to ``dest``; returns (sha256 hex, size). Parallel ranges when possible."""
-    digest = hashlib.sha256()
-    written = 0
+    """Write the object to ``dest``; returns (sha256 hex, size). Parallel ranges when possible.
+
+    The digest is the one stage that must see the bytes in order, so it is the only thing the
+    calling thread does: the receiving and the file writes run in other threads (hashlib, socket
+    reads and file writes all release the GIL), and what limits a transfer is then the slowest of
+    the network, the disk and SHA-256 instead of their sum.
+    """
     with dest.open("wb") as out:
         if info.ranges and info.size is not None and info.size > options.part_size:
-            window = max(2, options.concurrency * 2)
-            with ThreadPoolExecutor(options.concurrency, thread_name_prefix="pull") as pool:
-                parts = _parts(info.size, options.part_size)
-                pending: list[Future[bytes]] = []
-                try:
-                    for start, end in parts:
-                        pending.append(pool.submit(_retry, lambda s=start, e=end: source.read_range(s, e)))
-                        if len(pending) >= window:
-                            break
-                    while pending:
-                        data = pending.pop(0).result()
-                        out.write(data)
-                        digest.update(data)
-                        written += len(data)
-                        nxt = next(parts, None)
-                        if nxt is not None:
-                            s, e = nxt
-                            pending.append(pool.submit(_retry, lambda s=s, e=e: source.read_range(s, e)))
-                finally:
-                    for f in pending:
-                        f.cancel()
+            digest, written = _download_ranges(source, info.size, out.fileno(), options)
         else:
-            for attempt in range(1, ATTEMPTS + 1):  # one stream; a failure restarts it from byte 0
-                out.seek(0)
-                out.truncate()
-                digest, written = hashlib.sha256(), 0
-                try:
-                    for chunk in source.stream():
-                        out.write(chunk)
-                        digest.update(chunk)
-                        written += len(chunk)
-                    break
-                except ArtifactUnavailable:
-                    if attempt == ATTEMPTS:
-                        raise
-                    time.sleep(BACKOFF_S * attempt)
+            digest, written = _download_stream(source, out)
         out.flush()
         os.fsync(out.fileno())
     if info.size is not None and written != info.size:
         raise ArtifactUnavailable(f"{source.display}: got {written} bytes, expected {info.size}")
     return digest.hexdigest(), written
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _download_ranges(source: Source, size: int, fd: int, options: TransferOptions) -> tuple[Any, int]:
+    """Workers GET their range and write it at its offset; this thread hashes the parts in order.
+
+    At most ``2 x concurrency`` parts are in memory: a part stays until the digest has taken it.
+    """
+
+    def part(start: int, end: int) -> bytes:
+        data = _retry(lambda: source.read_range(start, end))
+        _pwrite_all(fd, data, start)
+        return data
+
+    digest, written = hashlib.sha256(), 0
+    parts = _parts(size, options.part_size)
+    window = max(2, options.concurrency * 2)
+    with ThreadPoolExecutor(options.concurrency, thread_name_prefix="pull") as pool:
+        pending = collections.deque(pool.submit(part, s, e) for s, e in itertools.islice(parts, window))
+        try:
+            while pending:
+                data = pending.popleft().result()
+                digest.update(data)
+                written += len(data)
+                nxt = next(parts, None)
+                if nxt is not None:
+                    pending.append(pool.submit(part, *nxt))
+        finally:
+            for f in pending:
+                f.cancel()
+    return digest, written
+
+
+def _download_stream(source: Source, out: BinaryIO) -> tuple[Any, int]:
+    """One stream; a failure restarts it from byte 0. A second thread writes and hashes while this
+    one receives the next chunk (one worker: the chunks stay in order)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        out.seek(0)
+        out.truncate()
+        digest = hashlib.sha256()
+
+        def sink(chunk: bytes, digest: Any = digest) -> int:
+            out.write(chunk)
+            digest.update(chunk)
+            return len(chunk)
+
+        written = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="pull-sink") as pool:
+            pending: collections.deque[Future[int]] = collections.deque()
+            try:
+                for chunk in source.stream():
+                    pending.append(pool.submit(sink, chunk))
+                    if len(pending) > STREAM_CHUNKS_IN_FLIGHT:
+                        written += pending.popleft().result()
+                while pending:
+                    written += pending.popleft().result()
+                return digest, written
+            except ArtifactUnavailable:
+                for f in pending:
+                    f.cancel()
+                if attempt == ATTEMPTS:
+                    raise
+        time.sleep(BACKOFF_S * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def hash_file(path: Path) -> str:
