@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from modelapi_runtime.exceptions import (
     ChecksumMismatch,
     InvalidArtifactSpec,
 )
-from modelapi_runtime.storage import TransferOptions, display_uri, fetch
+from modelapi_runtime.storage import ObjectInfo, TransferOptions, display_uri, download, fetch
 
 MiB = 1024 * 1024
 SMALL_PARTS = TransferOptions(concurrency=4, part_size=256 * 1024)
@@ -305,3 +306,53 @@ def test_s3_client_error_mapping() -> None:
     assert isinstance(src._wrap(err("NoSuchKey", 404)), ArtifactNotFound)
     assert isinstance(src._wrap(err("SlowDown", 503)), ArtifactUnavailable)
     assert isinstance(src._wrap(err("InternalError", 500)), ArtifactUnavailable)
+
+
+class _FlakySource:
+    """Our own Source seam: fails the first ``fail_stream`` streams midway, and every read of the
+    range starting at ``bad_start`` ``fail_range`` times."""
+
+    display = "test://flaky"
+
+    def __init__(self, data: bytes, *, fail_stream: int = 0, bad_start: int = -1, fail_range: int = 0) -> None:
+        self.data, self.fail_stream, self.bad_start, self.fail_range = data, fail_stream, bad_start, fail_range
+        self.streams = 0
+
+    def stat(self) -> ObjectInfo:
+        return ObjectInfo(size=len(self.data), etag="e", ranges=True)
+
+    def read_range(self, start: int, end: int) -> bytes:
+        if start == self.bad_start and self.fail_range > 0:
+            self.fail_range -= 1
+            raise ArtifactUnavailable("range failed")
+        return self.data[start : end + 1]
+
+    def stream(self) -> Iterator[bytes]:
+        self.streams += 1
+        for i in range(0, len(self.data), 1000):
+            if self.streams <= self.fail_stream and i >= len(self.data) // 2:
+                raise ArtifactUnavailable("stream broke")
+            yield self.data[i : i + 1000]
+
+
+@pytest.mark.parametrize("ranges", [False, True])
+def test_download_retries_keep_the_bytes_and_digest_right(
+    tmp_path: Path, ranges: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.0)
+    data = os.urandom(10_000)
+    src = _FlakySource(data, fail_stream=2, bad_start=3000, fail_range=2)
+    info = ObjectInfo(size=len(data), etag="e", ranges=ranges)
+    digest, size = download(src, info, tmp_path / "out", TransferOptions(concurrency=3, part_size=1000))
+    assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "out").read_bytes() == data
+    assert src.streams == (0 if ranges else 3)
+
+
+@pytest.mark.parametrize("ranges", [False, True])
+def test_download_gives_up_after_the_attempts(tmp_path: Path, ranges: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.0)
+    src = _FlakySource(os.urandom(5000), fail_stream=99, bad_start=2000, fail_range=99)
+    info = ObjectInfo(size=5000, etag="e", ranges=ranges)
+    with pytest.raises(ArtifactUnavailable):
+        download(src, info, tmp_path / "out", TransferOptions(concurrency=2, part_size=1000))
