@@ -48,6 +48,19 @@ class Result:
     p50_ms: float
     p99_ms: float
     non2xx: int
+    requests: int = 0
+    cpu_us: float = 0.0  # server CPU time (all its processes, user + system) per request
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every process in the process group ``pgid`` (the server's)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # pgrp
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -69,7 +82,7 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def server(cmd: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
     # Output goes to a file: a peer that logs per request would block on a full pipe.
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *cmd],
@@ -85,7 +98,7 @@ def server(cmd: list[str], ready_url: str, log: Path, env: dict[str, str] | None
             proc.kill()
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
-        yield
+        yield proc.pid  # the process group's id (start_new_session)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -121,7 +134,9 @@ def wrk(url: str, body: Path, header_len: int | None, duration: int, workdir: Pa
         return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return Result(rps, pct("50"), pct("99"), int(non2xx.group(1)) if non2xx else 0)
+    requests = re.search(r"(\d+) requests in", out)
+    return Result(rps, pct("50"), pct("99"), int(non2xx.group(1)) if non2xx else 0,
+                  int(requests.group(1)) if requests else 0)  # fmt: skip
 
 
 def bodies(workdir: Path, features: int) -> dict[str, tuple[Path, int | None]]:
@@ -167,16 +182,19 @@ def main() -> int:
     def run(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
             body: tuple[Path, int | None], env: dict[str, str] | None = None) -> Result | None:  # fmt: skip
         try:
-            with server(cmd, ready, workdir / "server.log", env):
+            with server(cmd, ready, workdir / "server.log", env) as pgid:
                 wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
+                cpu = group_cpu_seconds(pgid)
                 r = wrk(url, body[0], body[1], args.duration, workdir)
+                r.cpu_us = (group_cpu_seconds(pgid) - cpu) / max(r.requests, 1) * 1e6
         except Exception as exc:  # a peer that cannot do a case is reported, not fatal
             print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
             r = None
         rows.append((model_label, case, label, r))
         if r:
             print(f"  {model_label:20} {case:10} {label:28} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms"
-                  f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}", flush=True)  # fmt: skip
+                  f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}  cpu {r.cpu_us:6.1f} us/req"
+                  f"  load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
         return r if r and r.non2xx == 0 else None  # errors are no throughput: not compared
 
     # The HTTP floor first: what one core does with no model at all.
@@ -221,7 +239,9 @@ def main() -> int:
             for peer in ("KServe", "plain FastAPI"):
                 other = results.get(peer)
                 if best and other and other.rps > 0:
-                    ratios.append(f"{model_label} {case}: modelapi / {peer} = {best.rps / other.rps:.1f}x req/s; "
+                    cpu = min(r.cpu_us for k, r in results.items() if k.startswith("modelapi") and r)
+                    ratios.append(f"{model_label} {case}: modelapi / {peer} = {best.rps / other.rps:.1f}x req/s, "
+                                  f"{other.cpu_us / cpu:.1f}x less server CPU per request; "
                                   f"modelapi p99 {best.p99_ms:.2f} ms vs {peer} p50 {other.p50_ms:.2f} ms")  # fmt: skip
 
     load_after = os.getloadavg()
@@ -233,15 +253,15 @@ def main() -> int:
         f"Server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {CONNECTIONS} connections, {args.duration} s per case. "
         f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}.",
         "",
-        "| model | case | server | req/s | p50 ms | p99 ms | non-2xx |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | case | server | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for model_label, case, label, r in rows:
         if r:
             table.append(f"| {model_label} | {case} | {label} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-                         f"| {r.non2xx} |")  # fmt: skip
+                         f"| {r.non2xx} | {r.cpu_us:.1f} |")  # fmt: skip
         else:
-            table.append(f"| {model_label} | {case} | {label} | failed | | | |")
+            table.append(f"| {model_label} | {case} | {label} | failed | | | | |")
     table += ["", "Ratios (best modelapi configuration for the case):", ""] + [f"- {r}" for r in ratios] + [""]
     text = "\n".join(table)
     print(text)

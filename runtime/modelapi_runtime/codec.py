@@ -8,6 +8,7 @@ malformed bodies. Encoding hands numpy arrays to orjson directly (no ``tolist()`
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -19,6 +20,7 @@ from modelapi_runtime.exceptions import BadRequest, HandlerFailed, InvalidInput
 from modelapi_runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, Array, TensorSpec
 
 HEADER_LENGTH = "inference-header-content-length"
+_LITTLE_ENDIAN = sys.byteorder == "little"
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 # Which JSON-decoded numpy kinds may be converted to a target kind without losing meaning.
@@ -181,7 +183,6 @@ def decode_v2(
     items = payload.get("inputs")
     if not isinstance(items, list) or not items:
         raise InvalidInput('v2 requests carry a non-empty "inputs" list')
-    by_name = {s.name: s for s in specs}
     inputs: dict[str, Array] = {}
     offset = 0
     for item in items:
@@ -196,7 +197,7 @@ def decode_v2(
             raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
         if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
             raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
-        spec = by_name.get(name)
+        spec = _spec_named(specs, name)
         if spec is None:
             if strict:
                 raise InvalidInput(f"unknown input {name!r}; the model takes {[s.name for s in specs]}")
@@ -207,7 +208,7 @@ def decode_v2(
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
-            arr, offset = _binary_tensor(binary, offset, size, spec, count=count, what=f"input {name!r}")
+            arr, offset = _binary_tensor(binary, offset, size, spec, count=count)
         else:
             if "data" not in item:
                 raise InvalidInput(f"input {name!r}: no data")
@@ -245,20 +246,31 @@ def _is_shape(shape: Any) -> TypeGuard[list[int]]:
     return True
 
 
+def _spec_named(specs: Sequence[TensorSpec], name: str) -> TensorSpec | None:
+    for spec in specs:  # a model has a handful of inputs: cheaper than a dict built per request
+        if spec.name == name:
+            return spec
+    return None
+
+
 def _binary_tensor(
-    binary: memoryview | None, offset: int, size: Any, spec: TensorSpec, *, count: int, what: str
+    binary: memoryview | None, offset: int, size: Any, spec: TensorSpec, *, count: int
 ) -> tuple[Array, int]:
     if binary is None:
-        raise BadRequest(f"{what}: binary_data_size without Inference-Header-Content-Length")
+        raise BadRequest(f"input {spec.name!r}: binary_data_size without Inference-Header-Content-Length")
     if type(size) is not int or size < 0 or offset + size > len(binary):
-        raise BadRequest(f"{what}: binary_data_size {size!r} is outside the binary data")
+        raise BadRequest(f"input {spec.name!r}: binary_data_size {size!r} is outside the binary data")
     if spec.datatype == "BYTES":
-        raise InvalidInput(f"{what}: BYTES tensors are accepted as JSON only")
-    dtype = spec.dtype.newbyteorder("<")
+        raise InvalidInput(f"input {spec.name!r}: BYTES tensors are accepted as JSON only")
+    dtype = spec.dtype
     if size != count * dtype.itemsize:
-        raise InvalidInput(f"{what}: {size} bytes for {count} {spec.datatype} values")
-    arr = np.frombuffer(binary[offset : offset + size], dtype=dtype).astype(spec.dtype, copy=False)
-    return arr, offset + size
+        raise InvalidInput(f"input {spec.name!r}: {size} bytes for {count} {spec.datatype} values")
+    # The extension's tensors are little-endian: on a little-endian host the request's bytes are
+    # used in place (a read-only view of the body, no copy).
+    view = binary[offset : offset + size]
+    if _LITTLE_ENDIAN or dtype.itemsize == 1:
+        return np.frombuffer(view, dtype=dtype), offset + size
+    return np.frombuffer(view, dtype=dtype.newbyteorder("<")).astype(dtype), offset + size  # pragma: no cover
 
 
 def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
@@ -267,14 +279,21 @@ def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[s
     items = payload.get("outputs")
     if items is None:
         return None, {"*"} if all_binary else set()
-    if not isinstance(items, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in items):
+    if not isinstance(items, list):
         raise InvalidInput('"outputs" must be a list of objects with a name')
-    names = [str(o["name"]) for o in items]
-    binary = {
-        str(o["name"])
-        for o in items
-        if all_binary or (isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True)
-    }
+    names: list[str] = []
+    binary: set[str] = set()
+    for o in items:
+        name = o.get("name") if isinstance(o, dict) else None
+        if not isinstance(name, str):
+            raise InvalidInput('"outputs" must be a list of objects with a name')
+        names.append(name)
+        if all_binary:
+            binary.add(name)
+        else:
+            p = o.get("parameters")
+            if isinstance(p, dict) and p.get("binary_data") is True:
+                binary.add(name)
     return names, binary
 
 
@@ -297,7 +316,7 @@ def encode_v2(
             raise InvalidInput(f"output {name!r} has unsupported dtype {arr.dtype}")  # pragma: no cover
         item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if (name in binary or "*" in binary) and datatype != "BYTES":
-            data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            data = arr.tobytes() if _LITTLE_ENDIAN else arr.astype(arr.dtype.newbyteorder("<")).tobytes()
             item["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
         else:

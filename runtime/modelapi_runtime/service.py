@@ -29,7 +29,7 @@ JSON = b"application/json"
 OCTETS = b"application/octet-stream"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     body: bytes
     content_type: bytes = JSON
@@ -94,8 +94,12 @@ class InferenceService:
         self.metrics.inflight.dec()
 
     async def _predict(self, inputs: Mapping[str, Array], rows: int | None) -> tuple[dict[str, Array], Timing]:
-        if self._batcher is not None and rows is not None and 0 < rows <= self._batcher.max_batch_size:
-            return await self._batcher.submit(inputs, rows)
+        if self._batcher is not None:
+            if rows is not None and 0 < rows <= self._batcher.max_batch_size:
+                return await self._batcher.submit(inputs, rows)
+        elif self._runner.inline:  # no batcher, no worker thread: nothing to await
+            outputs, seconds = self._runner.run_inline(inputs, rows or 1)
+            return outputs, Timing(0.0, seconds)
         outputs, seconds = await self._runner(inputs, rows or 1)
         return outputs, Timing(0.0, seconds)
 
