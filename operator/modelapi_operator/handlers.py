@@ -52,6 +52,13 @@ class _State:
         self.gateway_checked_at = -1e9
         self.reconciler_: Reconciler | None = None
         self.background: list[asyncio.Task[None]] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    def slots(self) -> asyncio.Semaphore:
+        """Bounds concurrent reconciles, so a burst of new ModelAPIs queues here, not in the HTTP pool."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(SETTINGS.max_concurrent_reconciles)
+        return self._slots
 
     def kube(self) -> kube.Kube:
         if self.client is None:
@@ -235,7 +242,12 @@ def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: body[key] for key in body}
+    """A plain dict of the object without metadata.managedFields (nothing reads them; a third of the memory)."""
+    plain = {key: body[key] for key in body}
+    meta = plain.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        plain["metadata"] = {key: value for key, value in meta.items() if key != "managedFields"}
+    return plain
 
 
 def _values(index: kopf.Index[Key, Any], key: Key) -> list[Any]:
@@ -263,8 +275,10 @@ def _indices(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index[Key, Any]]:
 
 # -- reconcile triggers --------------------------------------------------------------------------------
 async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return  # being deleted: owner references remove the children; recreating them would only be refused
     lock = STATE.locks.setdefault(key, asyncio.Lock())
-    async with lock:
+    async with lock, STATE.slots():
         STATE.pending.discard(key)
         reconciler = await STATE.reconciler()
         try:

@@ -121,7 +121,9 @@ class Kube:
 
     def __init__(self, credentials: Credentials, *, timeout_seconds: float = 30) -> None:
         self._credentials = credentials
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        # Per socket, not per request: the wait for a free pooled connection must not count against the
+        # timeout, or a burst of reconciles turns into timeouts and then a retry storm.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
 

@@ -48,6 +48,9 @@ class OperatorSettings(BaseSettings):
     watch_client_timeout_seconds: int = Field(
         default=330, ge=10, le=3700, description="Client-side timeout of each watch request: a silent watch dies."
     )
+    max_concurrent_reconciles: int = Field(
+        default=16, ge=1, le=512, description="Reconciles that may run at once (the rest wait their turn)."
+    )
     request_timeout_seconds: float = Field(default=30, gt=0, le=300, description="Timeout of each API request.")
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING", description="Lowest kopf log level that is also posted as a Kubernetes Event."

@@ -219,6 +219,8 @@ def _events(previous: ModelAPIStatus, conditions: Sequence[Condition]) -> list[E
         before = next((c for c in previous.conditions if c.type == condition.type), None)
         if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
             continue
+        if before is None and not (condition.type == "Degraded" and condition.status == "True"):
+            continue  # a condition's first value is not a transition; a first failure still gets its Event
         warning = (condition.type == "Degraded" and condition.status == "True") or (
             condition.type == "Ready" and condition.status == "False" and before is not None and before.status == "True"
         )
