@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--kserve-python", default=os.environ.get("KSERVE_PYTHON", "/work/kserve-venv/bin/python"))
     ap.add_argument("--out", type=Path, default=None, help="append the Markdown table to this file")
+    ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
+                    "(e.g. 'MLP 784-512-256-10 v1'); the floor always runs")  # fmt: skip
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (Debian package wrk)")
@@ -208,6 +210,8 @@ def main() -> int:
         cases = bodies(workdir, features)
         batching = [False, True] if features > 4 else [False]
         for case, body in cases.items():
+            if args.only not in f"{model_label} {case}":
+                continue
             results: dict[str, Result | None] = {}
             for batch in batching:
                 port = free_port()

@@ -43,9 +43,14 @@ def create_app(
     *,
     on_fatal: FatalHook | None = None,
     loader: Loader | None = None,
+    freeze_gc: bool = False,
 ) -> RuntimeApp:
-    """A runtime app for ``settings``. ``app.state.runtime`` is the :class:`Runtime` (readiness, drain)."""
-    runtime = Runtime(settings, loader or load)
+    """A runtime app for ``settings``. ``app.state.runtime`` is the :class:`Runtime` (readiness, drain).
+
+    ``freeze_gc``: once loaded, move every object into the collector's permanent generation (what
+    the server process wants; tests that create many apps in one process do not).
+    """
+    runtime = Runtime(settings, loader or load, freeze_gc=freeze_gc)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

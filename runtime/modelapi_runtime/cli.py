@@ -135,7 +135,7 @@ def serve(settings: RuntimeSettings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    app = create_app(settings, on_fatal=on_fatal, freeze_gc=True)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -9,6 +9,7 @@ non-zero and writes the reason to the termination log for the operator).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -87,8 +88,11 @@ def load(settings: RuntimeSettings) -> Loaded:
 class Runtime:
     """What the routes ask: is it ready, which service serves ``name``."""
 
-    def __init__(self, settings: RuntimeSettings, loader: Callable[[RuntimeSettings], Loaded] = load) -> None:
+    def __init__(
+        self, settings: RuntimeSettings, loader: Callable[[RuntimeSettings], Loaded] = load, *, freeze_gc: bool = False
+    ) -> None:
         self.settings = settings
+        self.freeze_gc = freeze_gc
         self.metrics = Metrics(settings.name, settings.revision, settings.max_batch_size)
         self.service: InferenceService | None = None
         self.failure: StartupError | None = None
@@ -137,6 +141,12 @@ class Runtime:
         m.warmup_seconds.set(cs.warmup_s)
         m.cache_hit.set(1 if cs.cache_hit else 0)
         m.set_info(loaded.model.device)
+        if self.freeze_gc:
+            # The ~80k objects of the libraries and the model never become garbage: keep them out of
+            # every later collection. A full collection over them stalls the event loop for ~25 ms
+            # (measured here), a p99 spike whenever the collector's oldest generation runs.
+            gc.collect()
+            gc.freeze()
         self.service = service
         m.ready.set(1)
         self.ready_event.set()

@@ -105,3 +105,20 @@ def test_loop_counters_and_gauge() -> None:
     assert 'modelapi_inflight_requests{model="m",revision=""} 1.0' in text
     assert 'modelapi_batch_size_bucket{le="+Inf",model="m",revision=""} 1.0' in text
     assert 'modelapi_batch_size_sum{model="m",revision=""} 3.0' in text
+
+
+async def test_server_app_freezes_the_loaded_heap(model_dir: Path, tmp_path: Path) -> None:
+    import asyncio
+    import gc
+
+    from modelapi_runtime.app import create_app
+    from modelapi_runtime.settings import RuntimeSettings
+
+    settings = RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path))
+    app = create_app(settings, freeze_gc=True)
+    try:
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
+            assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
