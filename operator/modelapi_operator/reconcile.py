@@ -343,11 +343,20 @@ def _comparable(status: ModelAPIStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", exclude_none=True)
 
 
+_ROLE_AGE = {"lastKnownGood": 0, "stable": 1, "next": 2, "canary": 2}
+
+
+def _age_order(deployment: Manifest) -> tuple[str, int]:
+    """Newest first; revisions created within the same second are ordered by role (incoming before stable before
+    last-known-good), so the order never depends on the order the watch delivered them in."""
+    return (str(deployment["metadata"].get("creationTimestamp", "~")), _ROLE_AGE.get(role_of(deployment), 2))
+
+
 def _views(
     deployments: Sequence[Manifest], pods: Sequence[Manifest], revision: str | None, target_failure: Failure | None
 ) -> list[RevisionView]:
     views = []
-    for deployment in sorted(deployments, key=lambda d: str(d["metadata"].get("creationTimestamp", "~")), reverse=True):
+    for deployment in sorted(deployments, key=_age_order, reverse=True):
         own = revision_of(deployment)
         role = role_of(deployment)
         failure = diagnose_revision(deployment, [p for p in pods if revision_of(p) == own])

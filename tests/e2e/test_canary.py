@@ -141,6 +141,11 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
+def _stable_uri(status: dict[str, Any]) -> str:
+    """The model URI of the stable revision ("" while there is none)."""
+    return next((r["modelUri"] for r in status.get("revisions", []) if r["role"] == "stable"), "")
+
+
 def _deployment_with_role(cluster: Cluster, namespace: str, role: str) -> dict[str, Any] | None:
     for item in cluster.get_json("deployments", namespace=namespace)["items"]:
         if item["metadata"].get("annotations", {}).get("serving.modelapi.io/role") == role:
@@ -237,7 +242,7 @@ def test_canary_healthy_promotes_through_every_step(
                 load,
                 tmp_path,
                 secret,
-                until=lambda s: _condition(s, "Ready").get("status") == "True" and s["revisions"][0]["modelUri"] == v2,
+                until=lambda s: _condition(s, "Ready").get("status") == "True" and _stable_uri(s) == v2,
                 timeout=180,
                 started=started,
             )
@@ -346,9 +351,7 @@ def test_canary_gateway_api_weights_follow_the_steps(
         backends = cluster.get_json("httproute", "fraud", namespace=namespace)["spec"]["rules"][0]["backendRefs"]
         seen.add(tuple((b["name"], b["weight"]) for b in backends))
         status = _status(cluster, namespace, "fraud")
-        return _condition(status, "Ready").get("status") == "True" and status["revisions"][0]["modelUri"].endswith(
-            "2/model.onnx"
-        )
+        return _condition(status, "Ready").get("status") == "True" and _stable_uri(status).endswith("2/model.onnx")
 
     wait_until(promoted, timeout=120, interval=0.5, what="canary promoted")
     assert (("fraud-stable", 80), ("fraud-canary", 20)) in seen, seen
@@ -356,7 +359,7 @@ def test_canary_gateway_api_weights_follow_the_steps(
     final = cluster.get_json("httproute", "fraud", namespace=namespace)["spec"]["rules"][0]["backendRefs"]
     assert [(b["name"], b["weight"]) for b in final] == [("fraud-stable", 100)]
     stable_service = cluster.get_json("service", "fraud-stable", namespace=namespace)
-    new_revision = _status(cluster, namespace, "fraud")["revisions"][0]["name"]
+    new_revision = next(r["name"] for r in _status(cluster, namespace, "fraud")["revisions"] if r["role"] == "stable")
     assert stable_service["spec"]["selector"]["serving.modelapi.io/revision"] == new_revision.split("-", 1)[1]
 
 
@@ -382,9 +385,7 @@ def test_canary_replica_ratio_sizes_the_canary_by_weight(
         deployment = _deployment_with_role(cluster, namespace, "canary")
         if canary_status and deployment is not None and deployment["status"].get("readyReplicas"):
             observed.add((canary_status["weight"], deployment["spec"]["replicas"]))
-        return _condition(status, "Ready").get("status") == "True" and status["revisions"][0]["modelUri"].endswith(
-            "2/model.onnx"
-        )
+        return _condition(status, "Ready").get("status") == "True" and _stable_uri(status).endswith("2/model.onnx")
 
     wait_until(done, timeout=120, interval=0.5, what="replica-ratio canary promoted")
     assert (25, 1) in observed, observed  # 1 canary next to 3 stable replicas: 25 % of the pods
@@ -413,9 +414,7 @@ def test_canary_resumes_at_its_step_after_an_operator_restart(
         status = _status(cluster, namespace, "iris")
         if status.get("canary"):
             steps.append(status["canary"]["step"])
-        return _condition(status, "Ready").get("status") == "True" and status["revisions"][0]["modelUri"].endswith(
-            "2/model.onnx"
-        )
+        return _condition(status, "Ready").get("status") == "True" and _stable_uri(status).endswith("2/model.onnx")
 
     wait_until(promoted, timeout=90, interval=0.5, what="promotion after the restart")
     assert 0 not in steps, "the canary must not start over"
@@ -432,7 +431,7 @@ def test_canary_rollback_annotation_restores_last_known_good(
     _apply(cluster, namespace, manifest)
     wait_until(
         lambda: (
-            _status(cluster, namespace, "iris").get("revisions", [{}])[0].get("modelUri", "").endswith("2/model.onnx")
+            _stable_uri(_status(cluster, namespace, "iris")).endswith("2/model.onnx")
             and _condition(_status(cluster, namespace, "iris"), "Ready").get("status") == "True"
         ),
         timeout=60,
