@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--kserve-python", default=os.environ.get("KSERVE_PYTHON", "/work/kserve-venv/bin/python"))
     ap.add_argument("--out", type=Path, default=None, help="append the Markdown table to this file")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each case N times, keep the best (shared machines)")
     ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
                     "(e.g. 'MLP 784-512-256-10 v1'); the floor always runs")  # fmt: skip
     args = ap.parse_args()
@@ -186,9 +187,13 @@ def main() -> int:
         try:
             with server(cmd, ready, workdir / "server.log", env) as pgid:
                 wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
-                cpu = group_cpu_seconds(pgid)
-                r = wrk(url, body[0], body[1], args.duration, workdir)
-                r.cpu_us = (group_cpu_seconds(pgid) - cpu) / max(r.requests, 1) * 1e6
+                r = None
+                for _ in range(args.repeat):  # other tenants only ever slow a run down: keep the best
+                    cpu = group_cpu_seconds(pgid)
+                    attempt = wrk(url, body[0], body[1], args.duration, workdir)
+                    attempt.cpu_us = (group_cpu_seconds(pgid) - cpu) / max(attempt.requests, 1) * 1e6
+                    if r is None or attempt.rps > r.rps:
+                        r = attempt
         except Exception as exc:  # a peer that cannot do a case is reported, not fatal
             print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
             r = None
@@ -254,7 +259,8 @@ def main() -> int:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
         f"({_cpu_model()}), Linux {platform.release()}, Python {platform.python_version()}. "
-        f"Server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {CONNECTIONS} connections, {args.duration} s per case. "
+        f"Server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {CONNECTIONS} connections, {args.duration} s per case"
+        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}. "
         f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}.",
         "",
         "| model | case | server | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |",
