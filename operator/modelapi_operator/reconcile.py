@@ -106,6 +106,20 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
     return None
 
 
+# Not in API.md's list: the operator's own identity lacks a permission (its Role was edited or is out of date).
+PERMISSION_DENIED = "PermissionDenied"
+
+
+def forbidden_failure(error: kube.KubeError) -> Failure:
+    """The API server's own words name the verb, the resource and the identity; say what to do about it."""
+    return Failure(
+        PERMISSION_DENIED,
+        f"the operator is not allowed to manage this ModelAPI's children: {error.message}. Grant the permission to "
+        "the operator's ServiceAccount (the Helm chart's Role has every one it needs); the ModelAPI recovers on "
+        "its own.",
+    )
+
+
 def _owned_by(uid: str, manifests: Iterable[Manifest]) -> list[Manifest]:
     return [
         item
@@ -176,7 +190,25 @@ class Reconciler:
                 rollback_requested=annotations.get(names.ROLLBACK_ANNOTATION) == "true",
             )
         )
-        await self._execute(plan, owner, observed)
+        try:
+            await self._execute(plan, owner, observed)
+        except kube.Forbidden as error:
+            # RBAC refused a write: say which (condition and Event) instead of failing silently, then let the
+            # caller retry as for any API error; once the permission is back the next pass converges. (A namespace
+            # being deleted refuses new objects with a 403 too: nothing to report there.)
+            if "being terminated" in error.message:
+                raise
+            await self._finish(
+                body=body,
+                owner=owner,
+                revision=revision,
+                invalid=forbidden_failure(error),
+                deployments=deployments,
+                observed=observed,
+                previous=previous,
+                plan=Plan(stable_revision=plan.stable_revision, canary=plan.canary),
+            )
+            raise
         deployments = self._after(plan, deployments)
         reference_problem = await self._check_references(spec, owner)
         cold_start = await self._cold_start(owner, plan.stable_revision, previous)
@@ -242,6 +274,10 @@ class Reconciler:
         existing = {
             (item["kind"], item["metadata"]["name"]): item for item in _owned_by(owner.uid, observed.children())
         }
+        # Older revisions change role before the new one is applied as stable: a process killed in between leaves
+        # at most one stable, so a promoted canary's old stable is never mistaken for a stray and deleted.
+        for name, extra in plan.annotate.items():
+            await self.kube.merge_patch(kube.DEPLOYMENT, owner.namespace, name, {"metadata": {"annotations": extra}})
         for manifest in plan.apply:
             current = existing.get((manifest["kind"], manifest["metadata"]["name"]))
             if current is None or not is_subset(manifest, current):
@@ -249,8 +285,6 @@ class Reconciler:
             fix = exact_map_fix(manifest, current) if current is not None else None
             if fix is not None:
                 await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
-        for name, extra in plan.annotate.items():
-            await self.kube.merge_patch(kube.DEPLOYMENT, owner.namespace, name, {"metadata": {"annotations": extra}})
         for name, replicas in plan.scale.items():
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}

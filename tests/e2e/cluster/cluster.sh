@@ -9,6 +9,8 @@
 #   cluster.sh status  exit 0 when the cluster is up and healthy
 #   cluster.sh env     print the env file
 #   cluster.sh logs [N] print the last N lines (default 60) of every component's log
+#   cluster.sh restart NAME [DOWN_S]  stop one component (etcd, kube-apiserver, ...) and start it again with the same
+#                      command line, ports and data after DOWN_S seconds (default 0); waits until healthy (fault tests)
 #
 # Everything binds to 127.0.0.1 on free ports. Ports and credentials go to one env file: $RUN_DIR/env.
 # Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
@@ -478,27 +480,59 @@ down() {
 		rm -rf "$RUN_DIR"
 		return
 	fi
-	local names=() name pid i t0
+	local names=() i
 	[[ -f "$RUN_DIR/pids/order" ]] && mapfile -t names <"$RUN_DIR/pids/order"
-	for ((i = ${#names[@]} - 1; i >= 0; i--)); do
-		name="${names[$i]}"
-		alive "$name" || continue
-		pid="$(cat "$RUN_DIR/pids/$name.pid")"
-		log "stopping $name (pid $pid)"
-		kill -TERM "$pid" 2>/dev/null || true
-		t0=$SECONDS
-		# alive, not kill -0: an exited daemon stays a zombie until PID 1 reaps it
-		while alive "$name" && ((SECONDS - t0 < 15)); do sleep 0.1; done
-		if alive "$name"; then
-			log "$name did not stop on TERM: killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	done
+	for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
 	local tmpfs
 	tmpfs="$(cat "$RUN_DIR/tmpfs-dir" 2>/dev/null || true)"
 	if [[ $tmpfs == /dev/shm/modelapi-cluster.* ]]; then rm -rf "$tmpfs"; fi
 	rm -rf "$RUN_DIR"
 	log "down"
+}
+
+stop_one() { # name: TERM the process started under that name, KILL it after 15 s
+	local name="$1" pid t0
+	alive "$name" || return 0
+	pid="$(cat "$RUN_DIR/pids/$name.pid")"
+	log "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	t0=$SECONDS
+	# alive, not kill -0: an exited daemon stays a zombie until PID 1 reaps it
+	while alive "$name" && ((SECONDS - t0 < 15)); do sleep 0.1; done
+	if alive "$name"; then
+		log "$name did not stop on TERM: killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+		while alive "$name" && ((SECONDS - t0 < 20)); do sleep 0.1; done
+	fi
+}
+
+restart() { # name [down_seconds]: stop one component and start it again with the same command line (so the same
+	# ports, flags and data dir), after down_seconds; waits until the cluster is healthy again. For fault tests.
+	local name="${1:-}" down="${2:-0}" pid argv=() t0
+	[[ -f "$RUN_DIR/pids/order" ]] || die "restart: no cluster in $RUN_DIR"
+	grep -qxF -- "$name" "$RUN_DIR/pids/order" ||
+		die "restart: unknown component '$name' (one of: $(tr '\n' ' ' <"$RUN_DIR/pids/order"))"
+	[[ $down =~ ^[0-9]+([.][0-9]+)?$ ]] || die "restart: down_seconds must be a number, not '$down'"
+	alive "$name" || die "restart: $name is not running"
+	pid="$(cat "$RUN_DIR/pids/$name.pid")"
+	mapfile -d '' -t argv <"/proc/$pid/cmdline"
+	((${#argv[@]} > 0)) || die "restart: cannot read the command line of $name (pid $pid)"
+	stop_one "$name"
+	alive "$name" && die "restart: $name (pid $pid) did not stop"
+	sleep "$down"
+	log "starting $name again (down ${down}s)"
+	: >"$RUN_DIR/pids/$name.pid"
+	# as in start(), but the log is appended to and the name is already in pids/order
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "${argv[@]}" \
+		>>"$RUN_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+	t0=$SECONDS
+	until [[ -s "$RUN_DIR/pids/$name.pid" ]]; do
+		((SECONDS - t0 < 10)) || die "$name did not start"
+		sleep 0.05
+	done
+	wait_for "$name" 120 healthy
+	log "$name restarted"
 }
 
 logs() {
@@ -524,8 +558,9 @@ down) with_lock down ;;
 status) healthy ;;
 env) cat "$RUN_DIR/env" ;;
 logs) logs "${2:-60}" ;;
+restart) with_lock restart "${2:-}" "${3:-0}" ;;
 *)
-	echo "usage: $0 build|up|down|status|env|logs [N]" >&2
+	echo "usage: $0 build|up|down|status|env|logs [N]|restart NAME [DOWN_S]" >&2
 	exit 2
 	;;
 esac
