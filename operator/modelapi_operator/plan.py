@@ -363,12 +363,14 @@ class Planner:
         self.plan.clear_rollback_request = True
         self.plan.stable_revision = revision_of(good)
         message = f"rolled back on request from {stable_name} to {good_name}; change the spec to roll forward"
-        self.keep_with_role(good, "stable", replicas=total)
-        self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
+        # The current revision is demoted before the good one is promoted (annotations are written in this order):
+        # a process killed in between leaves no stable, which plan_children finishes as a rollback, never two.
         self.plan.annotate[stable_name] = {
             ROLE_ANNOTATION: "canary",
             policy.ABORTED_ANNOTATION: f"{ROLLED_BACK}: {message}",
         }
+        self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
+        self.keep_with_role(good, "stable", replicas=total)
         self.plan.apply.append(build_hpa(self.given.spec.autoscaling, self.given.owner, revision_of(good)))
         self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
         self.plan.target_failure = Failure(ROLLED_BACK, message)
@@ -400,6 +402,12 @@ def plan_children(given: PlanInput) -> Plan:
                 "no last-known-good revision to roll back to (one is kept after a canary is promoted)",
             )
         )
+    interrupted = aborted_reason(existing)
+    if stable is None and existing is not None and good is not None and interrupted is not None:
+        # A rollback stopped between its two writes (the current revision demoted, the good one not yet promoted).
+        planner.rollback(existing, good)
+        planner.plan.clear_rollback_request = False
+        return planner.plan
     if stable is None or revision_of(stable) == given.revision:
         planner.steady(given.revision)
         planner.shared(canary_weight=None, canary_revision=None)

@@ -247,7 +247,7 @@ def deployments(cluster: Cluster, namespace: str) -> set[str]:
 
 # ---- lint, template, dry-run -------------------------------------------------------------------------------------
 VARIANTS: dict[str, dict[str, Any]] = {
-    "defaults": {},
+    "plain-values": {},
     "cluster-wide-everything": {
         **MONITORING,
         "peering": {"enabled": True},
@@ -297,7 +297,7 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
     assert env["MODELAPI_OPERATOR_CPU_IMAGE"] == "modelapi/runtime:0.1.0"
     assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == "modelapi/runtime-gpu:0.1.0"
     kinds = {doc["kind"] for doc in docs}
-    if name == "defaults":
+    if name == "plain-values":
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
         assert "MODELAPI_OPERATOR_PEERING" not in env
         assert "Role" not in kinds

@@ -230,3 +230,28 @@ def test_gateway_routing_sets_httproute_weights_per_step() -> None:
     assert weights == {"iris-stable": 50, "iris-canary": 50}
     assert plan.canary is not None
     assert plan.canary.weight == 50
+
+
+def test_a_rollback_interrupted_between_its_two_writes_is_finished_not_undone() -> None:
+    spec = _spec()
+    current = _deployment(spec, "stable", 2, 2)
+    good = _deployment(STABLE_SPEC, "lastKnownGood", 0, 0)
+    plan = _plan(spec, [current, good], rollback_requested=True)
+    assert list(plan.annotate) == [current["metadata"]["name"], good["metadata"]["name"]], "demote before promote"
+    demoted = {
+        **current,
+        "metadata": {
+            **current["metadata"],
+            "annotations": {**current["metadata"]["annotations"], **plan.annotate[current["metadata"]["name"]]},
+        },
+    }
+    resumed = _plan(spec, [demoted, good])  # killed after the first write: no stable revision at all
+    assert resumed.stable_revision == STABLE
+    assert resumed.annotate[good["metadata"]["name"]] == {ROLE_ANNOTATION: "stable"}
+    assert resumed.target_failure is not None
+    assert resumed.target_failure.reason == "RolledBack"
+    assert not any(
+        m["metadata"]["annotations"].get(ROLE_ANNOTATION) == "stable"
+        for m in resumed.apply
+        if m["kind"] == "Deployment"
+    )
