@@ -222,30 +222,6 @@ def _empty(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "generation": -1}}
 
 
-def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount (a bound token from the TokenRequest API)."""
-    token = cluster.kubectl("create", "token", account, "--duration=1h", namespace=namespace).stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": cluster.env["KUBE_APISERVER_URL"],
-                    "certificate-authority": cluster.env["KUBE_CA_FILE"],
-                },
-            }
-        ],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def chart_rbac(cluster: Cluster, chart: Path, release: str, namespace: str) -> list[dict[str, Any]]:
     """The chart's ServiceAccount and RBAC for an operator that watches ``namespace`` only (helm template)."""
     proc = subprocess.run(

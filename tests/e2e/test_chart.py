@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import pytest
 import yaml
 
 from .conftest import Cluster, wait_until
+from .processes import free_port, sa_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
@@ -84,37 +84,6 @@ def render(cluster: Cluster, tmp_path: Path, namespace: str, values: dict[str, A
 
 def rules_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [rule for doc in docs if doc["kind"] in {"Role", "ClusterRole"} for rule in doc["rules"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount (a bound token from the TokenRequest API)."""
-    token = cluster.kubectl("create", "token", account, "--duration=1h", namespace=namespace).stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": cluster.env["KUBE_APISERVER_URL"],
-                    "certificate-authority": cluster.env["KUBE_CA_FILE"],
-                },
-            }
-        ],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 @dataclass

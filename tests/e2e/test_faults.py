@@ -42,10 +42,10 @@ from .faults_support import (
     condition,
     modelapi,
     modelapis,
-    sa_kubeconfig,
     specs,
     wait_converged,
 )
+from .processes import sa_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
