@@ -22,8 +22,9 @@ from typing import Any, get_args
 import uvicorn
 from pydantic import ValidationError
 
-from modelapi_runtime.app import create_app
+from modelapi_runtime.app import RuntimeApp, create_app
 from modelapi_runtime.exceptions import StartupError
+from modelapi_runtime.http_protocol import InferenceHttpProtocol
 from modelapi_runtime.lifecycle import Runtime, transfer_options
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 from modelapi_runtime.storage import fetch
@@ -125,6 +126,26 @@ def pull(settings: RuntimeSettings) -> int:
     return 0
 
 
+def uvicorn_config(app: RuntimeApp, settings: RuntimeSettings) -> uvicorn.Config:
+    """How ``serve`` runs ``app`` (the tests start their live servers with the same)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        # fast: inference requests are answered from the HTTP parser's callbacks (see http_protocol).
+        http=InferenceHttpProtocol if settings.http == "fast" else "httptools",
+        loop="uvloop",
+        access_log=settings.log_requests,
+        # X-Forwarded-For only feeds the access log's client address: without that log, the
+        # proxy-headers middleware is one more ASGI layer per request for nothing.
+        proxy_headers=settings.log_requests,
+        server_header=False,
+        log_config=None,  # keep our logging.basicConfig
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s): no reset races
+    )
+
+
 def serve(settings: RuntimeSettings) -> int:
     failed: list[StartupError] = []
     server: DrainingServer | None = None
@@ -136,21 +157,7 @@ def serve(settings: RuntimeSettings) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal, freeze_gc=True)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        access_log=settings.log_requests,
-        # X-Forwarded-For only feeds the access log's client address: without that log, the
-        # proxy-headers middleware is one more ASGI layer per request for nothing.
-        proxy_headers=settings.log_requests,
-        server_header=False,
-        log_config=None,  # keep our logging.basicConfig
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
-        timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s): no reset races
-    )
+    config = uvicorn_config(app, settings)
     server = DrainingServer(config, app.state.runtime, settings.drain_seconds)
     server.run()
     return EXIT_STARTUP_FAILED if failed else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -21,16 +22,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from modelapi_runtime import __version__
-from modelapi_runtime.errors import error_response
+from modelapi_runtime.errors import Headers, error_response
 from modelapi_runtime.exceptions import BadRequest, PayloadTooLarge, RequestError
 from modelapi_runtime.lifecycle import Runtime
-from modelapi_runtime.service import Reply
+from modelapi_runtime.service import InferenceService, Reply
 
 log = logging.getLogger(__name__)
 
 V1_PREFIX, V1_SUFFIX = "/v1/models/", ":predict"
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 SERVER_NAME = "modelapi"
+CLIENT_GONE = 499  # nginx's "client closed request": counted, never sent
 _CONTENT_TYPE, _CONTENT_LENGTH, _HEADER_LENGTH = b"content-type", b"content-length", b"inference-header-content-length"
 
 
@@ -53,82 +55,107 @@ def match_inference(path: str) -> tuple[str, str] | None:
 
 
 class InferenceEndpoint:
-    """One inference request, start to finish: every outcome is a response and a metric sample."""
+    """One inference request, start to finish: every outcome is a response and a metric sample.
+
+    Two front ends drive it: :meth:`__call__` (ASGI, any server) and, under ``serve``,
+    :class:`~modelapi_runtime.http_protocol.InferenceHttpProtocol`, which calls the same steps
+    (:meth:`open`, :meth:`infer`, :meth:`failure`, :meth:`record`) straight from the HTTP parser.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.limit = runtime.settings.max_request_bytes
 
+    def open(self, name: str, content_length: bytes | None) -> InferenceService:
+        """The service for ``name``, admitted (call ``service.release()`` afterwards); refuses a declared
+        body over the limit before any of it is read."""
+        service = self.runtime.service_for(name)
+        if content_length is not None and content_length.isdigit() and int(content_length) > self.limit:
+            raise PayloadTooLarge(f"request body of {int(content_length)} bytes exceeds the limit of {self.limit}")
+        service.admit()
+        return service
+
+    def check_size(self, size: int) -> None:
+        """The body received so far (or in all, once complete) against the limit."""
+        if size > self.limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+
+    @staticmethod
+    def infer(
+        service: InferenceService, protocol: str, body: bytes, header_length: bytes | None
+    ) -> Coroutine[Any, Any, Reply]:
+        if not body:
+            raise BadRequest("empty request body")
+        if protocol == "v1":
+            return service.infer_v1(body)
+        return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
+
+    @staticmethod
+    def failure(exc: BaseException) -> tuple[int, Headers, bytes]:
+        """Status, extra headers and body for a request that raised ``exc`` (:mod:`errors` decides)."""
+        status, extra, body = error_response(exc)
+        if isinstance(exc, RequestError) and status >= 500:
+            log.warning("request failed: %s: %s", exc.reason, exc.message)
+        return status, extra, body
+
+    def record(self, status: int, started: float) -> None:
+        metrics = self.runtime.metrics
+        metrics.count(status)
+        metrics.request_seconds.observe(time.perf_counter() - started)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched
-        metrics = self.runtime.metrics
         started = time.perf_counter()
         try:
             reply = await self._serve(scope, receive, protocol, name)
         except ClientGone:
-            status = 499  # nginx's "client closed request": counted, never sent
+            status = CLIENT_GONE
         except Exception as exc:
-            status, extra, body = error_response(exc)
-            if isinstance(exc, RequestError) and status >= 500:
-                log.warning("request failed: %s: %s", exc.reason, exc.message)
+            status, extra, body = self.failure(exc)
             await _send(send, status, body, b"application/json", extra)
         else:
             status = 200
             extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
             await _send(send, 200, reply.body, reply.content_type, extra)
         finally:
-            metrics.count(status)
-            metrics.request_seconds.observe(time.perf_counter() - started)
+            self.record(status, started)
 
     async def _serve(self, scope: Scope, receive: Receive, protocol: str, name: str) -> Reply:
-        service = self.runtime.service_for(name)
         length = header_length = None
         for key, value in scope["headers"]:
             if key == _CONTENT_LENGTH:
                 length = value
             elif key == _HEADER_LENGTH:
                 header_length = value
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            raise PayloadTooLarge(f"request body of {int(length)} bytes exceeds the limit of {self.limit}")
-        service.admit()
+        service = self.open(name, length)
         try:
-            body = await _read_body(receive, self.limit)
-            if protocol == "v1":
-                return await service.infer_v1(body)
-            return await service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
+            body = await self._read_body(receive)
+            return await self.infer(service, protocol, body, header_length)
         finally:
             service.release()
 
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):  # the usual case: the whole body in one message
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        if not body:
-            raise BadRequest("empty request body")
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    async def _read_body(self, receive: Receive) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    if size > limit:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    if not size:
-        raise BadRequest("empty request body")
-    return b"".join(chunks)
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):  # the usual case: the whole body in one message
+            self.check_size(len(body))
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            self.check_size(size)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.check_size(size)
+        return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:

@@ -72,6 +72,12 @@ class InferenceService:
     def inline(self) -> bool:
         return self._executor is None
 
+    @property
+    def never_waits(self) -> bool:
+        """No batcher and no worker thread: ``infer_v1``/``infer_v2`` finish without suspending, so a
+        caller may run their coroutines to completion in one step (no task; see ``http_protocol``)."""
+        return self._batcher is None and self._runner.inline
+
     async def start(self) -> None:
         if self._batcher is not None:
             self._batcher.start()

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "MODELAPI_"
 
 Device = Literal["auto", "cpu", "cuda"]
+HttpLayer = Literal["fast", "uvicorn"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -60,6 +61,10 @@ class RuntimeSettings(BaseSettings):
     )
     download_concurrency: int = Field(default=8, ge=1, le=64, description="Parallel ranged GETs per artifact.")
     download_part_mib: int = Field(default=16, ge=1, le=1024, description="Size of one ranged GET, in MiB.")
+    http: HttpLayer = Field(
+        default="fast",
+        description="HTTP layer: fast (inference answered from the HTTP parser, all else via uvicorn) or uvicorn.",
+    )
     log_requests: bool = Field(default=False, description="Log one access line per request (off: hot path).")
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
     termination_log: str = Field(

@@ -1,18 +1,18 @@
-"""Malformed input never yields a 5xx: property-based requests against the real app."""
+"""Malformed input never yields a 5xx: property-based requests against the real server, both HTTP layers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from modelapi_runtime.app import create_app
-from modelapi_runtime.settings import RuntimeSettings
+from live_server import live_server, read_responses, request
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -43,24 +43,13 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()  # stdlib: also writes integers beyond 64 bits
 
 
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-class _App:
-    """One loaded app for all examples (loading per example would dominate the run)."""
-
-    def __init__(self, model: Path, cache: Path) -> None:
-        self.app = create_app(
-            RuntimeSettings(model_uri=model.as_uri(), name="m", model_dir=str(cache), max_request_bytes=4096)
-        )
-
-
-async def _post_all(app: Any, requests: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
-    async with app.router.lifespan_context(app):
-        await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            return [(await c.post(p, content=b, headers=h)).status_code for p, b, h in requests]
+@pytest.fixture(scope="module", params=["fast", "uvicorn"])
+def server(request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real server (``serve``'s uvicorn config on a socket) for all examples; both HTTP layers."""
+    uri = (model_dir / "affine.onnx").as_uri()
+    cache = str(tmp_path_factory.mktemp("cache"))
+    with live_server(uri, cache, http=request.param, max_request_bytes=4096) as live:
+        yield live.url
 
 
 requests_strategy = st.lists(
@@ -83,9 +72,36 @@ requests_strategy = st.lists(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=requests_strategy)
-def test_no_5xx_on_malformed_input(
-    batch: list[tuple[str, bytes, dict[str, str]]], model_dir: Path, tmp_path: Path
-) -> None:
-    app = _App(model_dir / "affine.onnx", tmp_path / "cache").app
-    statuses = _run(_post_all(app, batch))
+def test_no_5xx_on_malformed_input(batch: list[tuple[str, bytes, dict[str, str]]], server: str) -> None:
+    with httpx.Client(base_url=server, timeout=10) as client:  # one keep-alive connection per example
+        statuses = [client.post(p, content=b, headers=h).status_code for p, b, h in batch]
     assert all(s < 500 for s in statuses), list(zip(statuses, batch, strict=True))
+
+
+header_values = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=12)
+raw_requests = st.tuples(
+    st.sampled_from(["/v1/models/m:predict", "/v2/models/m/infer", "/v2/models/m/versions/1/infer"])
+    | st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20).map(
+        lambda s: "/v2/models/" + s + "/infer"
+    ),
+    st.binary(max_size=300) | v2_bodies.map(_dumps),
+    st.none() | header_values,
+    st.sampled_from(["application/json", "application/octet-stream", "text/plain"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(raw_requests, min_size=1, max_size=6))
+def test_no_5xx_on_raw_requests_pipelined(items: list[tuple[str, bytes, str | None, str]], server: str) -> None:
+    """Raw bytes on one connection, pipelined: odd paths, bodies and Inference-Header-Content-Length."""
+    port = int(server.rsplit(":", 1)[1])
+    raw = b""
+    for path, body, header_length, ctype in items:
+        headers = {"Content-Type": ctype}
+        if header_length is not None:
+            headers["Inference-Header-Content-Length"] = header_length
+        raw += request("POST", path, body, headers)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        statuses = [r[0] for r in read_responses(s, len(items))]
+    assert all(400 <= st_ < 500 or st_ == 200 for st_ in statuses), list(zip(statuses, items, strict=True))
