@@ -80,7 +80,11 @@ class _State:
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
                 installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None
-            except kube.KubeError as error:  # e.g. not allowed to read CRDs: assume absent, say so
+            except kube.KubeError as error:
+                if error.retriable:  # overloaded or unreachable: keep what was known, ask again next time
+                    log.warning("cannot tell whether Gateway API is installed (%s); asking again soon", error)
+                    return self.reconciler_
+                # e.g. not allowed to read CRDs: assume absent, say so
                 log.warning("cannot tell whether Gateway API is installed (%s); assuming it is not", error)
                 installed = False
             self.reconciler_.gateway_api_installed = installed
@@ -98,6 +102,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = SETTINGS.watch_server_timeout_seconds
     settings.watching.client_timeout = SETTINGS.watch_client_timeout_seconds
     settings.watching.connect_timeout = 30
+    settings.watching.inactivity_timeout = SETTINGS.watch_inactivity_timeout_seconds
+    settings.peering.lifetime = SETTINGS.peering_lifetime_seconds
     settings.networking.request_timeout = SETTINGS.request_timeout_seconds
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -284,8 +290,9 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
         try:
             await reconciler.reconcile(body, _observed(key, indices))
         except kube.KubeError as error:
-            delay = RETRY_SOON_SECONDS if error.retriable else RETRY_LATER_SECONDS
-            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=delay) from error
+            # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
+            delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
+            raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
 
 
 @kopf.on.resume(*MODELAPIS)

@@ -67,17 +67,26 @@ def kind_of(manifest: Mapping[str, Any]) -> Kind:
 
 
 class KubeError(Exception):
-    """An API request failed; ``status`` is the HTTP status (0 for a connection failure)."""
+    """An API request failed; ``status`` is the HTTP status (0 for a connection failure); ``retry_after`` the
+    seconds the server asked to wait (429 and 503 carry it), if it did."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
     @property
     def retriable(self) -> bool:
         return self.status in {0, 429} or self.status >= 500
+
+    def retry_delay(self, *, soon: float, later: float) -> float:
+        """When to try again: what the server asked for (at least 1 s, at most ``later``), else ``soon`` for an
+        error that passes by itself (overload, outage) and ``later`` for one that needs someone to act."""
+        if self.retry_after is not None:
+            return min(max(self.retry_after, 1.0), later)
+        return soon if self.retriable else later
 
 
 class NotFound(KubeError):
@@ -171,7 +180,7 @@ class Kube:
             async with self._client().request(method, path, params=params, data=data, headers=headers) as response:
                 text = await response.text()
                 if response.status >= 400:
-                    raise _error(response.status, text)
+                    raise _error(response.status, text, response.headers.get("Retry-After"))
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(0, "Unavailable", f"{method} {path}: {type(error).__name__}: {error}") from error
@@ -283,14 +292,32 @@ class Kube:
         await self.request("POST", EVENT.path(meta["namespace"]), body=event)
 
 
-def _error(status: int, text: str) -> KubeError:
+def _error(status: int, text: str, retry_after_header: str | None = None) -> KubeError:
+    details: Any = None
     try:
         payload = json.loads(text)
         reason, message = str(payload.get("reason", "")), str(payload.get("message", text))
-    except ValueError:
+        details = payload.get("details")
+    except (ValueError, AttributeError):
         reason, message = "", text
     if status == 404:
         return NotFound(status, reason or "NotFound", message)
     if status == 403:
         return Forbidden(status, reason or "Forbidden", message)
-    return KubeError(status, reason or "Error", message)
+    return KubeError(status, reason or "Error", message, retry_after=_retry_after(retry_after_header, details))
+
+
+def _retry_after(header: str | None, details: Any) -> float | None:
+    """Seconds from the Retry-After header (kube-apiserver sends whole seconds), else from the Status's
+    ``details.retryAfterSeconds``; None when neither is a number (an HTTP date is not used by kube-apiserver)."""
+    candidates: list[Any] = [header]
+    if isinstance(details, Mapping):
+        candidates.append(details.get("retryAfterSeconds"))
+    for value in candidates:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return seconds
+    return None

@@ -36,6 +36,13 @@ class OperatorSettings(BaseSettings):
         description="This replica's kopf peering priority (the highest acts, the others stand by); unset = random, "
         "so two replicas never tie (kopf pauses every replica of a tied priority).",
     )
+    peering_lifetime_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="How long a replica's peering heartbeat counts: a standby replica takes over at most this long "
+        "after the active one died without saying goodbye (SIGKILL, node loss).",
+    )
     resync_seconds: float = Field(
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
     )
@@ -47,6 +54,13 @@ class OperatorSettings(BaseSettings):
     )
     watch_client_timeout_seconds: int = Field(
         default=330, ge=10, le=3700, description="Client-side timeout of each watch request: a silent watch dies."
+    )
+    watch_inactivity_timeout_seconds: float = Field(
+        default=70,
+        ge=5,
+        le=3600,
+        description="A watch that delivers nothing, not even a bookmark (sent about every 60 s), for this long is "
+        "dropped and re-established: a silent connection is not trusted.",
     )
     max_concurrent_reconciles: int = Field(
         default=16, ge=1, le=512, description="Reconciles that may run at once (the rest wait their turn)."

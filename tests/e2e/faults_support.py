@@ -222,8 +222,12 @@ def _empty(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "generation": -1}}
 
 
-def chart_rbac(cluster: Cluster, chart: Path, release: str, namespace: str) -> list[dict[str, Any]]:
-    """The chart's ServiceAccount and RBAC for an operator that watches ``namespace`` only (helm template)."""
+def chart_docs(cluster: Cluster, chart: Path, release: str, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    """Everything the chart renders (helm template) for an operator that watches ``namespace`` only, with extra
+    ``--set`` values."""
+    args = ["--set", f"watchNamespaces={{{namespace}}}"]
+    for value in sets:
+        args += ["--set", value]
     proc = subprocess.run(
         [
             cluster.env["HELM"],
@@ -234,8 +238,7 @@ def chart_rbac(cluster: Cluster, chart: Path, release: str, namespace: str) -> l
             namespace,
             "--kube-version",
             cluster.env["KUBE_VERSION"],
-            "--set",
-            f"watchNamespaces={{{namespace}}}",
+            *args,
         ],
         env=cluster.subprocess_env(),
         capture_output=True,
@@ -243,8 +246,15 @@ def chart_rbac(cluster: Cluster, chart: Path, release: str, namespace: str) -> l
         timeout=120,
         check=True,
     )
-    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc and doc["kind"] in kinds]
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+RBAC_KINDS = frozenset({"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"})
+
+
+def chart_rbac(cluster: Cluster, chart: Path, release: str, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount and RBAC for an operator that watches ``namespace`` only (helm template)."""
+    return [doc for doc in chart_docs(cluster, chart, release, namespace, *sets) if doc["kind"] in RBAC_KINDS]
 
 
 # ---- hypothesis strategies for ModelAPI specs (issue 9, item 8) --------------------------------------------------

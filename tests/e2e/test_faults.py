@@ -8,6 +8,10 @@ process, watching only the test's namespace, with its own log file next to the c
    (``MODELAPI_FAULT_SEED`` reproduces a run, ``MODELAPI_FAULT_MODELAPIS`` / ``MODELAPI_FAULT_KILLS`` scale it);
 2. kube-apiserver, then etcd, restarted (``cluster.sh restart``) under load; a change made as soon as each answers
    again (before the operator has caught up) is applied;
+3. through a fault-injecting proxy (``apiproxy.py``) between the operator and kube-apiserver: every request answered
+   429 / 500 / 503, then 30 % of the writes, while ModelAPIs are created and changed (kopf retries its requests and
+   our handler, with the server's Retry-After); every watch stream silent, and a change made meanwhile acted on once
+   kopf has dropped the silent streams (``MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS``);
 5. RBAC for PodDisruptionBudgets revoked from the chart's Role under which the operator runs, then restored;
 6. a ModelAPI deleted while its canary runs: its children go, a neighbour's stay untouched;
 8. hypothesis-generated ModelAPI specs: refused at apply time with a message, or reconciled without an
@@ -31,8 +35,10 @@ from typing import Any
 import pytest
 import yaml
 
+from .apiproxy import ApiProxy, Faults
 from .conftest import CLUSTER_SH, Cluster, wait_until
 from .faults_support import (
+    LABEL_NAME,
     Expected,
     FaultOperator,
     apply_all,
@@ -442,3 +448,189 @@ def test_fault_fuzzed_specs_are_refused_with_a_message_or_reconciled(
     # the API server stored is one the operator can reconcile.
     disagreements = {name: accepted[name] for name, outcome in outcomes.items() if outcome.endswith("/InvalidSpec")}
     assert not disagreements, f"stored by the API server but InvalidSpec for the operator: {disagreements}"
+
+
+# ---- 3. 429 / 5xx from the API, silent watches ---------------------------------------------------------------------
+Proxies = Callable[[], ApiProxy]
+
+
+@pytest.fixture
+def proxies(cluster: Cluster) -> Iterator[Proxies]:
+    """Fault-injecting proxies in front of kube-apiserver (tests/e2e/apiproxy.py); every one is stopped afterwards
+    (after the operators, which are stopped first: fixtures end in reverse order)."""
+    started: list[ApiProxy] = []
+
+    def start() -> ApiProxy:
+        proxy = ApiProxy(cluster, seed=SEED + len(started)).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def _uri(name: str, version: int) -> str:
+    return f"s3://models/faults/{name}/{version}/model.onnx"
+
+
+# kopf's own client retrying one of its requests (settings.networking.error_backoffs, stretched to the server's
+# Retry-After), and kopf retrying our handler after the kopf.TemporaryError it raised for an API error.
+KOPF_REQUEST_RETRY = re.compile(r"Request attempt #(?P<attempt>\d+)/\d+ failed; will retry: \S+ (?P<url>\S+) -> ")
+KOPF_RETRY_AFTER = "with the retry-after 2s from the server"
+KOPF_HANDLER_RETRY = re.compile(
+    r"Handler 'reconcile_modelapi' failed temporarily: "
+    r"Kubernetes API: (?P<status>\d+) \w+: .*\(retry in (?P<delay>[\d.]+) s\)"
+)
+OUTAGE_STATUSES = (429, 500, 503)
+
+
+def test_fault_api_429_and_5xx_are_retried_with_backoff_and_converge(
+    cluster: Cluster, namespace: str, proxies: Proxies, operators: Operators, tmp_path: Path
+) -> None:
+    """The operator talks to kube-apiserver through a proxy. First every new request fails (429 with Retry-After: 2,
+    500, 503, in turn) while 4 ModelAPIs are created and 2 get a new model: nothing is written; kopf retries its own
+    requests with its back-off (stretched to the Retry-After) and retries our handler after the kopf.TemporaryError
+    it raised (the delay: the server's Retry-After, else 10 s). Then 30 % of the writes fail while 2 more change:
+    every ModelAPI converges under that, and stays converged once the proxy heals; the operator never restarts."""
+    proxy = proxies()
+    kubeconfig = proxy.kubeconfig(tmp_path / "kubeconfig", cluster.env["KUBE_TOKEN"])
+    operator = operators(namespace, KUBECONFIG=str(kubeconfig))
+    first = [f"a{i}" for i in range(4)]
+    apply_all(cluster, namespace, [modelapi(n, _uri(n, 1)) for n in first])
+    wait_converged(cluster, namespace, {n: Expected(_uri(n, 1), 1) for n in first}, timeout=90, what="first 4 Ready")
+
+    # -- every new request fails (open watch streams keep delivering, as from an overloaded kube-apiserver) -------
+    mark = len(operator.log())
+    outage_began = time.monotonic()
+    proxy.inject(Faults(statuses=OUTAGE_STATUSES, share=1.0, writes_only=False, retry_after=2))
+    added = [f"b{i}" for i in range(4)]
+    changed = first[:2]
+    apply_all(cluster, namespace, [modelapi(n, _uri(n, 2)) for n in changed] + [modelapi(n, _uri(n, 1)) for n in added])
+
+    def retried() -> bool:
+        """kopf retried every changed ModelAPI's handler, and the patch of its progress 5 times over growing delays
+        (its back-off of 1, 1, 2, 3 s, stretched to the 2 s of Retry-After after a 429)."""
+        text = operator.log()[mark:]
+        patched = {
+            m["url"].rsplit("/", 1)[-1]
+            for m in KOPF_REQUEST_RETRY.finditer(text)
+            if "/modelapis/" in m["url"] and int(m["attempt"]) >= 5
+        }
+        handled = KOPF_HANDLER_RETRY.findall(text)
+        return set(changed + added) <= patched and len(handled) >= len(changed + added) and KOPF_RETRY_AFTER in text
+
+    wait_until(retried, timeout=90, interval=1, what="kopf retrying every changed ModelAPI's handler and its patches")
+    outage = time.monotonic() - outage_began
+    text = operator.log()[mark:]
+    handler_retries = KOPF_HANDLER_RETRY.findall(text)
+    request_retries = KOPF_REQUEST_RETRY.findall(text)
+    # the handler's delay is the server's Retry-After after a 429 or 503, and 10 s after a 500 (no advice)
+    assert set(handler_retries) <= {("429", "2"), ("503", "2"), ("500", "10")}, handler_retries
+    leaked = [d for d in children(cluster, namespace, ["deployments"]) if d["metadata"]["labels"][LABEL_NAME] in added]
+    assert not leaked, "a write got through the outage: the proxy is not in the operator's path"
+    injected = [r for r in proxy.records() if r.injected]
+    assert {r.status for r in injected} == set(OUTAGE_STATUSES)
+    assert not [r for r in proxy.records() if r.at > outage_began and not r.injected and not r.watch]
+    operator.assert_alive()
+
+    # -- 30 % of the writes fail -------------------------------------------------------------------------------------
+    flaky_began = time.monotonic()
+    proxy.inject(Faults(statuses=OUTAGE_STATUSES, share=0.3, writes_only=True, retry_after=1))
+    later = first[2:]
+    apply_all(cluster, namespace, [modelapi(n, _uri(n, 2)) for n in later])
+    expected = {n: Expected(_uri(n, 2 if n in changed + later else 1), 1) for n in first + added}
+    wait_converged(cluster, namespace, expected, timeout=120, what="convergence with 30 % of the writes failing")
+    flaky = time.monotonic() - flaky_began
+    writes = [r for r in proxy.records() if r.at > flaky_began and r.write]
+    failed_writes = [r for r in writes if r.injected]
+    assert failed_writes, "no write failed in the flaky phase: it proved nothing"
+
+    proxy.inject(None)
+    wait_converged(cluster, namespace, expected, timeout=30, what="still converged once healed")
+    operator.assert_alive()
+    assert operator.starts == 1
+    assert not operator.unhandled(), operator.unhandled()[:5]
+    print(
+        f"\n[fault] outage {outage:.0f}s ({len(injected)} requests failed: "
+        f"{ {s: sum(r.status == s for r in injected) for s in OUTAGE_STATUSES} }); kopf retried "
+        f"{len(request_retries)} of its requests and {len(handler_retries)} handler calls (status, delay s: "
+        f"{sorted(set(handler_retries))}); flaky phase: {len(failed_writes)}/{len(writes)} writes failed, "
+        f"converged in {flaky:.0f}s"
+    )
+
+
+SILENT_WATCH_TIMEOUT_S = 8
+
+
+def test_fault_silent_watch_is_detected_and_reestablished(
+    cluster: Cluster, namespace: str, proxies: Proxies, operators: Operators, tmp_path: Path
+) -> None:
+    """Every watch stream between the operator and kube-apiserver goes silent (open, nothing delivered, as behind a
+    half-dead load balancer), and so does every watch opened meanwhile. A ModelAPI changed and one created during
+    the silence are not acted on (the operator cannot know); kopf drops each silent stream after
+    MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS and watches again, and once watches get through, both are acted
+    on within that timeout plus the reconcile."""
+    proxy = proxies()
+    kubeconfig = proxy.kubeconfig(tmp_path / "kubeconfig", cluster.env["KUBE_TOKEN"])
+    operator = operators(
+        namespace,
+        KUBECONFIG=str(kubeconfig),
+        MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS=str(SILENT_WATCH_TIMEOUT_S),
+    )
+    apply_all(cluster, namespace, [modelapi(n, _uri(n, 1)) for n in ("quiet", "other")])
+    wait_converged(
+        cluster,
+        namespace,
+        {n: Expected(_uri(n, 1), 1) for n in ("quiet", "other")},
+        timeout=90,
+        what="both Ready before the silence",
+    )
+    mark = len(operator.log())
+    silenced = proxy.silence_watches(True)
+    silence_began = time.monotonic()
+    # the operator watches ModelAPIs and 6 kinds of children in the namespace, plus namespaces cluster-wide
+    assert silenced >= 7, f"only {silenced} open watch streams to silence"
+    apply_all(cluster, namespace, [modelapi("quiet", _uri("quiet", 2)), modelapi("late", _uri("late", 1))])
+    inactive = re.compile(r"Watch-stream for modelapis\.v1alpha1\.serving\.modelapi\.io .* is inactive, reconnecting")
+
+    def reconnected_into_silence_twice() -> bool:
+        silent_again = [r for r in proxy.records() if r.silenced and r.resource == "modelapis"]
+        return len(inactive.findall(operator.log()[mark:])) >= 2 and len(silent_again) >= 1
+
+    wait_until(
+        reconnected_into_silence_twice,
+        timeout=4 * SILENT_WATCH_TIMEOUT_S,
+        interval=0.5,
+        what="kopf dropping the silent ModelAPI watch twice (the second time a stream silent from its start)",
+    )
+    silent_for = time.monotonic() - silence_began
+    # nothing got through: the change and the new ModelAPI are unknown to the operator
+    bodies = modelapis(cluster, namespace)
+    assert (bodies["quiet"].get("status") or {}).get("observedGeneration") == 1, bodies["quiet"].get("status")
+    assert not bodies["late"].get("status"), bodies["late"].get("status")
+    assert not [item for item in children(cluster, namespace) if item["metadata"]["name"].startswith("late")]
+
+    proxy.silence_watches(False)
+    healed = time.monotonic()
+
+    def acted_on() -> float | None:
+        writes = [r for r in proxy.records() if r.at > healed and r.write and "/late" in r.path]
+        return writes[0].at - healed if writes else None
+
+    first_write = wait_until(
+        acted_on, timeout=SILENT_WATCH_TIMEOUT_S + 10, interval=0.2, what="the operator writing for the new ModelAPI"
+    )
+    expected = {"quiet": Expected(_uri("quiet", 2), 1), "other": Expected(_uri("other", 1), 1)}
+    expected["late"] = Expected(_uri("late", 1), 1)
+    wait_converged(
+        cluster, namespace, expected, timeout=SILENT_WATCH_TIMEOUT_S + 30, what="convergence after the silence"
+    )
+    converged = time.monotonic() - healed
+    operator.assert_alive()
+    assert operator.starts == 1
+    assert not operator.unhandled(), operator.unhandled()[:5]
+    print(
+        f"\n[fault] {silenced} watch streams silenced for {silent_for:.0f}s (inactivity timeout "
+        f"{SILENT_WATCH_TIMEOUT_S}s); after the silence: first write {first_write:.1f}s, converged {converged:.0f}s"
+    )
