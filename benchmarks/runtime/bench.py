@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
 import onnx_models  # noqa: E402  (the same model builders the unit tests use)
 
 SERVER_CPU, LOAD_CPU = "0", "1"
+UVICORN_LAYER = "modelapi (--http uvicorn)"  # the runtime on plain uvicorn: shown, never in the ratios
 CONNECTIONS = 16
 
 
@@ -167,6 +168,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="measure each case N times, keep the best (shared machines)")
     ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
                     "(e.g. 'MLP 784-512-256-10 v1'); the floor always runs")  # fmt: skip
+    ap.add_argument("--compare-http", action="store_true",
+                    help=f"also run with --http uvicorn ('{UVICORN_LAYER}', not in the ratios)")  # fmt: skip
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (Debian package wrk)")
@@ -213,19 +216,20 @@ def main() -> int:
 
     for model_label, (path, features) in models.items():
         cases = bodies(workdir, features)
-        batching = [False, True] if features > 4 else [False]
+        variants: list[tuple[str, list[str]]] = [("modelapi", [])]
+        if args.compare_http:
+            variants.append((UVICORN_LAYER, ["--http", "uvicorn"]))
+        if features > 4:
+            variants.append(("modelapi (batching 16/2ms)", ["--max-batch-size", "16", "--max-latency-ms", "2"]))
         for case, body in cases.items():
             if args.only not in f"{model_label} {case}":
                 continue
             results: dict[str, Result | None] = {}
-            for batch in batching:
+            for label, extra in variants:
                 port = free_port()
-                label = "modelapi" + (" (batching 16/2ms)" if batch else "")
                 cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
                        "--host", "127.0.0.1", "--threads", "1", "--model-dir", str(workdir / "cache"),
-                       "--termination-log", str(workdir / "term.log"), "--drain-seconds", "0"]  # fmt: skip
-                if batch:
-                    cmd += ["--max-batch-size", "16", "--max-latency-ms", "2"]
+                       "--termination-log", str(workdir / "term.log"), "--drain-seconds", "0", *extra]  # fmt: skip
                 path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
                 results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
                                      f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
@@ -243,12 +247,12 @@ def main() -> int:
                     [kserve_py, str(HERE / "peers" / "kserve_server.py"), str(path), str(port)],
                     f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
                 )  # fmt: skip
-            best = max((r for k, r in results.items() if k.startswith("modelapi") and r), key=lambda r: r.rps,
-                       default=None)  # fmt: skip
+            ours = {k: r for k, r in results.items() if k.startswith("modelapi") and k != UVICORN_LAYER and r}
+            best = max(ours.values(), key=lambda r: r.rps, default=None)
             for peer in ("KServe", "plain FastAPI"):
                 other = results.get(peer)
                 if best and other and other.rps > 0:
-                    cpu = min(r.cpu_us for k, r in results.items() if k.startswith("modelapi") and r)
+                    cpu = min(r.cpu_us for r in ours.values())
                     ratios.append(f"{model_label} {case}: modelapi / {peer} = {best.rps / other.rps:.1f}x req/s, "
                                   f"{other.cpu_us / cpu:.1f}x less server CPU per request; "
                                   f"modelapi p99 {best.p99_ms:.2f} ms vs {peer} p50 {other.p50_ms:.2f} ms")  # fmt: skip
@@ -272,7 +276,8 @@ def main() -> int:
                          f"| {r.non2xx} | {r.cpu_us:.1f} |")  # fmt: skip
         else:
             table.append(f"| {model_label} | {case} | {label} | failed | | | | |")
-    table += ["", "Ratios (best modelapi configuration for the case):", ""] + [f"- {r}" for r in ratios] + [""]
+    heading = "Ratios (best modelapi configuration for the case, default HTTP layer):"
+    table += ["", heading, ""] + [f"- {r}" for r in ratios] + [""]
     text = "\n".join(table)
     print(text)
     if args.out:
