@@ -2,6 +2,7 @@
 # Local Kubernetes for the e2e tests and the demo, without a container engine:
 #   etcd (Debian) -> kube-apiserver -> kube-controller-manager -> kube-scheduler (built from the Go modules pinned
 #   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus.
+#   With MODELAPI_NODE=real, a real node instead of the fake ones: containerd, kubelet, kube-proxy (node.sh).
 #
 #   cluster.sh build   build (or find in the cache) every binary; prints the bin directory
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
@@ -14,7 +15,8 @@
 #
 # Everything binds to 127.0.0.1 on free ports. Ports and credentials go to one env file: $RUN_DIR/env.
 # Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
-# default tests/e2e/cluster/.run), GOCACHE / GOMODCACHE as usual for Go.
+# default tests/e2e/cluster/.run), MODELAPI_NODE (kwok, the default: two fake nodes; real: one real node, see
+# node.sh), GOCACHE / GOMODCACHE as usual for Go.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +37,8 @@ S3_BUCKET=models
 S3_ACCESS_KEY=modelapi
 S3_SECRET_KEY=modelapi-secret-key
 S3_REGION=us-east-1
+NODE_MODE="${MODELAPI_NODE:-kwok}"
+SERVICE_CIDR=10.0.0.0/16
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -52,6 +56,8 @@ CACHE_KEY="$(
 )"
 BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
+# shellcheck source=node.sh
+source "$HERE/node.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
 # `go build -v` prints each package as it is compiled; turn that into a progress line every 100 packages.
@@ -225,21 +231,32 @@ make_pki() {
 		printf 'extendedKeyUsage=clientAuth\n' >client.ext
 		openssl x509 -req -in front-proxy-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
 			-out front-proxy-client.crt -days 30 -extfile client.ext 2>/dev/null
+		# the apiserver's client certificate towards kubelets (logs, exec); kubelets trust this CA's certificates
+		openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+			-subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+		openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+			-out kubelet-client.crt -days 30 -extfile client.ext 2>/dev/null
 		openssl genrsa -out sa.key 2048 2>/dev/null
 		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 		chmod 600 ./*.key
 	)
-	local admin kcm sched
+	local admin kcm sched node proxy
 	admin="$(openssl rand -hex 16)" kcm="$(openssl rand -hex 16)" sched="$(openssl rand -hex 16)"
+	node="$(openssl rand -hex 16)" proxy="$(openssl rand -hex 16)"
 	{
 		echo "$admin,admin,uid-admin,\"system:masters\""
 		echo "$kcm,system:kube-controller-manager,uid-kcm"
 		echo "$sched,system:kube-scheduler,uid-scheduler"
+		# a real node's kubelet (the Node authorizer and NodeRestriction know it by this name and group)
+		echo "$node,system:node:$NODE_NAME,uid-node,\"system:nodes\""
+		echo "$proxy,system:kube-proxy,uid-kube-proxy"
 	} >"$pki/tokens.csv"
 	chmod 600 "$pki/tokens.csv"
 	kubeconfig "$RUN_DIR/kubeconfig" admin "$admin"
 	kubeconfig "$RUN_DIR/kube-controller-manager.kubeconfig" system:kube-controller-manager "$kcm"
 	kubeconfig "$RUN_DIR/kube-scheduler.kubeconfig" system:kube-scheduler "$sched"
+	kubeconfig "$RUN_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" "$node"
+	kubeconfig "$RUN_DIR/kube-proxy.kubeconfig" system:kube-proxy "$proxy"
 	echo "$admin" >"$pki/admin.token"
 }
 
@@ -325,6 +342,12 @@ up() {
 	fi
 	local t0=$SECONDS
 	ensure_packages
+	if [[ $NODE_MODE == real ]]; then
+		node_ensure_packages
+		node_preflight
+	elif [[ $NODE_MODE != kwok ]]; then
+		die "MODELAPI_NODE must be kwok or real, not '$NODE_MODE'"
+	fi
 	KUBECTL_BIN="$(command -v kubectl)" || die "kubectl is not installed (the machine image ships it)"
 	local bin
 	bin="$(build)"
@@ -350,10 +373,12 @@ up() {
 	start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
 		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
 		--endpoint-reconciler-type=none --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=RBAC \
+		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
 		--enable-admission-plugins=NodeRestriction,PodSecurity --allow-privileged=true \
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-		--service-account-issuer=https://kubernetes.default.svc.cluster.local --service-cluster-ip-range=10.0.0.0/24 \
+		--service-account-issuer=https://kubernetes.default.svc.cluster.local --service-cluster-ip-range="$SERVICE_CIDR" \
+		--kubelet-client-certificate="$pki/kubelet-client.crt" --kubelet-client-key="$pki/kubelet-client.key" \
+		--kubelet-preferred-address-types=InternalIP \
 		--requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client \
 		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
 		--requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$pki/front-proxy-client.crt" \
@@ -384,8 +409,10 @@ up() {
 	wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
 	wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
 
-	fake_nodes | kctl apply -f - >&2
-	wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
+	if [[ $NODE_MODE == kwok ]]; then
+		fake_nodes | kctl apply -f - >&2
+		wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
+	fi
 
 	local crds=("$CRD_CACHE"/gateway-api/*.yaml "$CRD_CACHE"/prometheus-operator/*.yaml) f args=()
 	log "applying ${#crds[@]} third-party CRD files (server-side)"
@@ -417,6 +444,7 @@ up() {
 		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
 	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
+	if [[ $NODE_MODE == real ]]; then node_up "$bin" "$SERVICE_CIDR"; fi
 
 	cat >"$RUN_DIR/env.tmp" <<ENV
 # written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
@@ -442,7 +470,10 @@ PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
 PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
 CRD_ERRORS_FILE=$RUN_DIR/crd-errors.txt
+SERVICE_CIDR=$SERVICE_CIDR
+MODELAPI_NODE=$NODE_MODE
 ENV
+	if [[ $NODE_MODE == real ]]; then grep -v '^MODELAPI_NODE=' "$RUN_DIR/node/env" >>"$RUN_DIR/env.tmp"; fi
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
 	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
@@ -477,12 +508,15 @@ PROM
 down() {
 	if [[ ! -d "$RUN_DIR/pids" ]]; then
 		log "not running (no $RUN_DIR/pids)"
+		node_down
 		rm -rf "$RUN_DIR"
 		return
 	fi
 	local names=() i
 	[[ -f "$RUN_DIR/pids/order" ]] && mapfile -t names <"$RUN_DIR/pids/order"
+	if [[ -d "$RUN_DIR/node" ]]; then node_remove_pods; fi
 	for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
+	node_down
 	local tmpfs
 	tmpfs="$(cat "$RUN_DIR/tmpfs-dir" 2>/dev/null || true)"
 	if [[ $tmpfs == /dev/shm/modelapi-cluster.* ]]; then rm -rf "$tmpfs"; fi

@@ -1,0 +1,423 @@
+# shellcheck shell=bash
+# A real node for the local cluster (e2e tier B), sourced by cluster.sh when MODELAPI_NODE=real:
+#   containerd + runc + CNI plugins (Debian) -> kubelet and kube-proxy (built from the wrapper module in gomod-node/)
+#   -> the runtime image built from the project's Dockerfile by buildah on a debootstrap-made base, imported into
+#   containerd (pods never pull) -> a second S3 gateway on the bridge address, so pods reach the same bucket.
+#
+# Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
+# the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
+# through another interface; pods get no DNS servers. So pod and Service traffic stays on this machine.
+# Everything `node_up` makes is undone by `node_down`: processes (by saved PID, through cluster.sh), pod sandboxes
+# (through CRI, so CNI releases veths and addresses), mounts under the run dir, the bridge, routes, iptables chains
+# and the sysctls it changed.
+
+NODE_NAME=modelapi-node-0
+NODE_BRIDGE=mapi0
+NODE_POD_CIDR=10.245.0.0/24
+NODE_IP=10.245.0.1
+NODE_CLUSTER_CIDR=10.245.0.0/16
+CRICTL_VERSION=v1.34.0
+NODE_GOMOD_DIR="$HERE/gomod-node"
+NODE_PACKAGES=(containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
+	conntrack:conntrack buildah:buildah debootstrap:debootstrap gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
+	iproute2:ip)
+# The image names pods use: the operator is started with MODELAPI_OPERATOR_CPU_IMAGE=$NODE_RUNTIME_IMAGE.
+NODE_RUNTIME_IMAGE=localhost/modelapi/runtime:dev
+NODE_PAUSE_IMAGE=localhost/modelapi/pause:3.10
+NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
+
+node_ensure_packages() {
+	local need=() item
+	for item in "${NODE_PACKAGES[@]}"; do
+		if [[ ${item#*:} == /* ]]; then [[ -e ${item#*:} ]] || need+=("${item%%:*}"); else
+			command -v "${item#*:}" >/dev/null || need+=("${item%%:*}")
+		fi
+	done
+	((${#need[@]} == 0)) && return
+	log "installing Debian packages for the real node: ${need[*]}"
+	[[ $(id -u) == 0 ]] || die "need root to apt-get install ${need[*]}"
+	apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+}
+
+node_preflight() { # what a real node needs from this machine; a clear message when it is missing
+	[[ $(id -u) == 0 ]] || die "a real node needs root (namespaces, mounts, iptables)"
+	[[ -d /proc/sys/net/bridge ]] || die "a real node needs br_netfilter (no /proc/sys/net/bridge)"
+	grep -qw overlay /proc/filesystems || die "a real node needs overlayfs (not in /proc/filesystems)"
+	if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+		die "bridge $NODE_BRIDGE exists already: another real-node cluster is up (one per machine); run its cluster.sh down"
+	fi
+}
+
+# ---- binaries: kubelet, kube-proxy, crictl (cached like the control plane's, under their own key) --------------
+node_bin_dir() {
+	local key
+	key="$(
+		{
+			echo "k8s=$K8S_VERSION crictl=$CRICTL_VERSION go=$GO_VERSION"
+			cat "$NODE_GOMOD_DIR/go.mod" "$NODE_GOMOD_DIR/go.sum"
+		} | sha256sum | cut -c1-16
+	)"
+	echo "$CACHE_ROOT/node-$key/bin"
+}
+
+node_build() {
+	local bin b missing=0 stage
+	bin="$(node_bin_dir)"
+	for b in kubelet kube-proxy crictl; do [[ -x "$bin/$b" ]] || missing=1; done
+	if ((missing == 0)); then
+		echo "$bin"
+		return
+	fi
+	command -v go >/dev/null || die "go is not installed"
+	mkdir -p "$CACHE_ROOT" "$bin"
+	exec 8>"$CACHE_ROOT/build.lock"
+	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
+	stage="$bin/../stage.$$"
+	rm -rf "$stage" && mkdir -p "$stage"
+	if [[ ! -x "$bin/kubelet" || ! -x "$bin/kube-proxy" ]]; then
+		local ver="${K8S_VERSION#v}" ldflags="-s -w" key val
+		local -A vars=(
+			[gitVersion]="$K8S_VERSION" [gitMajor]="${ver%%.*}" [gitMinor]="$(echo "$ver" | cut -d. -f2)"
+			[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean"
+			[buildDate]="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+		)
+		for key in "${!vars[@]}"; do
+			val="${vars[$key]}"
+			ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
+		done
+		log "building kubelet and kube-proxy $K8S_VERSION (cold: about 5-10 min on 2 cores)"
+		(cd "$NODE_GOMOD_DIR" && go build -v -trimpath -ldflags "$ldflags" -o "$stage/" \
+			k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy 2>&1) | progress "kubelet+kube-proxy $K8S_VERSION"
+		mv "$stage/kubelet" "$stage/kube-proxy" "$bin/"
+	fi
+	if [[ ! -x "$bin/crictl" ]]; then
+		go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
+			"-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" "$stage"
+		mv "$stage/crictl" "$bin/"
+	fi
+	rm -rf "$stage"
+	for b in kubelet kube-proxy crictl; do [[ -x "$bin/$b" ]] || die "build did not produce $b"; done
+	echo "$bin"
+}
+
+# ---- images: base (debootstrap), pause (pause.c), runtime (the project's Dockerfile), all by buildah ------------
+node_buildah() { buildah --root "$CACHE_ROOT/buildah/root" --runroot "$CACHE_ROOT/buildah/run" --storage-driver overlay "$@"; }
+
+# The base: Debian bookworm (Python 3.11) made by debootstrap from the machine's own apt sources, with the
+# machine's CA certificates and pip configuration, so that `pip install` in the Dockerfile's build stages works
+# wherever the host's does. It stands in for python:3.11-slim (the Dockerfile's PYTHON_IMAGE build argument).
+node_base_image() {
+	local dir="$CACHE_ROOT/node-base/bookworm" mirror
+	if node_buildah inspect --type image "$NODE_BASE_IMAGE" >/dev/null 2>&1; then return; fi
+	if [[ ! -f "$dir/base.tar" ]]; then
+		mirror="$(awk '/^URIs:/ {print $2; exit} /^deb / {print $2; exit}' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1)"
+		[[ -n $mirror ]] || mirror=http://deb.debian.org/debian
+		log "making the base image with debootstrap (bookworm, python3) from $mirror (about 1-3 min)"
+		rm -rf "$dir" && mkdir -p "$dir"
+		debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+			bookworm "$dir/rootfs" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
+			{
+				tail -20 "$dir/debootstrap.log" >&2
+				die "debootstrap failed (log: $dir/debootstrap.log)"
+			}
+		if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+			cp /usr/local/share/ca-certificates/*.crt "$dir/rootfs/usr/local/share/ca-certificates/"
+			chroot "$dir/rootfs" update-ca-certificates >/dev/null 2>&1
+		fi
+		if [[ -f /etc/pip.conf ]]; then cp /etc/pip.conf "$dir/rootfs/etc/pip.conf"; fi
+		rm -rf "$dir/rootfs/var/lib/apt/lists/"* "$dir/rootfs/var/cache/apt/"*.bin "$dir/rootfs/usr/share/doc" \
+			"$dir/rootfs/usr/share/man"
+		tar -C "$dir/rootfs" --numeric-owner -cf "$dir/base.tar.tmp" . && mv "$dir/base.tar.tmp" "$dir/base.tar"
+		rm -rf "$dir/rootfs"
+	fi
+	local c
+	c="$(node_buildah from scratch)"
+	node_buildah add "$c" "$dir/base.tar" / >/dev/null
+	node_buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd python3 "$c"
+	node_buildah commit -q "$c" "$NODE_BASE_IMAGE" >/dev/null
+	node_buildah rm "$c" >/dev/null
+}
+
+node_pause_image() { # Kubernetes' own pause.c (from the module zip), linked statically; the sandbox image
+	local out="$1" dir src
+	[[ -f "$out" ]] && return
+	dir="$(cd "$NODE_GOMOD_DIR" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+	src="$dir/build/pause/linux/pause.c"
+	[[ -f $src ]] || die "pause.c not found in the k8s.io/kubernetes module ($src)"
+	local work c
+	work="$(mktemp -d)"
+	gcc -Os -static -Wall -Werror -DVERSION="${NODE_PAUSE_IMAGE##*:}-modelapi" -o "$work/pause" "$src"
+	c="$(node_buildah from scratch)"
+	node_buildah copy "$c" "$work/pause" /pause >/dev/null
+	node_buildah config --entrypoint '["/pause"]' --user 65535:65535 "$c"
+	node_buildah commit -q "$c" "$NODE_PAUSE_IMAGE" >/dev/null
+	node_buildah rm "$c" >/dev/null
+	node_buildah push -q "$NODE_PAUSE_IMAGE" "docker-archive:$out.tmp:$NODE_PAUSE_IMAGE" && mv "$out.tmp" "$out"
+	rm -rf "$work"
+}
+
+node_runtime_image() { # the Dockerfile's `runtime` target, rebuilt when anything in its build context changes
+	local images="$CACHE_ROOT/node-images" hash out
+	hash="$(
+		cd "$ROOT" && {
+			echo "base=$NODE_BASE_IMAGE"
+			find Dockerfile .dockerignore pyproject.toml README.md operator runtime -type f \
+				! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.mypy_cache/*' ! -path '*/.pytest_cache/*' \
+				-print0 | sort -z | xargs -0 sha256sum
+		} | sha256sum | cut -c1-16
+	)"
+	out="$images/runtime-$hash.tar"
+	if [[ -f "$out" ]]; then
+		echo "$out"
+		return
+	fi
+	mkdir -p "$images"
+	node_base_image
+	log "building the runtime image from the project's Dockerfile with buildah (target runtime, base $NODE_BASE_IMAGE; about 1-3 min)"
+	(cd "$ROOT" && node_buildah bud --isolation chroot --layers=false --pull=never --target runtime \
+		--build-arg "PYTHON_IMAGE=$NODE_BASE_IMAGE" -t "$NODE_RUNTIME_IMAGE" -f Dockerfile . >"$images/build.log" 2>&1) ||
+		{
+			tail -30 "$images/build.log" >&2
+			die "buildah bud failed (log: $images/build.log)"
+		}
+	rm -f "$images"/runtime-*.tar
+	node_buildah push -q "$NODE_RUNTIME_IMAGE" "docker-archive:$out.tmp:$NODE_RUNTIME_IMAGE" && mv "$out.tmp" "$out"
+	echo "$out"
+}
+
+# ---- up / down ------------------------------------------------------------------------------------------------------
+node_sysctl() { # key value: set, remembering the old value for node_down
+	local old
+	old="$(sysctl -n "$1")"
+	grep -q "^$1=" "$RUN_DIR/node/sysctl.saved" 2>/dev/null || echo "$1=$old" >>"$RUN_DIR/node/sysctl.saved"
+	sysctl -qw "$1=$2"
+}
+
+node_write_configs() { # bin svc_cidr
+	local n="$RUN_DIR/node" pki="$RUN_DIR/pki"
+	mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet" "$n/pod-logs"
+	cat >"$n/containerd/config.toml" <<TOML
+version = 2
+root = "$n/containerd/root"
+state = "$n/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$n/containerd/containerd.sock"
+[ttrpc]
+  address = "$n/containerd/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$n/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$NODE_PAUSE_IMAGE"
+  # this machine's root lacks CAP_SYS_RESOURCE: a negative oom_score_adj (kubelet asks -998 for sandboxes, -997 for
+  # Guaranteed pods) would fail runc's container setup, so containerd clamps it to its own score instead
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$n/cni/net.d"
+TOML
+	cat >"$n/cni/net.d/10-modelapi.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "modelapi",
+  "plugins": [
+    {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$n/cni/ipam",
+              "ranges": [[{"subnet": "$NODE_POD_CIDR", "gateway": "$NODE_IP"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+	cat >"$n/kubelet/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$n/containerd/containerd.sock
+failSwapOn: false
+podCIDR: $NODE_POD_CIDR
+resolvConf: ""
+clusterDomain: cluster.local
+podLogsDir: $n/pod-logs
+maxPods: 40
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+nodeStatusUpdateFrequency: 5s
+YAML
+	cat >"$n/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $RUN_DIR/kube-proxy.kubeconfig}
+mode: iptables
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+clusterCIDR: $NODE_CLUSTER_CIDR
+healthzBindAddress: 127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$KUBE_PROXY_METRICS_PORT
+nodePortAddresses: ["$NODE_IP/32"]
+conntrack: {maxPerCore: 0}
+iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
+YAML
+}
+
+node_network_up() { # svc_cidr
+	mkdir -p "$RUN_DIR/node"
+	ip link add "$NODE_BRIDGE" type bridge
+	ip addr add "$NODE_IP/${NODE_POD_CIDR#*/}" dev "$NODE_BRIDGE"
+	ip link set "$NODE_BRIDGE" up
+	echo "$NODE_BRIDGE" >"$RUN_DIR/node/bridge"
+	# Service addresses go into the bridge, never out of the default route (kube-proxy DNATs them to pods)
+	ip route add "$1" dev "$NODE_BRIDGE"
+	echo "$1" >"$RUN_DIR/node/service-route"
+	node_sysctl net.ipv4.ip_forward 1
+	node_sysctl net.bridge.bridge-nf-call-iptables 1
+	# pod traffic may reach the bridge (pods, the node's address); nothing from the pod range leaves elsewhere
+	iptables -w -N MODELAPI-NODE
+	iptables -w -A MODELAPI-NODE -s "$NODE_POD_CIDR" ! -o "$NODE_BRIDGE" -j DROP
+	iptables -w -I FORWARD 1 -j MODELAPI-NODE
+	node_netns_list >"$RUN_DIR/node/netns.before"
+}
+
+node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane, Prometheus and S3 are up
+	local cbin="$1" svc_cidr="$2" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
+	node_ensure_packages
+	node_preflight
+	nbin="$(node_build)"
+	mkdir -p "$n" "$CACHE_ROOT/node-images"
+	pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar"
+	node_pause_image "$pause_tar"
+	runtime_tar="$(node_runtime_image)"
+	local ports
+	mapfile -t ports < <(free_ports 4)
+	KUBELET_PORT=${ports[0]} KUBELET_HEALTHZ_PORT=${ports[1]} KUBE_PROXY_HEALTHZ_PORT=${ports[2]}
+	KUBE_PROXY_METRICS_PORT=${ports[3]}
+	node_network_up "$svc_cidr"
+	node_write_configs
+	start containerd containerd --config "$n/containerd/config.toml"
+	wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version
+	log "importing the runtime and pause images into containerd"
+	local img
+	for img in "$pause_tar" "$runtime_tar"; do
+		ctr --address "$n/containerd/containerd.sock" -n k8s.io images import --no-unpack "$img" >/dev/null
+	done
+	start kubelet "$nbin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$RUN_DIR/kubelet.kubeconfig" \
+		--root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$NODE_NAME" \
+		--node-ip="$NODE_IP" --node-labels=modelapi.io/node=real --v=1
+	start kube-proxy "$nbin/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
+	wait_for kubelet 120 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+	wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+	# the same bucket, for pods: a second gateway on the node's address over the same posix directory
+	start versitygw-node "$cbin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
+		--port "$NODE_IP:$S3_PORT" posix "$RUN_DIR/s3"
+	wait_for versitygw-node 30 curl -s -o /dev/null "http://$NODE_IP:$S3_PORT"
+	cat >"$n/env" <<ENV
+MODELAPI_NODE=real
+NODE_NAME=$NODE_NAME
+NODE_IP=$NODE_IP
+NODE_POD_CIDR=$NODE_POD_CIDR
+NODE_RUNTIME_IMAGE=$NODE_RUNTIME_IMAGE
+NODE_S3_ENDPOINT_URL=http://$NODE_IP:$S3_PORT
+NODE_BIN=$nbin
+CONTAINERD_ADDRESS=$n/containerd/containerd.sock
+CRI_ENDPOINT=unix://$n/containerd/containerd.sock
+ENV
+	log "real node $NODE_NAME Ready in $((SECONDS - t0)) s (image $NODE_RUNTIME_IMAGE from $(basename "$runtime_tar"))"
+}
+
+# Before the processes stop: every pod sandbox is stopped and removed through CRI (CNI DEL releases the veth and
+# the address), while kubelet no longer restarts them.
+node_remove_pods() {
+	local n="$RUN_DIR/node" crictl
+	[[ -S "$n/containerd/containerd.sock" ]] || return 0
+	stop_one kube-proxy
+	stop_one kubelet
+	crictl="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null)/crictl"
+	if [[ -x $crictl ]] && alive containerd; then
+		log "removing the real node's pods"
+		"$crictl" --runtime-endpoint "unix://$n/containerd/containerd.sock" --timeout 30s rmp --all --force >/dev/null 2>&1 || true
+	fi
+}
+
+node_down() { # after every process is stopped
+	local n="$RUN_DIR/node" mnt ns
+	[[ -d $n ]] || return 0
+	# shims of containers that outlived containerd (a crash, a kill -9): kill what is left in their cgroups
+	local pid
+	for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $n/containerd/containerd.sock" 2>/dev/null); do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	local cg
+	for cg in /sys/fs/cgroup/*/kubepods; do
+		[[ -d $cg ]] || continue
+		while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < <(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
+	done
+	sleep 0.5
+	for cg in /sys/fs/cgroup/*/kubepods; do
+		if [[ -d $cg ]]; then find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+	done
+	# mounts under the node's directories (overlay snapshots, emptyDirs, shm), deepest first
+	while read -r mnt; do
+		umount -l "$mnt" 2>/dev/null || true
+	done < <(awk -v p="$n/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
+	# network namespaces CNI made for our pods that CRI did not remove (only the ones created after up)
+	if [[ -f $n/netns.before ]]; then
+		for ns in $(node_netns_list | comm -13 "$n/netns.before" -); do
+			if [[ $ns == cni-* ]]; then ip netns delete "$ns" 2>/dev/null || true; fi
+		done
+	fi
+	if [[ -f $n/bridge ]]; then
+		ip link delete "$(cat "$n/bridge")" 2>/dev/null || true
+	fi
+	if [[ -f $n/service-route ]]; then ip route delete "$(cat "$n/service-route")" 2>/dev/null || true; fi
+	if iptables -w -S MODELAPI-NODE >/dev/null 2>&1; then
+		iptables -w -D FORWARD -j MODELAPI-NODE 2>/dev/null || true
+		iptables -w -F MODELAPI-NODE && iptables -w -X MODELAPI-NODE
+	fi
+	# kube-proxy's chains (KUBE-*), and the CNI plugins' (CNI-*), in the filter and nat tables
+	local bin
+	bin="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null)"
+	if [[ -x $bin/kube-proxy ]]; then "$bin/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true; fi
+	node_flush_chains
+	if [[ -f $n/sysctl.saved ]]; then
+		local kv
+		while read -r kv; do sysctl -qw "$kv" 2>/dev/null || true; done <"$n/sysctl.saved"
+	fi
+}
+
+node_netns_list() { find /var/run/netns -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort || true; }
+
+node_flush_chains() { # remove every iptables chain named CNI-* or KUBE-* and the jumps to them
+	local table rule chain
+	for table in filter nat mangle; do
+		while read -r rule; do
+			# shellcheck disable=SC2086 # the rule's words, as iptables -S printed them
+			iptables -w -t "$table" ${rule/-A/-D} 2>/dev/null || true
+		done < <(iptables -w -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE|CNI)-')
+		for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+			iptables -w -t "$table" -F "$chain" 2>/dev/null || true
+		done
+		for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+			iptables -w -t "$table" -X "$chain" 2>/dev/null || true
+		done
+	done
+}
