@@ -192,18 +192,18 @@ def test_handler_runs_on_the_fast_path(model_dir: Path, tmp_path: Path) -> None:
 def test_idle_keep_alive_connections_close_after_the_timeout(model_dir: Path, tmp_path: Path) -> None:
     uri = (model_dir / "affine.onnx").as_uri()
     with (
-        live_server(uri, str(tmp_path), keep_alive_s=0.4) as server,
+        live_server(uri, str(tmp_path), keep_alive_s=1.0) as server,
         server.connect() as busy,
         server.connect() as idle,
     ):
         idle.sendall(request("POST", "/v1/models/m:predict", V1))
         assert read_response(idle)[0] == 200
-        for _ in range(6):  # a request every 0.15 s: never idle for 0.4 s
+        for _ in range(15):  # a request every 0.1 s: never idle for 1 s
             busy.sendall(request("POST", "/v1/models/m:predict", V1))
             assert read_response(busy)[0] == 200
-            time.sleep(0.15)
-        idle.settimeout(2)
-        assert idle.recv(1) == b""  # closed after 0.4 s idle
+            time.sleep(0.1)
+        idle.settimeout(3)
+        assert idle.recv(1) == b""  # closed after 1 s idle
         busy.sendall(request("POST", "/v1/models/m:predict", V1))
         assert read_response(busy)[0] == 200
 
