@@ -6,7 +6,9 @@
 - indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, pods) in memory from
   kopf's watch streams, so a reconcile reads nothing from the API;
 - an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile
-  of its ModelAPI; triggers for one ModelAPI coalesce and never run concurrently.
+  of its ModelAPI; triggers for one ModelAPI coalesce and never run concurrently;
+- with peering, kopf pauses its watches and handlers while a peer outranks this replica, but not the
+  resync loops, which are ours: they ask the peering objects themselves (kopf's rule) and stand by too.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -36,6 +41,12 @@ GATEWAY_CRD = "httproutes.gateway.networking.k8s.io"
 GATEWAY_RECHECK_SECONDS = 300
 RETRY_SOON_SECONDS = 10
 RETRY_LATER_SECONDS = 60
+# This replica in kopf's peering (main.py hands both to kopf.run): a random priority unless one is set, so that two
+# replicas never tie (kopf pauses every replica of a tied priority).
+PEERING_PRIORITY = SETTINGS.peering_priority if SETTINGS.peering_priority is not None else secrets.randbelow(2**31)
+PEERING_IDENTITY = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+PEERING_RECHECK_SECONDS = 1.0
+KOPF_PEER_LIFETIME_SECONDS = 60  # kopf's assumption for a peer that does not say its lifetime
 
 Key = tuple[str, str]
 
@@ -53,6 +64,8 @@ class _State:
         self.reconciler_: Reconciler | None = None
         self.background: list[asyncio.Task[None]] = []
         self._slots: asyncio.Semaphore | None = None
+        self.standby = SETTINGS.peering is not None  # until the peering objects are read
+        self.standby_checked_at = -1e9
 
     def slots(self) -> asyncio.Semaphore:
         """Bounds concurrent reconciles, so a burst of new ModelAPIs queues here, not in the HTTP pool."""
@@ -131,11 +144,24 @@ async def start_resync(**kwargs: Any) -> None:
         asyncio.get_running_loop().create_task(_resync_loop(indices, SETTINGS.resync_seconds, canaries_only=False)),
         asyncio.get_running_loop().create_task(_resync_loop(indices, SETTINGS.canary_tick_seconds, canaries_only=True)),
     ]
+    for task in STATE.background:
+        task.add_done_callback(_loop_ended)
+
+
+def _loop_ended(task: asyncio.Task[None]) -> None:
+    """A resync loop never ends but by cancellation at exit: say so loudly if one did (nothing else would)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a resync loop stopped: no more resyncs or canary steps", exc_info=task.exception())
 
 
 async def _resync_loop(indices: Mapping[str, kopf.Index[Key, Any]], interval: float, *, canaries_only: bool) -> None:
-    """Reconcile every ModelAPI (or every one with a canary running) once per ``interval``, spread over it."""
+    """Reconcile every ModelAPI (or every one with a canary running) once per ``interval``, spread over it; nothing
+    while a peer outranks this replica (the indices stop being updated then: acting on them would undo the active
+    replica's work)."""
     while True:
+        if await _standing_by():
+            await asyncio.sleep(min(interval, PEERING_RECHECK_SECONDS))
+            continue
         keys = list(indices["modelapis_idx"].keys())
         if canaries_only:
             keys = [
@@ -145,10 +171,64 @@ async def _resync_loop(indices: Mapping[str, kopf.Index[Key, Any]], interval: fl
             ]
         pause = interval / max(len(keys), 1)
         for key in keys:
+            if await _standing_by():
+                break
             _schedule(key, indices)
             await asyncio.sleep(pause)
         if not keys:
             await asyncio.sleep(interval)
+
+
+async def _standing_by() -> bool:
+    """Whether a live peer outranks this replica, from the peering objects (read at most once per second)."""
+    if SETTINGS.peering is None:
+        return False
+    now = time.monotonic()
+    if now - STATE.standby_checked_at < PEERING_RECHECK_SECONDS or STATE.credentials is None:
+        return STATE.standby  # (before kopf's login: kopf itself is paused until it has read the peering objects)
+    client = STATE.kube()
+    places: list[tuple[kube.Kind, str | None]]
+    if SETTINGS.namespaces:
+        places = [(kube.KOPF_PEERING, namespace) for namespace in SETTINGS.namespaces]
+    else:
+        places = [(kube.CLUSTER_KOPF_PEERING, None)]
+    try:
+        bodies = [await client.get(kind, namespace, SETTINGS.peering) for kind, namespace in places]
+    except kube.KubeError as error:  # keep the last answer; kopf cannot read them either
+        log.warning("cannot read the peering objects (%s); %s", error, "standing by" if STATE.standby else "acting")
+        return STATE.standby
+    peers = [((body or {}).get("status") or {}) for body in bodies]
+    standby = outranked(peers, identity=PEERING_IDENTITY, priority=PEERING_PRIORITY, now=datetime.now(UTC))
+    if standby != STATE.standby or STATE.standby_checked_at < 0:
+        log.info(
+            "resync loops %s (peering %r: %s is priority %d; peers %s)",
+            "stand by: a live peer outranks this replica" if standby else "act",
+            SETTINGS.peering,
+            PEERING_IDENTITY,
+            PEERING_PRIORITY,
+            peers,
+        )
+    STATE.standby = standby
+    STATE.standby_checked_at = now
+    return STATE.standby
+
+
+def outranked(statuses: Iterable[Mapping[str, Any]], *, identity: str, priority: int, now: datetime) -> bool:
+    """kopf's rule (kopf._core.engines.peering): a replica pauses while any live peer in any of its peering objects'
+    ``status`` (``{identity: {priority, lifetime, lastseen}}``) has a priority higher than or equal to its own."""
+    for status in statuses:
+        for peer, info in status.items():
+            if peer == identity or not isinstance(info, Mapping):
+                continue
+            try:
+                lastseen = info.get("lastseen")
+                seen = datetime.fromisoformat(lastseen) if lastseen else now
+                lifetime = timedelta(seconds=int(info.get("lifetime", KOPF_PEER_LIFETIME_SECONDS)))
+                if seen + lifetime > now and int(info.get("priority", 0)) >= priority:
+                    return True
+            except (TypeError, ValueError):
+                continue
+    return False
 
 
 @kopf.on.cleanup()

@@ -57,6 +57,8 @@ EVENT = Kind("", "v1", "events", "Event")
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
 MODELAPI = Kind(names.GROUP, names.VERSION, names.PLURAL, names.KIND)
 CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+KOPF_PEERING = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+CLUSTER_KOPF_PEERING = Kind("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False)
 
 CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE)
 _BY_API_KIND = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, POD, EVENT, MODELAPI)}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Sequence
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported only to run: `--help` and settings errors stay fast, and handlers read settings at import.
     import kopf  # noqa: PLC0415
 
-    from modelapi_operator import handlers  # noqa: F401, PLC0415 - registers the handlers
+    from modelapi_operator import handlers  # noqa: PLC0415 - registers the handlers
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     kopf.run(
@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=settings.namespaces,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        priority=settings.peering_priority if settings.peering_priority is not None else secrets.randbelow(2**31),
+        # the same identity and priority the resync loops compare with the peering objects (handlers._standing_by)
+        identity=cast(Any, handlers.PEERING_IDENTITY),
+        priority=handlers.PEERING_PRIORITY,
         liveness_endpoint=args.liveness,
     )
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -140,9 +141,10 @@ def install(cluster: Cluster, tmp_path: Path) -> Iterator[Any]:
 class OperatorUnderServiceAccount:
     """`modelapi-operator` started with the chart Deployment's args and env, authenticated as its ServiceAccount."""
 
-    def __init__(self, release: Release, workdir: Path) -> None:
+    def __init__(self, release: Release, workdir: Path, replica: int = 0) -> None:
         self.release = release
-        self.log_path = release.cluster.logs_dir / f"modelapi-operator-{release.name}.log"
+        suffix = f"-{replica}" if replica else ""
+        self.log_path = release.cluster.logs_dir / f"modelapi-operator-{release.name}{suffix}.log"
         container = release.deployment()["spec"]["template"]["spec"]["containers"][0]
         self.port = free_port()
         self.args = [
@@ -152,7 +154,9 @@ class OperatorUnderServiceAccount:
         chart_env = {item["name"]: item.get("value", "") for item in container["env"] if "valueFrom" not in item}
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("MODELAPI_OPERATOR_")}
         self.env.pop("KUBECONFIG", None)
-        kubeconfig = sa_kubeconfig(release.cluster, release.namespace, release.account, workdir / "sa-kubeconfig")
+        kubeconfig = sa_kubeconfig(
+            release.cluster, release.namespace, release.account, workdir / f"sa-kubeconfig{suffix}"
+        )
         self.env.update(chart_env, KUBECONFIG=str(kubeconfig))
         self.chart_env = chart_env
         self.process: subprocess.Popen[bytes] | None = None
@@ -267,12 +271,16 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
     assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == "modelapi/runtime-gpu:0.1.0"
     kinds = {doc["kind"] for doc in docs}
     if name == "plain-values":
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
         assert "MODELAPI_OPERATOR_PEERING" not in env
         assert "Role" not in kinds
         assert not {"PodMonitor", "PrometheusRule", "CustomResourceDefinition"} & kinds
     if name == "cluster-wide-everything":
         assert env["MODELAPI_OPERATOR_PEERING"] == "modelapi-operator"
+        assert env["MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS"] == "60"
+        assert "MODELAPI_OPERATOR_PEERING_PRIORITY" not in env  # each replica draws its own
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
         assert env["MODELAPI_OPERATOR_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
         assert {"ClusterKopfPeering", "PodMonitor", "PrometheusRule"} <= kinds
         crds = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "CustomResourceDefinition"}
@@ -289,20 +297,25 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert "KopfPeering" in kinds
 
 
-@pytest.mark.parametrize(
-    ("peering", "message"),
-    [
-        ("false", "replicaCount > 1 needs peering.enabled=true"),
-        # kopf pauses every replica of equal priority (both stood still when this was tried with two operators)
-        ("true", "replicaCount > 1 is not supported yet: kopf peering pauses replicas of equal priority"),
-    ],
-)
-def test_more_than_one_replica_is_refused_with_the_reason(cluster: Cluster, peering: str, message: str) -> None:
+def test_more_than_one_replica_needs_peering(cluster: Cluster) -> None:
     version = cluster.env["KUBE_VERSION"]
-    args = ["--set", "replicaCount=2", "--set", f"peering.enabled={peering}"]
+    args = ["--set", "replicaCount=2", "--set", "peering.enabled=false"]
     proc = helm(cluster, "template", "m", str(CHART), "--kube-version", version, *args, check=False)
     assert proc.returncode != 0
-    assert message in proc.stderr
+    assert "replicaCount > 1 needs peering.enabled=true" in proc.stderr
+
+
+def test_replicas_with_peering_roll_one_at_a_time_with_a_short_lifetime(cluster: Cluster, tmp_path: Path) -> None:
+    values = {"replicaCount": 3, "peering": {"enabled": True, "lifetimeSeconds": 15}}
+    (deployment,) = [doc for doc in render(cluster, tmp_path, "ops", values) if doc["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    env = {item["name"]: item.get("value") for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS"] == "15"
+    assert "MODELAPI_OPERATOR_PEERING_PRIORITY" not in env
 
 
 def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
@@ -443,22 +456,48 @@ def test_operator_runs_namespaced_under_roles_only_in_watched_namespaces(
     assert not release.can_i("get", "namespaces")
 
 
-def test_peering_object_gets_the_operators_heartbeat(
+def test_two_replicas_with_peering_one_acts_the_other_stands_by(
     cluster: Cluster, namespace: str, models_namespace: str, install: Any, tmp_path: Path
 ) -> None:
-    release = install(namespace, {"peering": {"enabled": True, "name": f"p{secrets.token_hex(3)}"}, "resyncSeconds": 5})
-    peering = release.deployment()["spec"]["template"]["spec"]["containers"][0]["env"]
-    name = next(item["value"] for item in peering if item["name"] == "MODELAPI_OPERATOR_PEERING")
-    assert cluster.get_json("clusterkopfpeering", name)["metadata"]["name"] == name
-    with OperatorUnderServiceAccount(release, tmp_path) as operator:
+    """replicaCount: 2 with peering: two operator processes with the chart Deployment's args and env (each draws its
+    own priority) heartbeat into the ClusterKopfPeering; exactly one acts, the other stands by (its resync loops too)
+    and still answers its liveness probe. The hand-over on kill -9 is tests/e2e/test_faults.py's."""
+    peering_name = f"p{secrets.token_hex(3)}"
+    release = install(
+        namespace, {"replicaCount": 2, "peering": {"enabled": True, "name": peering_name}, "resyncSeconds": 5}
+    )
+    assert release.deployment()["spec"]["replicas"] == 2
+    assert cluster.get_json("clusterkopfpeering", peering_name)["metadata"]["name"] == peering_name
+    with (
+        OperatorUnderServiceAccount(release, tmp_path, replica=1) as one,
+        OperatorUnderServiceAccount(release, tmp_path, replica=2) as two,
+    ):
 
-        def heartbeat() -> bool:
-            return bool(cluster.get_json("clusterkopfpeering", name).get("status"))
+        def heartbeats() -> dict[str, Any]:
+            return dict(cluster.get_json("clusterkopfpeering", peering_name).get("status") or {})
 
-        wait_until(heartbeat, timeout=60, what="the operator's entry in the ClusterKopfPeering status")
+        wait_until(lambda: len(heartbeats()) == 2, timeout=60, what="both replicas in the ClusterKopfPeering status")
+        priorities = sorted(peer["priority"] for peer in heartbeats().values())
+        assert priorities[0] != priorities[1], "two replicas of a tied priority would both pause"
         cluster.kubectl("apply", "-f", str(IRIS), namespace=models_namespace)
         wait_ready(cluster, models_namespace, "iris")
-    assert not operator.refusals(), "\n".join(operator.refusals()[:10])
+
+        def roles() -> list[str] | None:
+            """What each replica's resync loops last said (a replica alone for a moment at start acts, then yields)."""
+            last = [re.findall(r"resync loops (act|stand by)", op.log())[-1:] for op in (one, two)]
+            return (
+                [said[0] for said in last] if all(last) and sorted(s[0] for s in last) == ["act", "stand by"] else None
+            )
+
+        said = wait_until(roles, timeout=30, what="one replica's resync loops acting, the other's standing by")
+        standby = one if said[0] == "stand by" else two
+        assert "Handler 'reconcile_modelapi'" not in standby.log(), "the standby reconciled iris"
+        for op in (one, two):
+            assert op.process is not None
+            assert op.process.poll() is None, op.log()[-4000:]
+            assert urlopen_ok(f"http://127.0.0.1:{op.port}/healthz"), "a standby replica is live, not restarted"
+    refusals = one.refusals() + two.refusals()
+    assert not refusals, "\n".join(refusals[:10])
 
 
 def urlopen_ok(url: str) -> bool:

@@ -14,6 +14,10 @@ process, watching only the test's namespace, with its own log file next to the c
    kopf has dropped the silent streams (``MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS``);
 5. RBAC for PodDisruptionBudgets revoked from the chart's Role under which the operator runs, then restored;
 6. a ModelAPI deleted while its canary runs: its children go, a neighbour's stay untouched;
+7. two operator processes with kopf peering (the chart's CRD, peering object and RBAC), each behind a recording proxy:
+   only the one of higher priority acts; after ``kill -9`` of it the other takes over within the peering lifetime and
+   converges a change made at once; the killed one started again takes back over, and the other sends nothing but
+   heartbeats while standing by (its resync and canary loops included);
 8. hypothesis-generated ModelAPI specs: refused at apply time with a message, or reconciled without an
    unhandled exception.
 
@@ -35,13 +39,16 @@ from typing import Any
 import pytest
 import yaml
 
-from .apiproxy import ApiProxy, Faults
+from .apiproxy import ApiProxy, Faults, Record
 from .conftest import CLUSTER_SH, Cluster, wait_until
 from .faults_support import (
+    CHILD_KINDS,
     LABEL_NAME,
+    RBAC_KINDS,
     Expected,
     FaultOperator,
     apply_all,
+    chart_docs,
     chart_rbac,
     child_problems,
     children,
@@ -633,4 +640,146 @@ def test_fault_silent_watch_is_detected_and_reestablished(
     print(
         f"\n[fault] {silenced} watch streams silenced for {silent_for:.0f}s (inactivity timeout "
         f"{SILENT_WATCH_TIMEOUT_S}s); after the silence: first write {first_write:.1f}s, converged {converged:.0f}s"
+    )
+
+
+# ---- 7. two replicas with peering ------------------------------------------------------------------------------------
+PEERING_LIFETIME_S = 10
+PEERING = "modelapi-operator"
+# A write that is not "acting": kopf's heartbeat into the peering object, which every replica sends.
+HEARTBEAT = "kopfpeerings"
+
+
+@pytest.fixture
+def peered_chart(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """What the chart installs for ``peering.enabled=true`` and an operator of this namespace: kopf's KopfPeering CRD,
+    the KopfPeering object, the ServiceAccount and its RBAC (with the peering rules). Yields the ServiceAccount's
+    name; cluster-scoped objects are deleted afterwards (the CRD only if this test created it)."""
+    release = f"p{secrets.token_hex(3)}"
+    docs = chart_docs(cluster, CHART, release, namespace, "peering.enabled=true", f"peering.name={PEERING}")
+    (crd,) = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
+    crd_name = crd["metadata"]["name"]
+    created_crd = cluster.kubectl("get", "crd", crd_name, check=False).returncode != 0
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=30s")
+    rest = [doc for doc in docs if doc["kind"] in RBAC_KINDS or doc["kind"] == "KopfPeering"]
+    assert [doc["metadata"]["name"] for doc in rest if doc["kind"] == "KopfPeering"] == [PEERING]
+    cluster.kubectl("apply", "-f", "-", namespace=namespace, input=yaml.safe_dump_all(rest))
+    try:
+        yield next(doc for doc in docs if doc["kind"] == "ServiceAccount")["metadata"]["name"]
+    finally:
+        for doc in rest:
+            if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+                cluster.kubectl(
+                    "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", check=False
+                )
+        if created_crd:
+            cluster.kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def _acting(records: list[Record], since: float = 0.0) -> list[str]:
+    """The requests that only an active replica sends: any request for ModelAPIs or children, any write other than
+    the peering heartbeat."""
+    return [
+        f"{r.method} {r.path}"
+        for r in records
+        if r.at >= since
+        and (r.resource in {"modelapis", *CHILD_KINDS, "pods", "events"} or r.write)
+        and r.resource != HEARTBEAT
+    ]
+
+
+def test_fault_two_replicas_with_peering_one_acts_and_kill9_hands_over(
+    cluster: Cluster, namespace: str, proxies: Proxies, operators: Operators, peered_chart: str, tmp_path: Path
+) -> None:
+    """Two operator processes under the chart's ServiceAccount and peering object, priorities 200 (A) and 100 (B),
+    each behind its own recording proxy. Only A acts (B sends nothing but heartbeats, not even a read of a ModelAPI).
+    ``kill -9`` A: B takes over within the peering lifetime, and a change made right after the kill converges.
+    A started again (a restarted pod) outranks B: B stands by again and sends nothing but heartbeats while A
+    finishes the canary B had started and applies one more change."""
+    token = cluster.kubectl("create", "token", peered_chart, "--duration=1h", namespace=namespace).stdout.strip()
+    proxy_a, proxy_b = proxies(), proxies()
+    peering = {
+        "MODELAPI_OPERATOR_PEERING": PEERING,
+        "MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS": str(PEERING_LIFETIME_S),
+    }
+    a = operators(
+        namespace,
+        KUBECONFIG=str(proxy_a.kubeconfig(tmp_path / "a", token)),
+        MODELAPI_OPERATOR_PEERING_PRIORITY="200",
+        **peering,
+    )
+    wait_until(lambda: "Resuming operations after the pause" in a.log(), timeout=60, what="A active")
+    b = operators(
+        namespace,
+        KUBECONFIG=str(proxy_b.kubeconfig(tmp_path / "b", token)),
+        MODELAPI_OPERATOR_PEERING_PRIORITY="100",
+        **peering,
+    )
+
+    def peers() -> dict[str, Any]:
+        return dict(cluster.get_json("kopfpeering", PEERING, namespace=namespace).get("status") or {})
+
+    wait_until(lambda: len(peers()) == 2, timeout=60, what="both replicas in the KopfPeering's status")
+    assert sorted(peer["priority"] for peer in peers().values()) == [100, 200]
+    assert "Pausing the watch-stream for modelapis" in b.log()
+
+    steps = {"steps": [{"weight": 50, "pauseSeconds": 15}]}
+    names = ["m0", "m1", "m2"]
+    apply_all(
+        cluster,
+        namespace,
+        [modelapi(n, _uri(n, 1)) for n in names] + [modelapi("c0", _uri("c0", 1), min_replicas=2, canary=steps)],
+    )
+    expected = {n: Expected(_uri(n, 1), 1) for n in names} | {"c0": Expected(_uri("c0", 1), 2)}
+    wait_converged(cluster, namespace, expected, timeout=90, what="4 ModelAPIs Ready with A acting")
+    assert _acting(proxy_a.records()), "A did not act"
+    assert not _acting(proxy_b.records()), f"B acted while A was active: {_acting(proxy_b.records())[:5]}"
+    assert "Resuming operations" not in b.log()
+
+    # -- kill -9 the active replica ---------------------------------------------------------------------------------
+    a.kill()
+    killed = time.monotonic()
+    apply_all(cluster, namespace, [modelapi("m0", _uri("m0", 2)), modelapi("m3", _uri("m3", 1))])
+    wait_until(
+        lambda: "Resuming operations after the pause" in b.log(), timeout=PEERING_LIFETIME_S + 20, what="B taking over"
+    )
+    took_over = time.monotonic() - killed
+    expected |= {"m0": Expected(_uri("m0", 2), 1), "m3": Expected(_uri("m3", 1), 1)}
+    wait_converged(cluster, namespace, expected, timeout=PEERING_LIFETIME_S + 30, what="convergence with B acting")
+    converged_after_kill = time.monotonic() - killed
+    assert _acting(proxy_b.records(), since=killed)
+    assert not _acting(proxy_a.records(), since=killed)
+
+    # B starts a canary; A comes back (a new pod) with the higher priority, B stands by, A finishes the canary.
+    apply_all(cluster, namespace, [modelapi("c0", _uri("c0", 2), min_replicas=2, canary=steps)])
+    wait_until(
+        lambda: ((modelapis(cluster, namespace)["c0"].get("status") or {}).get("canary") or {}).get("weight") == 50,
+        timeout=60,
+        what="B moving the canary to 50 %",
+    )
+    a_mark, b_mark = len(a.log()), len(b.log())
+    a.start()
+    wait_until(lambda: "Pausing operations in favour of" in b.log()[b_mark:], timeout=60, what="B standing by again")
+    b_paused = time.monotonic()
+    # B stands by with a canary in progress in its (now stale) memory: its canary tick would advance it
+    assert ((modelapis(cluster, namespace)["c0"].get("status") or {}).get("canary") or {}).get("weight") == 50
+    wait_until(lambda: "Resuming operations after the pause" in a.log()[a_mark:], timeout=30, what="A acting again")
+    apply_all(cluster, namespace, [modelapi("m1", _uri("m1", 2))])
+    expected |= {"m1": Expected(_uri("m1", 2), 1), "c0": Expected(_uri("c0", 2), 2, last_known_good=_uri("c0", 1))}
+    wait_converged(cluster, namespace, expected, timeout=90, what="A finishing the canary and applying m1")
+    # B's canary tick (1 s) and resync (5 s) had the canary's promotion due in B's memory too: one more resync
+    # period passes without B doing anything but heartbeats (an in-flight request may end just after the pause)
+    deadline = time.monotonic() + float(FAST["MODELAPI_OPERATOR_RESYNC_SECONDS"]) + 2
+    while time.monotonic() < deadline:
+        late = _acting(proxy_b.records(), since=b_paused + 2)
+        assert not late, f"B acted while standing by: {late[:10]}"
+        time.sleep(1)
+    for process in (a, b):
+        process.assert_alive()
+        assert not process.unhandled(), process.unhandled()[:5]
+    print(
+        f"\n[fault] peering lifetime {PEERING_LIFETIME_S}s: B took over {took_over:.1f}s after kill -9 of A; "
+        f"the change made after the kill converged {converged_after_kill:.0f}s after it; B's requests while A was "
+        f"active: {len([r for r in proxy_b.records() if r.at < killed])} (heartbeats and discovery only)"
     )
