@@ -7,10 +7,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# cluster-up/cluster-down: kwok (two fake nodes) or real (kubelet + containerd + runc; tests/e2e/cluster/node.sh)
+NODE ?= kwok
+# the real-node cluster of test-e2e-node has a run directory of its own, so both tiers can be up at once
+NODE_CLUSTER_DIR ?= $(CURDIR)/tests/e2e/cluster/.run-node
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv lint types layers test test-unit test-e2e crds demo cluster-up cluster-down clean
-.PHONY: chart-test demo-down
+.PHONY: chart-test demo-down test-e2e-node
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -38,9 +42,12 @@ test-unit: $(STAMP) ## unit tests (pure code, no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-e2e: $(STAMP) ## e2e tests on the local cluster (brought up if needed); PYTEST_ARGS=... passes through
-	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests/e2e --ignore=tests/e2e/node $(PYTEST_ARGS)
 
-test: lint types layers test-unit test-e2e ## everything CI runs
+test-e2e-node: $(STAMP) ## tier B: real pods on a real node (its own cluster in NODE_CLUSTER_DIR, brought up if needed)
+	MODELAPI_NODE=real MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR) $(BIN)/pytest tests/e2e/node $(PYTEST_ARGS)
+
+test: lint types layers test-unit test-e2e test-e2e-node ## everything CI runs
 
 crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
 	$(BIN)/python -m modelapi_operator.crdgen > crds/modelapi.yaml.tmp
@@ -56,11 +63,11 @@ demo: $(STAMP) ## the main job: local cluster, chart, operator, iris uploaded to
 demo-down: ## stop what make demo started (processes by PID, the demo namespace, the chart; the cluster if it started it)
 	bash scripts/demo.sh down
 
-cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus); prints KUBECONFIG=...
-	bash tests/e2e/cluster/cluster.sh up
+cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus; NODE=real: a real node); prints KUBECONFIG=...
+	MODELAPI_NODE=$(NODE) $(if $(filter real,$(NODE)),MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR)) bash tests/e2e/cluster/cluster.sh up
 
-cluster-down: ## stop every process cluster-up started
-	bash tests/e2e/cluster/cluster.sh down
+cluster-down: ## stop every process cluster-up started (NODE=real: the real-node cluster)
+	$(if $(filter real,$(NODE)),MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR)) bash tests/e2e/cluster/cluster.sh down
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -192,10 +192,13 @@ start() { # name command... ; detached, log in logs/NAME.log, pid in pids/NAME.p
 	echo "$name" >>"$RUN_DIR/pids/order"
 }
 
+# what a component's command line contains, where that is not its name (a second instance of a program)
+declare -A CMDLINE_MATCH=([versitygw-node]=versitygw)
 alive() { # name: the process we started under that name is still running (guards against PID reuse)
 	local pid
 	pid="$(cat "$RUN_DIR/pids/$1.pid" 2>/dev/null)" || return 1
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${CMDLINE_MATCH[$1]:-$1}"
 }
 
 wait_for() { # name timeout_s command... ; fails fast when the process died

@@ -1,0 +1,334 @@
+"""Tier B: the operator's Deployments as real pods (kubelet + containerd + runc) on the local cluster's real node.
+
+The runtime image is the project's Dockerfile built by buildah (see tests/e2e/cluster/node.sh); pods pull the model
+from the local S3 through the node's address; requests go from the host to the `<name>` Service's ClusterIP through
+kube-proxy's iptables rules. Every namespace here enforces Pod Security "restricted".
+
+Run with `make test-e2e-node` (it brings up a cluster with MODELAPI_NODE=real in its own run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+from onnx import numpy_helper
+
+from e2e.conftest import Cluster, wait_until
+from e2e.processes import OperatorProcess
+
+from .load import ConstantLoad, LoadReport
+
+ROOT = Path(__file__).resolve().parents[3]
+FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+SMALL = {"cpu": "250m", "memory": "384Mi"}
+
+pytestmark = pytest.mark.node
+
+
+# ---- fixtures -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node(cluster: Cluster) -> dict[str, str]:
+    if cluster.env.get("MODELAPI_NODE") != "real":
+        pytest.fail(
+            "these tests need the local cluster with a real node: `make test-e2e-node` (the cluster in "
+            f"{cluster.env.get('MODELAPI_CLUSTER_DIR')} has MODELAPI_NODE={cluster.env.get('MODELAPI_NODE')})"
+        )
+    return cluster.env
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, node: dict[str, str]) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        cluster,
+        {
+            "MODELAPI_OPERATOR_CPU_IMAGE": node["NODE_RUNTIME_IMAGE"],
+            "MODELAPI_OPERATOR_RESYNC_SECONDS": "5",
+            "MODELAPI_OPERATOR_CANARY_TICK_SECONDS": "1",
+        },
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def restricted(cluster: Cluster, namespace: str) -> str:
+    """The test's namespace, enforcing Pod Security "restricted", with the S3 credentials Secret."""
+    cluster.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
+    values = {key: cluster.env[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    literals = [f"--from-literal={k}={v}" for k, v in values.items()]
+    cluster.kubectl("create", "secret", "generic", "s3-creds", *literals, namespace=namespace)
+    return namespace
+
+
+class Models:
+    """Iris variants (the example's model with its bias shifted) in S3, and what each one answers."""
+
+    def __init__(self, cluster: Cluster, s3: Any, prefix: str) -> None:
+        self.cluster, self.s3, self.prefix = cluster, s3, prefix
+        self.expected: dict[str, np.ndarray] = {}
+
+    def put(self, version: str, bias_shift: float) -> str:
+        builder = runpy.run_path(str(ROOT / "examples" / "iris" / "build_model.py"))["build_iris_model"]
+        model = builder()
+        for index, tensor in enumerate(model.graph.initializer):
+            if tensor.name == "bias":  # shift one class only: the softmax ignores a shift of all of them
+                values = numpy_helper.to_array(tensor).copy()
+                values[..., 0] += bias_shift
+                model.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, name="bias"))
+        body = model.SerializeToString()
+        session = ort.InferenceSession(body, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.asarray(FLOWERS, dtype=np.float32)}
+        answer = np.asarray(session.run(None, feed)[0])
+        for other, expected in self.expected.items():  # or the classification could not tell them apart
+            assert not np.allclose(answer, expected, atol=1e-3), f"{version} answers like {other}"
+        self.expected[version] = answer
+        key = f"{self.prefix}/{version}/model.onnx"
+        self.s3.put_object(Bucket=self.cluster.s3_bucket, Key=key, Body=body)
+        return f"s3://{self.cluster.s3_bucket}/{key}"
+
+    def put_bytes(self, key: str, body: bytes) -> str:
+        self.s3.put_object(Bucket=self.cluster.s3_bucket, Key=f"{self.prefix}/{key}", Body=body)
+        return f"s3://{self.cluster.s3_bucket}/{self.prefix}/{key}"
+
+    def classify(self, answer: Any) -> str:
+        predictions = np.asarray(answer.get("predictions"), dtype=np.float64)
+        for version, expected in self.expected.items():
+            if predictions.shape == expected.shape and np.allclose(predictions, expected, atol=1e-4):
+                return version
+        return "unknown"
+
+
+@pytest.fixture
+def models(cluster: Cluster, s3: Any, restricted: str) -> Models:
+    return Models(cluster, s3, f"e2e-node/{restricted}")
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _manifest(name: str, uri: str, node: dict[str, str], **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"uri": uri},
+        "storage": {"endpoint": node["NODE_S3_ENDPOINT_URL"], "region": "us-east-1", "credentialsSecret": "s3-creds"},
+        "runtime": {"resources": dict(SMALL)},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 2},
+    }
+    base.update(spec)
+    return {"apiVersion": "serving.modelapi.io/v1alpha1", "kind": "ModelAPI", "metadata": {"name": name}, "spec": base}
+
+
+def _apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(manifest))
+
+
+def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def _wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        body: dict[str, Any] = cluster.get_json("modelapi", name, namespace=namespace)
+        condition = _condition(body, "Ready")
+        progressing = _condition(body, "Progressing")
+        fresh = condition.get("observedGeneration") == body["metadata"]["generation"]
+        done = progressing.get("status") == "False"
+        return body if fresh and condition.get("status") == "True" and done else None
+
+    result: dict[str, Any] = wait_until(ready, timeout=timeout, interval=1, what=f"{name} Ready with its rollout done")
+    return result
+
+
+def _wait_degraded(cluster: Cluster, namespace: str, name: str, reason: str, timeout: float = 180) -> dict[str, Any]:
+    def degraded() -> dict[str, Any] | None:
+        condition = _condition(cluster.get_json("modelapi", name, namespace=namespace), "Degraded")
+        return condition if condition.get("status") == "True" and condition.get("reason") == reason else None
+
+    result: dict[str, Any] = wait_until(degraded, timeout=timeout, interval=1, what=f"{name} Degraded/{reason}")
+    return result
+
+
+def _predict_url(cluster: Cluster, namespace: str, name: str) -> str:
+    """The v1 predict URL on the Service's ClusterIP, once kube-proxy routes it: Ready says the pods are ready, and
+    the EndpointSlice reaches kube-proxy's iptables rules a moment later (until then a connection is refused)."""
+    service = cluster.get_json("service", name, namespace=namespace)
+    ip, port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]
+    url = f"http://{ip}:{port}/v1/models/{name}:predict"
+    body = json.dumps({"instances": FLOWERS}).encode()
+
+    def answers() -> bool:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_until(answers, timeout=20, interval=0.2, what=f"an answer through {url}")
+    return url
+
+
+def _pods_on_node(cluster: Cluster, namespace: str, node_name: str) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = cluster.get_json("pods", namespace=namespace)["items"]
+    assert all(p["spec"].get("nodeName") in (None, node_name) for p in pods), "a pod left the real node"
+    return pods
+
+
+def _run_load(url: str, models: Models, seconds: float, *, keepalive: bool, rate: float = 50) -> LoadReport:
+    load = ConstantLoad(url, {"instances": FLOWERS}, models.classify, rate=rate, keepalive=keepalive)
+    with load:
+        threading.Event().wait(seconds)
+    return load.report
+
+
+# ---- tests ----------------------------------------------------------------------------------------------------------
+
+
+def test_iris_example_becomes_ready_on_a_real_pod_and_answers_through_its_cluster_ip(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    example = yaml.safe_load((ROOT / "examples" / "iris" / "model.yaml").read_text())
+    example["spec"]["model"]["uri"] = models.put("v1", 0.0)
+    example["spec"]["storage"]["endpoint"] = node["NODE_S3_ENDPOINT_URL"]
+    _apply(cluster, restricted, example)
+
+    body = _wait_ready(cluster, restricted, "iris")
+    operator.assert_alive()
+    pods = _pods_on_node(cluster, restricted, node["NODE_NAME"])
+    assert [p["status"]["phase"] for p in pods] == ["Running"]
+    assert pods[0]["spec"]["securityContext"]["runAsUser"] == 10001
+    assert body["status"]["readyReplicas"] == 1, body["status"]
+
+    report = _run_load(_predict_url(cluster, restricted, "iris"), models, 3, keepalive=True)
+    print(f"[node] iris through its ClusterIP: {report.summary()}")
+    assert report.sent > 100, report.summary()
+    assert not report.failed, report.summary()
+    assert set(report.shares()) == {"v1"}, report.summary()
+
+
+def test_rolling_model_update_under_constant_load_fails_no_request(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    name = "rolling"
+    _apply(cluster, restricted, _manifest(name, models.put("v1", 0.0), node))
+    first = _wait_ready(cluster, restricted, name)
+    url = _predict_url(cluster, restricted, name)
+    v2 = models.put("v2", 5.0)
+
+    load = ConstantLoad(url, {"instances": FLOWERS}, models.classify, rate=200, keepalive=True)
+    with load:
+        threading.Event().wait(5)
+        _apply(cluster, restricted, _manifest(name, v2, node))
+        wait_until(
+            lambda: (
+                cluster.get_json("modelapi", name, namespace=restricted)["metadata"]["generation"]
+                > first["metadata"]["generation"]
+            ),
+            timeout=10,
+            what="the new generation",
+        )
+        body = _wait_ready(cluster, restricted, name, timeout=240)
+        stable_name = next(r["name"] for r in body["status"]["revisions"] if r["role"] == "stable")
+        new_revision = stable_name.removeprefix(f"{name}-")
+
+        def only_new_pods() -> bool:
+            pods = _pods_on_node(cluster, restricted, node["NODE_NAME"])
+            return all(p["metadata"]["labels"].get("serving.modelapi.io/revision") == new_revision for p in pods)
+
+        # the old pods finish: preStop, SIGTERM, the runtime's drain, exit; the load goes on all the while
+        wait_until(only_new_pods, timeout=120, interval=1, what="the old revision's pods gone")
+        switched_at = load.elapsed_s()
+        threading.Event().wait(5)
+    report = load.report
+    print(f"[node] rolling update v1 -> v2 at 200 req/s: {report.summary()}")
+    print(f"failed requests: {len(report.failed)}")
+    operator.assert_alive()
+    stable = [r for r in body["status"]["revisions"] if r["role"] == "stable"]
+    assert [r["modelUri"] for r in stable] == [v2]
+    assert report.sent >= 200 * 20, report.summary()  # the load really ran for the whole update
+    assert set(report.shares(since_s=switched_at)) == {"v2"}, report.summary()
+    assert len(report.failed) == 0, report.summary()
+
+
+def test_replica_ratio_canary_gets_its_weight_of_the_traffic(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    name = "ratio"
+    stable_uri = models.put("v1", 0.0)
+    canary = {"steps": [{"weight": 25, "pauseSeconds": 600}], "trafficRouting": "replicas"}
+    spec = {
+        "autoscaling": {"minReplicas": 3, "maxReplicas": 3},
+        "runtime": {"resources": {"cpu": "200m", "memory": "384Mi"}},
+        "rollout": {"strategy": "Canary", "canary": canary},
+    }
+    _apply(cluster, restricted, _manifest(name, stable_uri, node, **spec))
+    _wait_ready(cluster, restricted, name)
+    _apply(cluster, restricted, _manifest(name, models.put("v2", 5.0), node, **spec))
+
+    def canary_at_weight() -> bool:
+        canary = cluster.get_json("modelapi", name, namespace=restricted).get("status", {}).get("canary") or {}
+        return canary.get("weight") == 25
+
+    wait_until(canary_at_weight, timeout=180, interval=1, what="the canary serving at weight 25")
+    pods = _pods_on_node(cluster, restricted, node["NODE_NAME"])
+    ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])]
+    assert len(ready) == 4, [p["metadata"]["name"] for p in pods]
+
+    report = _run_load(_predict_url(cluster, restricted, name), models, 8, keepalive=False, rate=60)
+    shares = report.shares()
+    canary_share = 100 * shares["v2"] / max(1, sum(shares.values()))
+    print(f"[node] replica-ratio canary at weight 25: canary share {canary_share:.1f} %; {report.summary()}")
+    assert not report.failed, report.summary()
+    assert report.sent >= 400, report.summary()
+    assert abs(canary_share - 25) <= 10, report.summary()
+
+
+def test_a_model_that_fails_to_load_surfaces_model_load_failed(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    uri = models.put_bytes("broken/model.onnx", b"this is not an ONNX model" * 40)
+    _apply(cluster, restricted, _manifest("broken", uri, node, autoscaling={"minReplicas": 1, "maxReplicas": 1}))
+    condition = _wait_degraded(cluster, restricted, "broken", "ModelLoadFailed")
+    print(f"[node] broken model: Degraded {condition['reason']}: {condition['message']}")
+    assert "model" in condition["message"].lower()
+    _pods_on_node(cluster, restricted, node["NODE_NAME"])
+    operator.assert_alive()
+
+
+def test_an_oom_killed_container_surfaces_its_reason(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    spec = {
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
+        "runtime": {"resources": {"cpu": "250m", "memory": "48Mi"}},
+    }
+    _apply(cluster, restricted, _manifest("tiny-memory", models.put("v1", 0.0), node, **spec))
+    condition = _wait_degraded(cluster, restricted, "tiny-memory", "CrashLooping")
+    print(f"[node] 48Mi limit: Degraded {condition['reason']}: {condition['message']}")
+    assert "OOMKilled" in condition["message"]
+    assert "spec.runtime.resources.memory" in condition["message"]
+    pods = _pods_on_node(cluster, restricted, node["NODE_NAME"])
+    terminated = [
+        (s.get("lastState") or {}).get("terminated") or (s.get("state") or {}).get("terminated") or {}
+        for p in pods
+        for s in p["status"].get("containerStatuses", [])
+    ]
+    assert any(t.get("reason") == "OOMKilled" for t in terminated), terminated
