@@ -136,6 +136,11 @@ class ApiProxy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         if not self._thread.is_alive() and not self._loop.is_closed():
+            # whatever is left (a relay the runner's shutdown cancelled) ends here, so that no socket is left open
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(_drain(pending))
             self._loop.close()
 
     def inject(self, faults: Faults | None) -> None:
@@ -195,6 +200,7 @@ class ApiProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+            await asyncio.sleep(0.25)  # aiohttp's advice: let the TLS connections close before the loop stops
 
     async def _silence_open(self) -> int:
         streams = [stream for stream in self._streams if not stream.silenced.is_set()]
@@ -300,6 +306,11 @@ class ApiProxy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
         return response
+
+
+async def _drain(tasks: set[asyncio.Task[Any]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.25)  # TLS transports close over the next iterations of the loop
 
 
 def _status_response(status: int, retry_after: int | None) -> web.Response:
