@@ -134,12 +134,18 @@ def _scheduling_failure(pod: Manifest) -> Failure | None:
     return None
 
 
+def _recovered(container: Manifest) -> bool:
+    return container.get("ready") is True and "running" in (container.get("state") or {})
+
+
 def diagnose_pods(pods: Iterable[Manifest]) -> Failure | None:
     """The most precise failure among a revision's pods, or None when nothing needs a human."""
     found: list[Failure] = []
     for pod in pods:
         name = pod.get("metadata", {}).get("name", "?")
         for container in _statuses(pod):
+            if _recovered(container):
+                continue  # its last termination is history: it restarted and passed its readiness probe since
             runtime = _runtime_failure(container)
             # The runtime's own reason is authoritative, but only once it has exited (it may be retrying).
             if runtime is not None:

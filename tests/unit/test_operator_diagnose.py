@@ -149,3 +149,17 @@ def test_credentials_never_reach_a_message() -> None:
     )
     assert failure is not None
     assert "hunter2" not in failure.message
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [("ArtifactUnavailable: s3://models/iris/2/model.onnx: S3 unreachable", "Error"), ("", "OOMKilled")],
+)
+def test_a_container_ready_again_leaves_its_last_failure_behind(message: str, reason: str) -> None:
+    """A pod that failed while S3 was down, then restarted and became ready, needs no human any more."""
+    container = _terminated(message, reason=reason)
+    assert diagnose.diagnose_pods([_pod(container)]) is not None
+    recovered = {**container, "state": {"running": {"startedAt": "2026-11-27T00:01:00Z"}}, "ready": True}
+    assert diagnose.diagnose_pods([_pod(recovered)]) is None
+    not_ready_yet = {**recovered, "ready": False}  # running, but the runtime may still fail the same way
+    assert diagnose.diagnose_pods([_pod(not_ready_yet)]) is not None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +334,51 @@ def test_an_oom_killed_container_surfaces_its_reason(
         for s in p["status"].get("containerStatuses", [])
     ]
     assert any(t.get("reason") == "OOMKilled" for t in terminated), terminated
+
+
+def test_fault_s3_outage_during_a_rollout_keeps_the_old_revision_serving_and_completes_after(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    """Issue 9, item 4: the pods' S3 gateway goes down as a new model is rolled out."""
+    name = "outage"
+    _apply(cluster, restricted, _manifest(name, models.put("v1", 0.0), node))
+    _wait_ready(cluster, restricted, name)
+    url = _predict_url(cluster, restricted, name)
+    v2 = models.put("v2", 5.0)
+    outage_s = 75
+
+    def outage() -> None:  # stops the gateway, waits, starts it again with the same command line
+        cluster_sh = ROOT / "tests" / "e2e" / "cluster" / "cluster.sh"
+        env = {**cluster.subprocess_env(), "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"]}
+        subprocess.run(["bash", str(cluster_sh), "restart", "versitygw-node", str(outage_s)], env=env, check=True)
+
+    load = ConstantLoad(url, {"instances": FLOWERS}, models.classify, rate=50, keepalive=True)
+    with load:
+        s3_down = threading.Thread(target=outage, daemon=True)
+        s3_down.start()
+        wait_until(lambda: not _s3_answers(node), timeout=20, what="the pods' S3 gateway down")
+        _apply(cluster, restricted, _manifest(name, v2, node))
+        condition = _wait_degraded(cluster, restricted, name, "ArtifactUnavailable", timeout=outage_s)
+        print(f"[node] S3 down during the rollout: Degraded {condition['reason']}: {condition['message']}")
+        during = load.report.shares()
+        s3_down.join(timeout=outage_s + 120)
+        assert not s3_down.is_alive(), "the S3 gateway did not come back"
+        body = _wait_ready(cluster, restricted, name, timeout=300)  # CrashLoopBackOff retries, then the pull works
+    report = load.report
+    print(f"[node] S3 outage of {outage_s} s during a rollout: {report.summary()}")
+    assert set(during) == {"v1"}, during  # the old revision kept serving while the new one could not start
+    assert [r["modelUri"] for r in body["status"]["revisions"] if r["role"] == "stable"] == [v2]
+    assert _condition(body, "Degraded").get("status") == "False", body["status"]
+    assert not report.failed, report.summary()
+    assert "AWS_SECRET_ACCESS_KEY" not in condition["message"]
+    assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in condition["message"]
+
+
+def _s3_answers(node: dict[str, str]) -> bool:
+    try:
+        with urllib.request.urlopen(node["NODE_S3_ENDPOINT_URL"], timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # an S3 error answer (403 without a signature) is still an answer
+    except OSError:
+        return False
