@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # make demo: from a fresh machine to a real prediction through a ModelAPI, one step at a time.
 #
+# Two modes, chosen by MODELAPI_DEMO_NODE (auto, the default: real when this machine can run a real node, else
+# kwok), and printed at the start and the end:
+#   real  the cluster has a real node (kubelet + containerd + runc, tests/e2e/cluster/node.sh): the model runs in a
+#         real pod from the image built from our Dockerfile, and the predictions go through the Service's ClusterIP
+#   kwok  the cluster has fake (kwok) nodes: the model's pod runs nothing, so step 6 runs the runtime as a local
+#         process with exactly the args and env of the pod template the operator created
+#
 #   1. the local cluster (tests/e2e/cluster/cluster.sh up: kube-apiserver, controller-manager, scheduler, kwok
-#      nodes, versitygw S3, Prometheus)
+#      or a real node, versitygw S3, Prometheus)
 #   2. the Helm chart (CRD, operator Deployment, ServiceAccount, RBAC)
-#   3. the operator, as a local process with the chart's ServiceAccount token (no container runs on kwok nodes)
+#   3. the operator, as a local process with the chart's ServiceAccount token (the apiserver listens on 127.0.0.1
+#      only, which a pod cannot reach)
 #   4. the iris model built and uploaded to the local S3; the s3-creds Secret
 #   5. examples/iris/model.yaml applied (storage.endpoint pointed at the local S3), waited for Ready
-#   6. the runtime, as a local process with exactly the args and env of the pod template the operator created
-#   7. a prediction through it, KServe v1 and Open Inference Protocol v2
+#   6. real: the pod the operator's Deployment made; kwok: the runtime as a local process
+#   7. a prediction, KServe v1 and Open Inference Protocol v2
 #
 # `make demo-down` (scripts/demo.sh down) stops what this started.
 set -euo pipefail
@@ -20,13 +28,36 @@ DEMO_NS=${MODELAPI_DEMO_NAMESPACE:-demo}
 RELEASE=modelapi
 RELEASE_NS=modelapi-system
 SA=modelapi-operator
-CLUSTER_DIR=${MODELAPI_CLUSTER_DIR:-$ROOT/tests/e2e/cluster/.run}
-export MODELAPI_CLUSTER_DIR=$CLUSTER_DIR
+
 
 step=0
 say() { step=$((step + 1)); printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*"; }
 note() { printf '    %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+real_node_possible() {  # why not, on stdout, when this machine cannot run the real node (node.sh's preflight)
+	[[ $(id -u) == 0 ]] || { echo "not root"; return 1; }
+	[[ -d /proc/sys/net/bridge ]] || { echo "no br_netfilter"; return 1; }
+	grep -qw overlay /proc/filesystems || { echo "no overlayfs"; return 1; }
+	command -v apt-get >/dev/null || [[ -x /usr/bin/containerd ]] || { echo "no apt-get to install containerd"; return 1; }
+	return 0
+}
+MODE=${MODELAPI_DEMO_NODE:-auto}
+if [[ -f $DEMO_DIR/mode ]]; then
+	MODE=$(cat "$DEMO_DIR/mode")  # demo-down and a rerun keep the mode of the run
+elif [[ $MODE == auto && -n ${MODELAPI_CLUSTER_DIR:-} && -f $MODELAPI_CLUSTER_DIR/env ]]; then
+	MODE=$(sed -n 's/^MODELAPI_NODE=//p' "$MODELAPI_CLUSTER_DIR/env")  # the running cluster's own mode
+	MODE=${MODE:-kwok}
+elif [[ $MODE == auto ]]; then
+	if why=$(real_node_possible); then MODE=real; else MODE=kwok; MODE_WHY=$why; fi
+fi
+[[ $MODE == real || $MODE == kwok ]] || die "MODELAPI_DEMO_NODE must be auto, real or kwok, not '$MODE'"
+if [[ $MODE == real ]]; then
+	CLUSTER_DIR=${MODELAPI_CLUSTER_DIR:-$ROOT/tests/e2e/cluster/.run-node}
+else
+	CLUSTER_DIR=${MODELAPI_CLUSTER_DIR:-$ROOT/tests/e2e/cluster/.run}
+fi
+export MODELAPI_CLUSTER_DIR=$CLUSTER_DIR MODELAPI_NODE=$MODE
 
 wait_not_terminating() {  # a namespace left by a previous demo-down may still be finalizing
 	local ns=$1
@@ -77,6 +108,12 @@ if [[ ${1:-} == down ]]; then
 fi
 
 mkdir -p "$DEMO_DIR"
+echo "$MODE" >"$DEMO_DIR/mode"
+if [[ $MODE == real ]]; then
+	printf '==> mode: real node (kubelet + containerd + runc; cluster dir %s)\n' "$CLUSTER_DIR"
+else
+	printf '==> mode: kwok nodes%s (cluster dir %s)\n' "${MODE_WHY:+ (no real node: $MODE_WHY)}" "$CLUSTER_DIR"
+fi
 stop_pid "$DEMO_DIR/runtime.pid"  # a previous demo's processes, if any
 stop_pid "$DEMO_DIR/operator.pid"
 
@@ -96,11 +133,20 @@ kubectl get nodes
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "Helm chart: helm upgrade --install $RELEASE charts/modelapi -n $RELEASE_NS"
+CHART_SETTINGS=()
+if [[ $MODE == real ]]; then
+	CHART_SETTINGS=(--set replicaCount=0 --set runtimeImages.cpu="$NODE_RUNTIME_IMAGE")
+fi
 wait_not_terminating "$RELEASE_NS"
 "$HELM" upgrade --install "$RELEASE" charts/modelapi -n "$RELEASE_NS" --create-namespace \
-	--set serviceAccount.name="$SA" --set resyncSeconds=10 --wait --timeout 120s >/dev/null
+	--set serviceAccount.name="$SA" --set resyncSeconds=10 "${CHART_SETTINGS[@]}" --wait --timeout 120s >/dev/null
 kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
-note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
+if [[ $MODE == real ]]; then
+	note "replicaCount=0: the operator image is not built here and its pod could not reach the apiserver on 127.0.0.1;"
+	note "the next step runs the operator with the chart Deployment's args and env (runtime image $NODE_RUNTIME_IMAGE)"
+else
+	note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
+fi
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "operator: a local process with the chart Deployment's args and env, as ServiceAccount $RELEASE_NS/$SA (not admin)"
@@ -161,8 +207,10 @@ kubectl -n "$DEMO_NS" create secret generic s3-creds \
 note "secret/s3-creds applied"
 
 # ---------------------------------------------------------------------------------------------------------------------
-say "kubectl apply examples/iris/model.yaml (spec.storage.endpoint -> $S3_ENDPOINT_URL, the local S3)"
-"$PY" - examples/iris/model.yaml "$S3_ENDPOINT_URL" >"$DEMO_DIR/iris.yaml" <<'EOF'
+MODEL_S3=$S3_ENDPOINT_URL
+if [[ $MODE == real ]]; then MODEL_S3=$NODE_S3_ENDPOINT_URL; fi  # the same bucket, on the address pods reach
+say "kubectl apply examples/iris/model.yaml (spec.storage.endpoint -> $MODEL_S3, the local S3)"
+"$PY" - examples/iris/model.yaml "$MODEL_S3" >"$DEMO_DIR/iris.yaml" <<'EOF'
 import sys
 
 import yaml
@@ -172,15 +220,27 @@ manifest["spec"]["storage"]["endpoint"] = sys.argv[2]
 sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
 EOF
 kubectl -n "$DEMO_NS" apply -f "$DEMO_DIR/iris.yaml"
-kubectl -n "$DEMO_NS" wait --for=condition=Ready modelapi/iris --timeout=120s
+kubectl -n "$DEMO_NS" wait --for=condition=Ready modelapi/iris --timeout=180s
 printf '\n'
 kubectl -n "$DEMO_NS" get mapi
 printf '\n'
 kubectl -n "$DEMO_NS" get deployment,service,hpa,pdb,pod -l serving.modelapi.io/name=iris
 
+if [[ $MODE == real ]]; then
+	say "runtime: the real pod of the operator's Deployment (image $NODE_RUNTIME_IMAGE, built from our Dockerfile)"
+	kubectl -n "$DEMO_NS" get pod -l serving.modelapi.io/name=iris -o wide
+	CLUSTER_IP=$(kubectl -n "$DEMO_NS" get service iris -o jsonpath='{.spec.clusterIP}')
+	BASE="http://$CLUSTER_IP"
+	note "Service iris: $BASE (ClusterIP, through kube-proxy's iptables rules)"
+	for _ in $(seq 1 40); do  # the EndpointSlice reaches kube-proxy a moment after the pod is ready
+		curl -fsS --max-time 2 "$BASE/v2/health/ready" >/dev/null 2>&1 && break
+		sleep 0.5
+	done
+else
+
 # ---------------------------------------------------------------------------------------------------------------------
 say "runtime: a local process with exactly the args and env of the pod template the operator created"
-note "no container runs on the kwok nodes, so the runtime runs on this machine until a real node exists"
+note "no container runs on the kwok nodes, so the runtime runs on this machine (MODELAPI_DEMO_NODE=real: a real pod)"
 REVISION=$(kubectl -n "$DEMO_NS" get modelapi iris -o jsonpath='{.status.revisions[0].name}')
 kubectl -n "$DEMO_NS" get deployment "$REVISION" -o json >"$DEMO_DIR/runtime-deployment.json"
 kubectl -n "$DEMO_NS" get secret s3-creds -o json | "$PY" -c '
@@ -203,23 +263,31 @@ done
 curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready" >/dev/null || { cat "$DEMO_DIR/runtime.log"; die "runtime not ready"; }
 grep -E '^    (command|env|substituted)' "$DEMO_DIR/runtime.log" || true
 note "ready on http://127.0.0.1:$RUNTIME_PORT (log: $DEMO_DIR/runtime.log)"
+BASE="http://127.0.0.1:$RUNTIME_PORT"
+fi
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "prediction: KServe v1 POST /v1/models/iris:predict"
 V1='{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 note "request:  $V1"
 printf '    response: '
-curl -fsS -H 'Content-Type: application/json' -d "$V1" "http://127.0.0.1:$RUNTIME_PORT/v1/models/iris:predict"
+curl -fsS -H 'Content-Type: application/json' -d "$V1" "$BASE/v1/models/iris:predict"
 printf '\n'
 
 say "prediction: Open Inference Protocol v2 POST /v2/models/iris/infer"
 V2='{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.9, 3.0, 4.2, 1.5]}]}'
 note "request:  $V2"
 printf '    response: '
-curl -fsS -H 'Content-Type: application/json' -d "$V2" "http://127.0.0.1:$RUNTIME_PORT/v2/models/iris/infer"
+curl -fsS -H 'Content-Type: application/json' -d "$V2" "$BASE/v2/models/iris/infer"
 printf '\n'
 
-printf '\n\033[1m==> done.\033[0m The operator and the runtime keep running as local processes (PIDs in %s);\n' "$DEMO_DIR"
-printf '    curl http://127.0.0.1:%s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi\n' \
-	"$RUNTIME_PORT" "$CLUSTER_DIR" "$DEMO_NS"
+if [[ $MODE == real ]]; then
+	printf '\n\033[1m==> done (mode: real node).\033[0m The model serves from a real pod; the operator runs as a local process\n'
+	printf '    (PID in %s). curl %s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi,pod\n' \
+		"$DEMO_DIR" "$BASE" "$CLUSTER_DIR" "$DEMO_NS"
+else
+	printf '\n\033[1m==> done (mode: kwok nodes).\033[0m The operator and the runtime keep running as local processes (PIDs in %s);\n' "$DEMO_DIR"
+	printf '    curl %s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi\n' \
+		"$BASE" "$CLUSTER_DIR" "$DEMO_NS"
+fi
 printf '    make demo-down stops them, removes the demo namespace and the chart (and the cluster if make demo started it).\n'

@@ -194,13 +194,15 @@ def test_make_demo_answers_predictions_and_demo_down_cleans_up(cluster: Cluster,
         "MODELAPI_DEMO_DIR": str(demo_dir),
         "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{secrets.token_hex(3)}",
         "PYTHON_BIN": sys.executable,
+        "MODELAPI_DEMO_NODE": "kwok",  # tests/e2e/node/test_real_node.py runs the demo's real-node mode
     }
     script = ROOT / "scripts" / "demo.sh"
     try:
         proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         out = proc.stdout
-        assert "runs on this machine until a real node exists" in out
+        assert "==> mode: kwok nodes" in out
+        assert "no container runs on the kwok nodes, so the runtime runs on this machine" in out
         assert '"predictions":[[' in out
         assert '"model_name":"iris"' in out
         assert "substituted: AWS_SECRET_ACCESS_KEY from Secret s3-creds" in out

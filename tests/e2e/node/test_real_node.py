@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import runpy
+import secrets
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -382,3 +384,37 @@ def _s3_answers(node: dict[str, str]) -> bool:
         return True  # an S3 error answer (403 without a signature) is still an answer
     except OSError:
         return False
+
+
+def test_make_demo_serves_from_a_real_pod_in_real_node_mode(
+    cluster: Cluster, node: dict[str, str], tmp_path: Path
+) -> None:
+    """scripts/demo.sh (make demo) picks the real node of the running cluster and predicts through the ClusterIP."""
+    demo_dir = tmp_path / "demo"
+    env = {
+        **cluster.subprocess_env(),
+        "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
+        "MODELAPI_DEMO_DIR": str(demo_dir),
+        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{secrets.token_hex(3)}",
+        "PYTHON_BIN": sys.executable,
+    }
+    script = ROOT / "scripts" / "demo.sh"
+    try:
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=400, check=False)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        out = proc.stdout
+        print(out[-1500:])
+        assert "==> mode: real node" in out
+        assert "done (mode: real node)" in out
+        assert node["NODE_NAME"] in out  # kubectl get pod -o wide: the pod runs on the real node
+        assert '"predictions":[[' in out
+        assert '"model_name":"iris"' in out
+        assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in out, "the demo never prints a credential"
+        operator_pid = int((demo_dir / "operator.pid").read_text())
+    finally:
+        down = subprocess.run(
+            ["bash", str(script), "down"], env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+    assert down.returncode == 0, down.stderr
+    assert not Path(f"/proc/{operator_pid}").exists(), "the operator still runs after demo-down"
+    assert not demo_dir.exists()
