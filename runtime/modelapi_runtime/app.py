@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from modelapi_runtime import __version__
 from modelapi_runtime.errors import error_response
@@ -30,12 +30,26 @@ class RuntimeApp(FastAPI):
     inference: InferenceEndpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.state.runtime.draining:
+            send = _closing(send)
         if scope["type"] == "http" and scope["method"] == "POST":
             matched = match_inference(scope["path"])
             if matched is not None:
                 await self.inference(scope, receive, send, matched)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``connection: close`` on the response: while the runtime drains, a kept-alive client is told to
+    reconnect (through the Service, to a pod that is not leaving) instead of racing the listener's close."""
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
 
 
 def create_app(

@@ -344,7 +344,9 @@ class InferenceCycle:
         if self.disconnected:
             return
         protocol = self.protocol
-        keep_alive = self.keep_alive
+        # while draining, every answer closes its connection: a kept-alive client reconnects through the Service,
+        # whose endpoints no longer list this pod, instead of racing the listener's close
+        keep_alive = self.keep_alive and not self.endpoint.runtime.draining
         protocol.write_response(status, content_type, body, extra, keep_alive)
         if not keep_alive:
             protocol.transport.close()

@@ -245,3 +245,27 @@ def test_route_cache_is_bounded() -> None:
     assert len(http_protocol._ROUTES) <= http_protocol._ROUTES_MAX
     assert http_protocol._route(b"/v1/models/x:predict?a=1") is None
     assert http_protocol._route(b"/v2/models/x/versions/1/infer") == ("v2", "x")
+
+
+@pytest.mark.parametrize("layer", ["fast", "uvicorn"])
+def test_while_draining_every_answer_closes_its_connection(model_dir: Path, tmp_path: Path, layer: str) -> None:
+    """A kept-alive client of a pod that is leaving is told to reconnect (to a pod that stays) on its next answer,
+    instead of finding the connection closed under a request it has just sent."""
+    with live_server((model_dir / "affine.onnx").as_uri(), str(tmp_path), http=layer) as server:
+        for path, body in [("/v1/models/m:predict", V1), ("/v2/health/live", b"")]:
+            with server.connect() as s:
+                method = "POST" if body else "GET"
+                s.sendall(request(method, path, body))
+                status, headers, _ = read_response(s)
+                assert status == 200
+                assert headers.get("connection") != "close"  # kept alive while serving normally
+                server.app.state.runtime.begin_drain()
+                try:
+                    s.sendall(request(method, path, body))
+                    status, headers, _ = read_response(s)
+                    assert status == 200  # still answered: the drain lets requests finish
+                    assert headers.get("connection") == "close"
+                    s.settimeout(5)
+                    assert s.recv(1) == b""  # and the server closed the connection after it
+                finally:
+                    server.app.state.runtime.draining = False
