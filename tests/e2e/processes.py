@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -172,3 +173,23 @@ class RuntimeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+DEMO_SH = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
+
+
+def run_demo(
+    cluster: Cluster, demo_dir: Path, mode: str, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """scripts/demo.sh (make demo; ``down`` as an arg) on the running cluster, in its own demo dir and namespace."""
+    env = {
+        **cluster.subprocess_env(),
+        "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
+        "MODELAPI_DEMO_DIR": str(demo_dir),
+        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{hashlib.sha256(str(demo_dir).encode()).hexdigest()[:6]}",
+        "PYTHON_BIN": sys.executable,
+        "MODELAPI_DEMO_NODE": mode,
+    }
+    return subprocess.run(
+        ["bash", str(DEMO_SH), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from .conftest import Cluster, wait_until
+from .processes import run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -188,17 +188,9 @@ def test_mlp_build_script_makes_a_model_onnxruntime_batches(tmp_path: Path) -> N
 def test_make_demo_answers_predictions_and_demo_down_cleans_up(cluster: Cluster, tmp_path: Path) -> None:
     """scripts/demo.sh (make demo) on the running cluster, in its own demo dir and namespace, then `down`."""
     demo_dir = tmp_path / "demo"
-    env = {
-        **cluster.subprocess_env(),
-        "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
-        "MODELAPI_DEMO_DIR": str(demo_dir),
-        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{secrets.token_hex(3)}",
-        "PYTHON_BIN": sys.executable,
-        "MODELAPI_DEMO_NODE": "kwok",  # tests/e2e/node/test_real_node.py runs the demo's real-node mode
-    }
-    script = ROOT / "scripts" / "demo.sh"
     try:
-        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300, check=False)
+        # the kwok mode here; tests/e2e/node/test_real_node.py runs the demo's real-node mode
+        proc = run_demo(cluster, demo_dir, "kwok", timeout=300)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         out = proc.stdout
         assert "==> mode: kwok nodes" in out
@@ -209,9 +201,7 @@ def test_make_demo_answers_predictions_and_demo_down_cleans_up(cluster: Cluster,
         assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in out, "the demo never prints a credential"
         pids = [int((demo_dir / f"{name}.pid").read_text()) for name in ("operator", "runtime")]
     finally:
-        down = subprocess.run(
-            ["bash", str(script), "down"], env=env, capture_output=True, text=True, timeout=180, check=False
-        )
+        down = run_demo(cluster, demo_dir, "kwok", "down", timeout=180)
     assert down.returncode == 0, down.stderr
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} still running after demo-down"

@@ -147,11 +147,15 @@ fetch_crds() {
 }
 
 # ---- system packages ------------------------------------------------------------------------------------------------
-ensure_packages() {
-	local need=() pkg cmd
-	for pkg in etcd-server:etcd prometheus:prometheus openssl:openssl curl:curl util-linux:flock python3:python3; do
-		cmd="${pkg#*:}"
-		command -v "$cmd" >/dev/null || need+=("${pkg%%:*}")
+CONTROL_PLANE_PACKAGES=(etcd-server:etcd prometheus:prometheus openssl:openssl curl:curl util-linux:flock python3:python3)
+ensure_packages() { # PACKAGE:COMMAND ... (or PACKAGE:/a/path it installs): apt-get install the missing ones
+	local need=() item
+	for item in "$@"; do
+		if [[ ${item#*:} == /* ]]; then
+			[[ -e ${item#*:} ]] || need+=("${item%%:*}")
+		else
+			command -v "${item#*:}" >/dev/null || need+=("${item%%:*}")
+		fi
 	done
 	((${#need[@]} == 0)) && return
 	log "installing Debian packages: ${need[*]}"
@@ -344,9 +348,9 @@ up() {
 		down
 	fi
 	local t0=$SECONDS
-	ensure_packages
+	ensure_packages "${CONTROL_PLANE_PACKAGES[@]}"
 	if [[ $NODE_MODE == real ]]; then
-		node_ensure_packages
+		ensure_packages "${NODE_PACKAGES[@]}"
 		node_preflight
 	elif [[ $NODE_MODE != kwok ]]; then
 		die "MODELAPI_NODE must be kwok or real, not '$NODE_MODE'"

@@ -26,20 +26,6 @@ NODE_RUNTIME_IMAGE=localhost/modelapi/runtime:dev
 NODE_PAUSE_IMAGE=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
 
-node_ensure_packages() {
-	local need=() item
-	for item in "${NODE_PACKAGES[@]}"; do
-		if [[ ${item#*:} == /* ]]; then [[ -e ${item#*:} ]] || need+=("${item%%:*}"); else
-			command -v "${item#*:}" >/dev/null || need+=("${item%%:*}")
-		fi
-	done
-	((${#need[@]} == 0)) && return
-	log "installing Debian packages for the real node: ${need[*]}"
-	[[ $(id -u) == 0 ]] || die "need root to apt-get install ${need[*]}"
-	apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-}
-
 node_preflight() { # what a real node needs from this machine; a clear message when it is missing
 	[[ $(id -u) == 0 ]] || die "a real node needs root (namespaces, mounts, iptables)"
 	[[ -d /proc/sys/net/bridge ]] || die "a real node needs br_netfilter (no /proc/sys/net/bridge)"
@@ -300,7 +286,7 @@ node_network_up() { # svc_cidr
 
 node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane, Prometheus and S3 are up
 	local cbin="$1" svc_cidr="$2" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
-	node_ensure_packages
+	ensure_packages "${NODE_PACKAGES[@]}"
 	node_preflight
 	nbin="$(node_build)"
 	mkdir -p "$n" "$CACHE_ROOT/node-images"

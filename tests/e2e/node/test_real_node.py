@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import runpy
-import secrets
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ import yaml
 from onnx import numpy_helper
 
 from e2e.conftest import Cluster, wait_until
-from e2e.processes import OperatorProcess
+from e2e.processes import OperatorProcess, run_demo
 
 from .load import ConstantLoad, LoadReport
 
@@ -391,16 +389,8 @@ def test_make_demo_serves_from_a_real_pod_in_real_node_mode(
 ) -> None:
     """scripts/demo.sh (make demo) picks the real node of the running cluster and predicts through the ClusterIP."""
     demo_dir = tmp_path / "demo"
-    env = {
-        **cluster.subprocess_env(),
-        "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
-        "MODELAPI_DEMO_DIR": str(demo_dir),
-        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{secrets.token_hex(3)}",
-        "PYTHON_BIN": sys.executable,
-    }
-    script = ROOT / "scripts" / "demo.sh"
     try:
-        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=400, check=False)
+        proc = run_demo(cluster, demo_dir, "auto", timeout=400)  # auto: the running cluster's mode
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         out = proc.stdout
         print(out[-1500:])
@@ -412,9 +402,7 @@ def test_make_demo_serves_from_a_real_pod_in_real_node_mode(
         assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in out, "the demo never prints a credential"
         operator_pid = int((demo_dir / "operator.pid").read_text())
     finally:
-        down = subprocess.run(
-            ["bash", str(script), "down"], env=env, capture_output=True, text=True, timeout=180, check=False
-        )
+        down = run_demo(cluster, demo_dir, "auto", "down", timeout=180)
     assert down.returncode == 0, down.stderr
     assert not Path(f"/proc/{operator_pid}").exists(), "the operator still runs after demo-down"
     assert not demo_dir.exists()
