@@ -340,6 +340,10 @@ NODE
 up() {
 	if healthy; then
 		log "already up (run dir $RUN_DIR)"
+		local running
+		running="$(sed -n 's/^MODELAPI_NODE=//p' "$RUN_DIR/env")"
+		[[ ${running:-kwok} == "$NODE_MODE" ]] ||
+			log "WARNING: this cluster runs with MODELAPI_NODE=${running:-kwok}, not $NODE_MODE (cluster.sh down, then up, to switch)"
 		echo "KUBECONFIG=$RUN_DIR/kubeconfig"
 		return
 	fi
