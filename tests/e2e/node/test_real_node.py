@@ -58,6 +58,8 @@ def operator(cluster: Cluster, node: dict[str, str]) -> Iterator[OperatorProcess
             "MODELAPI_OPERATOR_CPU_IMAGE": node["NODE_RUNTIME_IMAGE"],
             "MODELAPI_OPERATOR_RESYNC_SECONDS": "5",
             "MODELAPI_OPERATOR_CANARY_TICK_SECONDS": "1",
+            # Prometheus scrapes the model pods that PodTargets registers (canary analysis, cold-start timings)
+            "MODELAPI_OPERATOR_PROMETHEUS_URL": cluster.prometheus_url,
         },
     )
     process.start()
@@ -301,6 +303,121 @@ def test_replica_ratio_canary_gets_its_weight_of_the_traffic(
     assert not report.failed, report.summary()
     assert report.sent >= 400, report.summary()
     assert abs(canary_share - 25) <= 10, report.summary()
+
+
+class PodTargets:
+    """Registers a namespace's model pods with the cluster's Prometheus (file_sd) while it runs, refreshed every
+    second: pod IPs are reachable from this machine, and Debian's Prometheus has no Kubernetes service discovery."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.path = cluster.prometheus_file_sd_dir / f"real-node-{namespace}.json"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-targets", daemon=True)
+
+    def __enter__(self) -> PodTargets:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1):
+            self._write()
+
+    def _write(self) -> None:
+        pods = self.cluster.get_json("pods", "-l", "app.kubernetes.io/name=modelapi", namespace=self.namespace)
+        targets = [
+            {"targets": [f"{p['status']['podIP']}:8080"], "labels": {"job": "real-node", "namespace": self.namespace}}
+            for p in pods["items"]
+            if p["status"].get("podIP") and p["status"].get("phase") == "Running"
+        ]
+        staging = self.path.with_suffix(".tmp")
+        staging.write_text(json.dumps(targets))
+        staging.replace(self.path)
+
+
+FAILING_HANDLER = """
+import random
+
+import numpy as np
+
+
+def preprocess(payload):
+    if random.random() < 0.5:
+        raise RuntimeError("simulated bug in the new pre-processing")
+    return {"input": np.asarray(payload["instances"], dtype=np.float32)}
+"""
+
+
+def test_canary_analysis_of_real_pods_rolls_back_a_failing_handler(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    """The operator judges a canary from the real pods' own metrics, scraped by Prometheus, and rolls it back."""
+    name = "judged"
+    interval, failure_limit = 10, 2
+    canary = {
+        "steps": [{"weight": 50, "pauseSeconds": 300}],
+        "trafficRouting": "replicas",
+        "analysis": {"intervalSeconds": interval, "maxErrorRate": 0.05, "failureLimit": failure_limit},
+    }
+    spec: dict[str, Any] = {
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
+        "runtime": {"resources": {"cpu": "250m", "memory": "384Mi"}},
+        "rollout": {"strategy": "Canary", "canary": canary},
+    }
+    v1 = models.put("v1", 0.0)
+    with PodTargets(cluster, restricted):
+        _apply(cluster, restricted, _manifest(name, v1, node, **spec))
+        _wait_ready(cluster, restricted, name)
+        _judge_canary(cluster, restricted, name, node, models, spec, v1, interval * (failure_limit + 1))
+
+
+def _judge_canary(
+    cluster: Cluster,
+    restricted: str,
+    name: str,
+    node: dict[str, str],
+    models: Models,
+    spec: dict[str, Any],
+    v1: str,
+    analysis_s: int,
+) -> None:
+    url = _predict_url(cluster, restricted, name)
+
+    def cold_start() -> dict[str, Any] | None:  # read by the operator from the pod's metrics in Prometheus
+        status = cluster.get_json("modelapi", name, namespace=restricted).get("status", {})
+        timings: dict[str, Any] | None = status.get("coldStart")
+        return timings if timings and timings.get("downloadSeconds") is not None else None
+
+    timings = wait_until(cold_start, timeout=90, interval=2, what="status.coldStart from Prometheus")
+    print(f"[node] cold start of a real pod, from Prometheus: {timings}")
+
+    v2 = models.put("v2", 5.0)
+    handler = models.put_bytes("v2/handler.py", FAILING_HANDLER.encode())
+    failing = _manifest(name, v2, node, **spec)
+    failing["spec"]["model"]["handler"] = handler
+    load = ConstantLoad(url, {"instances": FLOWERS}, models.classify, rate=40, keepalive=False)
+    with load:
+        _apply(cluster, restricted, failing)
+        condition = _wait_degraded(cluster, restricted, name, "RolloutAborted", timeout=120 + analysis_s)
+        aborted_at = load.elapsed_s()
+        threading.Event().wait(8)  # the canary's pod leaves the Service; the load goes on
+    report = load.report
+    print(f"[node] canary with a failing handler: {condition['message']}; {report.summary()}")
+    status = cluster.get_json("modelapi", name, namespace=restricted)["status"]
+    assert status["lastFailure"]["reason"] == "RolloutAborted"
+    assert "error rate" in status["lastFailure"]["message"]
+    assert [r["modelUri"] for r in status["revisions"] if r["role"] == "stable"] == [v1]
+    assert report.failures_by_kind().get("HTTP 500", 0) > 0, report.summary()  # the canary was really judged
+    assert set(report.failures_by_kind()) == {"HTTP 500"}, report.summary()  # and nothing else failed
+    late = [o for o in report.outcomes if o.started_s >= aborted_at + 5]
+    assert late, report.summary()
+    assert all(o.ok and o.detail == "v1" for o in late), report.summary()  # only the stable revision serves
 
 
 def test_a_model_that_fails_to_load_surfaces_model_load_failed(
