@@ -4,7 +4,8 @@
 #   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus.
 #   With MODELAPI_NODE=real, a real node instead of the fake ones: containerd, kubelet, kube-proxy (node.sh).
 #
-#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory
+#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory (MODELAPI_NODE=real: also
+#                      the node's: kubelet, kube-proxy, crictl; a second line)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -597,7 +598,10 @@ with_lock() {
 }
 
 case "${1:-}" in
-build) build ;;
+build)
+	build
+	if [[ $NODE_MODE == real ]]; then node_build; fi
+	;;
 up) with_lock up ;;
 down) with_lock down ;;
 status) healthy ;;
