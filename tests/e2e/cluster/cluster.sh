@@ -57,7 +57,7 @@ CACHE_KEY="$(
 )"
 BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
-# shellcheck source=node.sh
+# shellcheck source=SCRIPTDIR/node.sh
 source "$HERE/node.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
