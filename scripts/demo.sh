@@ -35,13 +35,6 @@ say() { step=$((step + 1)); printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*";
 note() { printf '    %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-real_node_possible() {  # why not, on stdout, when this machine cannot run the real node (node.sh's preflight)
-	[[ $(id -u) == 0 ]] || { echo "not root"; return 1; }
-	[[ -d /proc/sys/net/bridge ]] || { echo "no br_netfilter"; return 1; }
-	grep -qw overlay /proc/filesystems || { echo "no overlayfs"; return 1; }
-	command -v apt-get >/dev/null || [[ -x /usr/bin/containerd ]] || { echo "no apt-get to install containerd"; return 1; }
-	return 0
-}
 MODE=${MODELAPI_DEMO_NODE:-auto}
 if [[ -f $DEMO_DIR/mode ]]; then
 	MODE=$(cat "$DEMO_DIR/mode")  # demo-down and a rerun keep the mode of the run
@@ -49,7 +42,8 @@ elif [[ $MODE == auto && -n ${MODELAPI_CLUSTER_DIR:-} && -f $MODELAPI_CLUSTER_DI
 	MODE=$(sed -n 's/^MODELAPI_NODE=//p' "$MODELAPI_CLUSTER_DIR/env")  # the running cluster's own mode
 	MODE=${MODE:-kwok}
 elif [[ $MODE == auto ]]; then
-	if why=$(real_node_possible); then MODE=real; else MODE=kwok; MODE_WHY=$why; fi
+	# the harness's own check (root, br_netfilter, overlayfs, containerd or apt-get); it prints why not
+	if why=$(bash tests/e2e/cluster/cluster.sh preflight); then MODE=real; else MODE=kwok; MODE_WHY=$why; fi
 fi
 [[ $MODE == real || $MODE == kwok ]] || die "MODELAPI_DEMO_NODE must be auto, real or kwok, not '$MODE'"
 if [[ $MODE == real ]]; then

@@ -30,7 +30,7 @@ class RuntimeApp(FastAPI):
     inference: InferenceEndpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.state.runtime.draining:
+        if scope["type"] == "http" and self.inference.runtime.draining:
             send = _closing(send)
         if scope["type"] == "http" and scope["method"] == "POST":
             matched = match_inference(scope["path"])

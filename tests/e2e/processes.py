@@ -19,6 +19,18 @@ import yaml
 from .conftest import Cluster
 
 
+def terminate(process: subprocess.Popen[bytes] | None, grace_s: float = 30) -> None:
+    """SIGTERM a child process this test started, SIGKILL it when it has not exited after grace_s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class OperatorProcess:
     """``modelapi-operator`` as a child process that tests can kill and start again."""
 
@@ -41,12 +53,7 @@ class OperatorProcess:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.process)
 
     def assert_alive(self) -> None:
         assert self.process is not None
@@ -166,13 +173,7 @@ class RuntimeProcess:
 
     def stop(self) -> None:
         self.sd_path.unlink(missing_ok=True)
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
 
 
 DEMO_SH = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ import pytest
 import yaml
 
 from .conftest import Cluster, wait_until
-from .processes import free_port, sa_kubeconfig
+from .processes import free_port, sa_kubeconfig, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
@@ -170,13 +169,7 @@ class OperatorUnderServiceAccount:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

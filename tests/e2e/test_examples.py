@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from .conftest import Cluster, wait_until
-from .processes import run_demo
+from .processes import run_demo, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -98,12 +97,7 @@ def operator(cluster: Cluster) -> Iterator[subprocess.Popen[bytes]]:
             [str(BIN / "modelapi-operator"), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    terminate(process)
 
 
 def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:

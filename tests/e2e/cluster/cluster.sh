@@ -9,6 +9,7 @@
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
+#   cluster.sh preflight  exit 0 when this machine can run a real node, else say why (for make demo's choice)
 #   cluster.sh env     print the env file
 #   cluster.sh logs [N] print the last N lines (default 60) of every component's log
 #   cluster.sh restart NAME [DOWN_S]  stop one component (etcd, kube-apiserver, ...) and start it again with the same
@@ -69,21 +70,21 @@ progress() {
 		END { printf "[cluster] %s: %d packages compiled in total\n", what, n > "/dev/stderr" }'
 }
 
-build_k8s() {
-	local date ver="${K8S_VERSION#v}" ldflags="-s -w" key val
-	date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+build_k8s() { # out_dir module_dir cmd... : Kubernetes commands (k8s.io/kubernetes/cmd/<cmd>) with real version strings
+	local out="$1" module="$2" ver="${K8S_VERSION#v}" ldflags="-s -w" key val cmd pkgs=()
+	shift 2
 	local -A vars=(
 		[gitVersion]="$K8S_VERSION" [gitMajor]="${ver%%.*}" [gitMinor]="$(echo "$ver" | cut -d. -f2)"
-		[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean" [buildDate]="$date"
+		[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean"
+		[buildDate]="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	)
 	for key in "${!vars[@]}"; do
 		val="${vars[$key]}"
 		ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
 	done
-	log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: about 5-15 min on 2 cores)"
-	(cd "$GOMOD_DIR" && go build -v -trimpath -ldflags "$ldflags" -o "$1/" \
-		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kube-scheduler 2>&1) | progress "kubernetes $K8S_VERSION"
+	for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+	log "building $* $K8S_VERSION (cold: about 5-15 min on 2 cores)"
+	(cd "$module" && go build -v -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}" 2>&1) | progress "$* $K8S_VERSION"
 }
 
 go_install() { # name module/cmd version ldflags
@@ -112,7 +113,10 @@ build() {
 	rm -rf "$stage" && mkdir -p "$stage" "$BIN_DIR"
 	log "binaries missing from $BIN_DIR: building them once (go $GO_VERSION)"
 	[[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kube-scheduler" ]] ||
-		{ build_k8s "$stage" && mv "$stage"/kube-* "$BIN_DIR/"; }
+		{
+			build_k8s "$stage" "$GOMOD_DIR" kube-apiserver kube-controller-manager kube-scheduler &&
+				mv "$stage"/kube-* "$BIN_DIR/"
+		}
 	[[ -x "$BIN_DIR/kwok" ]] || go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
 		"-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}" "$stage"
 	[[ -x "$BIN_DIR/helm" ]] || go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
@@ -602,6 +606,7 @@ build)
 	build
 	if [[ $NODE_MODE == real ]]; then node_build; fi
 	;;
+preflight) node_capable ;;
 up) with_lock up ;;
 down) with_lock down ;;
 status) healthy ;;
@@ -609,7 +614,7 @@ env) cat "$RUN_DIR/env" ;;
 logs) logs "${2:-60}" ;;
 restart) with_lock restart "${2:-}" "${3:-0}" ;;
 *)
-	echo "usage: $0 build|up|down|status|env|logs [N]|restart NAME [DOWN_S]" >&2
+	echo "usage: $0 build|up|down|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
 	exit 2
 	;;
 esac

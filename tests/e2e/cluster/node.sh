@@ -26,10 +26,26 @@ NODE_RUNTIME_IMAGE=localhost/modelapi/runtime:dev
 NODE_PAUSE_IMAGE=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
 
-node_preflight() { # what a real node needs from this machine; a clear message when it is missing
-	[[ $(id -u) == 0 ]] || die "a real node needs root (namespaces, mounts, iptables)"
-	[[ -d /proc/sys/net/bridge ]] || die "a real node needs br_netfilter (no /proc/sys/net/bridge)"
-	grep -qw overlay /proc/filesystems || die "a real node needs overlayfs (not in /proc/filesystems)"
+node_capable() { # can this machine run a real node? If not, say why on stdout and return 1
+	local why=""
+	if [[ $(id -u) != 0 ]]; then
+		why="a real node needs root (namespaces, mounts, iptables)"
+	elif [[ ! -d /proc/sys/net/bridge ]]; then
+		why="a real node needs br_netfilter (no /proc/sys/net/bridge)"
+	elif ! grep -qw overlay /proc/filesystems; then
+		why="a real node needs overlayfs (not in /proc/filesystems)"
+	elif ! command -v apt-get >/dev/null && ! command -v containerd >/dev/null; then
+		why="a real node needs containerd, and there is no apt-get to install it"
+	fi
+	[[ -z $why ]] || {
+		echo "$why"
+		return 1
+	}
+}
+
+node_preflight() { # node_capable, and no other real-node cluster on this machine; dies with the reason
+	local why
+	why="$(node_capable)" || die "$why"
 	if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
 		die "bridge $NODE_BRIDGE exists already: another real-node cluster is up (one per machine); run its cluster.sh down"
 	fi
@@ -62,19 +78,7 @@ node_build() {
 	stage="$bin/../stage.$$"
 	rm -rf "$stage" && mkdir -p "$stage"
 	if [[ ! -x "$bin/kubelet" || ! -x "$bin/kube-proxy" ]]; then
-		local ver="${K8S_VERSION#v}" ldflags="-s -w" key val
-		local -A vars=(
-			[gitVersion]="$K8S_VERSION" [gitMajor]="${ver%%.*}" [gitMinor]="$(echo "$ver" | cut -d. -f2)"
-			[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean"
-			[buildDate]="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-		)
-		for key in "${!vars[@]}"; do
-			val="${vars[$key]}"
-			ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
-		done
-		log "building kubelet and kube-proxy $K8S_VERSION (cold: about 5-10 min on 2 cores)"
-		(cd "$NODE_GOMOD_DIR" && go build -v -trimpath -ldflags "$ldflags" -o "$stage/" \
-			k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy 2>&1) | progress "kubelet+kube-proxy $K8S_VERSION"
+		build_k8s "$stage" "$NODE_GOMOD_DIR" kubelet kube-proxy
 		mv "$stage/kubelet" "$stage/kube-proxy" "$bin/"
 	fi
 	if [[ ! -x "$bin/crictl" ]]; then
