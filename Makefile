@@ -50,7 +50,7 @@ test-e2e-node: $(STAMP) ## tier B: real pods on a real node (its own cluster in 
 test: lint types layers test-unit test-e2e test-e2e-node ## everything CI runs
 
 crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
-	$(BIN)/python -m modelapi_operator.crdgen > crds/modelapi.yaml.tmp
+	$(BIN)/python -m modelapi_operator.crd > crds/modelapi.yaml.tmp
 	mv crds/modelapi.yaml.tmp crds/modelapi.yaml
 	@echo "wrote crds/modelapi.yaml"
 
