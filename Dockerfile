@@ -20,20 +20,20 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 # ---- the project's wheel (one distribution with both packages) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY operator/ operator/
 COPY runtime/ runtime/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- operator ---------------------------------------------------------------------------------------------------
 # The operator needs only the light dependencies: kopf, pydantic and PyYAML (it imports modelapi_runtime.settings,
-# which is pydantic only). Keep these ranges in step with pyproject.toml's.
+# which is pydantic only); their versions come from constraints.txt, the same pins CI tests.
 FROM ${PYTHON_IMAGE} AS operator-venv
 COPY --from=wheel /wheels/ /wheels/
+COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
  && /opt/modelapi/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
- && /opt/modelapi/bin/pip install --no-cache-dir "kopf>=1.37,<2" "pydantic>=2.10,<3" "pydantic-settings>=2.6,<3" \
-      "PyYAML>=6.0" \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt kopf pydantic pydantic-settings PyYAML \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS operator
@@ -50,8 +50,9 @@ CMD ["--liveness", "http://0.0.0.0:8080/healthz"]
 # ---- runtime (CPU) ----------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-venv
 COPY --from=wheel /wheels/ /wheels/
+COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
- && /opt/modelapi/bin/pip install --no-cache-dir /wheels/*.whl \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -71,17 +72,17 @@ CMD ["serve"]
 # onnxruntime-gpu replaces the CPU wheel (both install the `onnxruntime` module): install the project with its
 # dependencies, remove the CPU wheel, then add the GPU one.
 FROM ${CUDA_IMAGE} AS runtime-gpu-venv
-ARG ONNXRUNTIME_GPU_VERSION=">=1.19"
 # The distribution's python3 follows the base image, which is the pinned thing here (DL3008).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=wheel /wheels/ /wheels/
+COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python3 -m venv /opt/modelapi \
- && /opt/modelapi/bin/pip install --no-cache-dir /wheels/*.whl \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
  && /opt/modelapi/bin/pip uninstall -y onnxruntime \
- && /opt/modelapi/bin/pip install --no-cache-dir "onnxruntime-gpu${ONNXRUNTIME_GPU_VERSION}" \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt onnxruntime-gpu \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${CUDA_IMAGE} AS runtime-gpu

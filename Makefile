@@ -14,16 +14,16 @@ NODE_CLUSTER_DIR ?= $(CURDIR)/tests/e2e/cluster/.run-node
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv lint types layers test test-unit test-e2e crds demo cluster-up cluster-down clean
-.PHONY: chart-test demo-down test-e2e-node
+.PHONY: chart-test demo-down test-e2e-node constraints
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelapi[dev]"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create the virtualenv and install the project with its dev extras
@@ -68,6 +68,13 @@ cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus; N
 
 cluster-down: ## stop every process cluster-up started (NODE=real: the real-node cluster)
 	$(if $(filter real,$(NODE)),MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR)) bash tests/e2e/cluster/cluster.sh down
+
+constraints: ## re-resolve constraints.txt from pyproject.toml in a scratch venv (then run make test and the benchmarks)
+	rm -rf .constraints-venv && $(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/pip install -q --upgrade pip && .constraints-venv/bin/pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt | sed '/CUDA build/,$$d'; .constraints-venv/bin/pip freeze --exclude-editable | grep -vi '^modelapi'; \
+	  sed -n '/CUDA build/,$$p' constraints.txt; } > constraints.txt.new && mv constraints.txt.new constraints.txt && rm -rf .constraints-venv
+	@echo "wrote constraints.txt (check the onnxruntime-gpu line by hand: its newest release)"
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

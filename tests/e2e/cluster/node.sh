@@ -152,7 +152,7 @@ node_runtime_image() { # the Dockerfile's `runtime` target, rebuilt when anythin
 	hash="$(
 		cd "$ROOT" && {
 			echo "base=$NODE_BASE_IMAGE"
-			find Dockerfile .dockerignore pyproject.toml README.md operator runtime -type f \
+			find Dockerfile .dockerignore pyproject.toml constraints.txt README.md operator runtime -type f \
 				! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.mypy_cache/*' ! -path '*/.pytest_cache/*' \
 				-print0 | sort -z | xargs -0 sha256sum
 		} | sha256sum | cut -c1-16
