@@ -1,13 +1,19 @@
 """Runtime benchmark: modelapi-runtime vs KServe ModelServer vs a plain FastAPI wrapper vs bare uvicorn.
 
-One command, same run, same machine: every server is pinned to one core (taskset), wrk to another,
-16 connections. Prints req/s, p50 and p99 per case and the ratios the issue sets as goals, and
-writes the table as Markdown (``--out``).
+One command, same run, same machine: every server is pinned to one core (taskset), the load generator to
+another. Two phases per case:
+- closed loop: wrk with 16 connections, as fast as the server answers (req/s, server CPU per request);
+- open loop: vegeta at a fixed rate, half of the KServe peer's closed-loop maximum, against our default
+  configuration and KServe (p50 and p99 at the same offered load: at saturation a closed-loop p99 only restates
+  the throughput ratio).
+Prints the figures and the ratios, and writes them as Markdown (``--out``) with the commit, the machine and
+``pip freeze`` of both environments, so that a figure can be reproduced with the same packages.
 
     .venv/bin/python benchmarks/runtime/bench.py [--duration 10] [--kserve-python /path/to/venv/bin/python]
 
 KServe is never a project dependency: give the Python of a separate venv that has ``kserve`` (and
-onnxruntime); without it the KServe column is skipped.
+onnxruntime); without it the KServe column and the open-loop phase are skipped. vegeta is built once with Go
+(``go install github.com/tsenart/vegeta/v12@v12.12.0``; ``--vegeta`` or $VEGETA names the binary).
 """
 
 from __future__ import annotations
@@ -140,6 +146,42 @@ def wrk(url: str, body: Path, header_len: int | None, duration: int, workdir: Pa
                   int(requests.group(1)) if requests else 0)  # fmt: skip
 
 
+@dataclass
+class OpenLoopResult:
+    rate: int
+    p50_ms: float
+    p99_ms: float
+    success: float  # share of 2xx answers
+
+
+def vegeta(binary: str, url: str, body: Path, header_len: int | None, rate: int, duration: int) -> OpenLoopResult:
+    """A constant-rate (open-loop) attack: requests leave on schedule whether or not earlier ones were answered."""
+    ctype = "application/octet-stream" if header_len else "application/json"
+    cmd = ["taskset", "-c", LOAD_CPU, binary, "attack", f"-rate={rate}/s", f"-duration={duration}s",
+           f"-body={body}", "-header", f"Content-Type: {ctype}"]  # fmt: skip
+    if header_len:
+        cmd += ["-header", f"Inference-Header-Content-Length: {header_len}"]
+    attack = subprocess.run(cmd, input=f"POST {url}\n".encode(), capture_output=True, check=True)  # binary results
+    report = subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
+                            check=True).stdout  # fmt: skip
+    data = json.loads(report)
+    latencies = data["latencies"]
+    return OpenLoopResult(rate, latencies["50th"] / 1e6, latencies["99th"] / 1e6, float(data["success"]))
+
+
+def pip_freeze(python: str) -> str:
+    out = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or f"(pip freeze failed: {out.stderr.strip()[:200]})"
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    return f"{out or 'unknown'}{' (with uncommitted changes)' if dirty else ''}"
+
+
 def bodies(workdir: Path, features: int) -> dict[str, tuple[Path, int | None]]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, features)).astype(np.float32)
@@ -168,6 +210,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="measure each case N times, keep the best (shared machines)")
     ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
                     "(e.g. 'MLP 784-512-256-10 v1'); the floor always runs")  # fmt: skip
+    ap.add_argument("--vegeta", default=os.environ.get("VEGETA", shutil.which("vegeta") or
+                    str(Path.home() / "go" / "bin" / "vegeta")), help="vegeta binary (open-loop phase)")  # fmt: skip
+    ap.add_argument("--open-loop-duration", type=int, default=10)
     ap.add_argument("--compare-http", action="store_true",
                     help=f"also run with --http uvicorn ('{UVICORN_LAYER}', not in the ratios)")  # fmt: skip
     args = ap.parse_args()
@@ -176,12 +221,16 @@ def main() -> int:
     py = sys.executable
     runtime_bin = str(Path(py).parent / "modelapi-runtime")
     kserve_py = args.kserve_python if Path(args.kserve_python).exists() else None
+    vegeta_bin = args.vegeta if Path(args.vegeta).exists() else None
+    if kserve_py and not vegeta_bin:
+        print("vegeta not found: the open-loop phase is skipped (see --vegeta)", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="modelapi-bench-"))
     models = {
         "tiny (4-8-3 MLP)": (onnx_models.mlp(workdir / "tiny.onnx", (4, 8, 3)), 4),
         "MLP 784-512-256-10": (onnx_models.mlp(workdir / "mlp.onnx", (784, 512, 256, 10)), 784),
     }
     rows: list[tuple[str, str, str, Result | None]] = []
+    open_rows: list[tuple[str, str, str, OpenLoopResult | None]] = []
     ratios: list[str] = []
     load_before = os.getloadavg()
 
@@ -206,6 +255,21 @@ def main() -> int:
                   f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}  cpu {r.cpu_us:6.1f} us/req"
                   f"  load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
         return r if r and r.non2xx == 0 else None  # errors are no throughput: not compared
+
+    def run_open(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
+                 body: tuple[Path, int | None], rate: int) -> None:  # fmt: skip
+        assert vegeta_bin
+        try:
+            with server(cmd, ready, workdir / "server.log"):
+                wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
+                r: OpenLoopResult | None = vegeta(vegeta_bin, url, body[0], body[1], rate, args.open_loop_duration)
+        except Exception as exc:
+            print(f"  {label} {case} open loop: failed ({exc})", file=sys.stderr)
+            r = None
+        open_rows.append((model_label, case, label, r))
+        if r:
+            print(f"  {model_label:20} {case:10} {label:28} open loop {r.rate} req/s: p50 {r.p50_ms:6.2f} ms"
+                  f"  p99 {r.p99_ms:6.2f} ms  success {r.success:.4f}", flush=True)  # fmt: skip
 
     # The HTTP floor first: what one core does with no model at all.
     port = free_port()
@@ -247,6 +311,22 @@ def main() -> int:
                     [kserve_py, str(HERE / "peers" / "kserve_server.py"), str(path), str(port)],
                     f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
                 )  # fmt: skip
+            kserve_result = results.get("KServe")
+            if kserve_py and vegeta_bin and kserve_result:
+                rate = max(1, int(kserve_result.rps / 2))
+                port = free_port()
+                default_cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
+                               "--host", "127.0.0.1", "--threads", "1", "--model-dir", str(workdir / "cache"),
+                               "--termination-log", str(workdir / "term.log"), "--drain-seconds", "0"]  # fmt: skip
+                if features > 4:
+                    default_cmd += ["--max-batch-size", "16", "--max-latency-ms", "2"]
+                run_open("modelapi", model_label, case, default_cmd, f"http://127.0.0.1:{port}/v2/health/ready",
+                         f"http://127.0.0.1:{port}{path_url}", body, rate)  # fmt: skip
+                port = free_port()
+                run_open("KServe ModelServer", model_label, case,
+                         [kserve_py, str(HERE / "peers" / "kserve_server.py"), str(path), str(port)],
+                         f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
+                         rate)  # fmt: skip
             ours = {k: r for k, r in results.items() if k.startswith("modelapi") and k != UVICORN_LAYER and r}
             best = max(ours.values(), key=lambda r: r.rps, default=None)
             for peer in ("KServe", "plain FastAPI"):
@@ -267,6 +347,11 @@ def main() -> int:
         f"{f', best of {args.repeat}' if args.repeat > 1 else ''}. "
         f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}.",
         "",
+        "Peers, each at its best and with the same onnxruntime session options (1 intra-op, 1 inter-op thread): "
+        "KServe ModelServer without per-request logging (latency logging off, access and trace loggers at WARNING; "
+        "peers/kserve_server.py), plain FastAPI and bare uvicorn with the access log off; modelapi logs nothing per "
+        "request by default.",
+        "",
         "| model | case | server | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
@@ -278,6 +363,35 @@ def main() -> int:
             table.append(f"| {model_label} | {case} | {label} | failed | | | | |")
     heading = "Ratios (best modelapi configuration for the case, default HTTP layer):"
     table += ["", heading, ""] + [f"- {r}" for r in ratios] + [""]
+    if open_rows:
+        table += [
+            "Open loop (vegeta, a constant rate of half KServe's closed-loop req/s, "
+            f"{args.open_loop_duration} s; modelapi with batching 16/2ms on the MLP):",
+            "",
+            "| model | case | server | rate req/s | p50 ms | p99 ms | success |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for model_label, case, label, o in open_rows:
+            if o:
+                table.append(f"| {model_label} | {case} | {label} | {o.rate} | {o.p50_ms:.2f} | {o.p99_ms:.2f} "
+                             f"| {o.success:.4f} |")  # fmt: skip
+            else:
+                table.append(f"| {model_label} | {case} | {label} | failed | | | |")
+        table.append("")
+    table += [
+        f"Commit {git_commit()}. `pip freeze` of each environment:",
+        "",
+        "<details><summary>modelapi (" + sys.executable + ")</summary>",
+        "",
+        "```",
+        pip_freeze(sys.executable),
+        "```",
+        "</details>",
+        "",
+    ]
+    if kserve_py:
+        table += [f"<details><summary>KServe ({kserve_py})</summary>", "", "```", pip_freeze(kserve_py), "```",
+                  "</details>", ""]  # fmt: skip
     text = "\n".join(table)
     print(text)
     if args.out:
