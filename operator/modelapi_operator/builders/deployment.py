@@ -14,6 +14,7 @@ from modelapi_operator.builders.common import (
     object_meta,
     revision_selector,
 )
+from modelapi_operator.redaction import redact_uri
 from modelapi_runtime.settings import env_var_name
 
 MODEL_DIR = "/models"
@@ -204,7 +205,9 @@ def build_deployment(
     last-known-good revision whose size the operator decides.
     """
     surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
-    annotations = {ANNOTATION_MODEL_URI: spec.model.uri}
+    # Redacted: a presigned URL's query is a credential (the pod's env has the whole URI, and the revision hash
+    # covers it, so a new query still rolls out).
+    annotations = {ANNOTATION_MODEL_URI: redact_uri(spec.model.uri)}
     if spec.model.sha256:
         annotations[ANNOTATION_MODEL_SHA256] = spec.model.sha256.lower()
     deployment_spec: Manifest = {
