@@ -260,3 +260,16 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
     reconciler.kube = again  # type: ignore[assignment]
     await reconciler.reconcile(_body(spec), observed)
     assert [call for call in again.calls if call[0] in ("get", "apply", "create")] == []
+
+
+# -- disk ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("cache_size", "wanted"), [(None, "5632Mi"), ("10Gi", "10752Mi"), ("1G", "1466Mi")])
+def test_every_volume_has_a_size_limit_and_the_pod_requests_their_sum(cache_size: str | None, wanted: str) -> None:
+    storage = {"storage": {"cacheSize": cache_size}} if cache_size else {}
+    spec = ModelAPISpec.model_validate({"model": {"uri": "s3://models/iris/1/model.onnx"}, **storage})
+    pod = build_deployment(spec, OWNER, "r1", IMAGES)["spec"]["template"]["spec"]
+    limits = {volume["name"]: volume["emptyDir"]["sizeLimit"] for volume in pod["volumes"]}
+    assert limits == {"models": cache_size or "5Gi", "tmp": "512Mi"}
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == wanted
+    assert "ephemeral-storage" not in resources["limits"], "a limit would count the container's logs too"
