@@ -328,11 +328,7 @@ class Reconciler:
         """
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         cached = next(
-            (
-                item
-                for item in observed.children()
-                if item.get("kind", kind) == kind and item["metadata"]["name"] == name
-            ),
+            (item for item in observed.children() if item.get("kind") == kind and item["metadata"]["name"] == name),
             None,
         )
         found = cached if cached is not None else await self.kube.get(kube.kind_of(manifest), owner.namespace, name)
