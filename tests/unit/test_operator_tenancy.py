@@ -3,6 +3,7 @@ tests/e2e/test_tenancy.py): name conflicts, the cluster policy, redacted artifac
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -273,3 +274,12 @@ def test_every_volume_has_a_size_limit_and_the_pod_requests_their_sum(cache_size
     resources = pod["containers"][0]["resources"]
     assert resources["requests"]["ephemeral-storage"] == wanted
     assert "ephemeral-storage" not in resources["limits"], "a limit would count the container's logs too"
+
+
+def test_api_error_messages_are_redacted() -> None:
+    """The API server may quote a field's value back (then it reaches kopf's log and a posted Event)."""
+    body = json.dumps({"reason": "Invalid", "message": f'Deployment "iris-1" is invalid: value "{PRESIGNED}"'})
+    error = kube._error(422, body)
+    assert "abc123" not in error.message
+    assert "?<redacted>" in error.message
+    assert "abc123" not in kube._error(500, f"upstream said {PRESIGNED}").message
