@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import itertools
 import json
 import logging
@@ -202,6 +203,8 @@ class HTTPSource:
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ArtifactUnavailable(f"{self.display}: cannot reach the server ({reason})") from None
+        except (ValueError, http.client.InvalidURL) as exc:  # a URL http.client refuses: its text quotes the URL
+            raise InvalidArtifactSpec(f"{self.display}: not a valid URL ({type(exc).__name__})") from None
 
     def _status_error(self, code: int) -> ArtifactError:
         if code in (404, 410):

@@ -290,6 +290,15 @@ def test_http_to_http_redirects_are_followed(http_server: tuple[str, type[_Handl
     assert fetch(f"{base}/old.onnx", tmp_path / "cache").path.read_bytes() == data
 
 
+def test_a_url_http_client_refuses_is_an_invalid_spec_without_its_query(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path
+) -> None:
+    base, _ = http_server
+    with pytest.raises(InvalidArtifactSpec, match="not a valid URL") as info:
+        fetch(f"{base}/m.onnx?sig=SECRET\x01x", tmp_path / "cache")
+    assert "SECRET" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("current", "target", "refused"),
     [
