@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec, ModelAPIStatus
-from modelapi_operator.api.resource import NameRule
+from modelapi_operator.api.resource import NAME_RULES
 
 Schema = dict[str, Any]
 
@@ -137,7 +137,7 @@ def build_crd() -> dict[str, Any]:
             "spec": spec_schema,
             "status": status_schema,
         },
-        "x-kubernetes-validations": [NameRule.as_schema()],
+        "x-kubernetes-validations": [rule.as_schema() for rule in NAME_RULES],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from modelapi_operator.redaction import redact_text
+
 # Reasons of API.md (condition reason, lastFailure.reason and Event reason).
 INVALID_SPEC: Final = "InvalidSpec"
 ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
@@ -31,6 +33,10 @@ SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a passw
 SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
 # Added: the user asked for a rollback; the current spec is not served until it changes.
 ROLLED_BACK: Final = "RolledBack"
+# Added (tenancy): a child's name is taken by an object this ModelAPI does not control (left untouched), and a spec
+# the cluster policy refuses (nothing is applied).
+NAME_CONFLICT: Final = "NameConflict"
+POLICY_VIOLATION: Final = "PolicyViolation"
 
 RUNTIME_REASONS: Final = frozenset(
     {
@@ -60,8 +66,9 @@ class Failure:
 
 
 def redact(text: str) -> str:
-    """Strip credentials that might appear in messages copied from the cluster (never show them in status)."""
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    """Strip credentials that might appear in messages copied from the cluster (never show them in status): userinfo,
+    URL query strings (presigned URLs), secret-looking assignments."""
+    text = redact_text(_USERINFO.sub(r"\g<scheme>***@", text))
     return _SECRET_ASSIGNMENT.sub(r"\1\2***", text)
 
 

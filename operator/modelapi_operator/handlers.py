@@ -28,6 +28,7 @@ import kopf
 
 from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.settings import OperatorSettings
@@ -89,7 +90,13 @@ class _State:
                 if SETTINGS.prometheus_url
                 else None
             )
-            self.reconciler_ = Reconciler(client, images, gateway_api_installed=False, prometheus=prometheus)
+            self.reconciler_ = Reconciler(
+                client,
+                images,
+                gateway_api_installed=False,
+                prometheus=prometheus,
+                policy=ClusterPolicy.from_settings(SETTINGS),
+            )
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
                 installed = await client.get(kube.CRD, None, GATEWAY_CRD) is not None

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 
 from modelapi_operator import names
+from modelapi_operator.redaction import redact_text
 
 Manifest = dict[str, Any]
 
@@ -299,9 +300,10 @@ def _error(status: int, text: str, retry_after_header: str | None = None) -> Kub
     try:
         payload = json.loads(text)
         reason, message = str(payload.get("reason", "")), str(payload.get("message", text))
+        message = redact_text(message)  # the API server may quote a field's value (an artifact URI) back
         details = payload.get("details")
     except (ValueError, AttributeError):
-        reason, message = "", text
+        reason, message = "", redact_text(text)
     if status == 404:
         return NotFound(status, reason or "NotFound", message)
     if status == 403:

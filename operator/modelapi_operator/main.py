@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
 from pydantic import ValidationError
 
+from modelapi_operator.redaction import install_log_redaction
 from modelapi_operator.settings import OperatorSettings
 
 
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from modelapi_operator import handlers  # noqa: PLC0415 - registers the handlers
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    # kopf logs whole bodies at debug level and posts its object log lines as Events: no query string in either
+    install_log_redaction(logging.getLogger("kopf.objects"))
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

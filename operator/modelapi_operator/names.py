@@ -34,14 +34,20 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 INFLIGHT_METRIC: Final = "modelapi_inflight_requests"
 
 
+STABLE_SUFFIX: Final = "-stable"
+CANARY_SUFFIX: Final = "-canary"
+# A ModelAPI's name may not end with these: its ``<name>`` Service would be another ModelAPI's stable or canary one.
+RESERVED_NAME_SUFFIXES: Final = (STABLE_SUFFIX, CANARY_SUFFIX)
+
+
 def revision_name(model_name: str, revision: str) -> str:
     """The Deployment of one revision: ``<name>-<revision>``."""
     return f"{model_name}-{revision}"
 
 
 def stable_service_name(model_name: str) -> str:
-    return f"{model_name}-stable"
+    return f"{model_name}{STABLE_SUFFIX}"
 
 
 def canary_service_name(model_name: str) -> str:
-    return f"{model_name}-canary"
+    return f"{model_name}{CANARY_SUFFIX}"

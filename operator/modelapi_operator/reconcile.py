@@ -22,7 +22,15 @@ from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, forma
 from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.canary import Measurement
-from modelapi_operator.diagnose import INVALID_SPEC, SERVICE_ACCOUNT_NOT_FOUND, Failure, diagnose_revision
+from modelapi_operator.cluster_policy import ClusterPolicy
+from modelapi_operator.diagnose import (
+    INVALID_SPEC,
+    NAME_CONFLICT,
+    POLICY_VIOLATION,
+    SERVICE_ACCOUNT_NOT_FOUND,
+    Failure,
+    diagnose_revision,
+)
 from modelapi_operator.plan import (
     Plan,
     PlanInput,
@@ -35,6 +43,7 @@ from modelapi_operator.plan import (
     role_of,
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
+from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
 
 log = logging.getLogger(__name__)
@@ -120,12 +129,35 @@ def forbidden_failure(error: kube.KubeError) -> Failure:
     )
 
 
+def controlled_by(uid: str, item: Mapping[str, Any]) -> bool:
+    """Whether this ModelAPI (by uid) is the object's controller: the only objects the operator writes or deletes."""
+    return any(
+        ref.get("uid") == uid and ref.get("controller") is True
+        for ref in item.get("metadata", {}).get("ownerReferences") or []
+    )
+
+
 def _owned_by(uid: str, manifests: Iterable[Manifest]) -> list[Manifest]:
-    return [
-        item
-        for item in manifests
-        if any(ref.get("uid") == uid for ref in item.get("metadata", {}).get("ownerReferences") or [])
-    ]
+    return [item for item in manifests if controlled_by(uid, item)]
+
+
+def _controller_of(item: Mapping[str, Any]) -> str:
+    ref = next((r for r in item.get("metadata", {}).get("ownerReferences") or [] if r.get("controller") is True), None)
+    return f"{ref.get('kind', '?')} {ref.get('name', '?')}" if ref is not None else "no controller"
+
+
+def name_conflict(foreign: Sequence[Manifest], owner: Owner) -> Failure:
+    """Children whose names are taken by objects this ModelAPI does not control: say which, and what to do."""
+    named = "; ".join(
+        f"{item.get('kind', '?')} {owner.namespace}/{item['metadata']['name']} exists and is not controlled by this "
+        f"ModelAPI ({_controller_of(item)})"
+        for item in foreign
+    )
+    return Failure(
+        NAME_CONFLICT,
+        f"{named}. The operator leaves it untouched and does not manage that child: delete or rename the object, "
+        "or give this ModelAPI another name; it recovers on its own once the name is free.",
+    )
 
 
 class Reconciler:
@@ -138,8 +170,10 @@ class Reconciler:
         *,
         gateway_api_installed: bool,
         prometheus: Prometheus | None = None,
+        policy: ClusterPolicy | None = None,
     ) -> None:
         self.kube = client
+        self.policy = policy or ClusterPolicy()
         self.images = images
         self.gateway_api_installed = gateway_api_installed
         self.prometheus = prometheus
@@ -161,7 +195,7 @@ class Reconciler:
         except ValidationError as error:
             problems = format_validation_error(error).problems
             message = "; ".join(f"spec.{problem}" if problem.path else problem.message for problem in problems)
-            invalid = Failure(INVALID_SPEC, f"{message}. Fix the manifest and apply it again.")
+            invalid = Failure(INVALID_SPEC, f"{redact_text(message)}. Fix the manifest and apply it again.")
             return await self._finish(
                 body=body,
                 owner=owner,
@@ -173,6 +207,25 @@ class Reconciler:
                 plan=Plan(),
             )
 
+        violations = self.policy.violations(spec)
+        if violations:
+            # Like an invalid spec: nothing is applied, nothing deleted; a revision that serves keeps serving.
+            message = "; ".join(violations)
+            refused = Failure(
+                POLICY_VIOLATION,
+                f"the cluster policy refuses this spec: {message}. Nothing of it was applied (a revision that "
+                "already serves keeps serving); change the spec, or ask the cluster admin about the policy.",
+            )
+            return await self._finish(
+                body=body,
+                owner=owner,
+                revision=None,
+                invalid=refused,
+                deployments=deployments,
+                observed=observed,
+                previous=previous,
+                plan=Plan(),
+            )
         revision = compute_revision(spec, owner, self.images)
         now = datetime.now(UTC)
         annotations = meta.get("annotations") or {}
@@ -191,7 +244,7 @@ class Reconciler:
             )
         )
         try:
-            await self._execute(plan, owner, observed)
+            foreign = await self._execute(plan, owner, observed)
         except kube.Forbidden as error:
             # RBAC refused a write: say which (condition and Event) instead of failing silently, then let the
             # caller retry as for any API error; once the permission is back the next pass converges. (A namespace
@@ -209,14 +262,16 @@ class Reconciler:
                 plan=Plan(stable_revision=plan.stable_revision, canary=plan.canary),
             )
             raise
-        deployments = self._after(plan, deployments)
-        reference_problem = await self._check_references(spec, owner)
+        deployments = self._after(
+            plan, deployments, skipped={item["metadata"]["name"] for item in foreign if item["kind"] == "Deployment"}
+        )
+        problem = name_conflict(foreign, owner) if foreign else await self._check_references(spec, owner)
         cold_start = await self._cold_start(owner, plan.stable_revision, previous)
         return await self._finish(
             body=body,
             owner=owner,
             revision=revision,
-            invalid=reference_problem,
+            invalid=problem,
             deployments=deployments,
             observed=observed,
             previous=previous,
@@ -264,13 +319,40 @@ class Reconciler:
         )
 
     # -- execute ----------------------------------------------------------------------------------
-    async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> None:
+    async def _foreign(self, manifest: Manifest, owner: Owner, observed: Observed) -> Manifest | None:
+        """The object that holds this child's name without being controlled by this ModelAPI, or None.
+
+        Read from the watch caches first (every child the operator labelled is there); only a name the caches do
+        not know is read from the API, which happens once per child (before it is first created) and while a
+        conflict lasts, never for a child the operator already controls.
+        """
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        cached = next(
+            (item for item in observed.children() if item.get("kind") == kind and item["metadata"]["name"] == name),
+            None,
+        )
+        found = cached if cached is not None else await self.kube.get(kube.kind_of(manifest), owner.namespace, name)
+        if found is None or controlled_by(owner.uid, found):
+            return None
+        return {**found, "kind": kind}
+
+    async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> list[Manifest]:
+        """Carry the plan out; returns the objects that hold a child's name without being ours (left untouched)."""
+        foreign: list[Manifest] = []
+        created: set[tuple[str, str]] = set()
         for manifest in plan.create:
+            key = (manifest["kind"], manifest["metadata"]["name"])
             try:
                 await self.kube.create(manifest)
+                created.add(key)
             except kube.KubeError as error:
-                if error.status != 409:  # already created (our cache was behind): apply takes it from here
+                if error.status != 409:
                     raise
+                # Already there: ours when our cache was behind (apply takes it from here), else someone else's.
+                taken = await self._foreign(manifest, owner, observed)
+                if taken is not None:
+                    foreign.append(taken)
+        blocked = {(item["kind"], item["metadata"]["name"]) for item in foreign}
         existing = {
             (item["kind"], item["metadata"]["name"]): item for item in _owned_by(owner.uid, observed.children())
         }
@@ -279,13 +361,26 @@ class Reconciler:
         for name, extra in plan.annotate.items():
             await self.kube.merge_patch(kube.DEPLOYMENT, owner.namespace, name, {"metadata": {"annotations": extra}})
         for manifest in plan.apply:
-            current = existing.get((manifest["kind"], manifest["metadata"]["name"]))
+            key = (manifest["kind"], manifest["metadata"]["name"])
+            if key in blocked:
+                continue
+            current = existing.get(key)
+            if current is None and key not in created:
+                # Server-side apply with force would take over an object of that name: never do that to one that
+                # is not ours.
+                taken = await self._foreign(manifest, owner, observed)
+                if taken is not None:
+                    foreign.append(taken)
+                    blocked.add(key)
+                    continue
             if current is None or not is_subset(manifest, current):
                 await self.kube.apply(manifest)
             fix = exact_map_fix(manifest, current) if current is not None else None
             if fix is not None:
                 await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
         for name, replicas in plan.scale.items():
+            if ("Deployment", name) in blocked:
+                continue
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
         for (kind_name, name), item in existing.items():
@@ -300,8 +395,9 @@ class Reconciler:
                 owner.name,
                 {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}},
             )
+        return foreign
 
-    def _after(self, plan: Plan, deployments: list[Manifest]) -> list[Manifest]:
+    def _after(self, plan: Plan, deployments: list[Manifest], *, skipped: set[str]) -> list[Manifest]:
         """The Deployments as they will be after this plan (for status, without waiting for the watch)."""
         result = []
         for deployment in deployments:
@@ -318,7 +414,7 @@ class Reconciler:
                 merged["spec"] = {**deployment.get("spec", {}), "replicas": plan.scale[name]}
             result.append(merged)
         known = {d["metadata"]["name"] for d in result}
-        result += [created for created in plan.create if created["metadata"]["name"] not in known]
+        result += [created for created in plan.create if created["metadata"]["name"] not in known | skipped]
         return result
 
     async def _check_references(self, spec: ModelAPISpec, owner: Owner) -> Failure | None:
@@ -401,7 +497,8 @@ def _views(
                 name=deployment["metadata"]["name"],
                 revision=own,
                 role=role if role in ("stable", "next", "canary", "lastKnownGood") else "next",  # type: ignore[arg-type]
-                model_uri=annotation(deployment, ANNOTATION_MODEL_URI) or "",
+                # redacted again: a Deployment annotated by an older operator may still hold a query string
+                model_uri=redact_uri(annotation(deployment, ANNOTATION_MODEL_URI) or ""),
                 sha256=annotation(deployment, ANNOTATION_MODEL_SHA256),
                 desired=replicas_of(deployment),
                 ready=ready_of(deployment),

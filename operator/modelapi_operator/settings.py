@@ -70,7 +70,34 @@ class OperatorSettings(BaseSettings):
         default="WARNING", description="Lowest kopf log level that is also posted as a Kubernetes Event."
     )
 
-    @field_validator("namespaces", mode="before")
+    # The cluster policy (chart values policy.*; see cluster_policy.py and SECURITY.md).
+    policy_allowed_image_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Image prefixes spec.runtime.image may start with (comma-separated); empty = the repositories "
+        "of cpu_image and gpu_image; * = any image.",
+    )
+    policy_allow_handlers: bool = Field(
+        default=True, description="Whether a ModelAPI may name a handler (Python code run in its pods)."
+    )
+    policy_require_sha256: bool = Field(
+        default=False, description="Whether spec.model.sha256 (and handlerSha256 with a handler) is required."
+    )
+    policy_allowed_toleration_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Taint keys spec.runtime.tolerations may name (comma-separated); * = any; empty = none.",
+    )
+    policy_allowed_node_selector_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Node label keys spec.runtime.nodeSelector may name (comma-separated); * = any; empty = none.",
+    )
+
+    @field_validator(
+        "namespaces",
+        "policy_allowed_image_prefixes",
+        "policy_allowed_toleration_keys",
+        "policy_allowed_node_selector_keys",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

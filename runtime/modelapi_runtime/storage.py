@@ -13,13 +13,16 @@ Cache layout under ``cache_dir``::
     tmp/                    partial downloads
 
 Errors are the ``ArtifactError`` family and never carry credentials: URIs are shown without
-userinfo or query string (a presigned URL's query *is* a credential).
+userinfo, and a query string shows as ``?<redacted>`` (a presigned URL's query *is* a credential).
+Redirects are followed except from https to anything else (a downgrade would let the network read the
+request and substitute the artifact): that is refused as ``ArtifactAccessDenied``.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import itertools
 import json
 import logging
@@ -96,13 +99,48 @@ class Source(Protocol):
     def stream(self) -> Iterator[bytes]: ...
 
 
+REDACTED_QUERY = "<redacted>"
+
+
 def display_uri(uri: str) -> str:
-    """The URI without userinfo, query or fragment: safe for logs, conditions and events."""
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """The URI without userinfo or fragment, its query (if any) shown as ``?<redacted>``: safe for logs,
+    conditions and events."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # not even a URL (e.g. a bad port): show nothing of it that could be a credential
+        return "<invalid URI>"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, REDACTED_QUERY if parts.query else "", ""))
+
+
+def check_redirect(current: str, target: str) -> None:
+    """Refuse a redirect that leaves https (``target`` is absolute, as urllib resolves it before asking)."""
+    leaving = urllib.parse.urlsplit(current).scheme.lower() == "https"
+    if leaving and urllib.parse.urlsplit(target).scheme.lower() != "https":
+        raise ArtifactAccessDenied(
+            f"{display_uri(current)}: the server redirected to {display_uri(target)}, a downgrade from https; "
+            "refused (the artifact and its credentials never travel in clear text): use a URI whose server "
+            "stays on https"
+        )
+
+
+class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects (301, 302, 303, 307, 308; at most 10), minus https -> http."""
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        try:
+            check_redirect(req.full_url, newurl)
+        except ArtifactAccessDenied:
+            fp.close()  # the redirect response holds its socket
+            raise
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoDowngradeRedirects)
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -158,13 +196,15 @@ class HTTPSource:
         request = urllib.request.Request(self.uri, method=method, headers=headers)  # noqa: S310 - scheme checked
         try:
             # urllib applies one timeout to connect and to every blocking read.
-            return urllib.request.urlopen(request, timeout=READ_TIMEOUT_S)  # noqa: S310
+            return _OPENER.open(request, timeout=READ_TIMEOUT_S)
         except urllib.error.HTTPError as exc:
             exc.close()  # it holds the response's socket
             raise self._status_error(exc.code) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ArtifactUnavailable(f"{self.display}: cannot reach the server ({reason})") from None
+        except (ValueError, http.client.InvalidURL) as exc:  # a URL http.client refuses: its text quotes the URL
+            raise InvalidArtifactSpec(f"{self.display}: not a valid URL ({type(exc).__name__})") from None
 
     def _status_error(self, code: int) -> ArtifactError:
         if code in (404, 410):

@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
+from modelapi_operator.settings import OperatorSettings
+
 from .conftest import Cluster, wait_until
 from .processes import free_port, sa_kubeconfig, terminate
 
@@ -218,6 +220,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         **MONITORING,
         "peering": {"enabled": True},
         "prometheusUrl": "http://prometheus.monitoring:9090",
+        "policy": {
+            "allowedImagePrefixes": ["registry.example/team", "*"],
+            "allowHandlers": False,
+            "requireSha256": True,
+            "allowedTolerationKeys": [],
+            "allowedNodeSelectorKeys": ["pool", "zone"],
+        },
     },
     "namespaced-everything": {**MONITORING, "peering": {"enabled": True}, "watchNamespaces": ["WATCHED"]},
 }
@@ -267,6 +276,12 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
         assert "MODELAPI_OPERATOR_PEERING" not in env
+        # the default policy: the runtime images' repositories (settings derive them from ""), everything else open
+        assert env["MODELAPI_OPERATOR_POLICY_ALLOWED_IMAGE_PREFIXES"] == ""
+        assert env["MODELAPI_OPERATOR_POLICY_ALLOW_HANDLERS"] == "true"
+        assert env["MODELAPI_OPERATOR_POLICY_REQUIRE_SHA256"] == "false"
+        assert env["MODELAPI_OPERATOR_POLICY_ALLOWED_TOLERATION_KEYS"] == "*"
+        assert env["MODELAPI_OPERATOR_POLICY_ALLOWED_NODE_SELECTOR_KEYS"] == "*"
         assert "Role" not in kinds
         assert not {"PodMonitor", "PrometheusRule", "CustomResourceDefinition"} & kinds
     if name == "cluster-wide-everything":
@@ -275,6 +290,14 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert "MODELAPI_OPERATOR_PEERING_PRIORITY" not in env  # each replica draws its own
         assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
         assert env["MODELAPI_OPERATOR_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
+        policy_env = {key: value for key, value in env.items() if key.startswith("MODELAPI_OPERATOR_POLICY_")}
+        settings = OperatorSettings.model_validate(
+            {key.removeprefix("MODELAPI_OPERATOR_").lower(): value for key, value in policy_env.items()}
+        )
+        assert settings.policy_allowed_image_prefixes == ["registry.example/team", "*"]
+        assert (settings.policy_allow_handlers, settings.policy_require_sha256) == (False, True)
+        assert settings.policy_allowed_toleration_keys == []
+        assert settings.policy_allowed_node_selector_keys == ["pool", "zone"]
         assert {"ClusterKopfPeering", "PodMonitor", "PrometheusRule"} <= kinds
         crds = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "CustomResourceDefinition"}
         assert crds == {"clusterkopfpeerings.kopf.dev"}

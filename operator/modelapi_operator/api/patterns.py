@@ -51,6 +51,26 @@ def regex_rule(pattern: str, message: str) -> CelRule:
     return CelRule(cel=cel_matches(pattern), message=message, check=lambda value: search(pattern, value))
 
 
+_SUFFIX_FACTORS: Final = {
+    **{suffix: Decimal(1024) ** power for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{suffix: Decimal(1000) ** power for power, suffix in enumerate(("", "k", "M", "G", "T", "P", "E"))},
+    "m": Decimal("0.001"),
+    "u": Decimal("0.000001"),
+    "n": Decimal("0.000000001"),
+}
+
+
+def quantity_value(value: str) -> Decimal:
+    """A well-formed Kubernetes quantity as a number ("5Gi" -> 5368709120, "500m" -> 0.5, "1e3" -> 1000)."""
+    match = re.match(r"^\+?(?P<number>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(?P<suffix>.*)$", value)
+    if match is None or not search(QUANTITY, value):
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, suffix = Decimal(match.group("number")), match.group("suffix")
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIX_FACTORS[suffix]
+
+
 def quantity_is_positive(value: str) -> bool:
     """True for a well-formed Kubernetes quantity greater than zero ("500m", "2", "1.5Gi")."""
     if not search(QUANTITY, value):

@@ -21,6 +21,18 @@ NameRule = CelRule(
     check=lambda meta: len(meta.name) <= names.MAX_NAME_LENGTH and p.search(p.DNS1035_LABEL, meta.name),
     field=None,
 )
+# Two ModelAPIs of one namespace must never claim the same child: ``x``'s Services ``x-stable`` and ``x-canary`` are
+# the ``<name>`` Services of ModelAPIs named ``x-stable`` and ``x-canary``. No other child kind can collide: HPA, PDB
+# and HTTPRoute are ``<name>`` only, and Deployments are ``<name>-<revision>`` with a fixed-length revision.
+NameSuffixRule = CelRule(
+    cel=" && ".join(f"!self.metadata.name.endsWith('{suffix}')" for suffix in names.RESERVED_NAME_SUFFIXES),
+    message="metadata.name must not end with "
+    + " or ".join(names.RESERVED_NAME_SUFFIXES)
+    + ": those Service names belong to the ModelAPI named without the suffix (choose another name)",
+    check=lambda meta: not meta.name.endswith(names.RESERVED_NAME_SUFFIXES),
+    field=None,
+)
+NAME_RULES = (NameRule, NameSuffixRule)
 
 
 class ObjectMeta(BaseModel):
@@ -50,5 +62,5 @@ class ModelAPI(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _check_name(cls, metadata: ObjectMeta) -> ObjectMeta:
-        check_model_rules(metadata, (NameRule,))
+        check_model_rules(metadata, NAME_RULES)
         return metadata

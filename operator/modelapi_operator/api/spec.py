@@ -146,6 +146,12 @@ class StorageSpec(ApiModel):
         description="Optional Secret in the same namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
         "(and optionally AWS_SESSION_TOKEN). Referenced by name only; the operator never reads its values.",
     )
+    cache_size: Quantity = Field(
+        default="5Gi",
+        description="Size limit of the pod's model volume (an emptyDir that holds the downloaded artifact and "
+        "handler): the pod is evicted if they outgrow it. It is also the pod's ephemeral-storage request (plus "
+        "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB.",
+    )
     service_account_name: ObjectName | None = Field(
         default=None,
         description="Optional ServiceAccount for the model pods, e.g. one bound to a cloud role (IRSA, workload "

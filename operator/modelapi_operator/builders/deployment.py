@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec, RolloutSpec
+from modelapi_operator.api.patterns import quantity_value
 from modelapi_operator.builders.common import (
     Manifest,
     Owner,
@@ -14,6 +16,7 @@ from modelapi_operator.builders.common import (
     object_meta,
     revision_selector,
 )
+from modelapi_operator.redaction import redact_uri
 from modelapi_runtime.settings import env_var_name
 
 MODEL_DIR = "/models"
@@ -26,6 +29,10 @@ PROGRESS_DEADLINE_SECONDS = 1200
 # Endpoints and proxies drop a terminating pod within a few seconds; keep serving until then.
 PRE_STOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 45
+
+# /tmp is scratch space only (the runtime's read-only root needs one writable place); the artifact goes to MODEL_DIR.
+TMP_VOLUME_SIZE = "512Mi"
+MiB = 1024 * 1024
 
 ANNOTATION_MODEL_URI = f"{names.GROUP}/model-uri"
 ANNOTATION_MODEL_SHA256 = f"{names.GROUP}/model-sha256"
@@ -117,8 +124,16 @@ def _resources(spec: ModelAPISpec) -> Manifest:
     amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpu > 0:
         amounts[names.GPU_RESOURCE] = str(resources.gpu)
-    # requests == limits: Guaranteed QoS, and the CPU quota the runtime derives its threads from.
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    # requests == limits: Guaranteed QoS, and the CPU quota the runtime derives its threads from. Disk is requested
+    # (both volumes at their size limits), never limited: a container limit would also count its logs.
+    requests = {**amounts, "ephemeral-storage": ephemeral_storage_request(spec)}
+    return {"requests": requests, "limits": dict(amounts)}
+
+
+def ephemeral_storage_request(spec: ModelAPISpec) -> str:
+    """The model volume's and /tmp's size limits together, in whole MiB."""
+    total = quantity_value(spec.storage.cache_size) + quantity_value(TMP_VOLUME_SIZE)
+    return f"{math.ceil(total / MiB)}Mi"
 
 
 def _tolerations(spec: ModelAPISpec) -> list[Manifest]:
@@ -167,7 +182,10 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
             "fsGroup": RUNTIME_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [
+            {"name": "models", "emptyDir": {"sizeLimit": spec.storage.cache_size}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_VOLUME_SIZE}},
+        ],
     }
     if spec.storage.service_account_name:
         pod_spec["serviceAccountName"] = spec.storage.service_account_name
@@ -204,7 +222,9 @@ def build_deployment(
     last-known-good revision whose size the operator decides.
     """
     surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
-    annotations = {ANNOTATION_MODEL_URI: spec.model.uri}
+    # Redacted: a presigned URL's query is a credential (the pod's env has the whole URI, and the revision hash
+    # covers it, so a new query still rolls out).
+    annotations = {ANNOTATION_MODEL_URI: redact_uri(spec.model.uri)}
     if spec.model.sha256:
         annotations[ANNOTATION_MODEL_SHA256] = spec.model.sha256.lower()
     deployment_spec: Manifest = {

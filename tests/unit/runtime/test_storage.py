@@ -59,7 +59,8 @@ def test_file_uri_is_verified_in_place(tmp_path: Path) -> None:
 def test_display_uri_drops_credentials() -> None:
     uri = "https://user:secret@host.example:8443/m/model.onnx?X-Amz-Signature=abc&X-Amz-Credential=AKIA"
     shown = display_uri(uri)
-    assert shown == "https://host.example:8443/m/model.onnx"
+    assert shown == "https://host.example:8443/m/model.onnx?<redacted>"
+    assert display_uri("s3://models/iris/1/model.onnx") == "s3://models/iris/1/model.onnx"
 
 
 # --- https:// (a real local HTTP server with Range support) --------------------------------------
@@ -68,6 +69,7 @@ def test_display_uri_drops_credentials() -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     status_for: dict[str, int] = {}
+    redirects: dict[str, str] = {}  # path -> Location (answered 302)
     ranges = True
     stall_s = 0.0
     requests: list[str] = []
@@ -77,6 +79,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _common(self) -> bytes | None:
         type(self).requests.append(f"{self.command} {self.path} {self.headers.get('Range', '')}")
+        location = self.redirects.get(self.path)
+        if location:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         code = self.status_for.get(self.path)
         if code:
             self.send_response(code)
@@ -123,7 +132,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type("H", (_Handler,), {"files": {}, "status_for": {}, "requests": [], "ranges": True, "stall_s": 0.0})
+    handler = type(
+        "H",
+        (_Handler,),
+        {"files": {}, "status_for": {}, "redirects": {}, "requests": [], "ranges": True, "stall_s": 0.0},
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -183,6 +196,126 @@ def test_https_errors_are_distinct_and_credential_free(
     with pytest.raises(error) as info:
         fetch(f"{base}/m.onnx?sig=SECRET", tmp_path)
     assert "SECRET" not in str(info.value)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (its own CA), and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_Handler]]]:
+    """A real TLS server with a self-signed certificate that this test (and only it) trusts."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = type(
+        "S",
+        (_Handler,),
+        {"files": {}, "status_for": {}, "redirects": {}, "requests": [], "ranges": True, "stall_s": 0.0},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_follows_a_redirect_that_stays_on_https(https_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    base, handler = https_server
+    data = _blob(300_000)
+    handler.files["/moved.onnx"] = data
+    handler.redirects["/m.onnx?sig=SECRET"] = f"{base}/moved.onnx"
+    artifact = fetch(f"{base}/m.onnx?sig=SECRET", tmp_path / "cache", sha256=hashlib.sha256(data).hexdigest())
+    assert artifact.path.read_bytes() == data
+
+
+def test_https_refuses_a_downgrade_redirect_to_http(
+    https_server: tuple[str, type[_Handler]], http_server: tuple[str, type[_Handler]], tmp_path: Path
+) -> None:
+    base, handler = https_server
+    plain, plain_handler = http_server
+    plain_handler.files["/evil.onnx"] = _blob(1000)
+    handler.redirects["/m.onnx?sig=SECRET"] = f"{plain}/evil.onnx?sig=SECRET2"
+    with pytest.raises(ArtifactAccessDenied, match="a downgrade from https; refused") as info:
+        fetch(f"{base}/m.onnx?sig=SECRET", tmp_path / "cache")
+    assert "SECRET" not in str(info.value)
+    assert f"{plain}/evil.onnx?<redacted>" in str(info.value)
+    assert plain_handler.requests == [], "nothing was sent in clear text"
+    assert not list((tmp_path / "cache").rglob("blobs/sha256/*"))
+
+
+def test_http_to_http_redirects_are_followed(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
+    base, handler = http_server
+    handler.files["/new.onnx"] = data = _blob(5000)
+    handler.redirects["/old.onnx"] = "/new.onnx"
+    assert fetch(f"{base}/old.onnx", tmp_path / "cache").path.read_bytes() == data
+
+
+def test_a_url_http_client_refuses_is_an_invalid_spec_without_its_query(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path
+) -> None:
+    base, _ = http_server
+    with pytest.raises(InvalidArtifactSpec, match="not a valid URL") as info:
+        fetch(f"{base}/m.onnx?sig=SECRET\x01x", tmp_path / "cache")
+    assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "refused"),
+    [
+        ("https://a.example/m", "http://a.example/m", True),
+        ("https://a.example/m", "ftp://a.example/m", True),
+        ("HTTPS://a.example/m", "HTTP://a.example/m", True),
+        ("https://a.example/m", "https://b.example/m", False),
+        ("http://a.example/m", "http://b.example/m", False),
+        ("http://a.example/m", "https://b.example/m", False),
+    ],
+)
+def test_check_redirect(current: str, target: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(ArtifactAccessDenied, match="downgrade"):
+            storage.check_redirect(current, target)
+    else:
+        storage.check_redirect(current, target)
 
 
 def test_checksum_mismatch_leaves_nothing_in_the_cache(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
