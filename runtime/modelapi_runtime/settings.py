@@ -48,7 +48,43 @@ class RuntimeSettings(BaseSettings):
         default=16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
     )
     max_queue: int = Field(
-        default=256, ge=1, description="Inference requests in progress before new ones get 503 + Retry-After."
+        default=256,
+        ge=1,
+        description="Inference requests in progress (body received) before new ones get 503 + Retry-After.",
+    )
+    # Limits against hostile or broken clients (runtime/README.md, "Limits against hostile clients").
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request's head (request line and headers) must arrive within this many seconds of its "
+        "first byte (of the connection's opening, for the first request); else 408 and the connection is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A request's body must arrive within this many seconds of the end of its head; else 408 and "
+        "the connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers); larger ones get 431 and the connection "
+        "is closed.",
+    )
+    max_inflight_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Budget for the bytes of all requests in progress (bodies and an estimate of their decoded "
+        "JSON); a request beyond it gets 503 + Retry-After. 0 = a quarter of the container's memory limit.",
+    )
+    max_json_values: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Most JSON values (counted by separators) in one request body; more get 413.",
     )
     drain_seconds: float = Field(
         default=5.0,
