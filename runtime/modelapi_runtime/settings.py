@@ -16,6 +16,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MODELAPI_"
+# Bounds of the settings a model owner sets through the ModelAPI (spec.runtime.limits): the CRD uses the same.
+MAX_REQUEST_BYTES_RANGE = (1024, 1024 * 1024 * 1024)
+MAX_QUEUE_RANGE = (1, 65536)
 
 Device = Literal["auto", "cpu", "cuda"]
 HttpLayer = Literal["fast", "uvicorn"]
@@ -45,11 +48,15 @@ class RuntimeSettings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 region.")
     # Added with the runtime (issue 4); all optional, the defaults are what a pod wants.
     max_request_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+        default=16 * 1024 * 1024,
+        ge=MAX_REQUEST_BYTES_RANGE[0],
+        le=MAX_REQUEST_BYTES_RANGE[1],
+        description="Largest request body; larger ones get 413 unread.",
     )
     max_queue: int = Field(
         default=256,
-        ge=1,
+        ge=MAX_QUEUE_RANGE[0],
+        le=MAX_QUEUE_RANGE[1],
         description="Inference requests in progress (body received) before new ones get 503 + Retry-After.",
     )
     # Limits against hostile or broken clients (runtime/README.md, "Limits against hostile clients").
