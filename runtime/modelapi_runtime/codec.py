@@ -221,7 +221,9 @@ def decode_v2(
             spec = TensorSpec(name, datatype, tuple(shape))
         if datatype != spec.datatype:
             raise InvalidInput(f"input {name!r}: datatype {datatype} but the model expects {spec.datatype}")
-        count = _element_count(shape, name, max_elements)
+        count = math.prod(shape)
+        if count > max_elements or count == 0 or len(shape) > MAX_NDIM:
+            _check_element_count(shape, name, max_elements)
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -254,15 +256,13 @@ def decode_v2(
     )
 
 
-def _element_count(shape: list[int], name: str, limit: int) -> int:
-    """The elements ``shape`` describes, refused (422) when it has too many dimensions or when any dimension, or
-    the product of the non-zero ones, is beyond ``limit``: numpy could not allocate or even reshape it."""
+def _check_element_count(shape: list[int], name: str, limit: int) -> None:
+    """Refuse (422) a shape with too many dimensions, or whose non-zero dimensions multiply beyond ``limit``: numpy
+    could not allocate, or even reshape, such an array."""
     if len(shape) > MAX_NDIM:
         raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions, more than {MAX_NDIM}")
-    count = math.prod(shape)
-    if count > limit or (count == 0 and math.prod([d or 1 for d in shape]) > limit):
+    if math.prod([d or 1 for d in shape]) > limit:
         raise InvalidInput(f"input {name!r}: shape {shape} describes more than {limit} elements")
-    return count
 
 
 def _is_shape(shape: Any) -> TypeGuard[list[int]]:

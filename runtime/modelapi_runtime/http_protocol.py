@@ -35,9 +35,9 @@ from uvicorn.server import ServerState
 from modelapi_runtime.app import RuntimeApp
 from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers
 from modelapi_runtime.exceptions import RequestTimeout
-from modelapi_runtime.http_guard import BODY, BUSY, HEAD, GuardedHttpProtocol
+from modelapi_runtime.http_guard import BODY, BUSY, HEAD, IDLE, GuardedHttpProtocol
 from modelapi_runtime.routes import CLIENT_GONE, InferenceEndpoint, drains, match_inference
-from modelapi_runtime.service import JSON, InferenceService
+from modelapi_runtime.service import JSON, OFFLOAD_ABOVE_BYTES, InferenceService
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
         self.inference = None
 
     def on_headers_complete(self) -> None:
-        self._phase, self._since, self._head_bytes = BODY, self.loop.time(), 0
+        self._phase, self._head_bytes = BODY, 0
         if self.endpoint is not None:
             cycle = self._inference_cycle(self.endpoint)
             if cycle is not None:
@@ -127,11 +127,16 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
             self.inference.receive(body)
 
     def on_message_complete(self) -> None:
-        self._phase = BUSY
-        if self.inference is None:
+        inference = self.inference
+        if inference is None:
+            self._message_complete()
             HttpToolsProtocol.on_message_complete(self)
+        elif inference.response_complete:  # answered early, the small rest read: idle from now
+            self._phase, self._since = IDLE, self.loop.time()
+            inference.more_body = False
         else:
-            self.inference.complete()
+            self._phase = BUSY
+            inference.complete()
 
     def _body_timed_out(self) -> None:
         if self.inference is None:
@@ -242,12 +247,16 @@ class InferenceCycle:
         size = len(chunk)
         self.size += size
         if self.service is not None:
-            try:
-                self.endpoint.check_size(self.size)
-                self.budget.take(size)
-            except Exception as exc:
-                self._fail(exc)
-                return
+            budget = self.budget
+            if self.size > self.endpoint.limit or budget.used + size > budget.limit:
+                try:  # the same checks, raising the error to answer
+                    self.endpoint.check_size(self.size)
+                    budget.take(size)
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+            else:
+                budget.used += size
             self.held += size
 
     def complete(self) -> None:
@@ -281,7 +290,7 @@ class InferenceCycle:
         except Exception as exc:
             self._fail(exc)
             return
-        if not service.waits(len(body)):
+        if service.never_waits and len(body) <= OFFLOAD_ABOVE_BYTES:
             try:
                 reply = run_now(inference)
             except Exception as exc:

@@ -76,6 +76,10 @@ class InferenceService:
         self._batcher = (
             Batcher(self._runner, max_batch_size, max_latency_s) if max_batch_size > 1 and model.batchable else None
         )
+        # No batcher and no worker thread: ``infer_v1``/``infer_v2`` on a body up to OFFLOAD_ABOVE_BYTES finish
+        # without suspending, so a caller may run their coroutines to completion in one step (no task; see
+        # ``http_protocol``). An attribute, not a property: read once per request.
+        self.never_waits = self._batcher is None and self._runner.inline
 
     @property
     def batching(self) -> bool:
@@ -84,16 +88,6 @@ class InferenceService:
     @property
     def inline(self) -> bool:
         return self._executor is None
-
-    @property
-    def never_waits(self) -> bool:
-        """No batcher and no worker thread: ``infer_v1``/``infer_v2`` finish without suspending, so a
-        caller may run their coroutines to completion in one step (no task; see ``http_protocol``)."""
-        return self._batcher is None and self._runner.inline
-
-    def waits(self, body_size: int) -> bool:
-        """Whether ``infer_v1``/``infer_v2`` on a body of ``body_size`` bytes may suspend (else see never_waits)."""
-        return body_size > OFFLOAD_ABOVE_BYTES or not self.never_waits
 
     async def start(self) -> None:
         if self._batcher is not None:
@@ -160,7 +154,10 @@ class InferenceService:
                 payload = codec.parse_json(body, self.max_json_values)
             decoded = self._preprocessed(payload)
         else:
-            decoded = await self._off_loop(self._decode_v1, body) if big else self._decode_v1(body)
+            if big:
+                decoded = await self._off_loop(self._decode_v1, body)
+            else:
+                decoded = codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
             payload = decoded.payload
         t1 = time.perf_counter()
         outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
@@ -186,7 +183,11 @@ class InferenceService:
         if big:
             decoded = await self._off_loop(self._decode_v2, body, header_length, not preprocess)
         else:
-            decoded = self._decode_v2(body, header_length, not preprocess)
+            head, binary = codec.split_binary(body, header_length)
+            payload = codec.parse_json(head, self.max_json_values)
+            decoded = codec.decode_v2(
+                payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
+            )
         if preprocess:
             payload = decoded.payload
             decoded = self._preprocessed(payload | {"inputs": _v2_inputs(payload, decoded)})

@@ -201,6 +201,22 @@ def test_an_early_answer_to_a_small_body_keeps_the_connection(server: LiveServer
         assert read_response(s)[0] == 200
 
 
+def test_after_an_early_answer_and_the_small_rest_the_connection_idles_into_the_keep_alive_timeout(
+    model_dir: Path, tmp_path: Path, layer: str
+) -> None:
+    uri = (model_dir / "affine.onnx").as_uri()
+    with live_server(uri, str(tmp_path), http=layer, keep_alive_s=1.0) as live, live.connect() as s:
+        s.sendall(request("POST", "/v1/models/other:predict", V1)[:-5])  # 404 is known before the body ends
+        assert read_response(s)[0] == 404
+        s.sendall(V1[-5:])  # the rest, read and dropped
+        s.sendall(request("POST", PREDICT, V1))
+        assert read_response(s)[0] == 200  # kept alive
+        s.sendall(request("POST", "/v1/models/other:predict", V1)[:-5])
+        assert read_response(s)[0] == 404
+        s.sendall(V1[-5:])
+        assert _closed(s, within_s=4.0)  # then idle: closed by the keep-alive timeout (1 s), not left open
+
+
 @pytest.fixture(params=LAYERS)
 def layer(request: pytest.FixtureRequest) -> str:
     return str(request.param)
