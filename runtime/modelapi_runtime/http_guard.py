@@ -193,7 +193,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]  # the endpoint counts a 408, not a 499
-        self._refuse(RequestTimeout(f"the request body did not arrive within {self.body_timeout:g} s"), count=False)
+        self._refuse(RequestTimeout(self.body_late()), count=False)
+
+    def body_late(self) -> str:
+        return f"the request body did not arrive within {self._body_deadline:g} s of the request's first byte"
 
     def _refuse(self, exc: RequestTimeout | HeaderTooLarge, *, count: bool = True) -> None:
         """Answer ``exc`` and close: the connection is in no state to carry another request."""

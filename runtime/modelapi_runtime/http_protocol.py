@@ -142,7 +142,7 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
         if self.inference is None:
             super()._body_timed_out()
         else:
-            self.inference.time_out(self.body_timeout)
+            self.inference.time_out(self.body_late())
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -264,12 +264,12 @@ class InferenceCycle:
         if self.service is not None and not self.response_complete:
             self._process()
 
-    def time_out(self, seconds: float) -> None:
+    def time_out(self, message: str) -> None:
         """The body did not arrive in time (the protocol's timer): 408, and the connection closes."""
         if self.response_complete:
             self.protocol.transport.close()
         else:
-            self._fail(RequestTimeout(f"the request body did not arrive within {seconds:g} s"))
+            self._fail(RequestTimeout(message))
 
     def connection_lost(self) -> None:
         if self.disconnected and self.more_body and self.service is not None and not self.response_complete:

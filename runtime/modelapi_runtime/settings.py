@@ -71,8 +71,8 @@ class RuntimeSettings(BaseSettings):
         default=60.0,
         gt=0,
         le=3600,
-        description="A request's body must arrive within this many seconds of the end of its head; else 408 and "
-        "the connection is closed.",
+        description="A request's body must arrive within this many seconds after its head's deadline (the whole "
+        "request within header + body timeouts of its first byte); else 408 and the connection is closed.",
     )
     max_header_bytes: int = Field(
         default=16 * 1024,
