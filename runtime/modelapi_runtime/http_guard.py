@@ -106,6 +106,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def handle_websocket_upgrade(self) -> None:
+        # the connection is handed to uvicorn's websocket protocol: this one's timer must not answer on it
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().handle_websocket_upgrade()
+
     def _head_ends_in(self, data: bytes) -> bool:
         """Whether the head being received ends in ``data`` within the limit (the rest is body or next requests)."""
         allowed = self.max_header_bytes - (self._head_bytes - len(data))

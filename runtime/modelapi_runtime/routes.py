@@ -106,6 +106,11 @@ class InferenceEndpoint:
         held = DECODED_BYTES_PER_JSON_VALUE * min(json_bytes // 2 + 1, self.max_json_values)
         budget = self.budget
         if budget.used + held > budget.limit:
+            if len(body) + held > budget.limit:  # could never fit: retrying would not help
+                raise PayloadTooLarge(
+                    f"decoding this {len(body)}-byte JSON body may take {held} bytes, more than the server's budget "
+                    f"for requests in progress ({budget.limit}); send large tensors with the v2 binary extension"
+                )
             budget.take(held)  # raises Overloaded
         service.admit()  # raises Overloaded when the queue is full, before anything is held
         budget.used += held

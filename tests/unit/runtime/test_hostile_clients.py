@@ -254,6 +254,19 @@ def test_bodies_beyond_the_byte_budget_get_503_with_retry_after(model_dir: Path,
         assert _exchange(live, request("POST", PREDICT, V1))[0] == 200
 
 
+def test_a_json_body_that_could_never_fit_the_budget_is_413_not_503(
+    model_dir: Path, tmp_path: Path, layer: str
+) -> None:
+    uri = (model_dir / "affine.onnx").as_uri()
+    body = orjson.dumps({"instances": [[1, 2, 3, 4]] * 5000})  # ~50 KiB: ~2 MiB decoded, by the estimate
+    with live_server(uri, str(tmp_path), http=layer, max_inflight_bytes=1024 * 1024) as live:
+        status, headers, content = _exchange(live, request("POST", PREDICT, body))
+        assert status == 413, content
+        assert "retry-after" not in headers
+        assert b"binary extension" in content
+        assert _exchange(live, request("POST", PREDICT, V1))[0] == 200
+
+
 def test_the_default_budget_is_a_quarter_of_the_cgroup_memory_limit(tmp_path: Path) -> None:
     from modelapi_runtime.limits import default_budget_bytes, memory_limit_bytes
 
