@@ -4,10 +4,10 @@ uvicorn starts no timer before a request's first response, reads a request head 
 header's pieces as they arrive: quadratic in its size) and, after an answer given before the body, keeps reading
 and dropping the rest of that body. :class:`GuardedHttpProtocol` adds, per connection:
 
-- read timeouts: a request's head must be complete ``header_timeout_seconds`` after its first byte (after the
-  connection opened, for the first request), and its body ``body_timeout_seconds`` after that (the whole request
-  within the sum of both, from its first byte). Else 408 and the connection is closed. Between requests the
-  keep-alive timeout applies as before.
+- read timeouts: a request's head must be complete ``header_timeout_seconds`` after its first byte, and its body
+  ``body_timeout_seconds`` after that (the whole request within the sum of both, from its first byte); a new
+  connection must start its first request within ``header_timeout_seconds``. Else 408 and the connection is
+  closed. Between requests the keep-alive timeout applies as before.
 - a head size limit: beyond ``max_header_bytes`` (checked before the parser sees the bytes, give or take one read)
   431 and the connection is closed.
 - an answer given before the body was all received closes the connection instead of reading and dropping the

@@ -65,7 +65,8 @@ class RuntimeSettings(BaseSettings):
         gt=0,
         le=3600,
         description="A request's head (request line and headers) must arrive within this many seconds of its "
-        "first byte (of the connection's opening, for the first request); else 408 and the connection is closed.",
+        "first byte, and a new connection must begin its first request as soon; else 408 and the connection is "
+        "closed.",
     )
     body_timeout_seconds: float = Field(
         default=60.0,
