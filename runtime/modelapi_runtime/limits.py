@@ -19,7 +19,8 @@ CGROUP_V1_MEMORY_LIMIT = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
 _NO_LIMIT_ABOVE = 1 << 60
 BUDGET_SHARE_OF_MEMORY = 4  # the default budget: a quarter of the memory limit
 # Decoded JSON: a value takes at least 2 bytes of text ("1,") and at most ~80 bytes decoded (an empty list is a
-# 56-byte object plus its 8-byte slot in the parent, plus the array it becomes).
+# 56-byte object plus its 8-byte slot in the parent, plus the array it becomes). What decoding N bytes of JSON may
+# allocate is held as DECODED_BYTES_PER_JSON_VALUE * min(N // 2 + 1, max_json_values) (routes.InferenceEndpoint).
 DECODED_BYTES_PER_JSON_VALUE = 80
 
 
@@ -44,11 +45,6 @@ def default_budget_bytes(limit: int | None = None) -> int:
     """A quarter of the memory limit (of the machine's memory when the container has none)."""
     memory = limit if limit is not None else memory_limit_bytes()
     return (memory if memory is not None else physical_memory_bytes()) // BUDGET_SHARE_OF_MEMORY
-
-
-def decoded_json_estimate(json_bytes: int, max_values: int) -> int:
-    """What decoding ``json_bytes`` of JSON may allocate, at most (the value count is bounded by ``max_values``)."""
-    return DECODED_BYTES_PER_JSON_VALUE * min(json_bytes // 2 + 1, max_values)
 
 
 class ByteBudget:

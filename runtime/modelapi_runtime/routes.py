@@ -102,7 +102,7 @@ class InferenceEndpoint:
         json_bytes = len(body)
         if header_length is not None and header_length.isdigit():
             json_bytes = min(json_bytes, int(header_length))
-        # decoded_json_estimate(json_bytes, self.max_json_values), inlined: once per request
+        # at most two bytes of JSON text per value, and at most max_json_values of them (see limits)
         held = DECODED_BYTES_PER_JSON_VALUE * min(json_bytes // 2 + 1, self.max_json_values)
         budget = self.budget
         if budget.used + held > budget.limit:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from live_server import LiveServer, live_server, read_response, request
@@ -348,6 +349,47 @@ def test_liveness_answers_within_a_second_while_a_big_valid_body_is_processed(se
     assert len(orjson.loads(content)["predictions"]) == rows
     assert probe.answers > busy / 0.5  # it kept answering while the request was processed
     assert probe.slowest < 1.0, (probe.slowest, busy)
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["inline", "batching"])
+def test_large_bodies_are_served_off_the_loop_on_every_path(
+    model_dir: Path, tmp_path: Path, layer: str, batching: bool
+) -> None:
+    """Bodies over 256 KiB take the worker-thread path: v1 and v2 JSON, v2 binary, with and without batching."""
+    uri = (model_dir / "affine.onnx").as_uri()
+    x = np.arange(4 * 20_000, dtype=np.float32).reshape(-1, 4)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    )
+    extra = {"max_batch_size": 4} if batching else {}
+    with live_server(uri, str(tmp_path), http=layer, **extra) as live:
+        status, headers, content = _exchange(
+            live, request("POST", INFER, header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))})
+        )
+        assert status == 200, content
+        n = int(headers["inference-header-content-length"])
+        np.testing.assert_allclose(np.frombuffer(content[n:], dtype="<f4").reshape(x.shape), x * 2 + 1)
+        v2 = orjson.dumps(
+            {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+        )
+        status, _, content = _exchange(live, request("POST", INFER, v2))
+        assert status == 200, content
+        assert orjson.loads(content)["outputs"][0]["shape"] == list(x.shape)
+        status, _, content = _exchange(live, request("POST", PREDICT, orjson.dumps({"instances": x.tolist()})))
+        assert status == 200, content
+        assert len(orjson.loads(content)["predictions"]) == len(x)
+
+
+def test_a_large_body_reaches_the_handler_parsed_off_the_loop(handler_server: LiveServer) -> None:
+    rows = [{"a": 1, "b": 2, "c": 3, "d": i} for i in range(20_000)]  # ~0.6 MiB
+    status, _, content = _exchange(handler_server, request("POST", PREDICT, orjson.dumps({"rows": rows})))
+    assert status == 200, content
+    assert orjson.loads(content)["n"] == len(rows)
 
 
 def test_json_nested_beyond_the_limit_is_400(server: LiveServer) -> None:
