@@ -50,6 +50,28 @@ def drains(content_length: bytes | None) -> bool:
     return content_length is not None and content_length.isdigit() and int(content_length) <= DRAIN_AT_MOST
 
 
+class RefusalLog:
+    """Overload refusals (503) in the log: the first at once, then at most one line per interval with the count of
+    those not logged. A flood of refused requests must not become a flood of log lines (the metrics count each)."""
+
+    INTERVAL_S = 10.0
+
+    __slots__ = ("next_at", "unlogged")
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.unlogged = 0
+
+    def warn(self, exc: RequestError) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.unlogged += 1
+            return
+        more = f" ({self.unlogged} more refused since the last such line)" if self.unlogged else ""
+        log.warning("request refused: %s: %s%s", exc.reason, exc.message, more)
+        self.next_at, self.unlogged = now + self.INTERVAL_S, 0
+
+
 class ClientGone(Exception):
     """The client disconnected before its body arrived: nothing to answer."""
 
@@ -83,6 +105,7 @@ class InferenceEndpoint:
         self.limit = runtime.settings.max_request_bytes
         self.budget = runtime.budget
         self.max_json_values = runtime.settings.max_json_values
+        self.refusals = RefusalLog()
 
     def open(self, name: str, content_length: bytes | None) -> InferenceService:
         """The service for ``name``; refuses a declared body over the limit before any of it is read."""
@@ -126,12 +149,11 @@ class InferenceEndpoint:
             return service.infer_v1(body)
         return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
 
-    @staticmethod
-    def failure(exc: BaseException, request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
+    def failure(self, exc: BaseException, request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
         """Status, extra headers and body for a request that raised ``exc`` (:mod:`errors` decides)."""
         status, extra, body = error_response(exc, request_id)
         if status == 503 and isinstance(exc, RequestError):
-            log.warning("request refused: %s: %s", exc.reason, exc.message)
+            self.refusals.warn(exc)
         return status, extra, body
 
     def record(self, status: int, started: float) -> None:

@@ -226,7 +226,9 @@ def layer(request: pytest.FixtureRequest) -> str:
 # 4. The byte budget
 
 
-def test_bodies_beyond_the_byte_budget_get_503_with_retry_after(model_dir: Path, tmp_path: Path, layer: str) -> None:
+def test_bodies_beyond_the_byte_budget_get_503_with_retry_after(
+    model_dir: Path, tmp_path: Path, layer: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The issue's finding: 48 connections that each sent 14 MiB of a declared 15 MiB body grew the server by 674
     MiB. Here the budget is 2 MiB and each connection sends 600 KiB of a declared 1 MiB body."""
     uri = (model_dir / "affine.onnx").as_uri()
@@ -249,6 +251,13 @@ def test_bodies_beyond_the_byte_budget_get_503_with_retry_after(model_dir: Path,
             assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "close")
             assert b"budget" in body
         assert 'class="overload",code="503"' in live.metrics()
+        with caplog.at_level(logging.WARNING, logger="modelapi_runtime.routes"):
+            for _ in range(10):  # a flood of refusals is not a flood of log lines
+                with live.connect() as s:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        s.sendall(head + part)
+                    assert read_response(s)[0] == 503
+        assert len([r for r in caplog.records if "request refused" in r.getMessage()]) <= 1
         for s in held:  # gone: what they held is given back
             s.close()
         time.sleep(0.3)
