@@ -2,7 +2,8 @@
 
 The canary's progress lives in its Deployment's annotations (step, when the step started, failed
 checks, last analysis), so a restarted operator resumes at the right step. Every interval with
-analysis configured, the canary's 5xx share and p99 from Prometheus are compared with the limits;
+analysis configured, the canary's share of server faults (5xx but 503 overload: the runtime's
+``class="server_error"``; client errors never count) and p99 from Prometheus are compared with the limits;
 ``failureLimit`` consecutive failed intervals abort it. A step ends when its pause has passed, the
 canary's replicas are ready and (with analysis) at least one check of the step passed.
 """

@@ -8,6 +8,20 @@ import aiohttp
 
 from modelapi_operator.canary import Measurement
 
+# The runtime labels every request with a bounded class: success, client_error (4xx: the client's doing, such as a
+# malformed body or a stalled upload), overload (503: a full queue or byte budget, not ready) or server_error (any
+# other 5xx: a handler that raised, an inference error, a bug). A canary is judged by its server faults only: a
+# client that can reach it must not be able to force a rollback with bad requests or a flood.
+SERVER_FAULT = 'class="server_error"'
+
+
+def error_rate_query(selector: str, window: int) -> str:
+    """The share of requests that were server faults (``selector`` picks one revision's series)."""
+    return (
+        f"sum(rate(modelapi_requests_total{{{selector},{SERVER_FAULT}}}[{window}s])) "
+        f"/ sum(rate(modelapi_requests_total{{{selector}}}[{window}s]))"
+    )
+
 
 class PrometheusError(Exception):
     """Prometheus could not answer; the analysis of this interval is skipped, not failed."""
@@ -41,11 +55,7 @@ class Prometheus:
         return f'{self.namespace_label}="{namespace}",model="{model}",revision="{revision}"'
 
     async def error_rate(self, namespace: str, model: str, revision: str, window: int) -> float | None:
-        selector = self._selector(namespace, model, revision)
-        return await self.query(
-            f'sum(rate(modelapi_requests_total{{{selector},code=~"5.."}}[{window}s])) '
-            f"/ sum(rate(modelapi_requests_total{{{selector}}}[{window}s]))"
-        )
+        return await self.query(error_rate_query(self._selector(namespace, model, revision), window))
 
     async def latency_p99_ms(self, namespace: str, model: str, revision: str, window: int) -> float | None:
         selector = self._selector(namespace, model, revision)

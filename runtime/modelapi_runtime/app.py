@@ -84,6 +84,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # no 307 to the path without its trailing slash: clients of this API do not follow redirects for a POST
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     app.inference = InferenceEndpoint(runtime)

@@ -64,10 +64,16 @@ class ModelRunner:
     async def __call__(self, inputs: Mapping[str, Array], rows: int) -> tuple[dict[str, Array], float]:
         if self._executor is None:
             return self.run_inline(inputs, rows)
+        return await self.run_in(self._executor, inputs, rows)
+
+    async def run_in(
+        self, executor: Executor, inputs: Mapping[str, Array], rows: int
+    ) -> tuple[dict[str, Array], float]:
+        """The model in ``executor``'s thread (the metric is still observed on the loop)."""
         self._observe_batch(rows)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._run, inputs)
+        result = await loop.run_in_executor(executor, self._run, inputs)
         return result, time.perf_counter() - started
 
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from modelapi_runtime.app import RuntimeApp, create_app
 from modelapi_runtime.exceptions import StartupError
+from modelapi_runtime.http_guard import GuardedHttpProtocol
 from modelapi_runtime.http_protocol import InferenceHttpProtocol
 from modelapi_runtime.lifecycle import Runtime, transfer_options
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
@@ -133,7 +134,8 @@ def uvicorn_config(app: RuntimeApp, settings: RuntimeSettings) -> uvicorn.Config
         host=settings.host,
         port=settings.port,
         # fast: inference requests are answered from the HTTP parser's callbacks (see http_protocol).
-        http=InferenceHttpProtocol if settings.http == "fast" else "httptools",
+        # uvicorn: uvicorn's httptools protocol with the same read timeouts and limits (see http_guard).
+        http=InferenceHttpProtocol if settings.http == "fast" else GuardedHttpProtocol,
         loop="uvloop",
         access_log=settings.log_requests,
         # X-Forwarded-For only feeds the access log's client address: without that log, the

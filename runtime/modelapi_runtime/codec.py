@@ -16,12 +16,13 @@ from typing import Any, TypeGuard
 import numpy as np
 import orjson
 
-from modelapi_runtime.exceptions import BadRequest, HandlerFailed, InvalidInput
+from modelapi_runtime.exceptions import BadRequest, HandlerFailed, InvalidInput, PayloadTooLarge
 from modelapi_runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, Array, TensorSpec
 
 HEADER_LENGTH = "inference-header-content-length"
 _LITTLE_ENDIAN = sys.byteorder == "little"
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+MAX_NDIM = 32  # dimensions of one v2 input (numpy's own limit is 64)
 
 # Which JSON-decoded numpy kinds may be converted to a target kind without losing meaning.
 _ACCEPTS: dict[str, str] = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "O": "USO"}
@@ -39,7 +40,17 @@ class Decoded:
     binary: set[str] = field(default_factory=set)  # v2: outputs to return as binary data
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes, max_values: int | None = None) -> dict[str, Any]:
+    """The request's JSON object. ``max_values`` bounds the values it may hold (413 beyond), counted by their
+    separators before anything is decoded; nesting is bounded by orjson (1024 levels: 400 beyond)."""
+    # A value takes at least two bytes ("1,", "[]"), so a body of up to 2 * max_values bytes needs no count.
+    if max_values is not None and len(body) > 2 * max_values:
+        values = body.count(b",") + body.count(b"[") + body.count(b"{")
+        if values > max_values:
+            raise PayloadTooLarge(
+                f"the JSON body holds about {values} values, more than the limit of {max_values}; "
+                "send large tensors with the v2 binary extension"
+            )
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -177,9 +188,15 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, memoryv
 
 
 def decode_v2(
-    payload: dict[str, Any], binary: memoryview | None, specs: Sequence[TensorSpec], *, strict: bool = True
+    payload: dict[str, Any],
+    binary: memoryview | None,
+    specs: Sequence[TensorSpec],
+    *,
+    strict: bool = True,
+    max_elements: int = 2**31 - 1,
 ) -> Decoded:
-    """``strict=False`` (a handler preprocesses): decode tensors without matching them to the model."""
+    """``strict=False`` (a handler preprocesses): decode tensors without matching them to the model.
+    ``max_elements``: the most elements a shape may describe (checked before anything is allocated)."""
     items = payload.get("inputs")
     if not isinstance(items, list) or not items:
         raise InvalidInput('v2 requests carry a non-empty "inputs" list')
@@ -205,6 +222,8 @@ def decode_v2(
         if datatype != spec.datatype:
             raise InvalidInput(f"input {name!r}: datatype {datatype} but the model expects {spec.datatype}")
         count = math.prod(shape)
+        if count > max_elements or count == 0 or len(shape) > MAX_NDIM:
+            _check_element_count(shape, name, max_elements)
         params = item.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -235,6 +254,15 @@ def decode_v2(
         outputs=requested,
         binary=wanted_binary,
     )
+
+
+def _check_element_count(shape: list[int], name: str, limit: int) -> None:
+    """Refuse (422) a shape with too many dimensions, or whose non-zero dimensions multiply beyond ``limit``: numpy
+    could not allocate, or even reshape, such an array."""
+    if len(shape) > MAX_NDIM:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions, more than {MAX_NDIM}")
+    if math.prod([d or 1 for d in shape]) > limit:
+        raise InvalidInput(f"input {name!r}: shape {shape} describes more than {limit} elements")
 
 
 def _is_shape(shape: Any) -> TypeGuard[list[int]]:

@@ -1,12 +1,16 @@
 """The one place where errors become HTTP responses.
 
-Request errors keep their message (written for the caller); anything unexpected becomes a 500
-with a generic message and a logged traceback. The body follows the v2 protocol: ``{"error": msg}``.
+Request errors a client caused (4xx) and overload (503) keep their message, written for the caller. A server fault
+(a handler that raised, an inference error, anything unexpected: 500) is logged with its detail and traceback under
+a request id; the client gets the id (in the body and in ``X-Request-Id``) and a generic message, never the
+exception's text. The body follows the v2 protocol: ``{"error": msg}``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 import orjson
 
@@ -16,17 +20,36 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's own request id is echoed when it is short and plain (it ends up in logs and headers).
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+_PUBLIC_MESSAGES = {
+    "HandlerFailed": "the model's handler failed",
+    "InferenceFailed": "the model could not run on these inputs",
+}
 
-def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
-    """Status, extra headers and JSON body for ``exc``."""
+
+def request_id(given: bytes | None) -> str:
+    """The client's ``X-Request-Id`` when it is sane (at most 128 of ``A-Za-z0-9._:@/+=-``), else a new one."""
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def error_response(exc: BaseException, client_request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
+    """Status, extra headers and JSON body for ``exc`` (``client_request_id``: the request's X-Request-Id)."""
     headers: Headers = []
-    if isinstance(exc, RequestError):
-        status, message = exc.status, exc.message
+    if isinstance(exc, RequestError) and exc.status != 500:
         if isinstance(exc, Overloaded):
             headers.append((b"retry-after", str(exc.retry_after_s).encode()))
-    elif isinstance(exc, ModelAPIError):
-        status, message = 503, exc.message
-    else:
-        log.error("unexpected error while serving a request", exc_info=exc)
-        status, message = 500, "internal error (see the runtime's log)"
-    return status, headers, orjson.dumps({"error": message})
+        return exc.status, headers, orjson.dumps({"error": exc.message})
+    if isinstance(exc, ModelAPIError) and not isinstance(exc, RequestError):
+        return 503, headers, orjson.dumps({"error": exc.message})
+    rid = request_id(client_request_id)
+    reason = exc.reason if isinstance(exc, RequestError) else "InternalError"
+    detail = exc.message if isinstance(exc, RequestError) else f"{type(exc).__name__}: {exc}"
+    log.error("request %s failed: %s: %s", rid, reason, detail, exc_info=exc)
+    headers.append((REQUEST_ID_HEADER, rid.encode()))
+    public = _PUBLIC_MESSAGES.get(reason, "internal error")
+    message = f"{public} (request id {rid}; the details are in the runtime's log)"
+    return 500, headers, orjson.dumps({"error": message, "request_id": rid})

@@ -15,7 +15,9 @@
     └── RequestError                 one request fails; the server keeps serving
         ├── BadRequest               400: malformed JSON or framing
         ├── ModelNotFound            404
-        ├── PayloadTooLarge          413
+        ├── RequestTimeout           408: the head or the body did not arrive in time (the connection closes)
+        ├── PayloadTooLarge          413: body over the limit, or JSON with too many values
+        ├── HeaderTooLarge           431: request head over the limit (the connection closes)
         ├── InvalidInput             422: valid JSON that does not fit the model's inputs
         ├── HandlerFailed            500: the data scientist's handler raised
         ├── InferenceFailed          500: onnxruntime rejected the inputs at run time
@@ -94,9 +96,19 @@ class ModelNotFound(RequestError):
     reason = "ModelNotFound"
 
 
+class RequestTimeout(RequestError):
+    status = 408
+    reason = "RequestTimeout"
+
+
 class PayloadTooLarge(RequestError):
     status = 413
     reason = "PayloadTooLarge"
+
+
+class HeaderTooLarge(RequestError):
+    status = 431
+    reason = "HeaderTooLarge"
 
 
 class InvalidInput(RequestError):

@@ -2,8 +2,8 @@
 ``postprocess(outputs, payload) -> dict`` (API.md, "The handler").
 
 The module is imported from the verified artifact file (source code, never a pickle). Whatever it
-raises at request time becomes :class:`HandlerFailed` (HTTP 500, traceback in the log); the server
-keeps serving.
+raises at request time becomes :class:`HandlerFailed`: HTTP 500 with a request id and a generic message for the
+client, the exception's text and traceback in the log under that id; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Handler:
                 raise TypeError(f"preprocess must return a dict of input name -> array, got {type(result).__name__}")
             return {str(k): np.asarray(v) for k, v in result.items()}
         except Exception as exc:
-            log.exception("handler preprocess raised")
             raise HandlerFailed(f"handler preprocess failed: {type(exc).__name__}: {exc}"[:1000]) from exc
 
     def postprocess(self, outputs: dict[str, Array], payload: dict[str, Any]) -> Any:
@@ -58,7 +57,6 @@ class Handler:
         try:
             return self._postprocess(outputs, payload)
         except Exception as exc:
-            log.exception("handler postprocess raised")
             raise HandlerFailed(f"handler postprocess failed: {type(exc).__name__}: {exc}"[:1000]) from exc
 
 

@@ -13,9 +13,10 @@ one error map, the same metrics), so both front ends answer alike.
 
 Everything else goes through uvicorn's cycle to the ASGI app unchanged: health, metadata,
 /metrics, inference URLs with a query or %-escapes, ``Expect: 100-continue``, upgrades, and every
-request when the access log is on. uvicorn still owns the listener, keep-alive timeouts, pipelining
-order (an inference cycle waits in uvicorn's pipeline like any other), graceful shutdown (its tasks
-are uvicorn's server tasks) and the lifespan. The cycle is duck-typed to what uvicorn's protocol
+request when the access log is on. The connection's read timeouts, head size limit and keep-alive timer are
+:class:`~modelapi_runtime.http_guard.GuardedHttpProtocol`'s (``--http uvicorn`` uses it too). uvicorn still owns
+the listener, pipelining order (an inference cycle waits in uvicorn's pipeline like any other), graceful
+shutdown (its tasks are uvicorn's server tasks) and the lifespan. The cycle is duck-typed to what uvicorn's protocol
 touches: ``response_complete``, ``keep_alive``, ``disconnected``, ``message_event.set()`` and
 ``run_asgi``.
 """
@@ -28,13 +29,15 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar, cast
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from modelapi_runtime.app import RuntimeApp
-from modelapi_runtime.errors import Headers
-from modelapi_runtime.routes import CLIENT_GONE, InferenceEndpoint, match_inference
-from modelapi_runtime.service import JSON, InferenceService
+from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers
+from modelapi_runtime.exceptions import RequestTimeout
+from modelapi_runtime.http_guard import BODY, BUSY, HEAD, IDLE, GuardedHttpProtocol
+from modelapi_runtime.routes import CLIENT_GONE, InferenceEndpoint, drains, match_inference
+from modelapi_runtime.service import JSON, OFFLOAD_ABOVE_BYTES, InferenceService
 
 T = TypeVar("T")
 
@@ -70,8 +73,8 @@ def _route(url: bytes) -> tuple[str, str] | None:
     return matched
 
 
-class InferenceHttpProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol``; ``POST`` to an inference path is served by an :class:`InferenceCycle`."""
+class InferenceHttpProtocol(GuardedHttpProtocol):
+    """The guarded httptools protocol; ``POST`` to an inference path is served by an :class:`InferenceCycle`."""
 
     def __init__(
         self,
@@ -86,19 +89,19 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         if isinstance(app, RuntimeApp) and not self.access_log and not self.root_path and not self.limit_concurrency:
             self.endpoint = app.inference
         self.inference: InferenceCycle | None = None  # the message being parsed, when it is an inference request
-        self._date_headers: list[tuple[bytes, bytes]] | None = None
-        self._idle_since: float | None = None
-        self._date_header_bytes = b""
 
-    # Parser callbacks. The ASGI scope is only built for requests that go to the ASGI app.
+    # Parser callbacks. The ASGI scope is only built for requests that go to the ASGI app. The guard's phase is
+    # moved here (uvicorn's callbacks are called directly, not through the guard's).
 
     def on_message_begin(self) -> None:
+        self._phase, self._since = HEAD, self.loop.time()
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
         self.inference = None
 
     def on_headers_complete(self) -> None:
+        self._phase, self._head_bytes = BODY, 0
         if self.endpoint is not None:
             cycle = self._inference_cycle(self.endpoint)
             if cycle is not None:
@@ -112,10 +115,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                     self.pipeline.appendleft((self.cycle, self.app))
                 return
         url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
-        super().on_message_begin()  # uvicorn's scope for this request
+        HttpToolsProtocol.on_message_begin(self)  # uvicorn's scope for this request
         self.url, self.expect_100_continue = url, expect_100_continue
         self.headers = self.scope["headers"] = headers
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if self.inference is None:
@@ -124,48 +127,22 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.inference.receive(body)
 
     def on_message_complete(self) -> None:
-        if self.inference is None:
-            super().on_message_complete()
+        inference = self.inference
+        if inference is None:
+            self._message_complete()
+            HttpToolsProtocol.on_message_complete(self)
+        elif inference.response_complete:  # answered early, the small rest read: idle from now
+            self._phase, self._since = IDLE, self.loop.time()
+            inference.more_body = False
         else:
-            self.inference.complete()
+            self._phase = BUSY
+            inference.complete()
 
-    # Keep-alive: uvicorn arms a timer after every response and cancels it at the next request's first
-    # bytes (1.7 µs a request with uvloop). Here one timer per idle stretch re-checks when it fires.
-
-    def _unset_keepalive_if_required(self) -> None:
-        self._idle_since = None  # bytes arrived: busy until the next response completes
-
-    def on_response_complete(self) -> None:
-        # uvicorn's, but the keep-alive timer is armed only when none is pending.
-        self.server_state.total_requests += 1
-        if self.transport.is_closing():
-            return
-        self.flow.resume_reading()
-        if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-            return
-        self._idle_since = self.loop.time()
-        if self.timeout_keep_alive_task is None:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
-
-    def timeout_keep_alive_handler(self) -> None:
-        self.timeout_keep_alive_task = None
-        if self._idle_since is None:  # a request is in progress; its response arms the timer again
-            return
-        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
-        if remaining > 0:
-            self.timeout_keep_alive_task = self.loop.call_later(remaining, self.timeout_keep_alive_handler)
-        elif not self.transport.is_closing():
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
+    def _body_timed_out(self) -> None:
+        if self.inference is None:
+            super()._body_timed_out()
+        else:
+            self.inference.time_out(self.body_late())
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -178,31 +155,16 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         matched = _route(self.url)
         if matched is None:
             return None
-        content_length = header_length = None
+        content_length = header_length = request_id = None
         for name, value in self.headers:
             if name == _CONTENT_LENGTH:
                 content_length = value
             elif name == _HEADER_LENGTH:
                 header_length = value
+            elif name == REQUEST_ID_HEADER:
+                request_id = value
         keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-        return InferenceCycle(self, endpoint, matched, content_length, header_length, keep_alive)
-
-    def write_response(self, status: int, content_type: bytes, body: bytes, extra: Headers, keep_alive: bool) -> None:
-        """Status line, uvicorn's default headers (``date``), ours and the body in one ``write()``."""
-        default = self.server_state.default_headers
-        if default is not self._date_headers:  # uvicorn replaces the list once a second
-            self._date_headers = default
-            self._date_header_bytes = b"".join(b"%s: %s\r\n" % pair for pair in default)
-        parts = [STATUS_LINE[status], self._date_header_bytes, b"content-type: ", content_type,
-                 b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]  # fmt: skip
-        for name, value in extra:
-            parts += (name, b": ", value, b"\r\n")
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
-        self.transport.write(b"".join(parts))
-        if self.flow.write_paused:  # the client is not reading its responses: stop reading its requests
-            self.flow.pause_reading()
+        return InferenceCycle(self, endpoint, matched, content_length, header_length, request_id, keep_alive)
 
 
 class _ConnectionLost:
@@ -220,14 +182,15 @@ class _ConnectionLost:
 class InferenceCycle:
     """One inference request on an :class:`InferenceHttpProtocol` connection.
 
-    Queued (pipelined behind another request) -> begun (admitted, collecting the body) -> processing
-    -> answered. An error found before the whole body arrived is answered at once; the rest of the
-    body is then read and dropped, as uvicorn does for an app that answered early.
+    Queued (pipelined behind another request) -> begun (collecting the body, its bytes held against the byte
+    budget) -> admitted (body complete: a queue slot) -> answered. An error found before the whole body arrived is
+    answered at once and the connection is closed (the rest of the body is never read).
     """
 
     __slots__ = (
-        "chunks", "content_length", "disconnected", "endpoint", "header_length", "keep_alive", "kind",
-        "message_event", "more_body", "name", "protocol", "response_complete", "service", "size", "started",
+        "admitted", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
+        "keep_alive", "kind", "message_event", "more_body", "name", "protocol", "request_id", "response_complete",
+        "service", "size", "started",
     )  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - one call site, the protocol's
@@ -237,21 +200,26 @@ class InferenceCycle:
         matched: tuple[str, str],
         content_length: bytes | None,
         header_length: bytes | None,
+        request_id: bytes | None,
         keep_alive: bool,
     ) -> None:
         self.protocol = protocol
         self.endpoint = endpoint
+        self.budget = endpoint.budget
         self.kind, self.name = matched
         self.content_length = content_length
         self.header_length = header_length
+        self.request_id = request_id
         self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
         self.size = 0
+        self.held = 0  # bytes held against the budget
         self.more_body = True
         self.response_complete = False
         self.disconnected = False
+        self.admitted = False
         self.message_event = _ConnectionLost(self)
-        self.service: InferenceService | None = None  # set while admitted
+        self.service: InferenceService | None = None  # set once begun
         self.started = 0.0
 
     async def run_asgi(self, _app: Any) -> None:
@@ -262,7 +230,10 @@ class InferenceCycle:
         self.started = time.perf_counter()
         try:
             self.service = self.endpoint.open(self.name, self.content_length)
-            self.endpoint.check_size(self.size)
+            if self.size:  # body received while queued
+                self.endpoint.check_size(self.size)
+                self.budget.take(self.size)
+                self.held = self.size
         except Exception as exc:
             self._fail(exc)
             return
@@ -273,17 +244,32 @@ class InferenceCycle:
         if self.response_complete:
             return
         self.chunks.append(chunk)
-        self.size += len(chunk)
+        size = len(chunk)
+        self.size += size
         if self.service is not None:
-            try:
-                self.endpoint.check_size(self.size)
-            except Exception as exc:
-                self._fail(exc)
+            budget = self.budget
+            if self.size > self.endpoint.limit or budget.used + size > budget.limit:
+                try:  # the same checks, raising the error to answer
+                    self.endpoint.check_size(self.size)
+                    budget.take(size)
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+            else:
+                budget.used += size
+            self.held += size
 
     def complete(self) -> None:
         self.more_body = False
         if self.service is not None and not self.response_complete:
             self._process()
+
+    def time_out(self, message: str) -> None:
+        """The body did not arrive in time (the protocol's timer): 408, and the connection closes."""
+        if self.response_complete:
+            self.protocol.transport.close()
+        else:
+            self._fail(RequestTimeout(message))
 
     def connection_lost(self) -> None:
         if self.disconnected and self.more_body and self.service is not None and not self.response_complete:
@@ -298,11 +284,13 @@ class InferenceCycle:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
         try:
+            self.held += self.endpoint.admit(service, body, self.header_length)
+            self.admitted = True
             inference = self.endpoint.infer(service, self.kind, body, self.header_length)
         except Exception as exc:
             self._fail(exc)
             return
-        if service.never_waits:
+        if service.never_waits and len(body) <= OFFLOAD_ABOVE_BYTES:
             try:
                 reply = run_now(inference)
             except Exception as exc:
@@ -328,13 +316,18 @@ class InferenceCycle:
         self._respond(200, content_type, body, extra)
 
     def _fail(self, exc: BaseException) -> None:
-        status, extra, body = self.endpoint.failure(exc)
+        status, extra, body = self.endpoint.failure(exc, self.request_id)
         self._respond(status, JSON, body, extra)
 
     def _release(self) -> None:
-        if self.service is not None:
+        if self.admitted:
+            self.admitted = False
+            assert self.service is not None
             self.service.release()
-            self.service = None
+        if self.held:
+            self.budget.give_back(self.held)
+            self.held = 0
+        self.service = None
 
     def _respond(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
         self._release()
@@ -345,8 +338,13 @@ class InferenceCycle:
             return
         protocol = self.protocol
         # while draining, every answer closes its connection: a kept-alive client reconnects through the Service,
-        # whose endpoints no longer list this pod, instead of racing the listener's close
-        keep_alive = self.keep_alive and not self.endpoint.runtime.draining
+        # whose endpoints no longer list this pod, instead of racing the listener's close; an answer given before
+        # a large body arrived closes it too (its rest is never read)
+        keep_alive = (
+            self.keep_alive
+            and (not self.more_body or drains(self.content_length))
+            and not self.endpoint.runtime.draining
+        )
         protocol.write_response(status, content_type, body, extra, keep_alive)
         if not keep_alive:
             protocol.transport.close()

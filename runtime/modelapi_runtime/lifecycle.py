@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modelapi_runtime.exceptions import ModelLoadFailed, ModelNotFound, NotReady, StartupError
 from modelapi_runtime.handler import Handler, load_handler
+from modelapi_runtime.limits import ByteBudget, default_budget_bytes
 from modelapi_runtime.metrics import Metrics
 from modelapi_runtime.model import Model
 from modelapi_runtime.service import InferenceService
@@ -97,6 +98,8 @@ class Runtime:
         self.service: InferenceService | None = None
         self.failure: StartupError | None = None
         self.draining = False
+        # process-wide: the bytes of every request in progress, on both HTTP layers
+        self.budget = ByteBudget(settings.max_inflight_bytes or default_budget_bytes())
         self.ready_event = asyncio.Event()
         self._loader = loader
 
@@ -132,6 +135,9 @@ class Runtime:
             max_latency_s=s.max_latency_ms / 1000,
             max_queue=s.max_queue,
             steady_run_s=loaded.steady_run_s,
+            max_json_values=s.max_json_values,
+            # a tensor has no more elements than its request has bytes (binary) or values (JSON)
+            max_tensor_elements=s.max_request_bytes,
         )
         await service.start()
         m, cs = self.metrics, loaded.cold_start

@@ -2,7 +2,9 @@
 
 Names (all prefixed ``modelapi_``):
 
-- ``requests_total{model,revision,code}`` counter of inference requests by HTTP status
+- ``requests_total{model,revision,code,class}`` counter of inference requests by HTTP status; ``class`` is
+  ``success``, ``client_error`` (4xx, and 499: the client left), ``overload`` (503: queue, byte budget, not ready)
+  or ``server_error`` (any other 5xx: the server's fault). Canary analysis counts ``server_error`` only.
 - ``request_duration_seconds{model,revision}`` histogram, whole inference request
 - ``request_phase_seconds{model,revision,phase}`` histogram, phase in decode|queue|infer|encode
 - ``inflight_requests{model,revision}`` gauge of inference requests being served (HPA Pods metric)
@@ -49,6 +51,15 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "false").lower() not in ("true", "1", "yes", "on")
+
+
+def status_class(code: int) -> str:
+    """The bounded ``class`` label of a status code: who is to blame for it."""
+    if code < 400:
+        return "success"
+    if code < 500:
+        return "client_error"
+    return "overload" if code == 503 else "server_error"
 
 
 def _batch_buckets(max_batch_size: int) -> tuple[float, ...]:
@@ -109,7 +120,7 @@ class _RequestCollector:
         base = {"model": m.model, "revision": m.revision}
         requests = Metric(PREFIX + "requests", "Inference requests by HTTP status code.", "counter")
         for code, counter in sorted(m.codes.items()):
-            labels = {**base, "code": str(code)}
+            labels = {**base, "code": str(code), "class": status_class(code)}
             requests.add_sample(PREFIX + "requests_total", labels, float(counter.value))
             if _CREATED:
                 requests.add_sample(PREFIX + "requests_created", labels, counter.created)

@@ -22,9 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from modelapi_runtime import __version__
-from modelapi_runtime.errors import Headers, error_response
+from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers, error_response
 from modelapi_runtime.exceptions import BadRequest, PayloadTooLarge, RequestError
 from modelapi_runtime.lifecycle import Runtime
+from modelapi_runtime.limits import DECODED_BYTES_PER_JSON_VALUE
 from modelapi_runtime.service import InferenceService, Reply
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,42 @@ V1_PREFIX, V1_SUFFIX = "/v1/models/", ":predict"
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 SERVER_NAME = "modelapi"
 CLIENT_GONE = 499  # nginx's "client closed request": counted, never sent
+REQUEST_TIMEOUT = 408
+# Set in an ASGI request's scope by the HTTP layer when it closed the connection because the body stalled.
+TIMED_OUT = "modelapi.timed_out"
 _CONTENT_TYPE, _CONTENT_LENGTH, _HEADER_LENGTH = b"content-type", b"content-length", b"inference-header-content-length"
+
+
+# An answer given before the body was received keeps the connection (the rest is read and dropped) only when the
+# declared body is this small; a larger or chunked body closes it instead.
+DRAIN_AT_MOST = 64 * 1024
+
+
+def drains(content_length: bytes | None) -> bool:
+    """Whether the unread rest of a body of this declared length is read and dropped (else: close)."""
+    return content_length is not None and content_length.isdigit() and int(content_length) <= DRAIN_AT_MOST
+
+
+class RefusalLog:
+    """Overload refusals (503) in the log: the first at once, then at most one line per interval with the count of
+    those not logged. A flood of refused requests must not become a flood of log lines (the metrics count each)."""
+
+    INTERVAL_S = 10.0
+
+    __slots__ = ("next_at", "unlogged")
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.unlogged = 0
+
+    def warn(self, exc: RequestError) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.unlogged += 1
+            return
+        more = f" ({self.unlogged} more refused since the last such line)" if self.unlogged else ""
+        log.warning("request refused: %s: %s%s", exc.reason, exc.message, more)
+        self.next_at, self.unlogged = now + self.INTERVAL_S, 0
 
 
 class ClientGone(Exception):
@@ -59,26 +95,49 @@ class InferenceEndpoint:
 
     Two front ends drive it: :meth:`__call__` (ASGI, any server) and, under ``serve``,
     :class:`~modelapi_runtime.http_protocol.InferenceHttpProtocol`, which calls the same steps
-    (:meth:`open`, :meth:`infer`, :meth:`failure`, :meth:`record`) straight from the HTTP parser.
+    (:meth:`open`, :meth:`check_size`, :meth:`admit`, :meth:`infer`, :meth:`failure`, :meth:`record`) straight
+    from the HTTP parser. The body's bytes are held against the runtime's byte budget as they arrive; the queue
+    slot is taken only once the body is complete, so clients that are still sending (or stalled) never hold one.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.limit = runtime.settings.max_request_bytes
+        self.budget = runtime.budget
+        self.max_json_values = runtime.settings.max_json_values
+        self.refusals = RefusalLog()
 
     def open(self, name: str, content_length: bytes | None) -> InferenceService:
-        """The service for ``name``, admitted (call ``service.release()`` afterwards); refuses a declared
-        body over the limit before any of it is read."""
+        """The service for ``name``; refuses a declared body over the limit before any of it is read."""
         service = self.runtime.service_for(name)
         if content_length is not None and content_length.isdigit() and int(content_length) > self.limit:
             raise PayloadTooLarge(f"request body of {int(content_length)} bytes exceeds the limit of {self.limit}")
-        service.admit()
         return service
 
     def check_size(self, size: int) -> None:
         """The body received so far (or in all, once complete) against the limit."""
         if size > self.limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+
+    def admit(self, service: InferenceService, body: bytes, header_length: bytes | None) -> int:
+        """A complete body is let in: what decoding its JSON may allocate is held against the byte budget (the
+        bytes held are returned: give them back when answered), then a queue slot is taken (release it)."""
+        json_bytes = len(body)
+        if header_length is not None and header_length.isdigit():
+            json_bytes = min(json_bytes, int(header_length))
+        # at most two bytes of JSON text per value, and at most max_json_values of them (see limits)
+        held = DECODED_BYTES_PER_JSON_VALUE * min(json_bytes // 2 + 1, self.max_json_values)
+        budget = self.budget
+        if budget.used + held > budget.limit:
+            if len(body) + held > budget.limit:  # could never fit: retrying would not help
+                raise PayloadTooLarge(
+                    f"decoding this {len(body)}-byte JSON body may take {held} bytes, more than the server's budget "
+                    f"for requests in progress ({budget.limit}); send large tensors with the v2 binary extension"
+                )
+            budget.take(held)  # raises Overloaded
+        service.admit()  # raises Overloaded when the queue is full, before anything is held
+        budget.used += held
+        return held
 
     @staticmethod
     def infer(
@@ -90,12 +149,11 @@ class InferenceEndpoint:
             return service.infer_v1(body)
         return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
 
-    @staticmethod
-    def failure(exc: BaseException) -> tuple[int, Headers, bytes]:
+    def failure(self, exc: BaseException, request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
         """Status, extra headers and body for a request that raised ``exc`` (:mod:`errors` decides)."""
-        status, extra, body = error_response(exc)
-        if isinstance(exc, RequestError) and status >= 500:
-            log.warning("request failed: %s: %s", exc.reason, exc.message)
+        status, extra, body = error_response(exc, request_id)
+        if status == 503 and isinstance(exc, RequestError):
+            self.refusals.warn(exc)
         return status, extra, body
 
     def record(self, status: int, started: float) -> None:
@@ -106,56 +164,53 @@ class InferenceEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched
         started = time.perf_counter()
+        length = header_length = request_id = None
+        for key, value in scope["headers"]:
+            if key == _CONTENT_LENGTH:
+                length = value
+            elif key == _HEADER_LENGTH:
+                header_length = value
+            elif key == REQUEST_ID_HEADER:
+                request_id = value
+        held = 0  # bytes held against the budget
+        body_complete = False
         try:
-            reply = await self._serve(scope, receive, protocol, name)
+            service = self.open(name, length)
+            chunks: list[bytes] = []
+            size = 0
+            while not body_complete:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                self.check_size(size)
+                self.budget.take(len(chunk))
+                held += len(chunk)
+                chunks.append(chunk)
+                body_complete = not message.get("more_body", False)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            held += self.admit(service, body, header_length)
+            try:
+                reply = await self.infer(service, protocol, body, header_length)
+            finally:
+                service.release()
         except ClientGone:
-            status = CLIENT_GONE
+            # the connection closed under an unfinished body: the client left, or the server timed it out (408)
+            status = REQUEST_TIMEOUT if scope.get(TIMED_OUT) else CLIENT_GONE
         except Exception as exc:
-            status, extra, body = self.failure(exc)
+            status, extra, body = self.failure(exc, request_id)
+            if not body_complete and not drains(length):  # a large rest is never read: close instead
+                extra.append((b"connection", b"close"))
             await _send(send, status, body, b"application/json", extra)
         else:
             status = 200
             extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
             await _send(send, 200, reply.body, reply.content_type, extra)
         finally:
+            if held:
+                self.budget.give_back(held)
             self.record(status, started)
-
-    async def _serve(self, scope: Scope, receive: Receive, protocol: str, name: str) -> Reply:
-        length = header_length = None
-        for key, value in scope["headers"]:
-            if key == _CONTENT_LENGTH:
-                length = value
-            elif key == _HEADER_LENGTH:
-                header_length = value
-        service = self.open(name, length)
-        try:
-            body = await self._read_body(receive)
-            return await self.infer(service, protocol, body, header_length)
-        finally:
-            service.release()
-
-    async def _read_body(self, receive: Receive) -> bytes:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):  # the usual case: the whole body in one message
-            self.check_size(len(body))
-            return body
-        chunks = [body]
-        size = len(body)
-        while True:
-            self.check_size(size)
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        self.check_size(size)
-        return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:

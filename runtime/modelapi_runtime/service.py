@@ -6,11 +6,13 @@ Knows nothing about HTTP: it takes bytes and returns bytes, raising :mod:`except
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from modelapi_runtime import codec
 from modelapi_runtime.batching import Batcher, ModelRunner, Timing
@@ -24,6 +26,11 @@ from modelapi_runtime.tensors import Array
 # costs tens of microseconds, more than a small MLP's whole run, and a sub-millisecond block
 # never starves health probes.
 INLINE_BELOW_S = 0.001
+# Above this body size, decoding, the model run and encoding leave the event loop for a worker thread, so health
+# probes and small requests are answered meanwhile (a 16 MiB JSON body takes seconds to decode).
+OFFLOAD_ABOVE_BYTES = 256 * 1024
+
+T = TypeVar("T")
 
 JSON = b"application/json"
 OCTETS = b"application/octet-stream"
@@ -49,6 +56,8 @@ class InferenceService:
         max_latency_s: float = 0.005,
         max_queue: int = 256,
         steady_run_s: float = 0.0,
+        max_json_values: int | None = None,
+        max_tensor_elements: int = 2**31 - 1,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -56,13 +65,21 @@ class InferenceService:
         self.version = version
         self.handler = handler
         self.max_queue = max_queue
+        self.max_json_values = max_json_values
+        self.max_tensor_elements = max_tensor_elements
         self.inflight = 0
+        # large bodies are decoded here, one at a time (threads start on first use)
+        self._offload = ThreadPoolExecutor(1, thread_name_prefix="decode")
         inline = model.device == "cpu" and steady_run_s < INLINE_BELOW_S
         self._executor = None if inline else ThreadPoolExecutor(1, thread_name_prefix="infer")
         self._runner = ModelRunner(model.run, self._executor, metrics.batch_size.observe)
         self._batcher = (
             Batcher(self._runner, max_batch_size, max_latency_s) if max_batch_size > 1 and model.batchable else None
         )
+        # No batcher and no worker thread: ``infer_v1``/``infer_v2`` on a body up to OFFLOAD_ABOVE_BYTES finish
+        # without suspending, so a caller may run their coroutines to completion in one step (no task; see
+        # ``http_protocol``). An attribute, not a property: read once per request.
+        self.never_waits = self._batcher is None and self._runner.inline
 
     @property
     def batching(self) -> bool:
@@ -71,12 +88,6 @@ class InferenceService:
     @property
     def inline(self) -> bool:
         return self._executor is None
-
-    @property
-    def never_waits(self) -> bool:
-        """No batcher and no worker thread: ``infer_v1``/``infer_v2`` finish without suspending, so a
-        caller may run their coroutines to completion in one step (no task; see ``http_protocol``)."""
-        return self._batcher is None and self._runner.inline
 
     async def start(self) -> None:
         if self._batcher is not None:
@@ -87,9 +98,11 @@ class InferenceService:
             await self._batcher.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._offload.shutdown(wait=True)
 
     def admit(self) -> None:
-        """Bound the work in progress: beyond ``max_queue`` a request is refused at once (503)."""
+        """Bound the work in progress: beyond ``max_queue`` a request is refused at once (503). Called once the
+        request's body is complete: a client still sending (or stalled) holds no slot."""
         if self.inflight >= self.max_queue:
             raise Overloaded(f"{self.inflight} requests in progress (max {self.max_queue}); retry shortly")
         self.inflight += 1
@@ -99,7 +112,16 @@ class InferenceService:
         self.inflight -= 1
         self.metrics.inflight.dec()
 
-    async def _predict(self, inputs: Mapping[str, Array], rows: int | None) -> tuple[dict[str, Array], Timing]:
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the decode thread (for a large request)."""
+        return await asyncio.get_running_loop().run_in_executor(self._offload, fn, *args)
+
+    async def _predict(
+        self, inputs: Mapping[str, Array], rows: int | None, big: bool = False
+    ) -> tuple[dict[str, Array], Timing]:
+        if big:  # never inline on the loop, never held up in a batch
+            outputs, seconds = await self._runner.run_in(self._executor or self._offload, inputs, rows or 1)
+            return outputs, Timing(0.0, seconds)
         if self._batcher is not None:
             if rows is not None and 0 < rows <= self._batcher.max_batch_size:
                 return await self._batcher.submit(inputs, rows)
@@ -118,35 +140,59 @@ class InferenceService:
         assert self.handler is not None
         return codec.dumps_handler_result(self.handler.postprocess(outputs, payload))
 
+    def _decode_v1(self, body: bytes) -> codec.Decoded:
+        return codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
+
     async def infer_v1(self, body: bytes) -> Reply:
         m = self.metrics
+        big = len(body) > OFFLOAD_ABOVE_BYTES
         t0 = time.perf_counter()
-        payload = codec.parse_json(body)
-        if self.handler is not None and self.handler.has_preprocess:
+        if self.handler is not None and self.handler.has_preprocess:  # the handler runs on the loop, as always
+            if big:
+                payload = await self._off_loop(codec.parse_json, body, self.max_json_values)
+            else:
+                payload = codec.parse_json(body, self.max_json_values)
             decoded = self._preprocessed(payload)
         else:
-            decoded = codec.decode_v1(payload, self.model.inputs)
+            if big:
+                decoded = await self._off_loop(self._decode_v1, body)
+            else:
+                decoded = codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
+            payload = decoded.payload
         t1 = time.perf_counter()
-        outputs, timing = await self._predict(decoded.inputs, decoded.rows)
+        outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
         t2 = time.perf_counter()
         if self.handler is not None and self.handler.has_postprocess:
             out = self._postprocessed(outputs, payload)
         else:
-            out = codec.encode_v1(outputs, self.model.output_names)
+            names = self.model.output_names
+            out = await self._off_loop(codec.encode_v1, outputs, names) if big else codec.encode_v1(outputs, names)
         m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
         return Reply(out)
 
+    def _decode_v2(self, body: bytes, header_length: str | None, strict: bool) -> codec.Decoded:
+        head, binary = codec.split_binary(body, header_length)
+        payload = codec.parse_json(head, self.max_json_values)
+        return codec.decode_v2(payload, binary, self.model.inputs, strict=strict, max_elements=self.max_tensor_elements)
+
     async def infer_v2(self, body: bytes, header_length: str | None) -> Reply:
         m = self.metrics
+        big = len(body) > OFFLOAD_ABOVE_BYTES
         t0 = time.perf_counter()
-        head, binary = codec.split_binary(body, header_length)
-        payload = codec.parse_json(head)
         preprocess = self.handler is not None and self.handler.has_preprocess
-        decoded = codec.decode_v2(payload, binary, self.model.inputs, strict=not preprocess)
+        if big:
+            decoded = await self._off_loop(self._decode_v2, body, header_length, not preprocess)
+        else:
+            head, binary = codec.split_binary(body, header_length)
+            payload = codec.parse_json(head, self.max_json_values)
+            decoded = codec.decode_v2(
+                payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
+            )
         if preprocess:
+            payload = decoded.payload
             decoded = self._preprocessed(payload | {"inputs": _v2_inputs(payload, decoded)})
         t1 = time.perf_counter()
-        outputs, timing = await self._predict(decoded.inputs, decoded.rows)
+        outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
         t2 = time.perf_counter()
         if self.handler is not None and self.handler.has_postprocess:
             reply = Reply(self._postprocessed(outputs, decoded.payload))
@@ -155,14 +201,24 @@ class InferenceService:
             unknown = [n for n in names if n not in outputs]
             if unknown:
                 raise InvalidInput(f"unknown outputs {unknown}; the model has {self.model.output_names}")
-            data, header_len = codec.encode_v2(
-                outputs,
-                names,
-                model_name=self.name,
-                model_version=self.version,
-                request_id=decoded.request_id,
-                binary=decoded.binary,
-            )
+            if big:
+                encode = functools.partial(
+                    codec.encode_v2,
+                    model_name=self.name,
+                    model_version=self.version,
+                    request_id=decoded.request_id,
+                    binary=decoded.binary,
+                )
+                data, header_len = await self._off_loop(encode, outputs, names)
+            else:
+                data, header_len = codec.encode_v2(
+                    outputs,
+                    names,
+                    model_name=self.name,
+                    model_version=self.version,
+                    request_id=decoded.request_id,
+                    binary=decoded.binary,
+                )
             reply = Reply(data, OCTETS if header_len is not None else JSON, header_len)
         m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
         return reply

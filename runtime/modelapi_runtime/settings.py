@@ -16,6 +16,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MODELAPI_"
+# Bounds of the settings a model owner sets through the ModelAPI (spec.runtime.limits): the CRD uses the same.
+MAX_REQUEST_BYTES_RANGE = (1024, 1024 * 1024 * 1024)
+MAX_QUEUE_RANGE = (1, 65536)
 
 Device = Literal["auto", "cpu", "cuda"]
 HttpLayer = Literal["fast", "uvicorn"]
@@ -45,10 +48,51 @@ class RuntimeSettings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 region.")
     # Added with the runtime (issue 4); all optional, the defaults are what a pod wants.
     max_request_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413 unread."
+        default=16 * 1024 * 1024,
+        ge=MAX_REQUEST_BYTES_RANGE[0],
+        le=MAX_REQUEST_BYTES_RANGE[1],
+        description="Largest request body; larger ones get 413 unread.",
     )
     max_queue: int = Field(
-        default=256, ge=1, description="Inference requests in progress before new ones get 503 + Retry-After."
+        default=256,
+        ge=MAX_QUEUE_RANGE[0],
+        le=MAX_QUEUE_RANGE[1],
+        description="Inference requests in progress (body received) before new ones get 503 + Retry-After.",
+    )
+    # Limits against hostile or broken clients (runtime/README.md, "Limits against hostile clients").
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request's head (request line and headers) must arrive within this many seconds of its "
+        "first byte, and a new connection must begin its first request as soon; else 408 and the connection is "
+        "closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A request's body must arrive within this many seconds after its head's deadline (the whole "
+        "request within header + body timeouts of its first byte); else 408 and the connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers); larger ones get 431 and the connection "
+        "is closed.",
+    )
+    max_inflight_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Budget for the bytes of all requests in progress (bodies and an estimate of their decoded "
+        "JSON); a request beyond it gets 503 + Retry-After. 0 = a quarter of the container's memory limit.",
+    )
+    max_json_values: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Most JSON values (counted by separators) in one request body; more get 413.",
     )
     drain_seconds: float = Field(
         default=5.0,

@@ -119,6 +119,22 @@ def test_runtime_env_follows_the_runtime_settings_contract() -> None:
     assert settings.name == "iris"
 
 
+def test_runtime_limits_reach_the_runtime_settings_only_when_set() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    def settings_of(spec: ModelAPISpec) -> RuntimeSettings:
+        env = {item["name"]: item["value"] for item in _container(spec)["env"] if "value" in item}
+        return RuntimeSettings.model_validate(
+            {key.removeprefix("MODELAPI_").lower(): v for key, v in env.items() if key.startswith("MODELAPI_")}
+        )
+
+    default = _spec()
+    assert not {"MODELAPI_MAX_REQUEST_BYTES", "MODELAPI_MAX_QUEUE"} & {e["name"] for e in _container(default)["env"]}
+    assert (settings_of(default).max_request_bytes, settings_of(default).max_queue) == (16 * 1024 * 1024, 256)
+    limited = _spec(runtime={"limits": {"maxRequestBytes": 1048576, "maxQueue": 32}})
+    assert (settings_of(limited).max_request_bytes, settings_of(limited).max_queue) == (1048576, 32)
+
+
 def test_stable_deployment_leaves_replicas_to_the_autoscaler() -> None:
     assert "replicas" not in build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]
     assert build_deployment(_spec(), OWNER, "abc", IMAGES, replicas=0)["spec"]["replicas"] == 0

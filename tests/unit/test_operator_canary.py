@@ -255,3 +255,24 @@ def test_a_rollback_interrupted_between_its_two_writes_is_finished_not_undone() 
         for m in resumed.apply
         if m["kind"] == "Deployment"
     )
+
+
+def test_canary_error_rate_counts_server_faults_only() -> None:
+    """The query's numerator selects the runtime's server_error class, which no 4xx and no overload 503 carries."""
+    from modelapi_operator.prometheus import SERVER_FAULT, error_rate_query
+    from modelapi_runtime.metrics import Metrics
+
+    query = error_rate_query('namespace="ns",model="m",revision="r"', 30)
+    assert query == (
+        'sum(rate(modelapi_requests_total{namespace="ns",model="m",revision="r",class="server_error"}[30s])) '
+        '/ sum(rate(modelapi_requests_total{namespace="ns",model="m",revision="r"}[30s]))'
+    )
+    metrics = Metrics("m", "r")
+    for code in (200, 400, 404, 408, 413, 422, 431, 499, 500, 503):
+        metrics.count(code)
+    faults = {
+        line.split('code="')[1].split('"')[0]
+        for line in metrics.render().decode().splitlines()
+        if line.startswith("modelapi_requests_total{") and SERVER_FAULT in line
+    }
+    assert faults == {"500"}

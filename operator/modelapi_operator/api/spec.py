@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 from modelapi_operator.api import patterns as p
 from modelapi_operator.api.base import ApiModel
 from modelapi_operator.api.rules import RULE_ERROR_TYPE, CelRule
+from modelapi_runtime.settings import MAX_QUEUE_RANGE, MAX_REQUEST_BYTES_RANGE, RuntimeSettings
 
 URI_MAX = 2048
 NAME_MAX = 253
@@ -182,6 +183,31 @@ class BatchingSpec(ApiModel):
     )
 
 
+def _runtime_default(field: str) -> int:
+    default = RuntimeSettings.model_fields[field].default
+    assert isinstance(default, int)
+    return default
+
+
+class LimitsSpec(ApiModel):
+    """Per-replica limits of the runtime against heavy or hostile clients; its other limits keep their defaults."""
+
+    max_request_bytes: int = Field(
+        default=_runtime_default("max_request_bytes"),
+        ge=MAX_REQUEST_BYTES_RANGE[0],
+        le=MAX_REQUEST_BYTES_RANGE[1],
+        description="Largest inference request body, in bytes (1024 to 1073741824; default 16777216, 16 MiB). A "
+        "larger body gets 413 before it is read, and its connection is closed.",
+    )
+    max_queue: int = Field(
+        default=_runtime_default("max_queue"),
+        ge=MAX_QUEUE_RANGE[0],
+        le=MAX_QUEUE_RANGE[1],
+        description="Inference requests in progress per replica, counted once their body is received (1 to 65536; "
+        "default 256). Beyond it a request gets 503 with Retry-After.",
+    )
+
+
 class SecretKeySelector(ApiModel):
     """A key of a Secret in the pod's namespace."""
 
@@ -310,6 +336,7 @@ class RuntimeSpec(ApiModel):
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description=ResourcesSpec.__doc__)
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description=BatchingSpec.__doc__)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description=LimitsSpec.__doc__)
     threads: int = Field(
         default=0,
         ge=0,
@@ -393,7 +420,8 @@ class AnalysisSpec(ApiModel):
         default=0.01,
         ge=0,
         le=1,
-        description="Highest tolerated share of 5xx responses over an interval (0..1).",
+        description="Highest tolerated share of server faults over an interval (0..1): 5xx answers other than 503 "
+        "(overload, not ready); client errors (4xx) never count.",
     )
     max_latency_p99_ms: float = Field(
         default=500, gt=0, le=600_000, description="Highest tolerated p99 latency over an interval, in ms."

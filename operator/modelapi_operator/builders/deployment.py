@@ -17,7 +17,7 @@ from modelapi_operator.builders.common import (
     revision_selector,
 )
 from modelapi_operator.redaction import redact_uri
-from modelapi_runtime.settings import env_var_name
+from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
 MODEL_DIR = "/models"
 RUNTIME_UID = 10001
@@ -106,6 +106,11 @@ def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dic
             if optional:
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    # spec.runtime.limits: set only where they differ from the runtime's defaults (which are theirs too), so a
+    # ModelAPI that leaves them alone keeps its revision
+    for field, value in runtime.limits.model_dump(by_alias=False).items():
+        if value != RuntimeSettings.model_fields[field].default:
+            env.append(_env(env_var_name(field), str(value)))
     env += [item.model_dump(by_alias=True, exclude_none=True) for item in runtime.env]
     return env
 

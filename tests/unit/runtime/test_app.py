@@ -213,8 +213,8 @@ async def test_metrics_exposed_with_bounded_labels(serve: ServeFactory, model_di
     await s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
     await s.client.post("/v1/models/m:predict", content=b"{")
     text = await s.metrics()
-    assert 'modelapi_requests_total{code="200",model="m",revision="rev-1"} 1.0' in text
-    assert 'modelapi_requests_total{code="400",model="m",revision="rev-1"} 1.0' in text
+    assert 'modelapi_requests_total{class="success",code="200",model="m",revision="rev-1"} 1.0' in text
+    assert 'modelapi_requests_total{class="client_error",code="400",model="m",revision="rev-1"} 1.0' in text
     assert 'modelapi_inflight_requests{model="m",revision="rev-1"} 0.0' in text
     for name in (
         "modelapi_request_duration_seconds_bucket",

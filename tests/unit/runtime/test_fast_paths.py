@@ -99,8 +99,8 @@ def test_loop_counters_and_gauge() -> None:
     metrics.inflight.dec()
     metrics.batch_size.observe(3)
     text = metrics.render().decode()
-    assert 'modelapi_requests_total{code="200",model="m",revision=""} 2.0' in text
-    assert 'modelapi_requests_total{code="503",model="m",revision=""} 1.0' in text
+    assert 'modelapi_requests_total{class="success",code="200",model="m",revision=""} 2.0' in text
+    assert 'modelapi_requests_total{class="overload",code="503",model="m",revision=""} 1.0' in text
     assert "# TYPE modelapi_requests_total counter" in text
     assert 'modelapi_inflight_requests{model="m",revision=""} 1.0' in text
     assert 'modelapi_batch_size_bucket{le="+Inf",model="m",revision=""} 1.0' in text
