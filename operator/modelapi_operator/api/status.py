@@ -46,9 +46,13 @@ class CanaryStatus(StatusModel):
     revision: str = Field(description="The canary revision's name.")
     step: int = Field(ge=0, description="Index of the current step (0-based).")
     weight: int = Field(ge=0, le=100, description="Traffic percent the canary actually receives now.")
-    error_rate: float | None = Field(default=None, description="Canary 5xx share over the last interval.")
+    error_rate: float | None = Field(
+        default=None, description="Canary share of server faults (5xx but overload 503s) over the last interval."
+    )
     latency_p99_ms: float | None = Field(default=None, description="Canary p99 latency over the last interval.")
-    stable_error_rate: float | None = Field(default=None, description="Stable 5xx share over the last interval.")
+    stable_error_rate: float | None = Field(
+        default=None, description="Stable share of server faults (5xx but overload 503s) over the last interval."
+    )
     stable_latency_p99_ms: float | None = Field(default=None, description="Stable p99 over the last interval.")
     failed_checks: int = Field(default=0, ge=0, description="Consecutive failed analysis intervals.")
     analysis: str | None = Field(default=None, description="How the last step was judged, e.g. that no analysis ran.")
