@@ -1,0 +1,51 @@
+"""Every alert of the chart links to its own section of docs/runbooks.md, and every section there is an alert."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "charts" / "modelapi" / "templates" / "prometheusrule.yaml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+ALERT = re.compile(r"^\s*- alert: (\S+)\s*$")
+RUNBOOK_URL = re.compile(r'^\s*runbook_url: "\{\{ \$\.Values\.monitoring\.runbookBaseUrl \}\}#([a-z0-9-]+)"\s*$')
+
+
+def alerts_and_anchors() -> dict[str, str | None]:
+    """Alert name -> the anchor its runbook_url points at (None without one), read from the template's text."""
+    found: dict[str, str | None] = {}
+    current = None
+    for line in RULES.read_text().splitlines():
+        if match := ALERT.match(line):
+            current = match.group(1)
+            found[current] = None
+        elif (match := RUNBOOK_URL.match(line)) and current is not None:
+            found[current] = match.group(1)
+    return found
+
+
+def runbook_sections() -> set[str]:
+    return {line[3:].strip() for line in RUNBOOKS.read_text().splitlines() if line.startswith("## ")}
+
+
+def test_every_alert_has_a_runbook_url_to_its_own_section() -> None:
+    alerts = alerts_and_anchors()
+    assert {"ModelAPICanaryAborted", "ModelAPIHighErrorRate", "ModelAPINoReadyReplicas"} <= set(alerts)
+    # A Markdown heading's anchor is its text in lower case (the names have no spaces or punctuation).
+    wrong = {alert: anchor for alert, anchor in alerts.items() if anchor != alert.lower()}
+    assert not wrong, f"alerts whose runbook_url is missing or points elsewhere than #<name in lower case>: {wrong}"
+    sections = runbook_sections()
+    assert set(alerts) == sections, (
+        f"alerts without a section in docs/runbooks.md: {sorted(set(alerts) - sections)}; "
+        f"sections without an alert: {sorted(sections - set(alerts))}"
+    )
+
+
+def test_the_runbook_base_url_is_a_documented_chart_value() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "modelapi" / "values.yaml").read_text())
+    base = values["monitoring"]["runbookBaseUrl"]
+    assert base.startswith("https://")
+    assert base.endswith("docs/runbooks.md")
