@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (TESTING.md, "GPU checks"). Finishes in a few minutes on one GPU.
+# The prepared GPU check (runtime/README.md, "GPU"). Finishes in a few minutes on one GPU.
 #
 # Needs: wheels for onnxruntime-gpu (and the CUDA/cuDNN runtime wheels it wants) plus the
 # project's dependencies in a git-ignored folder, by default ./gpu-wheels (override: WHEELS=DIR);

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from modelapi_operator.redaction import redact_text
 
-# Reasons of API.md (condition reason, lastFailure.reason and Event reason).
+# Reasons of docs/conditions.md (condition reason, lastFailure.reason and Event reason).
 INVALID_SPEC: Final = "InvalidSpec"
 ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
 ARTIFACT_ACCESS_DENIED: Final = "ArtifactAccessDenied"
@@ -28,7 +28,7 @@ IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 CRASH_LOOPING: Final = "CrashLooping"
 ROLLOUT_ABORTED: Final = "RolloutAborted"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
-# Added to API.md's list: a dangling reference is named precisely, not as a generic failure.
+# A dangling reference is named precisely, not as a generic failure.
 SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a password
 SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
 # Added: the user asked for a rollback; the current spec is not served until it changes.

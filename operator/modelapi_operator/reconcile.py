@@ -115,7 +115,7 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
     return None
 
 
-# Not in API.md's list: the operator's own identity lacks a permission (its Role was edited or is out of date).
+# The operator's own identity lacks a permission (its Role was edited or is out of date).
 PERMISSION_DENIED = "PermissionDenied"
 
 

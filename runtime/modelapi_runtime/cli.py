@@ -2,7 +2,7 @@
 
 Every flag mirrors a :class:`RuntimeSettings` field and its ``MODELAPI_*`` variable; a flag given
 on the command line wins over the environment. ``pull --dest DIR`` is ``--model-dir`` under the
-name API.md uses: an init container that pulls into DIR leaves a cache that ``serve`` with the same
+name docs/api.md uses: an init container that pulls into DIR leaves a cache that ``serve`` with the same
 ``--model-dir`` hits without downloading again.
 """
 

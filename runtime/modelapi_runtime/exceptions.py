@@ -42,7 +42,7 @@ class ModelAPIError(Exception):
 
 
 class StartupError(ModelAPIError):
-    """The runtime cannot become ready; ``reason`` is a condition reason of API.md."""
+    """The runtime cannot become ready; ``reason`` is a condition reason of docs/conditions.md."""
 
 
 class ArtifactError(StartupError):

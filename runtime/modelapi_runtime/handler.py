@@ -1,5 +1,5 @@
 """The data scientist's optional module: ``preprocess(payload) -> {input: ndarray}`` and/or
-``postprocess(outputs, payload) -> dict`` (API.md, "The handler").
+``postprocess(outputs, payload) -> dict`` (docs/api.md, "The handler interface").
 
 The module is imported from the verified artifact file (source code, never a pickle). Whatever it
 raises at request time becomes :class:`HandlerFailed`: HTTP 500 with a request id and a generic message for the

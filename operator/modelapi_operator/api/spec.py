@@ -1,4 +1,4 @@
-"""The ModelAPI spec: what a data scientist writes. Field names are the contract of API.md.
+"""The ModelAPI spec: what a data scientist writes. Field names are the contract of docs/api.md.
 
 Every field's description is what ``kubectl explain modelapi.spec.<field>`` prints, and every
 rule is a :class:`CelRule` enforced both by the API server and by ``modelapi render``.

@@ -13,7 +13,7 @@ from modelapi_operator.builders.service import build_service
 
 
 def uses_gateway_api(spec: ModelAPISpec, *, gateway_api_installed: bool) -> bool:
-    """API.md: gatewayAPI when asked; auto picks it when its CRDs exist and a gateway is named."""
+    """docs/api.md: gatewayAPI when asked; auto picks it when its CRDs exist and a gateway is named."""
     canary = spec.rollout.canary
     if spec.rollout.strategy != "Canary" or canary is None or canary.gateway is None:
         return False

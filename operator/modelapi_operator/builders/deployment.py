@@ -1,4 +1,4 @@
-"""The Deployment of one revision: the runtime container per API.md's runtime contract."""
+"""The Deployment of one revision: the runtime container per the runtime contract of docs/api.md."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _is_zero(value: int | str) -> bool:
 
 
 def effective_surge_and_unavailable(rollout: RolloutSpec, gpus: int) -> tuple[int | str, int | str]:
-    """Rollout bounds with the defaults of API.md.
+    """Rollout bounds with the defaults of docs/api.md.
 
     On GPUs a surge pod would wait for a GPU that only the old pod frees, so GPU models replace
     one pod at a time (0 / 1). When the user pins one bound to 0, the other defaults to 1 so the
