@@ -6,8 +6,8 @@
 #   containerd, kubelet, kube-proxy (node.sh), then CoreDNS, metrics-server and prometheus-adapter (metrics.sh).
 #
 #   cluster.sh build   build (or find in the cache) every binary; prints the bin directory, then the metrics pipeline's
-#                      (Prometheus, promtool, metrics-server, prometheus-adapter, CoreDNS) on a second line
-#                      (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line)
+#                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
+#                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy

@@ -32,10 +32,37 @@ metrics_go_build() { # name version out_dir package ldflags [module dir]: one bi
 	(cd "${6:-$METRICS_GOMOD_DIR}" && go build -v -trimpath -ldflags "-s -w $5" -o "$3/$1" "$4" 2>&1) | progress "$1 $2"
 }
 
-build_metrics() { # prints the bin dir; builds what is missing, under the build lock
-	local bin b missing=0 stage now
+metrics_build_one() { # name stage_dir build_date
+	local common=github.com/prometheus/common/version
+	local prom_ldflags="-X $common.Version=${PROMETHEUS_VERSION#v} -X $common.Revision=module -X $common.Branch=$PROMETHEUS_MODULE_VERSION -X $common.BuildUser=modelapi -X $common.BuildDate=$3"
+	case "$1" in
+	prometheus | promtool)
+		metrics_go_build "$1" "$PROMETHEUS_VERSION" "$2" "github.com/prometheus/prometheus/cmd/$1" "$prom_ldflags" \
+			"$METRICS_GOMOD_DIR/prometheus"
+		;;
+	metrics-server)
+		metrics_go_build metrics-server "$METRICS_SERVER_VERSION" "$2" sigs.k8s.io/metrics-server/cmd/metrics-server \
+			"-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.buildDate=$3"
+		;;
+	prometheus-adapter)
+		metrics_go_build prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" "$2" sigs.k8s.io/prometheus-adapter/cmd/adapter "" \
+			"$METRICS_GOMOD_DIR/adapter"
+		;;
+	coredns)
+		metrics_go_build coredns "$COREDNS_VERSION" "$2" ./coredns "-X github.com/coredns/coredns/coremain.GitCommit=module"
+		;;
+	*) die "unknown metrics binary $1" ;;
+	esac
+}
+
+# The binaries a tier needs: kwok runs Prometheus only; a real node all of them.
+metrics_binaries() { if [[ $NODE_MODE == real ]]; then echo "${METRICS_BINARIES[*]}"; else echo prometheus promtool; fi; }
+
+build_metrics() { # [binary...] (default: the tier's); prints the bin dir; builds what is missing, under the build lock
+	local bin b missing=0 stage now want
+	read -r -a want <<<"${*:-$(metrics_binaries)}"
 	bin="$(metrics_bin_dir)"
-	for b in "${METRICS_BINARIES[@]}"; do [[ -x "$bin/$b" ]] || missing=1; done
+	for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing=1; done
 	if ((missing == 0)); then
 		echo "$bin"
 		return
@@ -47,27 +74,14 @@ build_metrics() { # prints the bin dir; builds what is missing, under the build 
 	stage="$bin/../stage.$$"
 	rm -rf "$stage" && mkdir -p "$stage"
 	now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	local common=github.com/prometheus/common/version
-	[[ -x "$bin/metrics-server" ]] || metrics_go_build metrics-server "$METRICS_SERVER_VERSION" "$stage" \
-		sigs.k8s.io/metrics-server/cmd/metrics-server \
-		"-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.buildDate=$now"
-	[[ -x "$bin/prometheus-adapter" ]] || metrics_go_build prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" "$stage" \
-		sigs.k8s.io/prometheus-adapter/cmd/adapter "" "$METRICS_GOMOD_DIR/adapter"
-	[[ -x "$bin/coredns" ]] || metrics_go_build coredns "$COREDNS_VERSION" "$stage" ./coredns \
-		"-X github.com/coredns/coredns/coremain.GitCommit=module"
-	[[ -x "$bin/prometheus" ]] || metrics_go_build prometheus "$PROMETHEUS_VERSION" "$stage" \
-		github.com/prometheus/prometheus/cmd/prometheus \
-		"-X $common.Version=${PROMETHEUS_VERSION#v} -X $common.Revision=module -X $common.Branch=$PROMETHEUS_MODULE_VERSION -X $common.BuildUser=modelapi -X $common.BuildDate=$now" \
-		"$METRICS_GOMOD_DIR/prometheus"
-	[[ -x "$bin/promtool" ]] || metrics_go_build promtool "$PROMETHEUS_VERSION" "$stage" \
-		github.com/prometheus/prometheus/cmd/promtool \
-		"-X $common.Version=${PROMETHEUS_VERSION#v} -X $common.Revision=module -X $common.Branch=$PROMETHEUS_MODULE_VERSION -X $common.BuildUser=modelapi -X $common.BuildDate=$now" \
-		"$METRICS_GOMOD_DIR/prometheus"
+	for b in "${want[@]}"; do
+		if [[ ! -x "$bin/$b" ]]; then metrics_build_one "$b" "$stage" "$now"; fi
+	done
 	for b in "${METRICS_BINARIES[@]}"; do
 		if [[ -x "$stage/$b" ]]; then mv "$stage/$b" "$bin/"; fi
 	done
 	rm -rf "$stage"
-	for b in "${METRICS_BINARIES[@]}"; do [[ -x "$bin/$b" ]] || die "build did not produce $b"; done
+	for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || die "build did not produce $b"; done
 	echo "$bin"
 }
 
