@@ -124,7 +124,7 @@ def test_autoscaling_on_cpu_adds_replicas_under_load_and_removes_them_after_with
             "minReplicas": 1,
             "maxReplicas": 4,
             "metric": "cpu",
-            "target": 30,  # 30m of the 100m request per replica: 80 req/s (about 75m here) need 3 replicas
+            "target": 25,  # 25m of the 100m request per replica: 80 req/s (60-75m here) need 3 replicas
             "scaleUpStabilizationSeconds": 0,
             "scaleDownStabilizationSeconds": 15,
         },
