@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Local Kubernetes for the e2e tests and the demo, without a container engine:
 #   etcd (Debian) -> kube-apiserver -> kube-controller-manager -> kube-scheduler (built from the Go modules pinned
-#   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus.
-#   With MODELAPI_NODE=real, a real node instead of the fake ones: containerd, kubelet, kube-proxy (node.sh).
+#   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus
+#   (built from gomod-metrics/, metrics.sh). With MODELAPI_NODE=real, a real node instead of the fake ones:
+#   containerd, kubelet, kube-proxy (node.sh), then CoreDNS, metrics-server and prometheus-adapter (metrics.sh).
 #
-#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory (MODELAPI_NODE=real: also
-#                      the node's: kubelet, kube-proxy, crictl; a second line)
+#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory, then the metrics pipeline's
+#                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
+#                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -15,7 +17,8 @@
 #   cluster.sh restart NAME [DOWN_S]  stop one component (etcd, kube-apiserver, ...) and start it again with the same
 #                      command line, ports and data after DOWN_S seconds (default 0); waits until healthy (fault tests)
 #
-# Everything binds to 127.0.0.1 on free ports. Ports and credentials go to one env file: $RUN_DIR/env.
+# Everything binds to 127.0.0.1 on free ports (with MODELAPI_NODE=real the apiserver binds the node's bridge address
+# instead, so that pods reach it too). Ports and credentials go to one env file: $RUN_DIR/env.
 # Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
 # default tests/e2e/cluster/.run), MODELAPI_NODE (kwok, the default: two fake nodes; real: one real node, see
 # node.sh), GOCACHE / GOMODCACHE as usual for Go.
@@ -60,6 +63,8 @@ BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
 # shellcheck source=SCRIPTDIR/node.sh
 source "$HERE/node.sh"
+# shellcheck source=SCRIPTDIR/metrics.sh
+source "$HERE/metrics.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
 # `go build -v` prints each package as it is compiled; turn that into a progress line every 100 packages.
@@ -152,7 +157,7 @@ fetch_crds() {
 }
 
 # ---- system packages ------------------------------------------------------------------------------------------------
-CONTROL_PLANE_PACKAGES=(etcd-server:etcd prometheus:prometheus openssl:openssl curl:curl util-linux:flock python3:python3)
+CONTROL_PLANE_PACKAGES=(etcd-server:etcd openssl:openssl curl:curl util-linux:flock python3:python3)
 ensure_packages() { # PACKAGE:COMMAND ... (or PACKAGE:/a/path it installs): apt-get install the missing ones
 	local need=() item
 	for item in "$@"; do
@@ -234,7 +239,8 @@ make_pki() {
 		cd "$pki"
 		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=modelapi-e2e-ca" 2>/dev/null
 		openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-		printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+		printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
+			"$NODE_IP" >apiserver.ext
 		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
 			-extfile apiserver.ext 2>/dev/null
 		# front-proxy (request-header) client: without it the controller-manager and scheduler log an error every minute
@@ -279,7 +285,7 @@ kind: Config
 clusters:
 - name: modelapi-e2e
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$API_HOST:$APISERVER_PORT
     certificate-authority: $RUN_DIR/pki/ca.crt
 users:
 - name: $2
@@ -365,8 +371,9 @@ up() {
 		die "MODELAPI_NODE must be kwok or real, not '$NODE_MODE'"
 	fi
 	KUBECTL_BIN="$(command -v kubectl)" || die "kubectl is not installed (the machine image ships it)"
-	local bin
+	local bin mbin
 	bin="$(build)"
+	mbin="$(build_metrics)"
 	fetch_crds
 
 	mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids" "$RUN_DIR/s3" "$RUN_DIR/prometheus/file_sd"
@@ -375,7 +382,17 @@ up() {
 	mapfile -t ports < <(free_ports 8)
 	ETCD_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} APISERVER_PORT=${ports[2]} KCM_PORT=${ports[3]}
 	SCHED_PORT=${ports[4]} KWOK_PORT=${ports[5]} S3_PORT=${ports[6]} PROM_PORT=${ports[7]}
+	# kwok: the apiserver on 127.0.0.1, no endpoints for the `kubernetes` Service (no pod could use them). A real node:
+	# the apiserver on the bridge address, so pods reach it through the `kubernetes` Service (10.0.0.1:443, endpoints
+	# kept by the lease reconciler); the bridge exists before the apiserver starts.
+	API_HOST=127.0.0.1
+	local endpoint_reconciler=none
+	if [[ $NODE_MODE == real ]]; then
+		API_HOST=$NODE_IP endpoint_reconciler=lease
+		node_network_up "$SERVICE_CIDR"
+	fi
 	make_pki
+	if [[ $NODE_MODE == real ]]; then metrics_pki; fi
 	local pki="$RUN_DIR/pki" tmpfs
 	tmpfs="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
 	echo "$tmpfs" >"$RUN_DIR/tmpfs-dir"
@@ -387,8 +404,8 @@ up() {
 	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 	start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-		--endpoint-reconciler-type=none --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+		--bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$APISERVER_PORT" \
+		--endpoint-reconciler-type="$endpoint_reconciler" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
 		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
 		--enable-admission-plugins=NodeRestriction,PodSecurity --allow-privileged=true \
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
@@ -400,14 +417,18 @@ up() {
 		--requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$pki/front-proxy-client.crt" \
 		--proxy-client-key-file="$pki/front-proxy-client.key" --profiling=false --v=1
 	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
-		"https://127.0.0.1:$APISERVER_PORT/readyz"
+		"https://$API_HOST:$APISERVER_PORT/readyz"
 
+	# a real node: the HPA controller reads metrics every 5 s instead of 15 s, so autoscaling tests take minutes
+	local hpa_flags=()
+	if [[ $NODE_MODE == real ]]; then hpa_flags=(--horizontal-pod-autoscaler-sync-period=5s); fi
 	start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
 		--service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" --use-service-account-credentials=true \
-		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1
+		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1 \
+		"${hpa_flags[@]}"
 	start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
@@ -417,10 +438,7 @@ up() {
 		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"
 	start versitygw "$bin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
 		--port "127.0.0.1:$S3_PORT" posix "$RUN_DIR/s3"
-	write_prometheus_config
-	start prometheus prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" \
-		--storage.tsdb.path="$tmpfs/prometheus" --web.listen-address="127.0.0.1:$PROM_PORT" \
-		--web.enable-lifecycle --storage.tsdb.retention.time=2h
+	start_prometheus "$mbin" "$tmpfs"
 	wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
 	wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
 	wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
@@ -460,7 +478,10 @@ up() {
 		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
 	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
-	if [[ $NODE_MODE == real ]]; then node_up "$bin" "$SERVICE_CIDR"; fi
+	if [[ $NODE_MODE == real ]]; then
+		node_up "$bin"
+		metrics_up "$mbin"
+	fi
 
 	cat >"$RUN_DIR/env.tmp" <<ENV
 # written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
@@ -471,7 +492,7 @@ KUBECONFIG=$RUN_DIR/kubeconfig
 KUBECTL=$KUBECTL_BIN
 HELM=$bin/helm
 KUBE_VERSION=$K8S_VERSION
-KUBE_APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+KUBE_APISERVER_URL=https://$API_HOST:$APISERVER_PORT
 KUBE_CA_FILE=$pki/ca.crt
 KUBE_TOKEN=$(cat "$pki/admin.token")
 ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
@@ -485,6 +506,8 @@ AWS_DEFAULT_REGION=$S3_REGION
 PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
 PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
+PROMETHEUS_VERSION=$PROMETHEUS_VERSION
+PROMTOOL=$mbin/promtool
 CRD_ERRORS_FILE=$RUN_DIR/crd-errors.txt
 SERVICE_CIDR=$SERVICE_CIDR
 MODELAPI_NODE=$NODE_MODE
@@ -493,32 +516,6 @@ ENV
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
 	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
-}
-
-write_prometheus_config() {
-	cat >"$RUN_DIR/prometheus/prometheus.yml" <<PROM
-# Tests add scrape targets by writing <name>.json (or .yaml) files into file_sd/ (Prometheus file_sd format):
-#   [{"targets": ["127.0.0.1:8080"], "labels": {"job": "my-test"}}]
-global:
-  scrape_interval: 2s
-  evaluation_interval: 2s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["127.0.0.1:$PROM_PORT"]
-  - job_name: kube-apiserver
-    scheme: https
-    authorization:
-      credentials_file: $RUN_DIR/pki/admin.token
-    tls_config:
-      ca_file: $RUN_DIR/pki/ca.crt
-    static_configs:
-      - targets: ["127.0.0.1:$APISERVER_PORT"]
-  - job_name: file_sd
-    file_sd_configs:
-      - files: ["$RUN_DIR/prometheus/file_sd/*.json", "$RUN_DIR/prometheus/file_sd/*.yaml"]
-        refresh_interval: 2s
-PROM
 }
 
 down() {
@@ -604,6 +601,7 @@ with_lock() {
 case "${1:-}" in
 build)
 	build
+	build_metrics
 	if [[ $NODE_MODE == real ]]; then node_build; fi
 	;;
 preflight) node_capable ;;

@@ -6,7 +6,8 @@
 #
 # Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
 # the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
-# through another interface; pods get no DNS servers. So pod and Service traffic stays on this machine.
+# through another interface; pods resolve cluster names only (CoreDNS on the bridge address, metrics.sh). So pod and
+# Service traffic stays on this machine.
 # Everything `node_up` makes is undone by `node_down`: processes (by saved PID, through cluster.sh), pod sandboxes
 # (through CRI, so CNI releases veths and addresses), mounts under the run dir, the bridge, routes, iptables chains
 # and the sysctls it changed.
@@ -240,11 +241,17 @@ authentication:
   webhook: {enabled: false}
   x509: {clientCAFile: $pki/ca.crt}
 authorization: {mode: AlwaysAllow}
+# a serving certificate from the cluster CA, so metrics-server verifies the kubelet it scrapes
+tlsCertFile: $pki/kubelet-serving.crt
+tlsPrivateKeyFile: $pki/kubelet-serving.key
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$n/containerd/containerd.sock
 failSwapOn: false
 podCIDR: $NODE_POD_CIDR
 resolvConf: ""
+# CoreDNS (metrics.sh) behind the kube-dns Service: pods resolve <service>.<namespace>.svc.cluster.local and
+# nothing outside the cluster (no upstream)
+clusterDNS: [$CLUSTER_DNS_IP]
 clusterDomain: cluster.local
 podLogsDir: $n/pod-logs
 maxPods: 40
@@ -270,7 +277,7 @@ iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 YAML
 }
 
-node_network_up() { # svc_cidr
+node_network_up() { # svc_cidr; called by cluster.sh up before the apiserver, which listens on the bridge address
 	mkdir -p "$RUN_DIR/node"
 	ip link add "$NODE_BRIDGE" type bridge
 	ip addr add "$NODE_IP/${NODE_POD_CIDR#*/}" dev "$NODE_BRIDGE"
@@ -288,10 +295,8 @@ node_network_up() { # svc_cidr
 	node_netns_list >"$RUN_DIR/node/netns.before"
 }
 
-node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane, Prometheus and S3 are up
-	local cbin="$1" svc_cidr="$2" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
-	ensure_packages "${NODE_PACKAGES[@]}"
-	node_preflight
+node_up() { # bin_dir; called by cluster.sh up after the control plane, Prometheus and S3 are up (and the bridge)
+	local cbin="$1" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
 	nbin="$(node_build)"
 	mkdir -p "$n" "$CACHE_ROOT/node-images"
 	pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar"
@@ -301,7 +306,6 @@ node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane,
 	mapfile -t ports < <(free_ports 4)
 	KUBELET_PORT=${ports[0]} KUBELET_HEALTHZ_PORT=${ports[1]} KUBE_PROXY_HEALTHZ_PORT=${ports[2]}
 	KUBE_PROXY_METRICS_PORT=${ports[3]}
-	node_network_up "$svc_cidr"
 	node_write_configs
 	start containerd containerd --config "$n/containerd/config.toml"
 	wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version

@@ -1,18 +1,17 @@
 """The chart's alerts, rendered by helm and evaluated by promtool on made-up series: ModelAPINoReadyReplicas fires
 for a ModelAPI with no ready replica and stays quiet for one at zero replicas on purpose (Ready reason ScaledToZero).
 
-Needs helm (on PATH or $HELM, which the e2e harness builds) and promtool (Debian prometheus); skipped without them.
+helm and promtool are the ones the e2e harness builds (cluster.sh); the cluster itself is not used.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from .conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
@@ -44,15 +43,8 @@ NO_READY_TEST = {
 }
 
 
-def _tool(name: str, variable: str | None = None) -> str:
-    found = (os.environ.get(variable) if variable else None) or shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} not installed")
-    return found
-
-
-def test_no_ready_replicas_fires_for_a_broken_model_but_not_for_one_at_zero(tmp_path: Path) -> None:
-    helm, promtool = _tool("helm", "HELM"), _tool("promtool")
+def test_no_ready_replicas_fires_for_a_broken_model_but_not_for_one_at_zero(cluster: Cluster, tmp_path: Path) -> None:
+    helm, promtool = cluster.env["HELM"], cluster.env["PROMTOOL"]
     values = "monitoring.prometheusRule.enabled=true"
     only = "templates/prometheusrule.yaml"
     command = [helm, "template", "m", str(CHART), "--kube-version", "1.30.0", "--set", values, "--show-only", only]
