@@ -52,6 +52,7 @@ SERVICE = Kind("", "v1", "services", "Service")
 HPA = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 PDB = Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 HTTPROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 POD = Kind("", "v1", "pods", "Pod")
 EVENT = Kind("", "v1", "events", "Event")
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
@@ -60,7 +61,7 @@ CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomRes
 KOPF_PEERING = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 CLUSTER_KOPF_PEERING = Kind("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False)
 
-CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE)
+CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE, ENDPOINT_SLICE)
 _BY_API_KIND = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, POD, EVENT, MODELAPI)}
 
 

@@ -10,6 +10,7 @@ server-side apply, so the HorizontalPodAutoscaler can own them without being res
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,9 +18,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelapi_operator import kube, names
+from modelapi_operator import kube, names, zero
 from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
-from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
+from modelapi_operator.builders import (
+    ActivatorEndpoints,
+    Manifest,
+    Owner,
+    RuntimeImages,
+    compute_revision,
+    service_url,
+)
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.canary import Measurement
 from modelapi_operator.diagnose import INVALID_SPEC, SERVICE_ACCOUNT_NOT_FOUND, Failure, diagnose_revision
@@ -50,6 +58,7 @@ class Observed:
     pdbs: Sequence[Manifest] = ()
     httproutes: Sequence[Manifest] = ()
     pods: Sequence[Manifest] = ()
+    endpointslices: Sequence[Manifest] = ()
 
     def children(self) -> Iterable[Manifest]:
         yield from self.deployments
@@ -57,6 +66,7 @@ class Observed:
         yield from self.hpas
         yield from self.pdbs
         yield from self.httproutes
+        yield from self.endpointslices
 
 
 def now_rfc3339() -> str:
@@ -83,6 +93,14 @@ def is_subset(desired: Any, observed: Any) -> bool:
 EXACT_MAPS: tuple[tuple[str, ...], ...] = (("spec", "selector"), ("spec", "selector", "matchLabels"))
 
 
+def dropped_selector_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Service that must have no selector (its endpoints are the operator's EndpointSlice) but has one: a merge
+    patch that removes it (server-side apply skipped as a subset would leave it)."""
+    if desired.get("kind") != "Service" or "selector" in (desired.get("spec") or {}):
+        return None
+    return {"spec": {"selector": None}} if (observed.get("spec") or {}).get("selector") else None
+
+
 def _at(manifest: Mapping[str, Any], path: Sequence[str]) -> Any:
     value: Any = manifest
     for key in path:
@@ -104,6 +122,31 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
                 patch = {key: patch}
             return patch
     return None
+
+
+ACTIVATOR_READ_SECONDS = 2.0
+
+
+def activator_from_slices(slices: Iterable[Manifest]) -> ActivatorEndpoints | None:
+    """Ready, not terminating addresses and the ``http`` port (else the first) of the activator's EndpointSlices."""
+    addresses: list[str] = []
+    port: int | None = None
+    address_type = "IPv4"
+    for item in slices:
+        ports = item.get("ports") or []
+        named = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+        if named is None or named.get("port") is None:
+            continue
+        for endpoint in item.get("endpoints") or []:
+            conditions = endpoint.get("conditions") or {}
+            if conditions.get("ready") is False or conditions.get("terminating") is True:
+                continue
+            addresses += endpoint.get("addresses") or []
+            port = int(named["port"])
+            address_type = str(item.get("addressType") or "IPv4")
+    if not addresses or port is None:
+        return None
+    return ActivatorEndpoints(addresses=tuple(sorted(set(addresses))), port=port, address_type=address_type)
 
 
 # Not in API.md's list: the operator's own identity lacks a permission (its Role was edited or is out of date).
@@ -138,11 +181,14 @@ class Reconciler:
         *,
         gateway_api_installed: bool,
         prometheus: Prometheus | None = None,
+        activator_service: tuple[str, str] | None = None,
     ) -> None:
         self.kube = client
         self.images = images
         self.gateway_api_installed = gateway_api_installed
         self.prometheus = prometheus
+        self.activator_service = activator_service  # (namespace, name) of the activator's Service
+        self._activator: tuple[float, ActivatorEndpoints | None] = (-1e9, None)
         # The status this process last wrote, by ModelAPI uid. The operator is the only writer of status, so
         # this is never older than the copy in a watch event that may not have caught up with our last patch
         # (which would otherwise repeat transitions and their Events).
@@ -188,6 +234,9 @@ class Reconciler:
                 analysis_available=self.prometheus is not None,
                 measurement=await self._measure(spec, owner, deployments, revision, now),
                 rollback_requested=annotations.get(names.ROLLBACK_ANNOTATION) == "true",
+                activation_requested=bool(annotations.get(names.ACTIVATE_ANNOTATION)),
+                idle=await self._idle(spec, owner, deployments, revision, now),
+                activator=await self.activator_endpoints() if spec.autoscaling.scales_to_zero else None,
             )
         )
         try:
@@ -244,6 +293,40 @@ class Reconciler:
             log.warning("canary analysis of %s/%s skipped: Prometheus: %s", owner.namespace, owner.name, error)
             return None
 
+    async def _idle(
+        self, spec: ModelAPISpec, owner: Owner, deployments: Sequence[Manifest], revision: str, now: datetime
+    ) -> bool | None:
+        """Whether the model received no request over scaleToZeroAfterSeconds (asked only when it could go to zero
+        now); None when not asked or Prometheus has no answer (never read as idle)."""
+        stable = next((d for d in deployments if role_of(d) == "stable" and revision_of(d) == revision), None)
+        if self.prometheus is None or not zero.idle_check_due(spec.autoscaling, stable, now):
+            return None
+        try:
+            requests = await self.prometheus.requests_over(
+                namespace=owner.namespace, model=owner.name, window=spec.autoscaling.idle_seconds
+            )
+        except PrometheusError as error:
+            log.warning("idleness of %s/%s not known: Prometheus: %s", owner.namespace, owner.name, error)
+            return None
+        return None if requests is None else requests <= 0
+
+    async def activator_endpoints(self) -> ActivatorEndpoints | None:
+        """The activator's ready endpoints, from its Service's EndpointSlices (read at most every 2 s)."""
+        if self.activator_service is None:
+            return None
+        read_at, known = self._activator
+        if time.monotonic() - read_at < ACTIVATOR_READ_SECONDS:
+            return known
+        namespace, name = self.activator_service
+        try:
+            slices = await self.kube.list(kube.ENDPOINT_SLICE, namespace, {"kubernetes.io/service-name": name})
+        except kube.KubeError as error:
+            log.warning("activator endpoints not read (%s): scale to zero waits", error)
+            slices = []
+        found = activator_from_slices(slices)
+        self._activator = (time.monotonic(), found)
+        return found
+
     async def _cold_start(self, owner: Owner, revision: str, previous: ModelAPIStatus) -> ColdStart | None:
         """Cold-start timings of the stable revision, read once per revision (when Prometheus has them)."""
         known = previous.cold_start
@@ -282,9 +365,11 @@ class Reconciler:
             current = existing.get((manifest["kind"], manifest["metadata"]["name"]))
             if current is None or not is_subset(manifest, current):
                 await self.kube.apply(manifest)
-            fix = exact_map_fix(manifest, current) if current is not None else None
-            if fix is not None:
-                await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
+            for fix in (exact_map_fix, dropped_selector_fix):
+                patch = fix(manifest, current) if current is not None else None
+                if patch is not None:
+                    kind = kube.kind_of(manifest)
+                    await self.kube.merge_patch(kind, owner.namespace, manifest["metadata"]["name"], patch)
         for name, replicas in plan.scale.items():
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
@@ -293,6 +378,13 @@ class Reconciler:
                 continue
             await self.kube.delete(kube.kind_of(item), owner.namespace, name, uid=item["metadata"].get("uid"))
             log.info("deleted %s %s/%s: no longer desired", kind_name, owner.namespace, name)
+        if plan.clear_activation_request:
+            await self.kube.merge_patch(
+                kube.MODELAPI,
+                owner.namespace,
+                owner.name,
+                {"metadata": {"annotations": {names.ACTIVATE_ANNOTATION: None}}},
+            )
         if plan.clear_rollback_request:
             await self.kube.merge_patch(
                 kube.MODELAPI,
@@ -346,6 +438,7 @@ class Reconciler:
         cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
         views = _views(deployments, observed.pods, revision, plan.target_failure)
+        stable_after = next((d for d in deployments if revision_of(d) == plan.stable_revision), None)
         observation = Observation(
             generation=int(body["metadata"].get("generation") or 0),
             desired_revision=revision,
@@ -356,6 +449,9 @@ class Reconciler:
             now=now_rfc3339(),
             canary=plan.canary,
             cold_start=cold_start,
+            zero_state=plan.zero.state if plan.zero is not None else None,
+            zero_since=zero.parked_since(stable_after),
+            zero_notice=plan.zero.notice if plan.zero is not None else None,
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
