@@ -439,6 +439,13 @@ async def child_changed(*, namespace: str | None, labels: kopf.Labels, **kwargs:
     _schedule(_model_key(namespace, labels), _indices(kwargs))
 
 
+@kopf.on.event(*MODELAPIS, annotations={names.ACTIVATE_ANNOTATION: kopf.PRESENT})
+async def activation_requested(*, namespace: str | None, name: str, **kwargs: Any) -> None:
+    """The activator holds requests for a model at zero: reconcile it now (it is woken). An event handler, since
+    kopf leaves annotations of its own prefix out of the diff that triggers on.update."""
+    _schedule((namespace or "", name), _indices(kwargs))
+
+
 @kopf.on.delete(*MODELAPIS, optional=True)  # optional: no finalizer; owner references delete the children
 def forget_modelapi(*, uid: str, namespace: str | None, name: str, **_: Any) -> None:
     if STATE.reconciler_ is not None:

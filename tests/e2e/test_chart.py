@@ -220,6 +220,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "prometheusUrl": "http://prometheus.monitoring:9090",
     },
     "namespaced-everything": {**MONITORING, "peering": {"enabled": True}, "watchNamespaces": ["WATCHED"]},
+    "activator-off": {"activator": {"enabled": False}},
 }
 
 
@@ -248,7 +249,9 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert "secrets" not in rule["resources"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert not ({"pods"} & set(rule["resources"]) and {"create", "update", "patch", "delete"} & set(rule["verbs"]))
-    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (deployment,) = [
+        doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-operator")
+    ]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -263,6 +266,25 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
     assert env["MODELAPI_OPERATOR_CPU_IMAGE"] == "modelapi/runtime:0.1.0"
     assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == "modelapi/runtime-gpu:0.1.0"
     kinds = {doc["kind"] for doc in docs}
+    activators = [doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-activator")]
+    if name == "activator-off":
+        assert not activators
+        assert "MODELAPI_OPERATOR_ACTIVATOR_SERVICE" not in env
+    else:
+        (activator,) = activators
+        assert activator["spec"]["replicas"] == 2
+        activator_pod = activator["spec"]["template"]["spec"]
+        (proxy,) = activator_pod["containers"]
+        assert proxy["command"] == ["/opt/modelapi/bin/modelapi-activator"]
+        assert proxy["image"] == "modelapi/runtime:0.1.0", "the activator ships in the runtime image"
+        assert activator_pod["securityContext"]["runAsNonRoot"] is True
+        assert activator_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+        assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
+        assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert proxy["resources"]["limits"]["memory"]
+        assert env["MODELAPI_OPERATOR_ACTIVATOR_SERVICE"] == "modelapi-system/modelapi-activator"
+        assert {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"} == {"modelapi-activator"}
     if name == "plain-values":
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
@@ -280,8 +302,12 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert crds == {"clusterkopfpeerings.kopf.dev"}
     if name == "namespaced-everything":
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == "models"
-        roles = [doc for doc in docs if doc["kind"] == "Role"]
+        roles = [doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] == "modelapi-operator"]
         assert [role["metadata"]["namespace"] for role in roles] == ["models"]
+        activator_roles = [
+            doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] == "modelapi-activator"
+        ]
+        assert [role["metadata"]["namespace"] for role in activator_roles] == ["models"]
         (cluster_role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
         # cluster-wide, the operator may only read CRDs and namespaces: every namespaced grant is in the Role
         cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
@@ -427,6 +453,28 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
     wrong = [(v, r, n, "expected yes") for v, r, n in allowed if not release.can_i(v, r, namespace=n)]
     wrong += [(v, r, n, "expected no") for v, r, n in denied if release.can_i(v, r, namespace=n)]
     assert release.can_i("get", "customresourcedefinitions.apiextensions.k8s.io/httproutes.gateway.networking.k8s.io")
+    assert not wrong, wrong
+    # the operator finds the activator's pods through its Service's EndpointSlices, in the release namespace
+    assert release.can_i("list", "endpointslices.discovery.k8s.io", namespace=release.namespace)
+    assert release.can_i("create", "endpointslices.discovery.k8s.io", namespace=ns)
+
+    # the activator: only what it needs to hold a request (list a model's pods, write the demand annotation)
+    activator = Release(cluster, release.name, release.namespace, f"{release.name}-modelapi-activator")
+    activator_allowed = [("list", "pods", ns), ("patch", "modelapis.serving.modelapi.io", ns)]
+    activator_denied = [
+        ("get", "secrets", ns),
+        ("create", "pods", ns),
+        ("delete", "pods", ns),
+        ("watch", "pods", ns),
+        ("patch", "deployments.apps", ns),
+        ("patch", "deployments.apps/scale", ns),
+        ("patch", "modelapis.serving.modelapi.io/status", ns),
+        ("delete", "modelapis.serving.modelapi.io", ns),
+        ("patch", "services", ns),
+        ("create", "endpointslices.discovery.k8s.io", ns),
+    ]
+    wrong = [(v, r, n, "expected yes") for v, r, n in activator_allowed if not activator.can_i(v, r, namespace=n)]
+    wrong += [(v, r, n, "expected no") for v, r, n in activator_denied if activator.can_i(v, r, namespace=n)]
     assert not wrong, wrong
 
 

@@ -100,3 +100,26 @@ references a credentials Secret by name in the pod spec and never reads it).
   resources: ["serviceaccounts"]
   verbs: ["get"]
 {{- end -}}
+
+{{- define "modelapi.activatorName" -}}
+{{- printf "%s-activator" (include "modelapi.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The activator's pods: not app.kubernetes.io/name=modelapi, which marks model pods. */}}
+{{- define "modelapi.activatorSelectorLabels" -}}
+app.kubernetes.io/name: modelapi-activator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+What the activator does in a namespace with models: list a model's pods (to find a ready one) and write the demand
+annotation on a ModelAPI (patch); list ModelAPIs to place a request that names a model by its bare name.
+*/}}
+{{- define "modelapi.activatorRules" -}}
+- apiGroups: ["serving.modelapi.io"]
+  resources: ["modelapis"]
+  verbs: ["list", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+{{- end -}}
