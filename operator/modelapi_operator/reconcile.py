@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from modelapi_operator import kube, names, zero
 from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
+from modelapi_operator.autoscaling import read_hpa
 from modelapi_operator.builders import (
     ActivatorEndpoints,
     Manifest,
@@ -452,6 +453,7 @@ class Reconciler:
             zero_state=plan.zero.state if plan.zero is not None else None,
             zero_since=zero.parked_since(stable_after),
             zero_notice=plan.zero.notice if plan.zero is not None else None,
+            autoscaling=read_hpa(_hpa_of(owner, observed)),
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
@@ -467,6 +469,11 @@ class Reconciler:
             await self.kube.post_event(body, event.type, event.reason, event.message, now_rfc3339())
         except kube.KubeError as error:  # an Event is best effort; the status already says it
             log.warning("could not post event %s: %s", event.reason, error)
+
+
+def _hpa_of(owner: Owner, observed: Observed) -> Manifest | None:
+    """The HPA ``<name>`` (the stable revision's), as the watch last saw it."""
+    return next((h for h in _owned_by(owner.uid, observed.hpas) if h["metadata"]["name"] == owner.name), None)
 
 
 def _comparable(status: ModelAPIStatus) -> dict[str, Any]:

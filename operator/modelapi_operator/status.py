@@ -14,6 +14,7 @@ from typing import Literal
 
 from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
+from modelapi_operator.autoscaling import AUTOSCALING_INACTIVE, AutoscalingView, autoscaling_condition
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
 from modelapi_operator.zero import ZeroState
 
@@ -61,6 +62,7 @@ class Observation:
     zero_state: ZeroState | None = None  # scale to zero of the stable revision, when it is the current one
     zero_since: str | None = None  # when it went to zero
     zero_notice: str | None = None  # why a minReplicas: 0 model is not taken to zero
+    autoscaling: AutoscalingView | None = None  # the stable revision's HPA, when its size is not fixed
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         degraded = cond("Degraded", "False", AS_EXPECTED, "")
 
     conditions = [ready, progressing, degraded]
+    if obs.autoscaling is not None:
+        conditions.append(cond("Autoscaling", *autoscaling_condition(obs.autoscaling)))
     last_failure = obs.previous.last_failure
     if failure is not None and (
         last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
@@ -253,15 +257,22 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     return status, _events(obs.previous, conditions)
 
 
+def _is_problem(condition: Condition) -> bool:
+    """A condition value that needs a human: Degraded, or an HPA that cannot read its metric."""
+    return (condition.type == "Degraded" and condition.status == "True") or (
+        condition.type == "Autoscaling" and condition.reason == AUTOSCALING_INACTIVE
+    )
+
+
 def _events(previous: ModelAPIStatus, conditions: Sequence[Condition]) -> list[EventRecord]:
     events = []
     for condition in conditions:
         before = next((c for c in previous.conditions if c.type == condition.type), None)
         if before is not None and (before.status, before.reason) == (condition.status, condition.reason):
             continue
-        if before is None and not (condition.type == "Degraded" and condition.status == "True"):
-            continue  # a condition's first value is not a transition; a first failure still gets its Event
-        warning = (condition.type == "Degraded" and condition.status == "True") or (
+        if before is None and not _is_problem(condition):
+            continue  # a condition's first value is not a transition; a first problem still gets its Event
+        warning = _is_problem(condition) or (
             condition.type == "Ready" and condition.status == "False" and before is not None and before.status == "True"
         )
         message = f"{condition.type}={condition.status}" + (f": {condition.message}" if condition.message else "")

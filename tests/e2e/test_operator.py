@@ -302,3 +302,36 @@ def test_insufficient_gpu_is_reported(cluster: Cluster, namespace: str, operator
 
     condition = wait_until(degraded, timeout=60, what="Degraded InsufficientGPU")
     assert "nvidia.com/gpu" in condition["message"]
+
+
+def test_an_hpa_without_a_metrics_api_makes_autoscaling_inactive_while_the_model_stays_ready(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """The kwok cluster has no metrics-server: the HPA's controller really cannot read cpu, and says so."""
+    cluster.kubectl("apply", "-f", str(IRIS), namespace=namespace)
+
+    def inactive() -> dict[str, Any] | None:
+        condition = _condition(_mapi(cluster, namespace, "iris"), "Autoscaling")
+        return condition if condition.get("reason") == "AutoscalingInactive" else None
+
+    # the HPA controller syncs every 15 s; its first try fails to read the metric
+    condition = wait_until(inactive, timeout=90, interval=1, what="Autoscaling=False AutoscalingInactive")
+    print(f"[kwok] {condition['reason']}: {condition['message']}")
+    assert condition["status"] == "False"
+    assert "HorizontalPodAutoscaler iris cannot scale on cpu" in condition["message"]
+    assert "FailedGetResourceMetric" in condition["message"]  # the HPA's own reason
+    assert "pods.metrics.k8s.io" in condition["message"]  # and its own message
+    assert "metrics-server" in condition["message"]  # what to do
+    body = _wait_ready(cluster, namespace, "iris")  # the model serves all the same
+    assert _condition(body, "Degraded")["status"] == "False"
+    hpa = cluster.get_json("hpa", "iris", namespace=namespace)
+    scaling = next(c for c in hpa["status"]["conditions"] if c["type"] == "ScalingActive")
+    assert scaling["message"] in condition["message"]
+
+    def warned() -> list[dict[str, Any]]:
+        events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=namespace)
+        return [e for e in events["items"] if e["reason"] == "AutoscalingInactive"]
+
+    (event,) = wait_until(warned, timeout=20, interval=1, what="the AutoscalingInactive Event")
+    assert event["type"] == "Warning"
+    assert "pods.metrics.k8s.io" in event["message"]

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from modelapi_operator.api.base import StatusModel
 
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Autoscaling"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RevisionRole = Literal["stable", "next", "canary", "lastKnownGood"]
 
@@ -16,7 +16,10 @@ RevisionRole = Literal["stable", "next", "canary", "lastKnownGood"]
 class Condition(StatusModel):
     """A metav1.Condition: the state of one aspect of the ModelAPI."""
 
-    type: ConditionType = Field(description="Ready, Progressing or Degraded.")
+    type: ConditionType = Field(
+        description="Ready, Progressing, Degraded, or Autoscaling (whether the HorizontalPodAutoscaler can read its "
+        "metric; absent for a fixed size)."
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="A CamelCase reason from the documented set.")
     message: str = Field(default="", max_length=32_768, description="What happened and what to do, for humans.")
@@ -79,7 +82,9 @@ class ModelAPIStatus(StatusModel):
     observed_generation: int | None = Field(
         default=None, description="The ModelAPI's own metadata.generation that this status describes."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing and Degraded.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing and Degraded; Autoscaling when minReplicas < maxReplicas."
+    )
     url: str | None = Field(default=None, description="In-cluster URL of the model's Service.")
     replicas: int | None = Field(default=None, description="Desired replicas of the stable revision.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas of the stable revision.")

@@ -15,7 +15,8 @@
 #   cluster.sh restart NAME [DOWN_S]  stop one component (etcd, kube-apiserver, ...) and start it again with the same
 #                      command line, ports and data after DOWN_S seconds (default 0); waits until healthy (fault tests)
 #
-# Everything binds to 127.0.0.1 on free ports. Ports and credentials go to one env file: $RUN_DIR/env.
+# Everything binds to 127.0.0.1 on free ports (with MODELAPI_NODE=real the apiserver binds the node's bridge address
+# instead, so that pods reach it too). Ports and credentials go to one env file: $RUN_DIR/env.
 # Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
 # default tests/e2e/cluster/.run), MODELAPI_NODE (kwok, the default: two fake nodes; real: one real node, see
 # node.sh), GOCACHE / GOMODCACHE as usual for Go.
@@ -234,7 +235,8 @@ make_pki() {
 		cd "$pki"
 		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=modelapi-e2e-ca" 2>/dev/null
 		openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-		printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+		printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
+			"$NODE_IP" >apiserver.ext
 		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
 			-extfile apiserver.ext 2>/dev/null
 		# front-proxy (request-header) client: without it the controller-manager and scheduler log an error every minute
@@ -279,7 +281,7 @@ kind: Config
 clusters:
 - name: modelapi-e2e
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$API_HOST:$APISERVER_PORT
     certificate-authority: $RUN_DIR/pki/ca.crt
 users:
 - name: $2
@@ -375,6 +377,15 @@ up() {
 	mapfile -t ports < <(free_ports 8)
 	ETCD_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} APISERVER_PORT=${ports[2]} KCM_PORT=${ports[3]}
 	SCHED_PORT=${ports[4]} KWOK_PORT=${ports[5]} S3_PORT=${ports[6]} PROM_PORT=${ports[7]}
+	# kwok: the apiserver on 127.0.0.1, no endpoints for the `kubernetes` Service (no pod could use them). A real node:
+	# the apiserver on the bridge address, so pods reach it through the `kubernetes` Service (10.0.0.1:443, endpoints
+	# kept by the lease reconciler); the bridge exists before the apiserver starts.
+	API_HOST=127.0.0.1
+	local endpoint_reconciler=none
+	if [[ $NODE_MODE == real ]]; then
+		API_HOST=$NODE_IP endpoint_reconciler=lease
+		node_network_up "$SERVICE_CIDR"
+	fi
 	make_pki
 	local pki="$RUN_DIR/pki" tmpfs
 	tmpfs="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
@@ -387,8 +398,8 @@ up() {
 	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 	start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-		--endpoint-reconciler-type=none --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+		--bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$APISERVER_PORT" \
+		--endpoint-reconciler-type="$endpoint_reconciler" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
 		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
 		--enable-admission-plugins=NodeRestriction,PodSecurity --allow-privileged=true \
 		--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
@@ -400,7 +411,7 @@ up() {
 		--requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$pki/front-proxy-client.crt" \
 		--proxy-client-key-file="$pki/front-proxy-client.key" --profiling=false --v=1
 	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
-		"https://127.0.0.1:$APISERVER_PORT/readyz"
+		"https://$API_HOST:$APISERVER_PORT/readyz"
 
 	start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
@@ -460,7 +471,7 @@ up() {
 		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
 	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
-	if [[ $NODE_MODE == real ]]; then node_up "$bin" "$SERVICE_CIDR"; fi
+	if [[ $NODE_MODE == real ]]; then node_up "$bin"; fi
 
 	cat >"$RUN_DIR/env.tmp" <<ENV
 # written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
@@ -471,7 +482,7 @@ KUBECONFIG=$RUN_DIR/kubeconfig
 KUBECTL=$KUBECTL_BIN
 HELM=$bin/helm
 KUBE_VERSION=$K8S_VERSION
-KUBE_APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+KUBE_APISERVER_URL=https://$API_HOST:$APISERVER_PORT
 KUBE_CA_FILE=$pki/ca.crt
 KUBE_TOKEN=$(cat "$pki/admin.token")
 ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
@@ -513,7 +524,7 @@ scrape_configs:
     tls_config:
       ca_file: $RUN_DIR/pki/ca.crt
     static_configs:
-      - targets: ["127.0.0.1:$APISERVER_PORT"]
+      - targets: ["$API_HOST:$APISERVER_PORT"]
   - job_name: file_sd
     file_sd_configs:
       - files: ["$RUN_DIR/prometheus/file_sd/*.json", "$RUN_DIR/prometheus/file_sd/*.yaml"]

@@ -270,7 +270,7 @@ iptables: {syncPeriod: 10s, minSyncPeriod: 0s}
 YAML
 }
 
-node_network_up() { # svc_cidr
+node_network_up() { # svc_cidr; called by cluster.sh up before the apiserver, which listens on the bridge address
 	mkdir -p "$RUN_DIR/node"
 	ip link add "$NODE_BRIDGE" type bridge
 	ip addr add "$NODE_IP/${NODE_POD_CIDR#*/}" dev "$NODE_BRIDGE"
@@ -288,10 +288,8 @@ node_network_up() { # svc_cidr
 	node_netns_list >"$RUN_DIR/node/netns.before"
 }
 
-node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane, Prometheus and S3 are up
-	local cbin="$1" svc_cidr="$2" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
-	ensure_packages "${NODE_PACKAGES[@]}"
-	node_preflight
+node_up() { # bin_dir; called by cluster.sh up after the control plane, Prometheus and S3 are up (and the bridge)
+	local cbin="$1" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
 	nbin="$(node_build)"
 	mkdir -p "$n" "$CACHE_ROOT/node-images"
 	pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar"
@@ -301,7 +299,6 @@ node_up() { # bin_dir svc_cidr; called by cluster.sh up after the control plane,
 	mapfile -t ports < <(free_ports 4)
 	KUBELET_PORT=${ports[0]} KUBELET_HEALTHZ_PORT=${ports[1]} KUBE_PROXY_HEALTHZ_PORT=${ports[2]}
 	KUBE_PROXY_METRICS_PORT=${ports[3]}
-	node_network_up "$svc_cidr"
 	node_write_configs
 	start containerd containerd --config "$n/containerd/config.toml"
 	wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version

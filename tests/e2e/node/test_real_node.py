@@ -305,6 +305,74 @@ def test_replica_ratio_canary_gets_its_weight_of_the_traffic(
     assert abs(canary_share - 25) <= 10, report.summary()
 
 
+IN_CLUSTER_CLIENT = """
+import json, os, ssl, sys, urllib.request
+
+account = "/var/run/secrets/kubernetes.io/serviceaccount"
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+context = ssl.create_default_context(cafile=f"{account}/ca.crt")
+token = open(f"{account}/token").read()
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode()
+for url in (f"https://{host}:{port}", *sys.argv[1:]):
+    request = urllib.request.Request(
+        f"{url}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        user = json.load(response)["status"]["userInfo"]["username"]
+    print(f"{url} {user}")
+"""
+
+
+def _restricted_pod(name: str, image: str, command: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def _run_pod(cluster: Cluster, namespace: str, pod: dict[str, Any], timeout: float = 90) -> tuple[str, str]:
+    """Runs a pod to completion; its phase (Succeeded or Failed) and its log."""
+    name = pod["metadata"]["name"]
+    _apply(cluster, namespace, pod)
+
+    def finished() -> str | None:
+        phase: str = cluster.get_json("pod", name, namespace=namespace)["status"].get("phase", "")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase: str = wait_until(finished, timeout=timeout, interval=1, what=f"pod {name} finished")
+    return phase, cluster.kubectl("logs", name, namespace=namespace).stdout
+
+
+def test_a_pod_reaches_the_api_server_with_its_service_account_token(
+    cluster: Cluster, node: dict[str, str], restricted: str
+) -> None:
+    """As on any cluster: the `kubernetes` Service (its ClusterIP from the pod's environment) leads to the
+    apiserver, whose certificate the pod's CA bundle verifies, and the ServiceAccount token is accepted."""
+    pod = _restricted_pod("in-cluster-client", node["NODE_RUNTIME_IMAGE"], ["python3", "-c", IN_CLUSTER_CLIENT])
+    phase, log = _run_pod(cluster, restricted, pod)
+    print(f"[node] in-cluster client: {phase}: {log}")
+    assert phase == "Succeeded", log
+    user = f"system:serviceaccount:{restricted}:default"
+    assert f"https://10.0.0.1:443 {user}" in log
+
+
 class PodTargets:
     """Registers a namespace's model pods with the cluster's Prometheus (file_sd) while it runs, refreshed every
     second: pod IPs are reachable from this machine, and Debian's Prometheus has no Kubernetes service discovery."""
