@@ -8,9 +8,28 @@ from typing import Any
 
 import pytest
 
-from modelapi_runtime.activator.targets import Endpoint, Target, Unplaced, ready_endpoints, resolve
+from modelapi_runtime.activator.targets import (
+    Directory,
+    Endpoint,
+    Target,
+    Unplaced,
+    ready_endpoints,
+    resolve,
+    services_directory,
+)
 
-KNOWN = [Target("ml", "iris"), Target("ml", "mlp"), Target("other", "mlp")]
+SERVICES = [
+    {
+        "metadata": {"name": "iris", "namespace": "ml", "labels": {"serving.modelapi.io/name": "iris"}},
+        "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00::20"]},
+    },
+    {"metadata": {"name": "x", "namespace": "ml", "labels": {}}, "spec": {"clusterIP": "10.96.0.30"}},
+    {
+        "metadata": {"name": "h", "namespace": "ml", "labels": {"serving.modelapi.io/name": "h"}},
+        "spec": {"clusterIP": "None"},
+    },
+]
+KNOWN = Directory((Target("ml", "iris"), Target("ml", "mlp"), Target("other", "mlp")), services_directory(SERVICES))
 
 
 @pytest.mark.parametrize(
@@ -25,6 +44,9 @@ KNOWN = [Target("ml", "iris"), Target("ml", "mlp"), Target("other", "mlp")]
         ({"Host": "iris"}, Target("ml", "iris")),  # one ModelAPI of that name
         ({"Host": "iris:80"}, Target("ml", "iris")),
         ({"Host": "models.example.com", "X-ModelAPI-Target": "other/mlp"}, Target("other", "mlp")),
+        ({"Host": "10.96.0.20"}, Target("ml", "iris")),  # the ClusterIP of a model's Service
+        ({"Host": "10.96.0.20:80"}, Target("ml", "iris")),
+        ({"Host": "[fd00::20]:80"}, Target("ml", "iris")),
     ],
 )
 def test_the_model_is_named_by_header_or_host(headers: dict[str, str], expected: Target) -> None:
@@ -37,7 +59,7 @@ def test_the_model_is_named_by_header_or_host(headers: dict[str, str], expected:
         ({"Host": "mlp"}, "several ModelAPIs are named 'mlp' (ml/mlp, other/mlp)"),
         ({"Host": "nope"}, "no ModelAPI named 'nope'"),
         ({"Host": "10.96.0.12"}, "the Host header names no model"),
-        ({"Host": "10.96.0.12:80"}, "the Host header names no model"),
+        ({"Host": "10.96.0.30:80"}, "the Host header names no model"),  # not a model's Service
         ({"Host": "[fd00::1]:80"}, "the Host header names no model"),
         ({"Host": ""}, "the Host header names no model"),
         ({"Host": "iris.ml", "X-ModelAPI-Target": "ml"}, "must be <namespace>/<name>"),

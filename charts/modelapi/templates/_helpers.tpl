@@ -113,13 +113,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 What the activator does in a namespace with models: list a model's pods (to find a ready one) and write the demand
-annotation on a ModelAPI (patch); list ModelAPIs to place a request that names a model by its bare name.
+annotation on a ModelAPI (patch); list ModelAPIs and Services to place a request that names a model by its bare name
+or by a ClusterIP.
 */}}
 {{- define "modelapi.activatorRules" -}}
 - apiGroups: ["serving.modelapi.io"]
   resources: ["modelapis"]
   verbs: ["list", "patch"]
 - apiGroups: [""]
-  resources: ["pods"]
+  resources: ["pods", "services"]
   verbs: ["list"]
 {{- end -}}

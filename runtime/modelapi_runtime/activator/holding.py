@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from modelapi_runtime.activator.kube import Kube, KubeError
 from modelapi_runtime.activator.settings import ActivatorSettings
-from modelapi_runtime.activator.targets import Endpoint, Target, ready_endpoints
+from modelapi_runtime.activator.targets import Directory, Endpoint, Target, ready_endpoints, services_directory
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,24 @@ class Holder:
         self.settings = settings
         self.held = 0
         self._models: dict[Target, _Model] = {}
-        self._known: tuple[float, list[Target]] = (-1e9, [])
+        self._known: tuple[float, Directory] = (-1e9, Directory())
 
-    async def known(self) -> list[Target]:
-        read_at, targets = self._known
+    async def known(self) -> Directory:
+        """The ModelAPIs and their Services' ClusterIPs (read at most every 5 s; the last answer on an error)."""
+        read_at, directory = self._known
         if time.monotonic() - read_at >= KNOWN_SECONDS:
+            targets, by_address = directory.targets, directory.by_address
             try:
-                targets = await self.kube.modelapis()
+                targets = tuple(await self.kube.modelapis())
             except KubeError as error:
                 log.warning("ModelAPIs not listed (%s): bare Host names cannot be placed", error)
-            self._known = (time.monotonic(), targets)
-        return targets
+            try:
+                by_address = services_directory(await self.kube.model_services())
+            except KubeError as error:
+                log.warning("Services not listed (%s): requests to a ClusterIP cannot be placed", error)
+            directory = Directory(targets, by_address)
+            self._known = (time.monotonic(), directory)
+        return directory
 
     def forget(self, target: Target) -> None:
         """A forward to a known endpoint failed: read the pods again before the next one."""

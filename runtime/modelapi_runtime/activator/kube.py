@@ -142,6 +142,13 @@ class Kube:
             Target(str(item["metadata"]["namespace"]), str(item["metadata"]["name"])) for item in page.get("items", [])
         ]
 
+    async def model_services(self) -> list[dict[str, Any]]:
+        """The Services the operator made for models (their ClusterIPs place a request sent to an address)."""
+        page = await self._request(
+            "GET", "/api/v1/services", params={"labelSelector": "app.kubernetes.io/managed-by=modelapi-operator"}
+        )
+        return list(page.get("items", []))
+
     async def pods(self, target: Target) -> list[dict[str, Any]]:
         page = await self._request(
             "GET",

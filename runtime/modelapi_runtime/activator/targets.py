@@ -2,15 +2,15 @@
 
 kube-proxy does not tell the activator which ClusterIP was called, so the model is named by the request: the
 ``X-ModelAPI-Target: <namespace>/<name>`` header (the operator's HTTPRoute sets it), else the Host header
-(``<name>.<namespace>[.svc[.<cluster domain>]]``, what status.url gives), else a bare ``<name>`` that only one
-known ModelAPI has.
+(``<name>.<namespace>[.svc[.<cluster domain>]]``, what status.url gives), else the ClusterIP of one of the model's
+Services, else a bare ``<name>`` that only one known ModelAPI has.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 TARGET_HEADER: Final = "X-ModelAPI-Target"
@@ -37,6 +37,14 @@ class Endpoint:
     def url(self, path_qs: str) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"http://{host}:{self.port}{path_qs}"
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What the activator knows of the cluster's models: every ModelAPI, and the ClusterIPs of their Services."""
+
+    targets: tuple[Target, ...] = ()
+    by_address: Mapping[str, Target] = field(default_factory=dict)
 
 
 class Unplaced(Exception):
@@ -78,21 +86,47 @@ def from_host(host: str, cluster_domain: str) -> Target | str | None:
     return None
 
 
-def resolve(headers: Mapping[str, str], cluster_domain: str, known: Iterable[Target]) -> Target:
-    """The model a request is for. ``known``: the ModelAPIs the activator knows (for a bare name)."""
+def _address(host: str) -> str:
+    """The IP literal of a Host header, without its port or brackets."""
+    host = host.strip()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def services_directory(services: Iterable[Mapping[str, Any]]) -> dict[str, Target]:
+    """ClusterIP -> model, from the model Services (labelled with the model's name)."""
+    found: dict[str, Target] = {}
+    for service in services:
+        meta = service.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(LABEL_NAME)
+        spec = service.get("spec") or {}
+        if not name or not meta.get("namespace"):
+            continue
+        for address in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]:
+            if address and address != "None":
+                found[str(address)] = Target(str(meta["namespace"]), str(name))
+    return found
+
+
+def resolve(headers: Mapping[str, str], cluster_domain: str, known: Directory) -> Target:
+    """The model a request is for, from its headers and what the activator knows of the cluster."""
     header = headers.get(TARGET_HEADER)
     if header:
         return from_header(header)
-    found = from_host(headers.get("Host", ""), cluster_domain)
+    host = headers.get("Host", "")
+    found = from_host(host, cluster_domain)
     if isinstance(found, Target):
         return found
+    if found is None and _address(host) in known.by_address:
+        return known.by_address[_address(host)]
     hint = (
         f"call the model's Service by <name>.<namespace> (as in the ModelAPI's status.url) or send "
         f"{TARGET_HEADER}: <namespace>/<name>"
     )
     if found is None:
         raise Unplaced(f"the Host header names no model: {hint}")
-    matches = [target for target in known if target.name == found]
+    matches = [target for target in known.targets if target.name == found]
     if len(matches) == 1:
         return matches[0]
     if not matches:
