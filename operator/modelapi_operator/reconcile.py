@@ -30,6 +30,7 @@ from modelapi_operator.builders import (
     service_url,
 )
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
+from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
 from modelapi_operator.canary import Measurement
 from modelapi_operator.diagnose import INVALID_SPEC, SERVICE_ACCOUNT_NOT_FOUND, Failure, diagnose_revision
 from modelapi_operator.plan import (
@@ -126,6 +127,7 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
 
 
 ACTIVATOR_READ_SECONDS = 2.0
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 
 
 def activator_from_slices(slices: Iterable[Manifest]) -> ActivatorEndpoints | None:
@@ -371,6 +373,9 @@ class Reconciler:
                 if patch is not None:
                     kind = kube.kind_of(manifest)
                     await self.kube.merge_patch(kind, owner.namespace, manifest["metadata"]["name"], patch)
+        for manifest in plan.apply:
+            if manifest["kind"] == "Service" and "selector" not in manifest["spec"]:
+                await self._drop_controller_slices(owner.namespace, manifest["metadata"]["name"])
         for name, replicas in plan.scale.items():
             await self.kube.scale(kube.DEPLOYMENT, owner.namespace, name, replicas)
         wanted = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
@@ -393,6 +398,17 @@ class Reconciler:
                 owner.name,
                 {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}},
             )
+
+    async def _drop_controller_slices(self, namespace: str, service: str) -> None:
+        """A Service that lost its selector keeps the EndpointSlices the EndpointSlice controller wrote for it (the
+        controller stops syncing it, it does not delete them): their stale pod addresses would take traffic beside
+        the activator's slice, so they go."""
+        stale = await self.kube.list(
+            kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY_LABEL: SLICE_CONTROLLER}
+        )
+        for item in stale:
+            meta = item["metadata"]
+            await self.kube.delete(kube.ENDPOINT_SLICE, namespace, meta["name"], uid=meta.get("uid"))
 
     def _after(self, plan: Plan, deployments: list[Manifest]) -> list[Manifest]:
         """The Deployments as they will be after this plan (for status, without waiting for the watch)."""

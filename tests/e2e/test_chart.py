@@ -460,7 +460,7 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
 
     # the activator: only what it needs to hold a request (list a model's pods, write the demand annotation)
     activator = Release(cluster, release.name, release.namespace, f"{release.name}-modelapi-activator")
-    activator_allowed = [("list", "pods", ns), ("patch", "modelapis.serving.modelapi.io", ns)]
+    activator_allowed = [("list", "pods", ns), ("list", "services", ns), ("patch", "modelapis.serving.modelapi.io", ns)]
     activator_denied = [
         ("get", "secrets", ns),
         ("create", "pods", ns),
