@@ -322,10 +322,12 @@ class Reconciler:
             return known
         namespace, name = self.activator_service
         try:
-            slices = await self.kube.list(kube.ENDPOINT_SLICE, namespace, {"kubernetes.io/service-name": name})
+            slices = await self.kube.list(kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: name})
         except kube.KubeError as error:
-            log.warning("activator endpoints not read (%s): scale to zero waits", error)
-            slices = []
+            # What was known stands (a passing API error must not wake every model at zero); asked again soon.
+            log.warning("activator endpoints not read (%s): keeping the last known", error)
+            self._activator = (time.monotonic(), known)
+            return known
         found = activator_from_slices(slices)
         self._activator = (time.monotonic(), found)
         return found
