@@ -289,7 +289,8 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
         assert "MODELAPI_OPERATOR_PEERING" not in env
-        assert "Role" not in kinds
+        # cluster-wide: one Role only, for the operator to read the activator's EndpointSlices in its own namespace
+        assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Role"] == ["modelapi-activator-endpoints"]
         assert not {"PodMonitor", "PrometheusRule", "CustomResourceDefinition"} & kinds
     if name == "cluster-wide-everything":
         assert env["MODELAPI_OPERATOR_PEERING"] == "modelapi-operator"
@@ -326,7 +327,8 @@ def test_more_than_one_replica_needs_peering(cluster: Cluster) -> None:
 
 def test_replicas_with_peering_roll_one_at_a_time_with_a_short_lifetime(cluster: Cluster, tmp_path: Path) -> None:
     values = {"replicaCount": 3, "peering": {"enabled": True, "lifetimeSeconds": 15}}
-    (deployment,) = [doc for doc in render(cluster, tmp_path, "ops", values) if doc["kind"] == "Deployment"]
+    docs = render(cluster, tmp_path, "ops", values)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate",
@@ -468,7 +470,6 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("watch", "pods", ns),
         ("patch", "deployments.apps", ns),
         ("patch", "deployments.apps/scale", ns),
-        ("patch", "modelapis.serving.modelapi.io/status", ns),
         ("delete", "modelapis.serving.modelapi.io", ns),
         ("patch", "services", ns),
         ("create", "endpointslices.discovery.k8s.io", ns),
@@ -476,6 +477,9 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
     wrong = [(v, r, n, "expected yes") for v, r, n in activator_allowed if not activator.can_i(v, r, namespace=n)]
     wrong += [(v, r, n, "expected no") for v, r, n in activator_denied if activator.can_i(v, r, namespace=n)]
     assert not wrong, wrong
+    status = ("--subresource=status",)
+    assert not activator.can_i("patch", "modelapis.serving.modelapi.io", namespace=ns, extra=status)
+    assert not activator.can_i("patch", "deployments.apps", namespace=ns, extra=("--subresource=scale",))
 
 
 def test_operator_runs_namespaced_under_roles_only_in_watched_namespaces(
