@@ -128,6 +128,7 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
 
 ACTIVATOR_READ_SECONDS = 2.0
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+SLICE_CONTROLLERS = (SLICE_CONTROLLER, "endpointslicemirroring-controller.k8s.io")
 
 
 def activator_from_slices(slices: Iterable[Manifest]) -> ActivatorEndpoints | None:
@@ -384,6 +385,8 @@ class Reconciler:
         for (kind_name, name), item in existing.items():
             if (kind_name, name) in wanted or (kind_name == "Deployment" and name in plan.keep_deployments):
                 continue
+            if kind_name == "EndpointSlice" and not await self._pods_take_over(owner.namespace, item):
+                continue  # the activator keeps taking the Service's traffic until its pods' endpoints are there
             await self.kube.delete(kube.kind_of(item), owner.namespace, name, uid=item["metadata"].get("uid"))
             log.info("deleted %s %s/%s: no longer desired", kind_name, owner.namespace, name)
         if plan.clear_activation_request:
@@ -401,16 +404,37 @@ class Reconciler:
                 {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}},
             )
 
-    async def _drop_controller_slices(self, namespace: str, service: str) -> None:
-        """A Service that lost its selector keeps the EndpointSlices the EndpointSlice controller wrote for it (the
-        controller stops syncing it, it does not delete them): their stale pod addresses would take traffic beside
-        the activator's slice, so they go."""
-        stale = await self.kube.list(
+    async def _pods_take_over(self, namespace: str, activator_slice: Manifest) -> bool:
+        """Whether the EndpointSlice controller lists a ready pod for the Service of this activator slice: deleting the
+        slice before would leave the Service without endpoints for a moment (kube-proxy rejects connections then)."""
+        service = (activator_slice["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return True
+        slices = await self.kube.list(
             kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY_LABEL: SLICE_CONTROLLER}
         )
-        for item in stale:
-            meta = item["metadata"]
-            await self.kube.delete(kube.ENDPOINT_SLICE, namespace, meta["name"], uid=meta.get("uid"))
+        return any(
+            (endpoint.get("conditions") or {}).get("ready") is not False
+            for item in slices
+            for endpoint in item.get("endpoints") or []
+        )
+
+    async def _drop_controller_slices(self, namespace: str, service: str) -> None:
+        """A Service that lost its selector keeps what the controllers wrote for it with its pods' addresses: the
+        EndpointSlice controller's slices (it stops syncing the Service, it does not delete them) and the Endpoints
+        object, which the mirroring controller then copies into a slice of its own. Those stale addresses would take
+        traffic beside the activator's slice, so they go (the Endpoints first: its mirror goes with it)."""
+        try:
+            await self.kube.delete(kube.ENDPOINTS, namespace, service)
+        except kube.KubeError as error:
+            log.warning("stale Endpoints %s/%s not deleted: %s", namespace, service, error)
+        for manager in SLICE_CONTROLLERS:
+            stale = await self.kube.list(
+                kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY_LABEL: manager}
+            )
+            for item in stale:
+                meta = item["metadata"]
+                await self.kube.delete(kube.ENDPOINT_SLICE, namespace, meta["name"], uid=meta.get("uid"))
 
     def _after(self, plan: Plan, deployments: list[Manifest]) -> list[Manifest]:
         """The Deployments as they will be after this plan (for status, without waiting for the watch)."""

@@ -45,11 +45,6 @@ def _host_address() -> str:
     pytest.fail("this machine has no non-loopback IPv4 address for the activator's EndpointSlice")
 
 
-def _loopback() -> str:
-    """A loopback address of its own (the pod's port, 8080, is the same for every revision)."""
-    return f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
-
-
 @pytest.fixture(scope="module")
 def activator_namespace(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-activator-{secrets.token_hex(3)}"
@@ -331,7 +326,9 @@ def test_autoscaling_zero_idle_model_goes_to_zero_and_held_requests_are_served_b
         started = time.monotonic()
         try:
             v1 = wait_until(lambda: _stable_or_none(cluster, namespace), timeout=30, what="the first revision")
-            runtimes.append(RuntimeProcess(cluster, v1, tmp_path / "v1", secret, host=_loopback(), port=8080).start())
+            # on this machine's address, so that the EndpointSlice controller can list the pod (not a loopback one)
+            address = _host_address()
+            runtimes.append(RuntimeProcess(cluster, v1, tmp_path / "v1", secret, host=address, port=8080).start())
             node.addresses[_revision(v1)] = runtimes[0].host
             _ready(cluster, namespace, "iris", "Serving", timeout=90)
             assert _stable(cluster, namespace)["spec"]["replicas"] == 1, "minReplicas 0 starts with one replica"
@@ -349,14 +346,18 @@ def test_autoscaling_zero_idle_model_goes_to_zero_and_held_requests_are_served_b
                 endpoints = cluster.get_json("endpointslice", f"{service}-activator", namespace=namespace)
                 assert endpoints["endpoints"][0]["addresses"] == [activator.address]
                 assert endpoints["ports"][0]["port"] == activator.port
-                controller_slices = cluster.get_json(
-                    "endpointslices",
-                    "-l",
-                    f"kubernetes.io/service-name={service},"
-                    "endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io",
-                    namespace=namespace,
-                )
-                assert not controller_slices["items"], "no stale pod addresses beside the activator's"
+                # nothing left with the pods' addresses: the controllers' slices and the Endpoints object (mirrored)
+                for manager in ("endpointslice-controller.k8s.io", "endpointslicemirroring-controller.k8s.io"):
+                    selector = f"kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={manager}"
+                    wait_until(
+                        lambda s=selector: (
+                            not cluster.get_json("endpointslices", "-l", s, namespace=namespace)["items"]
+                        ),
+                        timeout=15,
+                        what=f"no {manager} slice for {service}",
+                    )
+                gone = cluster.kubectl("get", "endpoints", service, namespace=namespace, check=False).returncode != 0
+                assert gone, "the stale Endpoints object is deleted"
             columns = cluster.kubectl("get", "modelapi", "iris", namespace=namespace).stdout
             assert "ScaledToZero" in columns, columns
             print(f"[scale-to-zero] idle -> 0 replicas {took:.0f} s after create (idle time {IDLE_SECONDS} s)")
@@ -382,10 +383,12 @@ def test_autoscaling_zero_idle_model_goes_to_zero_and_held_requests_are_served_b
                 timeout=30,
                 what="the old revision deleted",
             )
-            v2_runtime = RuntimeProcess(cluster, v2, tmp_path / "v2", secret, host=_loopback(), port=8080).start()
+            old_answer = _predict(runtimes[0].url, "x")[2]
+            runtimes[0].stop()  # the old revision is gone; its address and port go to the new one's process
+            v2_runtime = RuntimeProcess(cluster, v2, tmp_path / "v2", secret, host=address, port=8080).start()
             runtimes.append(v2_runtime)
             new_answer = _predict(v2_runtime.url, "x")[2]
-            assert new_answer != _predict(runtimes[0].url, "x")[2], "the two models answer differently"
+            assert new_answer != old_answer, "the two models answer differently"
             node.addresses[_revision(v2)] = v2_runtime.host
 
             # -- 20 concurrent requests at zero: held, then all answered by the new revision
@@ -405,10 +408,18 @@ def test_autoscaling_zero_idle_model_goes_to_zero_and_held_requests_are_served_b
             assert "serving.modelapi.io/activate" not in body["metadata"].get("annotations", {})
             service = cluster.get_json("service", "iris", namespace=namespace)
             assert service["spec"]["selector"] == {"serving.modelapi.io/name": "iris"}, "warm: straight to the pods"
-            ours = cluster.get_json(
-                "endpointslices", "-l", "app.kubernetes.io/managed-by=modelapi-operator", namespace=namespace
+            wait_until(
+                lambda: (
+                    not cluster.get_json(
+                        "endpointslices",
+                        "-l",
+                        "endpointslice.kubernetes.io/managed-by=modelapi-operator",
+                        namespace=namespace,
+                    )["items"]
+                ),
+                timeout=30,
+                what="the activator's slices gone once the controller lists the pod",
             )
-            assert not ours["items"], "the activator's slices are gone once a replica serves"
             assert cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["minReplicas"] == 1
             events = cluster.kubectl("get", "events", namespace=namespace).stdout
             assert "ScaledToZero" in events

@@ -459,6 +459,8 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
     # the operator finds the activator's pods through its Service's EndpointSlices, in the release namespace
     assert release.can_i("list", "endpointslices.discovery.k8s.io", namespace=release.namespace)
     assert release.can_i("create", "endpointslices.discovery.k8s.io", namespace=ns)
+    assert release.can_i("delete", "endpoints", namespace=ns)
+    assert not release.can_i("create", "endpoints", namespace=ns)
 
     # the activator: only what it needs to hold a request (list a model's pods, write the demand annotation)
     activator = Release(cluster, release.name, release.namespace, f"{release.name}-modelapi-activator")

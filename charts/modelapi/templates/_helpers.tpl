@@ -86,6 +86,11 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# ... and deletes the Endpoints object the endpoints controller left with the pods' addresses (the mirroring controller
+# would copy them into a slice beside the activator's).
+- apiGroups: [""]
+  resources: ["endpoints"]
+  verbs: ["delete"]
 # Pods are only read: diagnosis (CrashLooping, ImagePullFailed, InsufficientGPU, ...) reads their status.
 - apiGroups: [""]
   resources: ["pods"]
