@@ -178,7 +178,9 @@ class Kube:
     ) -> Manifest:
         while self._retired:
             await self._retired.pop().close()
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        # UTF-8, not \u escapes: a character outside the BMP would become a surrogate pair, which the API server's
+        # YAML decoder (server-side apply bodies are YAML) refuses ("invalid Unicode character escape code").
+        data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
             async with self._client().request(method, path, params=params, data=data, headers=headers) as response:
