@@ -23,10 +23,10 @@ AUTOSCALING_PENDING: Final = "AutoscalingPending"
 HPA_SCALING_DISABLED: Final = "ScalingDisabled"
 
 _WHAT_TO_INSTALL: Final = {
-    "cpu": "the resource metrics API (metrics.k8s.io) is served by metrics-server: install it in the cluster",
-    "memory": "the resource metrics API (metrics.k8s.io) is served by metrics-server: install it in the cluster",
+    "cpu": "The resource metrics API (metrics.k8s.io) is served by metrics-server: install it in the cluster",
+    "memory": "The resource metrics API (metrics.k8s.io) is served by metrics-server: install it in the cluster",
     "inFlight": (
-        "the custom metrics API (custom.metrics.k8s.io) must serve the pods metric "
+        "The custom metrics API (custom.metrics.k8s.io) must serve the pods metric "
         f"{names.INFLIGHT_METRIC}: install Prometheus (scraping the model's pods) and prometheus-adapter with the "
         "chart's rule (README, Autoscaling)"
     ),

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from modelapi_operator.names import INFLIGHT_METRIC
 
 from .conftest import Cluster, wait_until
 from .processes import free_port, sa_kubeconfig, terminate
@@ -41,6 +42,7 @@ MONITORING = {
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
         "kubeStateMetrics": {"enabled": True},
+        "prometheusAdapterRules": {"enabled": True},
     }
 }
 
@@ -340,9 +342,7 @@ def test_replicas_with_peering_roll_one_at_a_time_with_a_short_lifetime(cluster:
 
 
 def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool (Debian prometheus) not installed")
+    promtool = cluster.env["PROMTOOL"]  # built with Prometheus by cluster.sh
     docs = render(cluster, tmp_path, "modelapi-system", variant("cluster-wide-everything", "models"))
     (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
@@ -351,6 +351,25 @@ def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     proc = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_adapter_rule_for_in_flight_ships_as_a_config_map_in_the_adapters_namespace(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    values = {"monitoring": {"prometheusAdapterRules": {"enabled": True, "namespace": "monitoring"}}}
+    docs = render(cluster, tmp_path, "modelapi-system", values)
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and "prometheus-adapter" in d["metadata"]["name"]]
+    assert config_map["metadata"]["name"] == "modelapi-prometheus-adapter-rules"
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    # the file the test cluster's prometheus-adapter runs with (tests/e2e/cluster/metrics.sh)
+    assert config == yaml.safe_load((CHART / "files" / "prometheus-adapter-rules.yaml").read_text())
+    (rule,) = config["rules"]
+    assert rule["name"]["as"] == INFLIGHT_METRIC  # the Pods metric the operator's HPA asks for
+    assert INFLIGHT_METRIC in rule["seriesQuery"]
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    off = render(cluster, tmp_path, "modelapi-system", {})
+    assert not [d for d in off if "prometheus-adapter" in d["metadata"]["name"]], "off by default"
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Local Kubernetes for the e2e tests and the demo, without a container engine:
 #   etcd (Debian) -> kube-apiserver -> kube-controller-manager -> kube-scheduler (built from the Go modules pinned
-#   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus.
-#   With MODELAPI_NODE=real, a real node instead of the fake ones: containerd, kubelet, kube-proxy (node.sh).
+#   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus
+#   (built from gomod-metrics/, metrics.sh). With MODELAPI_NODE=real, a real node instead of the fake ones:
+#   containerd, kubelet, kube-proxy (node.sh), then CoreDNS, metrics-server and prometheus-adapter (metrics.sh).
 #
-#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory (MODELAPI_NODE=real: also
-#                      the node's: kubelet, kube-proxy, crictl; a second line)
+#   cluster.sh build   build (or find in the cache) every binary; prints the bin directory, then the metrics pipeline's
+#                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
+#                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -61,6 +63,8 @@ BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
 # shellcheck source=SCRIPTDIR/node.sh
 source "$HERE/node.sh"
+# shellcheck source=SCRIPTDIR/metrics.sh
+source "$HERE/metrics.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
 # `go build -v` prints each package as it is compiled; turn that into a progress line every 100 packages.
@@ -153,7 +157,7 @@ fetch_crds() {
 }
 
 # ---- system packages ------------------------------------------------------------------------------------------------
-CONTROL_PLANE_PACKAGES=(etcd-server:etcd prometheus:prometheus openssl:openssl curl:curl util-linux:flock python3:python3)
+CONTROL_PLANE_PACKAGES=(etcd-server:etcd openssl:openssl curl:curl util-linux:flock python3:python3)
 ensure_packages() { # PACKAGE:COMMAND ... (or PACKAGE:/a/path it installs): apt-get install the missing ones
 	local need=() item
 	for item in "$@"; do
@@ -367,8 +371,9 @@ up() {
 		die "MODELAPI_NODE must be kwok or real, not '$NODE_MODE'"
 	fi
 	KUBECTL_BIN="$(command -v kubectl)" || die "kubectl is not installed (the machine image ships it)"
-	local bin
+	local bin mbin
 	bin="$(build)"
+	mbin="$(build_metrics)"
 	fetch_crds
 
 	mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids" "$RUN_DIR/s3" "$RUN_DIR/prometheus/file_sd"
@@ -387,6 +392,7 @@ up() {
 		node_network_up "$SERVICE_CIDR"
 	fi
 	make_pki
+	if [[ $NODE_MODE == real ]]; then metrics_pki; fi
 	local pki="$RUN_DIR/pki" tmpfs
 	tmpfs="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
 	echo "$tmpfs" >"$RUN_DIR/tmpfs-dir"
@@ -413,12 +419,16 @@ up() {
 	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
 		"https://$API_HOST:$APISERVER_PORT/readyz"
 
+	# a real node: the HPA controller reads metrics every 5 s instead of 15 s, so autoscaling tests take minutes
+	local hpa_flags=()
+	if [[ $NODE_MODE == real ]]; then hpa_flags=(--horizontal-pod-autoscaler-sync-period=5s); fi
 	start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
 		--service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" --use-service-account-credentials=true \
-		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1
+		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1 \
+		"${hpa_flags[@]}"
 	start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
@@ -428,10 +438,7 @@ up() {
 		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"
 	start versitygw "$bin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
 		--port "127.0.0.1:$S3_PORT" posix "$RUN_DIR/s3"
-	write_prometheus_config
-	start prometheus prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" \
-		--storage.tsdb.path="$tmpfs/prometheus" --web.listen-address="127.0.0.1:$PROM_PORT" \
-		--web.enable-lifecycle --storage.tsdb.retention.time=2h
+	start_prometheus "$mbin" "$tmpfs"
 	wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
 	wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
 	wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
@@ -471,7 +478,10 @@ up() {
 		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
 	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
-	if [[ $NODE_MODE == real ]]; then node_up "$bin"; fi
+	if [[ $NODE_MODE == real ]]; then
+		node_up "$bin"
+		metrics_up "$mbin"
+	fi
 
 	cat >"$RUN_DIR/env.tmp" <<ENV
 # written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
@@ -496,6 +506,8 @@ AWS_DEFAULT_REGION=$S3_REGION
 PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
 PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
+PROMETHEUS_VERSION=$PROMETHEUS_VERSION
+PROMTOOL=$mbin/promtool
 CRD_ERRORS_FILE=$RUN_DIR/crd-errors.txt
 SERVICE_CIDR=$SERVICE_CIDR
 MODELAPI_NODE=$NODE_MODE
@@ -504,32 +516,6 @@ ENV
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
 	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
 	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
-}
-
-write_prometheus_config() {
-	cat >"$RUN_DIR/prometheus/prometheus.yml" <<PROM
-# Tests add scrape targets by writing <name>.json (or .yaml) files into file_sd/ (Prometheus file_sd format):
-#   [{"targets": ["127.0.0.1:8080"], "labels": {"job": "my-test"}}]
-global:
-  scrape_interval: 2s
-  evaluation_interval: 2s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["127.0.0.1:$PROM_PORT"]
-  - job_name: kube-apiserver
-    scheme: https
-    authorization:
-      credentials_file: $RUN_DIR/pki/admin.token
-    tls_config:
-      ca_file: $RUN_DIR/pki/ca.crt
-    static_configs:
-      - targets: ["$API_HOST:$APISERVER_PORT"]
-  - job_name: file_sd
-    file_sd_configs:
-      - files: ["$RUN_DIR/prometheus/file_sd/*.json", "$RUN_DIR/prometheus/file_sd/*.yaml"]
-        refresh_interval: 2s
-PROM
 }
 
 down() {
@@ -615,6 +601,7 @@ with_lock() {
 case "${1:-}" in
 build)
 	build
+	build_metrics
 	if [[ $NODE_MODE == real ]]; then node_build; fi
 	;;
 preflight) node_capable ;;

@@ -6,7 +6,8 @@
 #
 # Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
 # the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
-# through another interface; pods get no DNS servers. So pod and Service traffic stays on this machine.
+# through another interface; pods resolve cluster names only (CoreDNS on the bridge address, metrics.sh). So pod and
+# Service traffic stays on this machine.
 # Everything `node_up` makes is undone by `node_down`: processes (by saved PID, through cluster.sh), pod sandboxes
 # (through CRI, so CNI releases veths and addresses), mounts under the run dir, the bridge, routes, iptables chains
 # and the sysctls it changed.
@@ -240,11 +241,17 @@ authentication:
   webhook: {enabled: false}
   x509: {clientCAFile: $pki/ca.crt}
 authorization: {mode: AlwaysAllow}
+# a serving certificate from the cluster CA, so metrics-server verifies the kubelet it scrapes
+tlsCertFile: $pki/kubelet-serving.crt
+tlsPrivateKeyFile: $pki/kubelet-serving.key
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$n/containerd/containerd.sock
 failSwapOn: false
 podCIDR: $NODE_POD_CIDR
 resolvConf: ""
+# CoreDNS (metrics.sh) behind the kube-dns Service: pods resolve <service>.<namespace>.svc.cluster.local and
+# nothing outside the cluster (no upstream)
+clusterDNS: [$CLUSTER_DNS_IP]
 clusterDomain: cluster.local
 podLogsDir: $n/pod-logs
 maxPods: 40

@@ -58,7 +58,7 @@ def operator(cluster: Cluster, node: dict[str, str]) -> Iterator[OperatorProcess
             "MODELAPI_OPERATOR_CPU_IMAGE": node["NODE_RUNTIME_IMAGE"],
             "MODELAPI_OPERATOR_RESYNC_SECONDS": "5",
             "MODELAPI_OPERATOR_CANARY_TICK_SECONDS": "1",
-            # Prometheus scrapes the model pods that PodTargets registers (canary analysis, cold-start timings)
+            # Prometheus discovers the model pods through the apiserver (canary analysis, cold-start timings)
             "MODELAPI_OPERATOR_PROMETHEUS_URL": cluster.prometheus_url,
         },
     )
@@ -223,6 +223,13 @@ def test_iris_example_becomes_ready_on_a_real_pod_and_answers_through_its_cluste
 
     report = _run_load(_predict_url(cluster, restricted, "iris"), models, 3, keepalive=True)
     print(f"[node] iris through its ClusterIP: {report.summary()}")
+    # status.url resolves inside the cluster (CoreDNS) and answers from a pod
+    ready_url = f"{body['status']['url']}/v2/health/ready"
+    fetch = f"import urllib.request; print(urllib.request.urlopen({ready_url!r}, timeout=10).status)"
+    phase, log = _run_pod(
+        cluster, restricted, _restricted_pod("dns-client", node["NODE_RUNTIME_IMAGE"], ["python3", "-c", fetch])
+    )
+    assert (phase, log.strip()) == ("Succeeded", "200"), log
     assert report.sent > 100, report.summary()
     assert not report.failed, report.summary()
     assert set(report.shares()) == {"v1"}, report.summary()
@@ -363,50 +370,17 @@ def _run_pod(cluster: Cluster, namespace: str, pod: dict[str, Any], timeout: flo
 def test_a_pod_reaches_the_api_server_with_its_service_account_token(
     cluster: Cluster, node: dict[str, str], restricted: str
 ) -> None:
-    """As on any cluster: the `kubernetes` Service (its ClusterIP from the pod's environment) leads to the
-    apiserver, whose certificate the pod's CA bundle verifies, and the ServiceAccount token is accepted."""
-    pod = _restricted_pod("in-cluster-client", node["NODE_RUNTIME_IMAGE"], ["python3", "-c", IN_CLUSTER_CLIENT])
+    """As on any cluster: the `kubernetes` Service (its ClusterIP from the pod's environment, and its DNS name
+    through CoreDNS) leads to the apiserver, whose certificate the pod's CA bundle verifies, and the ServiceAccount
+    token is accepted."""
+    command = ["python3", "-c", IN_CLUSTER_CLIENT, "https://kubernetes.default.svc"]
+    pod = _restricted_pod("in-cluster-client", node["NODE_RUNTIME_IMAGE"], command)
     phase, log = _run_pod(cluster, restricted, pod)
     print(f"[node] in-cluster client: {phase}: {log}")
     assert phase == "Succeeded", log
     user = f"system:serviceaccount:{restricted}:default"
     assert f"https://10.0.0.1:443 {user}" in log
-
-
-class PodTargets:
-    """Registers a namespace's model pods with the cluster's Prometheus (file_sd) while it runs, refreshed every
-    second: pod IPs are reachable from this machine, and Debian's Prometheus has no Kubernetes service discovery."""
-
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.path = cluster.prometheus_file_sd_dir / f"real-node-{namespace}.json"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pod-targets", daemon=True)
-
-    def __enter__(self) -> PodTargets:
-        self._write()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.path.unlink(missing_ok=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1):
-            self._write()
-
-    def _write(self) -> None:
-        pods = self.cluster.get_json("pods", "-l", "app.kubernetes.io/name=modelapi", namespace=self.namespace)
-        targets = [
-            {"targets": [f"{p['status']['podIP']}:8080"], "labels": {"job": "real-node", "namespace": self.namespace}}
-            for p in pods["items"]
-            if p["status"].get("podIP") and p["status"].get("phase") == "Running"
-        ]
-        staging = self.path.with_suffix(".tmp")
-        staging.write_text(json.dumps(targets))
-        staging.replace(self.path)
+    assert f"https://kubernetes.default.svc {user}" in log
 
 
 FAILING_HANDLER = """
@@ -439,10 +413,10 @@ def test_canary_analysis_of_real_pods_rolls_back_a_failing_handler(
         "rollout": {"strategy": "Canary", "canary": canary},
     }
     v1 = models.put("v1", 0.0)
-    with PodTargets(cluster, restricted):
-        _apply(cluster, restricted, _manifest(name, v1, node, **spec))
-        _wait_ready(cluster, restricted, name)
-        _judge_canary(cluster, restricted, name, node, models, spec, v1, interval * (failure_limit + 1))
+    # Prometheus finds the pods itself (kubernetes_sd_configs, role pod: tests/e2e/cluster/metrics.sh)
+    _apply(cluster, restricted, _manifest(name, v1, node, **spec))
+    _wait_ready(cluster, restricted, name)
+    _judge_canary(cluster, restricted, name, node, models, spec, v1, interval * (failure_limit + 1))
 
 
 def _judge_canary(
