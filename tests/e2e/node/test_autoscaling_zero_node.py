@@ -24,9 +24,7 @@ import pytest
 from e2e.conftest import Cluster, wait_until
 from e2e.processes import OperatorProcess
 
-from .test_real_node import FLOWERS, SMALL, Models, PodTargets, _apply, _condition, models, node, restricted
-
-__all__ = ["models", "node", "restricted"]  # fixtures shared with test_real_node
+from .test_real_node import FLOWERS, SMALL, Models, _apply, _condition
 
 CHART = Path(__file__).resolve().parents[3] / "charts" / "modelapi"
 IDLE_SECONDS = 30
@@ -161,19 +159,18 @@ def test_autoscaling_zero_idle_model_goes_to_zero_and_50_requests_held_at_zero_a
     cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
 ) -> None:
     host = f"iris.{restricted}.svc.cluster.local"
-    with PodTargets(cluster, restricted):
-        url = _go_to_zero(cluster, restricted, node, models.put("v1", 0.0))
-        with ThreadPoolExecutor(50) as pool:
-            answers = list(pool.map(lambda _: _predict(url, host), range(50)))
-        codes = Counter(code for code, _, _ in answers)
-        assert codes == {200: 50}, (codes, [(a, round(t, 2)) for c, a, t in answers if c != 200][:20])
-        assert {models.classify(answer) for _, answer, _ in answers} == {"v1"}
-        seconds = sorted(s for _, _, s in answers)
-        _figure(cluster, f"50 requests at zero: first answer {seconds[0]:.2f} s, last {seconds[-1]:.2f} s (iris)")
-        body = _ready_with(cluster, restricted, "Serving", timeout=60)
-        assert "scaledToZeroAt" not in body["status"]
-        service = cluster.get_json("service", "iris", namespace=restricted)
-        assert service["spec"]["selector"] == {"serving.modelapi.io/name": "iris"}, "warm: no activator in the path"
+    url = _go_to_zero(cluster, restricted, node, models.put("v1", 0.0))
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: _predict(url, host), range(50)))
+    codes = Counter(code for code, _, _ in answers)
+    assert codes == {200: 50}, (codes, [(a, round(t, 2)) for c, a, t in answers if c != 200][:20])
+    assert {models.classify(answer) for _, answer, _ in answers} == {"v1"}
+    seconds = sorted(s for _, _, s in answers)
+    _figure(cluster, f"50 requests at zero: first answer {seconds[0]:.2f} s, last {seconds[-1]:.2f} s (iris)")
+    body = _ready_with(cluster, restricted, "Serving", timeout=60)
+    assert "scaledToZeroAt" not in body["status"]
+    service = cluster.get_json("service", "iris", namespace=restricted)
+    assert service["spec"]["selector"] == {"serving.modelapi.io/name": "iris"}, "warm: no activator in the path"
     operator.assert_alive()
 
 
@@ -181,19 +178,18 @@ def test_autoscaling_zero_model_update_at_zero_is_answered_by_the_new_revision(
     cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
 ) -> None:
     host = f"iris.{restricted}.svc.cluster.local"
-    with PodTargets(cluster, restricted):
-        url = _go_to_zero(cluster, restricted, node, models.put("v1", 0.0))
-        v2 = models.put("v2", 4.0)
-        _apply(cluster, restricted, _manifest(v2, node))
+    url = _go_to_zero(cluster, restricted, node, models.put("v1", 0.0))
+    v2 = models.put("v2", 4.0)
+    _apply(cluster, restricted, _manifest(v2, node))
 
-        def updated() -> bool:
-            body = _ready_with(cluster, restricted, "ScaledToZero", timeout=30)
-            revisions = body["status"].get("revisions", [])
-            return [r["modelUri"] for r in revisions if r["role"] == "stable"] == [v2]
+    def updated() -> bool:
+        body = _ready_with(cluster, restricted, "ScaledToZero", timeout=30)
+        revisions = body["status"].get("revisions", [])
+        return [r["modelUri"] for r in revisions if r["role"] == "stable"] == [v2]
 
-        wait_until(updated, timeout=60, what="the new revision stable, at zero")
-        code, answer, seconds = _predict(url, host)
-        assert code == 200, answer
-        assert models.classify(answer) == "v2", "the first request after the update is answered by the new model"
-        _figure(cluster, f"model update at zero, first request answered by v2 in {seconds:.2f} s")
+    wait_until(updated, timeout=60, what="the new revision stable, at zero")
+    code, answer, seconds = _predict(url, host)
+    assert code == 200, answer
+    assert models.classify(answer) == "v2", "the first request after the update is answered by the new model"
+    _figure(cluster, f"model update at zero, first request answered by v2 in {seconds:.2f} s")
     operator.assert_alive()
