@@ -11,6 +11,10 @@
 --   Ready=True                                       -> Healthy
 --   Ready=False with nothing in progress             -> Degraded
 --   anything else (Unknown, no Ready condition)      -> Progressing
+--
+-- Scale to zero (minReplicas: 0): at zero Ready=True reason ScaledToZero and Progressing=False -> Healthy (a request
+-- is held by the activator and served once a replica is up); while a replica starts for a request Ready=True and
+-- Progressing=True reason Activating -> Progressing.
 local hs = {}
 
 local function describe(condition)

@@ -174,6 +174,8 @@ def build_crd() -> dict[str, Any]:
 def _printer_columns() -> list[dict[str, str]]:
     return [
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        # e.g. Serving, ScaledToZero, Activating, RollingOut
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.weight"},

@@ -90,12 +90,14 @@ class _State:
                 if SETTINGS.prometheus_url
                 else None
             )
+            activator = tuple(SETTINGS.activator_service.split("/", 1)) if SETTINGS.activator_service else None
             self.reconciler_ = Reconciler(
                 client,
                 images,
                 gateway_api_installed=False,
                 prometheus=prometheus,
                 policy=ClusterPolicy.from_settings(SETTINGS),
+                activator_service=activator,  # type: ignore[arg-type]  # NAMESPACE/NAME: two parts (settings)
             )
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
@@ -170,12 +172,8 @@ async def _resync_loop(indices: Mapping[str, kopf.Index[Key, Any]], interval: fl
             await asyncio.sleep(min(interval, PEERING_RECHECK_SECONDS))
             continue
         keys = list(indices["modelapis_idx"].keys())
-        if canaries_only:
-            keys = [
-                key
-                for key in keys
-                if any((body.get("status") or {}).get("canary") for body in _values(indices["modelapis_idx"], key))
-            ]
+        if canaries_only:  # and those that may scale to zero: idleness, demand, the activator's endpoints
+            keys = [key for key in keys if any(_ticks(body) for body in _values(indices["modelapis_idx"], key))]
         pause = interval / max(len(keys), 1)
         for key in keys:
             if await _standing_by():
@@ -184,6 +182,12 @@ async def _resync_loop(indices: Mapping[str, kopf.Index[Key, Any]], interval: fl
             await asyncio.sleep(pause)
         if not keys:
             await asyncio.sleep(interval)
+
+
+def _ticks(body: Mapping[str, Any]) -> bool:
+    """A ModelAPI reconciled every canary tick: a canary runs, or it may scale to zero."""
+    autoscaling = (body.get("spec") or {}).get("autoscaling") or {}
+    return bool((body.get("status") or {}).get("canary")) or autoscaling.get("minReplicas") == 0
 
 
 async def _standing_by() -> bool:
@@ -316,6 +320,11 @@ def httproutes_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Bod
     return _child_index(namespace, labels, body)
 
 
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
+def endpointslices_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return _child_index(namespace, labels, body)
+
+
 @kopf.index("v1", "pods", labels=OURS)
 def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     key = _model_key(namespace, labels)
@@ -356,10 +365,20 @@ def _observed(key: Key, indices: Mapping[str, kopf.Index[Key, Any]]) -> Observed
         pdbs=_values(indices["pdbs_idx"], key),
         httproutes=_values(indices["httproutes_idx"], key),
         pods=_values(indices["pods_idx"], key),
+        endpointslices=_values(indices["endpointslices_idx"], key),
     )
 
 
-INDEX_NAMES = ("modelapis_idx", "deployments_idx", "services_idx", "hpas_idx", "pdbs_idx", "httproutes_idx", "pods_idx")
+INDEX_NAMES = (
+    "modelapis_idx",
+    "deployments_idx",
+    "services_idx",
+    "hpas_idx",
+    "pdbs_idx",
+    "httproutes_idx",
+    "pods_idx",
+    "endpointslices_idx",
+)
 
 
 def _indices(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index[Key, Any]]:
@@ -420,6 +439,13 @@ def _schedule(key: Key | None, indices: Mapping[str, kopf.Index[Key, Any]]) -> N
 @kopf.on.event("v1", "pods", labels=OURS)
 async def child_changed(*, namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
     _schedule(_model_key(namespace, labels), _indices(kwargs))
+
+
+@kopf.on.event(*MODELAPIS, annotations={names.ACTIVATE_ANNOTATION: kopf.PRESENT})
+async def activation_requested(*, namespace: str | None, name: str, **kwargs: Any) -> None:
+    """The activator holds requests for a model at zero: reconcile it now (it is woken). An event handler, since
+    kopf leaves annotations of its own prefix out of the diff that triggers on.update."""
+    _schedule((namespace or "", name), _indices(kwargs))
 
 
 @kopf.on.delete(*MODELAPIS, optional=True)  # optional: no finalizer; owner references delete the children

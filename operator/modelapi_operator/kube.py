@@ -53,6 +53,8 @@ SERVICE = Kind("", "v1", "services", "Service")
 HPA = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 PDB = Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 HTTPROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+ENDPOINTS = Kind("", "v1", "endpoints", "Endpoints")
+ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 POD = Kind("", "v1", "pods", "Pod")
 EVENT = Kind("", "v1", "events", "Event")
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
@@ -61,7 +63,7 @@ CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomRes
 KOPF_PEERING = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 CLUSTER_KOPF_PEERING = Kind("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False)
 
-CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE)
+CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE, ENDPOINT_SLICE)
 _BY_API_KIND = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, POD, EVENT, MODELAPI)}
 
 
@@ -177,7 +179,9 @@ class Kube:
     ) -> Manifest:
         while self._retired:
             await self._retired.pop().close()
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        # UTF-8, not \u escapes: a character outside the BMP would become a surrogate pair, which the API server's
+        # YAML decoder (server-side apply bodies are YAML) refuses ("invalid Unicode character escape code").
+        data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
             async with self._client().request(method, path, params=params, data=data, headers=headers) as response:

@@ -21,6 +21,9 @@ LABEL_REVISION: Final = f"{GROUP}/revision"
 APP_NAME: Final = "modelapi"
 
 ROLLBACK_ANNOTATION: Final = f"{GROUP}/rollback"
+# Written by the activator on a ModelAPI at zero when it holds a request (a timestamp); the operator wakes the model
+# and clears it.
+ACTIVATE_ANNOTATION: Final = f"{GROUP}/activate"
 
 REVISION_HASH_LENGTH: Final = 8
 # The longest child name suffix is "-canary"/"-stable" (7) or "-<revision>" (1 + 8); every child

@@ -22,12 +22,14 @@ from datetime import datetime
 from typing import Any
 
 from modelapi_operator import canary as policy
-from modelapi_operator import names, rollout
+from modelapi_operator import names, rollout, zero
 from modelapi_operator.api import CanaryStatus, ModelAPISpec
 from modelapi_operator.builders import (
+    ActivatorEndpoints,
     Manifest,
     Owner,
     RuntimeImages,
+    build_activator_slice,
     build_deployment,
     build_hpa,
     build_httproute,
@@ -52,15 +54,18 @@ class Plan:
     apply: list[Manifest] = field(default_factory=list)
     create: list[Manifest] = field(default_factory=list)
     scale: dict[str, int] = field(default_factory=dict)  # Deployment name -> replicas
-    # Deployment name -> annotations to merge. Older revisions are never re-applied: their template comes from an
-    # older spec, and a partial server-side apply by the same manager would delete the fields it leaves out.
-    annotate: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Deployment name -> annotations to merge (None removes one). Older revisions are never re-applied: their
+    # template comes from an older spec, and a partial server-side apply by the same manager would delete the fields
+    # it leaves out.
+    annotate: dict[str, dict[str, str | None]] = field(default_factory=dict)
     keep_deployments: set[str] = field(default_factory=set)
     canary: CanaryStatus | None = None
     target_failure: Failure | None = None
     events: list[EventRecord] = field(default_factory=list)
     clear_rollback_request: bool = False
+    clear_activation_request: bool = False
     checked: bool = False  # a canary analysis ran (its time is now recorded)
+    zero: zero.ZeroDecision | None = None  # scale to zero of the stable revision (steady state only)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,9 @@ class PlanInput:
     analysis_available: bool = False
     measurement: policy.Measurement | None = None
     rollback_requested: bool = False
+    activation_requested: bool = False  # the activator holds requests for this model (annotation on the ModelAPI)
+    idle: bool | None = None  # Prometheus: no request over scaleToZeroAfterSeconds (None: not asked / no answer)
+    activator: ActivatorEndpoints | None = None  # the activator's ready endpoints (None: none installed or ready)
 
 
 def revision_of(manifest: Mapping[str, Any]) -> str:
@@ -132,11 +140,20 @@ class Planner:
         built = build_deployment(self.given.spec, self.given.owner, revision, self.given.images)
         return _with_annotations(built, annotations)
 
-    def ensure(self, revision: str, annotations: Mapping[str, str], *, initial_replicas: int) -> Manifest:
-        """Apply this revision's Deployment (created first with ``initial_replicas`` when missing)."""
+    def ensure(
+        self,
+        revision: str,
+        annotations: Mapping[str, str],
+        *,
+        initial_replicas: int,
+        created_with: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        """Apply this revision's Deployment (created first with ``initial_replicas`` and the ``created_with``
+        annotations when missing: those are not applied, so a later apply never removes them)."""
         manifest = self.deployment(revision, annotations)
         if revision not in self.by_revision:
-            self.plan.create.append({**manifest, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
+            created = _with_annotations(manifest, created_with or {})
+            self.plan.create.append({**created, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
         self.plan.apply.append(manifest)
         self.plan.keep_deployments.add(manifest["metadata"]["name"])
         return manifest
@@ -156,8 +173,13 @@ class Planner:
 
     def shared(self, canary_weight: int | None, canary_revision: str | None) -> None:
         spec, owner, stable = self.given.spec, self.given.owner, self.plan.stable_revision
-        self.plan.apply.append(build_service(owner, "main", stable))
-        self.plan.apply.append(build_service(owner, "stable", stable))
+        activator = self.given.activator if self.plan.zero is not None and self.plan.zero.via_activator else None
+        for role in ("main", "stable"):
+            service = build_service(owner, role, stable, via_activator=activator is not None)
+            if activator is not None:
+                # The slice first: the Service loses its selector only once the activator is its endpoint.
+                self.plan.apply.append(build_activator_slice(owner, service["metadata"]["name"], stable, activator))
+            self.plan.apply.append(service)
         if canary_revision is not None:
             self.plan.apply.append(build_service(owner, "canary", canary_revision))
         if wants_pdb(spec.autoscaling):
@@ -171,12 +193,41 @@ class Planner:
             self.plan.apply.append(build_httproute(canary_spec.gateway, owner, stable, canary_weight))
 
     # -- situations ---------------------------------------------------------------------------------
-    def steady(self, revision: str, previous_stable: Manifest | None = None) -> None:
-        """One stable revision whose size the HPA owns (also the end of a rollout or a canary)."""
-        spec = self.given.spec
+    def steady(
+        self, revision: str, previous_stable: Manifest | None = None, *, at_zero_since: str | None = None
+    ) -> None:
+        """One stable revision whose size the HPA owns (also the end of a rollout or a canary), or that scale to zero
+        holds at 0 replicas. ``at_zero_since``: a new revision that replaces one at zero starts at zero too."""
+        spec, given = self.given.spec, self.given
         self.plan.stable_revision = revision
-        self.ensure(revision, {ROLE_ANNOTATION: "stable"}, initial_replicas=spec.autoscaling.min_replicas)
-        self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
+        existing = self.by_revision.get(revision)
+        self.ensure(
+            revision,
+            {ROLE_ANNOTATION: "stable"},
+            initial_replicas=0 if at_zero_since is not None else max(spec.autoscaling.min_replicas, 1),
+            created_with={zero.SCALED_TO_ZERO_ANNOTATION: at_zero_since} if at_zero_since is not None else None,
+        )
+        name = names.revision_name(given.owner.name, revision)
+        decision = zero.decide(
+            zero.ZeroInput(
+                autoscaling=spec.autoscaling,
+                parked_since=zero.parked_since(existing) if existing is not None else at_zero_since,
+                replicas=replicas_of(existing) if existing is not None else (0 if at_zero_since else 1),
+                ready=ready_of(existing) if existing is not None else 0,
+                now=given.now,
+                demand=given.activation_requested,
+                idle=given.idle,
+                activator_ready=given.activator is not None,
+                prometheus=given.analysis_available,
+            )
+        )
+        self.plan.zero = decision
+        if decision.replicas is not None:
+            self.plan.scale[name] = decision.replicas
+        if decision.annotations:
+            self.plan.annotate.setdefault(name, {}).update(decision.annotations)
+        if decision.hpa:
+            self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
         if spec.rollout.strategy == "Canary" and previous_stable is not None:
             self.keep_with_role(previous_stable, "lastKnownGood", replicas=0)
         elif spec.rollout.strategy == "Canary":
@@ -385,6 +436,13 @@ def _progress_of(existing: Manifest | None) -> dict[str, str]:
 
 
 def plan_children(given: PlanInput) -> Plan:
+    plan = _plan_children(given)
+    # The activator's request is answered by this plan (a model at zero is woken): it is cleared either way.
+    plan.clear_activation_request = given.activation_requested
+    return plan
+
+
+def _plan_children(given: PlanInput) -> Plan:
     planner = Planner(given)
     deployments = given.deployments
     stable = _newest(deployments, "stable")
@@ -410,6 +468,11 @@ def plan_children(given: PlanInput) -> Plan:
         return planner.plan
     if stable is None or revision_of(stable) == given.revision:
         planner.steady(given.revision)
+        planner.shared(canary_weight=None, canary_revision=None)
+    elif zero.parked_since(stable) is not None and replicas_of(stable) == 0:
+        # A new spec while at zero: nothing is served, so nothing to roll out. The new revision replaces the old one
+        # at zero (which is deleted), and the next request wakes the new one.
+        planner.steady(given.revision, at_zero_since=zero.parked_since(stable))
         planner.shared(canary_weight=None, canary_revision=None)
     elif given.spec.rollout.strategy == "Canary":
         planner.canary(stable, existing)

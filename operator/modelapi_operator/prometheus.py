@@ -65,6 +65,15 @@ class Prometheus:
         )
         return None if seconds is None else seconds * 1000
 
+    async def requests_over(self, *, namespace: str, model: str, window: int) -> float | None:
+        """Requests finished plus the most in flight at once over the last ``window`` seconds, in every revision of
+        the model; None when Prometheus has no sample of the model at all (it does not scrape it: not idle)."""
+        selector = f'{self.namespace_label}="{namespace}",model="{model}"'
+        return await self.query(
+            f"(sum(increase(modelapi_requests_total{{{selector}}}[{window}s])) or vector(0)) "
+            f"+ sum(max_over_time(modelapi_inflight_requests{{{selector}}}[{window}s]))"
+        )
+
     async def cold_start(self, *, namespace: str, model: str, revision: str) -> dict[str, float | None]:
         """The slowest replica's download, load and warm-up seconds for one revision."""
         selector = self._selector(namespace, model, revision)

@@ -10,6 +10,7 @@ server-side apply, so the HorizontalPodAutoscaler can own them without being res
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,11 +18,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelapi_operator import kube, names
+from modelapi_operator import kube, names, zero
 from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
 from modelapi_operator.autoscaling import read_hpa
-from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
+from modelapi_operator.builders import (
+    ActivatorEndpoints,
+    Manifest,
+    Owner,
+    RuntimeImages,
+    compute_revision,
+    service_url,
+)
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
+from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
 from modelapi_operator.canary import Measurement
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.diagnose import (
@@ -60,6 +69,7 @@ class Observed:
     pdbs: Sequence[Manifest] = ()
     httproutes: Sequence[Manifest] = ()
     pods: Sequence[Manifest] = ()
+    endpointslices: Sequence[Manifest] = ()
 
     def children(self) -> Iterable[Manifest]:
         yield from self.deployments
@@ -67,6 +77,7 @@ class Observed:
         yield from self.hpas
         yield from self.pdbs
         yield from self.httproutes
+        yield from self.endpointslices
 
 
 def now_rfc3339() -> str:
@@ -93,6 +104,14 @@ def is_subset(desired: Any, observed: Any) -> bool:
 EXACT_MAPS: tuple[tuple[str, ...], ...] = (("spec", "selector"), ("spec", "selector", "matchLabels"))
 
 
+def dropped_selector_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Service that must have no selector (its endpoints are the operator's EndpointSlice) but has one: a merge
+    patch that removes it (server-side apply skipped as a subset would leave it)."""
+    if desired.get("kind") != "Service" or "selector" in (desired.get("spec") or {}):
+        return None
+    return {"spec": {"selector": None}} if (observed.get("spec") or {}).get("selector") else None
+
+
 def _at(manifest: Mapping[str, Any], path: Sequence[str]) -> Any:
     value: Any = manifest
     for key in path:
@@ -114,6 +133,33 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
                 patch = {key: patch}
             return patch
     return None
+
+
+ACTIVATOR_READ_SECONDS = 2.0
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+SLICE_CONTROLLERS = (SLICE_CONTROLLER, "endpointslicemirroring-controller.k8s.io")
+
+
+def activator_from_slices(slices: Iterable[Manifest]) -> ActivatorEndpoints | None:
+    """Ready, not terminating addresses and the ``http`` port (else the first) of the activator's EndpointSlices."""
+    addresses: list[str] = []
+    port: int | None = None
+    address_type = "IPv4"
+    for item in slices:
+        ports = item.get("ports") or []
+        named = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+        if named is None or named.get("port") is None:
+            continue
+        for endpoint in item.get("endpoints") or []:
+            conditions = endpoint.get("conditions") or {}
+            if conditions.get("ready") is False or conditions.get("terminating") is True:
+                continue
+            addresses += endpoint.get("addresses") or []
+            port = int(named["port"])
+            address_type = str(item.get("addressType") or "IPv4")
+    if not addresses or port is None:
+        return None
+    return ActivatorEndpoints(addresses=tuple(sorted(set(addresses))), port=port, address_type=address_type)
 
 
 # The operator's own identity lacks a permission (its Role was edited or is out of date).
@@ -172,12 +218,15 @@ class Reconciler:
         gateway_api_installed: bool,
         prometheus: Prometheus | None = None,
         policy: ClusterPolicy | None = None,
+        activator_service: tuple[str, str] | None = None,
     ) -> None:
         self.kube = client
         self.policy = policy or ClusterPolicy()
         self.images = images
         self.gateway_api_installed = gateway_api_installed
         self.prometheus = prometheus
+        self.activator_service = activator_service  # (namespace, name) of the activator's Service
+        self._activator: tuple[float, ActivatorEndpoints | None] = (-1e9, None)
         # The status this process last wrote, by ModelAPI uid. The operator is the only writer of status, so
         # this is never older than the copy in a watch event that may not have caught up with our last patch
         # (which would otherwise repeat transitions and their Events).
@@ -242,6 +291,9 @@ class Reconciler:
                 analysis_available=self.prometheus is not None,
                 measurement=await self._measure(spec, owner, deployments, revision, now),
                 rollback_requested=annotations.get(names.ROLLBACK_ANNOTATION) == "true",
+                activation_requested=bool(annotations.get(names.ACTIVATE_ANNOTATION)),
+                idle=await self._idle(spec, owner, deployments, revision, now),
+                activator=await self.activator_endpoints() if spec.autoscaling.scales_to_zero else None,
             )
         )
         try:
@@ -299,6 +351,42 @@ class Reconciler:
         except PrometheusError as error:  # no verdict this interval: neither a pass nor a failure
             log.warning("canary analysis of %s/%s skipped: Prometheus: %s", owner.namespace, owner.name, error)
             return None
+
+    async def _idle(
+        self, spec: ModelAPISpec, owner: Owner, deployments: Sequence[Manifest], revision: str, now: datetime
+    ) -> bool | None:
+        """Whether the model received no request over scaleToZeroAfterSeconds (asked only when it could go to zero
+        now); None when not asked or Prometheus has no answer (never read as idle)."""
+        stable = next((d for d in deployments if role_of(d) == "stable" and revision_of(d) == revision), None)
+        if self.prometheus is None or not zero.idle_check_due(spec.autoscaling, stable, now):
+            return None
+        try:
+            requests = await self.prometheus.requests_over(
+                namespace=owner.namespace, model=owner.name, window=spec.autoscaling.idle_seconds
+            )
+        except PrometheusError as error:
+            log.warning("idleness of %s/%s not known: Prometheus: %s", owner.namespace, owner.name, error)
+            return None
+        return None if requests is None else requests <= 0
+
+    async def activator_endpoints(self) -> ActivatorEndpoints | None:
+        """The activator's ready endpoints, from its Service's EndpointSlices (read at most every 2 s)."""
+        if self.activator_service is None:
+            return None
+        read_at, known = self._activator
+        if time.monotonic() - read_at < ACTIVATOR_READ_SECONDS:
+            return known
+        namespace, name = self.activator_service
+        try:
+            slices = await self.kube.list(kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: name})
+        except kube.KubeError as error:
+            # What was known stands (a passing API error must not wake every model at zero); asked again soon.
+            log.warning("activator endpoints not read (%s): keeping the last known", error)
+            self._activator = (time.monotonic(), known)
+            return known
+        found = activator_from_slices(slices)
+        self._activator = (time.monotonic(), found)
+        return found
 
     async def _cold_start(self, owner: Owner, revision: str, previous: ModelAPIStatus) -> ColdStart | None:
         """Cold-start timings of the stable revision, read once per revision (when Prometheus has them)."""
@@ -376,9 +464,14 @@ class Reconciler:
                     continue
             if current is None or not is_subset(manifest, current):
                 await self.kube.apply(manifest)
-            fix = exact_map_fix(manifest, current) if current is not None else None
-            if fix is not None:
-                await self.kube.merge_patch(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"], fix)
+            for fix in (exact_map_fix, dropped_selector_fix):
+                patch = fix(manifest, current) if current is not None else None
+                if patch is not None:
+                    kind = kube.kind_of(manifest)
+                    await self.kube.merge_patch(kind, owner.namespace, manifest["metadata"]["name"], patch)
+        for manifest in plan.apply:
+            if manifest["kind"] == "Service" and "selector" not in manifest["spec"]:
+                await self._drop_controller_slices(owner.namespace, manifest["metadata"]["name"])
         for name, replicas in plan.scale.items():
             if ("Deployment", name) in blocked:
                 continue
@@ -387,8 +480,17 @@ class Reconciler:
         for (kind_name, name), item in existing.items():
             if (kind_name, name) in wanted or (kind_name == "Deployment" and name in plan.keep_deployments):
                 continue
+            if kind_name == "EndpointSlice" and not await self._pods_take_over(owner.namespace, item):
+                continue  # the activator keeps taking the Service's traffic until its pods' endpoints are there
             await self.kube.delete(kube.kind_of(item), owner.namespace, name, uid=item["metadata"].get("uid"))
             log.info("deleted %s %s/%s: no longer desired", kind_name, owner.namespace, name)
+        if plan.clear_activation_request:
+            await self.kube.merge_patch(
+                kube.MODELAPI,
+                owner.namespace,
+                owner.name,
+                {"metadata": {"annotations": {names.ACTIVATE_ANNOTATION: None}}},
+            )
         if plan.clear_rollback_request:
             await self.kube.merge_patch(
                 kube.MODELAPI,
@@ -397,6 +499,38 @@ class Reconciler:
                 {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}},
             )
         return foreign
+
+    async def _pods_take_over(self, namespace: str, activator_slice: Manifest) -> bool:
+        """Whether the EndpointSlice controller lists a ready pod for the Service of this activator slice: deleting the
+        slice before would leave the Service without endpoints for a moment (kube-proxy rejects connections then)."""
+        service = (activator_slice["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return True
+        slices = await self.kube.list(
+            kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY_LABEL: SLICE_CONTROLLER}
+        )
+        return any(
+            (endpoint.get("conditions") or {}).get("ready") is not False
+            for item in slices
+            for endpoint in item.get("endpoints") or []
+        )
+
+    async def _drop_controller_slices(self, namespace: str, service: str) -> None:
+        """A Service that lost its selector keeps what the controllers wrote for it with its pods' addresses: the
+        EndpointSlice controller's slices (it stops syncing the Service, it does not delete them) and the Endpoints
+        object, which the mirroring controller then copies into a slice of its own. Those stale addresses would take
+        traffic beside the activator's slice, so they go (the Endpoints first: its mirror goes with it)."""
+        try:
+            await self.kube.delete(kube.ENDPOINTS, namespace, service)
+        except kube.KubeError as error:
+            log.warning("stale Endpoints %s/%s not deleted: %s", namespace, service, error)
+        for manager in SLICE_CONTROLLERS:
+            stale = await self.kube.list(
+                kube.ENDPOINT_SLICE, namespace, {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY_LABEL: manager}
+            )
+            for item in stale:
+                meta = item["metadata"]
+                await self.kube.delete(kube.ENDPOINT_SLICE, namespace, meta["name"], uid=meta.get("uid"))
 
     def _after(self, plan: Plan, deployments: list[Manifest], *, skipped: set[str]) -> list[Manifest]:
         """The Deployments as they will be after this plan (for status, without waiting for the watch)."""
@@ -443,6 +577,7 @@ class Reconciler:
         cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
         views = _views(deployments, observed.pods, revision, plan.target_failure)
+        stable_after = next((d for d in deployments if revision_of(d) == plan.stable_revision), None)
         observation = Observation(
             generation=int(body["metadata"].get("generation") or 0),
             desired_revision=revision,
@@ -453,6 +588,9 @@ class Reconciler:
             now=now_rfc3339(),
             canary=plan.canary,
             cold_start=cold_start,
+            zero_state=plan.zero.state if plan.zero is not None else None,
+            zero_since=zero.parked_since(stable_after),
+            zero_notice=plan.zero.notice if plan.zero is not None else None,
             autoscaling=read_hpa(_hpa_of(owner, observed)),
         )
         status, events = compute_status(observation)

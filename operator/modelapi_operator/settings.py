@@ -23,6 +23,12 @@ class OperatorSettings(BaseSettings):
         default="namespace",
         description="Label that holds the pod's namespace on the runtime's metrics in Prometheus.",
     )
+    activator_service: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The activator's Service as NAMESPACE/NAME (the chart sets it with activator.enabled): models "
+        "with minReplicas 0 are sent there while at zero; unset = no scale to zero (they keep 1 replica).",
+    )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch (comma-separated); empty = all namespaces."
     )
@@ -47,7 +53,11 @@ class OperatorSettings(BaseSettings):
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
     )
     canary_tick_seconds: float = Field(
-        default=5, gt=0, le=300, description="How often a ModelAPI with a canary in progress is reconciled."
+        default=5,
+        gt=0,
+        le=300,
+        description="How often a ModelAPI with a canary in progress, or with minReplicas 0 (idleness, activator "
+        "endpoints), is reconciled.",
     )
     watch_server_timeout_seconds: int = Field(
         default=300, ge=10, le=3600, description="Server-side timeout of each watch request (it reconnects after)."

@@ -16,6 +16,7 @@ from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailur
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
 from modelapi_operator.autoscaling import AUTOSCALING_INACTIVE, AutoscalingView, autoscaling_condition
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.zero import ZeroState
 
 SERVING = "Serving"
 ROLLING_OUT = "RollingOut"
@@ -25,6 +26,9 @@ ROLLOUT_COMPLETE = "RolloutComplete"
 AS_EXPECTED = "AsExpected"
 NO_REVISION = "NoRevision"
 CANARY_IN_PROGRESS = "CanaryInProgress"
+SCALED_TO_ZERO = "ScaledToZero"
+ACTIVATING = "Activating"
+SCALE_TO_ZERO_UNAVAILABLE = "ScaleToZeroUnavailable"
 # Failures after which nothing progresses by itself: a human changes the spec.
 FINAL_FAILURES = frozenset({PROGRESS_DEADLINE_EXCEEDED, ROLLOUT_ABORTED, ROLLED_BACK})
 SERVING_ROLES = ("stable", "next", "canary")
@@ -55,6 +59,9 @@ class Observation:
     now: str
     canary: CanaryStatus | None = None
     cold_start: ColdStart | None = None  # newly read; else the previous one is kept
+    zero_state: ZeroState | None = None  # scale to zero of the stable revision, when it is the current one
+    zero_since: str | None = None  # when it went to zero
+    zero_notice: str | None = None  # why a minReplicas: 0 model is not taken to zero
     autoscaling: AutoscalingView | None = None  # the stable revision's HPA, when its size is not fixed
 
 
@@ -118,6 +125,46 @@ def _ready_message(target: RevisionView) -> str:
     return f"revision {target.name}: {target.ready}/{target.desired} replicas ready"
 
 
+def _ready(
+    obs: Observation,
+    target: RevisionView | None,
+    stable: RevisionView | None,
+    failure: Failure | None,
+    *,
+    fully_serving: bool,
+) -> tuple[ConditionStatus, str, str]:
+    """The Ready condition's status, reason and message."""
+    if fully_serving and target is not None and obs.zero_notice is not None:
+        return "True", SCALE_TO_ZERO_UNAVAILABLE, f"serving {_ready_message(target)}; {obs.zero_notice}"
+    if fully_serving and target is not None:
+        return "True", SERVING, f"serving {_ready_message(target)}"
+    if failure is not None:
+        return "False", failure.reason, failure.message
+    if target is None:
+        return "False", NO_REVISION, "the current revision has no Deployment yet"
+    if target is not stable:
+        serving = f"; revision {stable.name} keeps serving with {stable.ready} ready" if stable else ""
+        if obs.canary is not None:
+            return "False", CANARY_IN_PROGRESS, f"canary {obs.canary.analysis or ''}{serving}"
+        return "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}"
+    if obs.invalid is None and obs.zero_state == "zero":
+        # Ready: a request is accepted (held by the activator) and served once a replica is up.
+        return (
+            "True",
+            SCALED_TO_ZERO,
+            f"scaled to zero at {obs.zero_since} (no request for a while); the next request starts revision "
+            f"{target.name}, held by the activator meanwhile",
+        )
+    if obs.invalid is None and obs.zero_state == "waking":
+        return (
+            "True",
+            ACTIVATING,
+            f"woken from zero by a request: {_ready_message(target)}; requests are held by the activator until one "
+            "is ready",
+        )
+    return "False", REPLICAS_NOT_READY, _ready_message(target)
+
+
 def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[EventRecord]]:
     obs = observation
     views = list(obs.revisions)
@@ -143,20 +190,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         and target.desired >= 1
         and target.ready >= target.desired
     )
-    if fully_serving and target is not None:
-        ready = cond("Ready", "True", SERVING, f"serving {_ready_message(target)}")
-    elif failure is not None:
-        ready = cond("Ready", "False", failure.reason, failure.message)
-    elif target is None:
-        ready = cond("Ready", "False", NO_REVISION, "the current revision has no Deployment yet")
-    elif target is not stable:
-        serving = f"; revision {stable.name} keeps serving with {stable.ready} ready" if stable else ""
-        if obs.canary is not None:
-            ready = cond("Ready", "False", CANARY_IN_PROGRESS, f"canary {obs.canary.analysis or ''}{serving}")
-        else:
-            ready = cond("Ready", "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}")
-    else:
-        ready = cond("Ready", "False", REPLICAS_NOT_READY, _ready_message(target))
+    parked = obs.invalid is None and target is not None and target is stable and obs.zero_state in ("zero", "waking")
+    ready = cond("Ready", *_ready(obs, target, stable, failure, fully_serving=fully_serving))
 
     if obs.invalid is not None:
         progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
@@ -164,6 +199,10 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         progressing = cond("Progressing", "False", failure.reason, failure.message)
     elif fully_serving:
         progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
+    elif parked and ready.reason == SCALED_TO_ZERO:
+        progressing = cond("Progressing", "False", SCALED_TO_ZERO, ready.message)
+    elif parked and ready.reason == ACTIVATING:
+        progressing = cond("Progressing", "True", ACTIVATING, ready.message)
     elif target is not None and target is not stable and obs.canary is not None:
         progressing = cond("Progressing", "True", f"CanaryStep{obs.canary.step + 1}", ready.message)
     elif target is not None and target is not stable:
@@ -213,6 +252,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         canary=obs.canary,
         last_failure=last_failure,
         cold_start=obs.cold_start or obs.previous.cold_start,
+        scaled_to_zero_at=obs.zero_since if parked else None,
     )
     return status, _events(obs.previous, conditions)
 

@@ -99,12 +99,24 @@ class RuntimeProcess:
     seen from this machine, the Secret's values resolved by the test, and a termination-log file.
     """
 
-    def __init__(self, cluster: Cluster, deployment: dict[str, Any], workdir: Path, secret: dict[str, str]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        deployment: dict[str, Any],
+        workdir: Path,
+        secret: dict[str, str],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        """``host``/``port``: where it listens (default a free loopback port); a test that points a fake pod's IP at
+        it listens on another loopback address and the pod's own port."""
         self.cluster = cluster
         self.name = deployment["metadata"]["name"]
         self.namespace = deployment["metadata"]["namespace"]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env: dict[str, str] = {}
         for item in container.get("env", []):
@@ -118,7 +130,7 @@ class RuntimeProcess:
         env.update(
             {
                 "MODELAPI_PORT": str(self.port),
-                "MODELAPI_HOST": "127.0.0.1",
+                "MODELAPI_HOST": host,
                 "MODELAPI_MODEL_DIR": str(workdir / "models"),
                 "MODELAPI_S3_ENDPOINT": cluster.s3_endpoint_url,
                 "MODELAPI_TERMINATION_LOG": str(workdir / "termination-log"),
@@ -152,7 +164,7 @@ class RuntimeProcess:
         else:
             raise AssertionError(f"runtime {self.name} not ready after {ready_timeout}s")
         target = [
-            {"targets": [f"127.0.0.1:{self.port}"], "labels": {"job": "modelapi-e2e", "namespace": self.namespace}}
+            {"targets": [f"{self.host}:{self.port}"], "labels": {"job": "modelapi-e2e", "namespace": self.namespace}}
         ]
         tmp = self.sd_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(target))

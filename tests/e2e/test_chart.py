@@ -230,6 +230,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "namespaced-everything": {**MONITORING, "peering": {"enabled": True}, "watchNamespaces": ["WATCHED"]},
+    "activator-off": {"activator": {"enabled": False}},
 }
 
 
@@ -258,7 +259,9 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert "secrets" not in rule["resources"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert not ({"pods"} & set(rule["resources"]) and {"create", "update", "patch", "delete"} & set(rule["verbs"]))
-    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (deployment,) = [
+        doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-operator")
+    ]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -273,6 +276,25 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
     assert env["MODELAPI_OPERATOR_CPU_IMAGE"] == "modelapi/runtime:0.1.0"
     assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == "modelapi/runtime-gpu:0.1.0"
     kinds = {doc["kind"] for doc in docs}
+    activators = [doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-activator")]
+    if name == "activator-off":
+        assert not activators
+        assert "MODELAPI_OPERATOR_ACTIVATOR_SERVICE" not in env
+    else:
+        (activator,) = activators
+        assert activator["spec"]["replicas"] == 2
+        activator_pod = activator["spec"]["template"]["spec"]
+        (proxy,) = activator_pod["containers"]
+        assert proxy["command"] == ["/opt/modelapi/bin/modelapi-activator"]
+        assert proxy["image"] == "modelapi/runtime:0.1.0", "the activator ships in the runtime image"
+        assert activator_pod["securityContext"]["runAsNonRoot"] is True
+        assert activator_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+        assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
+        assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert proxy["resources"]["limits"]["memory"]
+        assert env["MODELAPI_OPERATOR_ACTIVATOR_SERVICE"] == "modelapi-system/modelapi-activator"
+        assert {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"} == {"modelapi-activator"}
     if name == "plain-values":
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
@@ -283,7 +305,8 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert env["MODELAPI_OPERATOR_POLICY_REQUIRE_SHA256"] == "false"
         assert env["MODELAPI_OPERATOR_POLICY_ALLOWED_TOLERATION_KEYS"] == "*"
         assert env["MODELAPI_OPERATOR_POLICY_ALLOWED_NODE_SELECTOR_KEYS"] == "*"
-        assert "Role" not in kinds
+        # cluster-wide: one Role only, for the operator to read the activator's EndpointSlices in its own namespace
+        assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Role"] == ["modelapi-activator-endpoints"]
         assert not {"PodMonitor", "PrometheusRule", "CustomResourceDefinition"} & kinds
     if name == "cluster-wide-everything":
         assert env["MODELAPI_OPERATOR_PEERING"] == "modelapi-operator"
@@ -304,8 +327,12 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert crds == {"clusterkopfpeerings.kopf.dev"}
     if name == "namespaced-everything":
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == "models"
-        roles = [doc for doc in docs if doc["kind"] == "Role"]
+        roles = [doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] == "modelapi-operator"]
         assert [role["metadata"]["namespace"] for role in roles] == ["models"]
+        activator_roles = [
+            doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] == "modelapi-activator"
+        ]
+        assert [role["metadata"]["namespace"] for role in activator_roles] == ["models"]
         (cluster_role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
         # cluster-wide, the operator may only read CRDs and namespaces: every namespaced grant is in the Role
         cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
@@ -324,7 +351,8 @@ def test_more_than_one_replica_needs_peering(cluster: Cluster) -> None:
 
 def test_replicas_with_peering_roll_one_at_a_time_with_a_short_lifetime(cluster: Cluster, tmp_path: Path) -> None:
     values = {"replicaCount": 3, "peering": {"enabled": True, "lifetimeSeconds": 15}}
-    (deployment,) = [doc for doc in render(cluster, tmp_path, "ops", values) if doc["kind"] == "Deployment"]
+    docs = render(cluster, tmp_path, "ops", values)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate",
@@ -469,6 +497,32 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
     wrong += [(v, r, n, "expected no") for v, r, n in denied if release.can_i(v, r, namespace=n)]
     assert release.can_i("get", "customresourcedefinitions.apiextensions.k8s.io/httproutes.gateway.networking.k8s.io")
     assert not wrong, wrong
+    # the operator finds the activator's pods through its Service's EndpointSlices, in the release namespace
+    assert release.can_i("list", "endpointslices.discovery.k8s.io", namespace=release.namespace)
+    assert release.can_i("create", "endpointslices.discovery.k8s.io", namespace=ns)
+    assert release.can_i("delete", "endpoints", namespace=ns)
+    assert not release.can_i("create", "endpoints", namespace=ns)
+
+    # the activator: only what it needs to hold a request (list a model's pods, write the demand annotation)
+    activator = Release(cluster, release.name, release.namespace, f"{release.name}-modelapi-activator")
+    activator_allowed = [("list", "pods", ns), ("list", "services", ns), ("patch", "modelapis.serving.modelapi.io", ns)]
+    activator_denied = [
+        ("get", "secrets", ns),
+        ("create", "pods", ns),
+        ("delete", "pods", ns),
+        ("watch", "pods", ns),
+        ("patch", "deployments.apps", ns),
+        ("patch", "deployments.apps/scale", ns),
+        ("delete", "modelapis.serving.modelapi.io", ns),
+        ("patch", "services", ns),
+        ("create", "endpointslices.discovery.k8s.io", ns),
+    ]
+    wrong = [(v, r, n, "expected yes") for v, r, n in activator_allowed if not activator.can_i(v, r, namespace=n)]
+    wrong += [(v, r, n, "expected no") for v, r, n in activator_denied if activator.can_i(v, r, namespace=n)]
+    assert not wrong, wrong
+    status = ("--subresource=status",)
+    assert not activator.can_i("patch", "modelapis.serving.modelapi.io", namespace=ns, extra=status)
+    assert not activator.can_i("patch", "deployments.apps", namespace=ns, extra=("--subresource=scale",))
 
 
 def test_operator_runs_namespaced_under_roles_only_in_watched_namespaces(

@@ -177,7 +177,7 @@ def chart_identity(cluster: Cluster, namespace: str) -> Iterator[dict[str, Any]]
     """The chart's ServiceAccount, ClusterRole(Binding) and Role(Binding) for an operator of this namespace; the
     cluster-scoped ones are deleted afterwards (the namespace fixture takes the rest)."""
     release = f"f{secrets.token_hex(3)}"
-    docs = chart_rbac(cluster, CHART, release, namespace)
+    docs = chart_rbac(cluster, CHART, release, namespace, "activator.enabled=false")  # the operator's identity only
     cluster.kubectl("apply", "-f", "-", namespace=namespace, input=yaml.safe_dump_all(docs))
     account = next(doc for doc in docs if doc["kind"] == "ServiceAccount")["metadata"]["name"]
     role = next(doc for doc in docs if doc["kind"] == "Role")
@@ -656,7 +656,8 @@ def peered_chart(cluster: Cluster, namespace: str) -> Iterator[str]:
     the KopfPeering object, the ServiceAccount and its RBAC (with the peering rules). Yields the ServiceAccount's
     name; cluster-scoped objects are deleted afterwards (the CRD only if this test created it)."""
     release = f"p{secrets.token_hex(3)}"
-    docs = chart_docs(cluster, CHART, release, namespace, "peering.enabled=true", f"peering.name={PEERING}")
+    sets = ("peering.enabled=true", f"peering.name={PEERING}", "activator.enabled=false")  # the operator's identity
+    docs = chart_docs(cluster, CHART, release, namespace, *sets)
     (crd,) = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
     crd_name = crd["metadata"]["name"]
     created_crd = cluster.kubectl("get", "crd", crd_name, check=False).returncode != 0
@@ -684,7 +685,7 @@ def _acting(records: list[Record], since: float = 0.0) -> list[str]:
         f"{r.method} {r.path}"
         for r in records
         if r.at >= since
-        and (r.resource in {"modelapis", *CHILD_KINDS, "pods", "events"} or r.write)
+        and (r.resource in {"modelapis", *CHILD_KINDS, "endpointslices", "pods", "events"} or r.write)
         and r.resource != HEARTBEAT
     ]
 

@@ -112,8 +112,8 @@ def test_iris_example_becomes_ready_with_every_child(
     assert (owner["kind"], owner["uid"]) == ("ModelAPI", body["metadata"]["uid"])
 
     table = cluster.kubectl("get", "mapi", "iris", namespace=namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "URL", "REPLICAS", "CANARY", "REVISION", "AGE"]
-    assert table[1].split()[:4] == ["iris", "True", status["url"], "1"]
+    assert table[0].split() == ["NAME", "READY", "REASON", "URL", "REPLICAS", "CANARY", "REVISION", "AGE"]
+    assert table[1].split()[:5] == ["iris", "True", "Serving", status["url"], "1"]
     assert revision["name"] in table[1]
 
     events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=namespace)

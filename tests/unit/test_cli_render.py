@@ -31,11 +31,11 @@ def test_console_script_renders_the_iris_example() -> None:
 
 def test_invalid_manifest_exits_non_zero_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(IRIS.read_text().replace("minReplicas: 1", "minReplicas: 0"))
+    bad.write_text(IRIS.read_text().replace("minReplicas: 1", "minReplicas: 1\n    scaleToZeroAfterSeconds: 60"))
     result = _run("render", "-f", str(bad))
     assert result.returncode == 1
     assert result.stdout == ""
-    assert "spec.autoscaling.minReplicas: scale to zero is not supported yet" in result.stderr
+    assert "spec.autoscaling.scaleToZeroAfterSeconds: scaleToZeroAfterSeconds needs minReplicas: 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

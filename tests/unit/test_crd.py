@@ -86,12 +86,14 @@ def test_defaults_enums_and_bounds_come_from_the_models() -> None:
 def test_cross_field_rules_are_cel_validations() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     rules = {rule["message"]: rule for rule in spec["autoscaling"]["x-kubernetes-validations"]}
-    zero = rules["scale to zero is not supported yet: set minReplicas to 1 or more"]
+    zero = rules["scaleToZeroAfterSeconds needs minReplicas: 0 (scale to zero)"]
     assert zero == {
-        "rule": "self.minReplicas != 0",
-        "message": "scale to zero is not supported yet: set minReplicas to 1 or more",
-        "fieldPath": ".minReplicas",
+        "rule": "!has(self.scaleToZeroAfterSeconds) || self.minReplicas == 0",
+        "message": "scaleToZeroAfterSeconds needs minReplicas: 0 (scale to zero)",
+        "fieldPath": ".scaleToZeroAfterSeconds",
     }
+    # no schema default: it would make every ModelAPI "set" it, and the rule above refuse all of them
+    assert "default" not in spec["autoscaling"]["properties"]["scaleToZeroAfterSeconds"]
     canary_rules = [rule["rule"] for rule in spec["rollout"]["properties"]["canary"]["x-kubernetes-validations"]]
     assert any("isSorted" in rule for rule in canary_rules)
     root_rules = _schema()["x-kubernetes-validations"]
@@ -115,7 +117,7 @@ def test_resource_names_columns_and_subresources() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "URL", "Replicas", "Canary", "Revision", "Age"]
+    assert columns == ["Ready", "Reason", "URL", "Replicas", "Canary", "Revision", "Age"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     assert set(status) >= {

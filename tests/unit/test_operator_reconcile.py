@@ -63,11 +63,11 @@ async def test_an_invalid_spec_touches_no_child_and_reports_once() -> None:
     """What the CRD cannot stop (an object stored before a stricter CRD) is InvalidSpec: no writes, one Event."""
     client = RecordingKube()
     reconciler = _reconciler(client)
-    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}, "autoscaling": {"minReplicas": 0}})
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}, "autoscaling": {"scaleToZeroAfterSeconds": 60}})
     status = await reconciler.reconcile(body, Observed())
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("False", "InvalidSpec")
-    assert "spec.autoscaling.minReplicas: scale to zero is not supported yet" in ready.message
+    assert "spec.autoscaling.scaleToZeroAfterSeconds: scaleToZeroAfterSeconds needs minReplicas: 0" in ready.message
     assert {name for name, _ in client.calls} == {"status", "event"}
     assert [args[1] for name, args in client.calls if name == "event" and args[0] == "Warning"] == ["InvalidSpec"]
     client.calls.clear()

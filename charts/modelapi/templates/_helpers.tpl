@@ -81,6 +81,16 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Scale to zero: while a model is at zero its Services have no selector and the operator writes their endpoints, an
+# EndpointSlice of activator pods each (deleted when a replica is ready again).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# ... and deletes the Endpoints object the endpoints controller left with the pods' addresses (the mirroring controller
+# would copy them into a slice beside the activator's).
+- apiGroups: [""]
+  resources: ["endpoints"]
+  verbs: ["delete"]
 # Pods are only read: diagnosis (CrashLooping, ImagePullFailed, InsufficientGPU, ...) reads their status.
 - apiGroups: [""]
   resources: ["pods"]
@@ -94,4 +104,28 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get"]
+{{- end -}}
+
+{{- define "modelapi.activatorName" -}}
+{{- printf "%s-activator" (include "modelapi.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The activator's pods: not app.kubernetes.io/name=modelapi, which marks model pods. */}}
+{{- define "modelapi.activatorSelectorLabels" -}}
+app.kubernetes.io/name: modelapi-activator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+What the activator does in a namespace with models: list a model's pods (to find a ready one) and write the demand
+annotation on a ModelAPI (patch); list ModelAPIs and Services to place a request that names a model by its bare name
+or by a ClusterIP.
+*/}}
+{{- define "modelapi.activatorRules" -}}
+- apiGroups: ["serving.modelapi.io"]
+  resources: ["modelapis"]
+  verbs: ["list", "patch"]
+- apiGroups: [""]
+  resources: ["pods", "services"]
+  verbs: ["list"]
 {{- end -}}

@@ -18,6 +18,9 @@ from modelapi_runtime.settings import MAX_QUEUE_RANGE, MAX_REQUEST_BYTES_RANGE, 
 
 URI_MAX = 2048
 NAME_MAX = 253
+SCALE_TO_ZERO_MIN_SECONDS = 30
+SCALE_TO_ZERO_MAX_SECONDS = 86_400
+SCALE_TO_ZERO_DEFAULT_SECONDS = 300
 
 ArtifactScheme = CelRule(
     cel=p.cel_matches(p.ARTIFACT_SCHEME),
@@ -363,7 +366,11 @@ class AutoscalingSpec(ApiModel):
     """Horizontal autoscaling of the stable revision (a HorizontalPodAutoscaler)."""
 
     min_replicas: int = Field(
-        default=1, ge=0, le=1000, description="Fewest replicas. 0 (scale to zero) is not supported yet."
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest replicas. 0 scales the model to zero after scaleToZeroAfterSeconds without requests; the "
+        "next request is held by the activator (installed with the chart) until a replica is ready.",
     )
     max_replicas: int = Field(default=5, ge=1, le=1000, description="Most replicas.")
     metric: Literal["cpu", "memory", "inFlight"] = Field(
@@ -384,12 +391,40 @@ class AutoscalingSpec(ApiModel):
         default=300, ge=0, le=3600, description="How long load must stay low before replicas are removed."
     )
 
+    scale_to_zero_after_seconds: int | None = Field(
+        default=None,
+        description=f"With minReplicas 0: how long the model must receive no request before it goes to zero "
+        f"replicas ({SCALE_TO_ZERO_MIN_SECONDS}..{SCALE_TO_ZERO_MAX_SECONDS}; default "
+        f"{SCALE_TO_ZERO_DEFAULT_SECONDS}).",
+    )
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
+
+    @property
+    def idle_seconds(self) -> int:
+        """How long without a request before the model goes to zero (the default when unset)."""
+        return self.scale_to_zero_after_seconds or SCALE_TO_ZERO_DEFAULT_SECONDS
+
     __rules__ = (
         CelRule(
-            cel="self.minReplicas != 0",
-            message="scale to zero is not supported yet: set minReplicas to 1 or more",
-            check=lambda s: s.min_replicas != 0,
-            field="minReplicas",
+            cel="!has(self.scaleToZeroAfterSeconds) || self.minReplicas == 0",
+            message="scaleToZeroAfterSeconds needs minReplicas: 0 (scale to zero)",
+            check=lambda s: s.scale_to_zero_after_seconds is None or s.min_replicas == 0,
+            field="scaleToZeroAfterSeconds",
+        ),
+        CelRule(
+            cel=f"!has(self.scaleToZeroAfterSeconds) || (self.scaleToZeroAfterSeconds >= {SCALE_TO_ZERO_MIN_SECONDS} "
+            f"&& self.scaleToZeroAfterSeconds <= {SCALE_TO_ZERO_MAX_SECONDS})",
+            message=f"scaleToZeroAfterSeconds must be between {SCALE_TO_ZERO_MIN_SECONDS} and "
+            f"{SCALE_TO_ZERO_MAX_SECONDS} seconds (a shorter idle time would scale a model down between two "
+            "requests; Prometheus needs a few scrapes to see it idle)",
+            check=lambda s: (
+                s.scale_to_zero_after_seconds is None
+                or SCALE_TO_ZERO_MIN_SECONDS <= s.scale_to_zero_after_seconds <= SCALE_TO_ZERO_MAX_SECONDS
+            ),
+            field="scaleToZeroAfterSeconds",
         ),
         CelRule(
             cel="self.minReplicas <= self.maxReplicas",

@@ -98,3 +98,8 @@ class ModelAPIStatus(StatusModel):
     canary: CanaryStatus | None = Field(default=None, description="The canary in progress, if any.")
     last_failure: LastFailure | None = Field(default=None, description="The most recent failure.")
     cold_start: ColdStart | None = Field(default=None, description="Cold-start timings of the newest replica.")
+    scaled_to_zero_at: str | None = Field(
+        default=None,
+        description="When the model went to zero replicas (minReplicas 0, idle); absent while its own replicas serve. "
+        "Requests meanwhile are held by the activator until a replica is ready.",
+    )

@@ -10,12 +10,21 @@ from modelapi_operator.builders.hpa import build_hpa
 from modelapi_operator.builders.httproute import build_httproute
 from modelapi_operator.builders.pdb import build_pdb, wants_pdb
 from modelapi_operator.builders.revision import compute_revision
-from modelapi_operator.builders.service import build_service, service_url
+from modelapi_operator.builders.service import (
+    ActivatorEndpoints,
+    activator_slice_name,
+    build_activator_slice,
+    build_service,
+    service_url,
+)
 
 __all__ = [
+    "ActivatorEndpoints",
     "Manifest",
     "Owner",
     "RuntimeImages",
+    "activator_slice_name",
+    "build_activator_slice",
     "build_children",
     "build_deployment",
     "build_hpa",

@@ -37,7 +37,9 @@ def build_hpa(autoscaling: AutoscalingSpec, owner: Owner, stable_revision: str) 
                 "kind": "Deployment",
                 "name": names.revision_name(owner.name, stable_revision),
             },
-            "minReplicas": autoscaling.min_replicas,
+            # An HPA cannot hold 0 replicas (HPAScaleToZero is an alpha gate): with minReplicas 0 it keeps 1, and
+            # the operator takes the model to zero itself (and deletes the HPA meanwhile).
+            "minReplicas": max(autoscaling.min_replicas, 1),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": [_metric(autoscaling)],
             "behavior": {

@@ -9,6 +9,9 @@ from modelapi_operator.api import GatewayRef
 from modelapi_operator.builders.common import Manifest, Owner, object_meta
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+# Names the model on every request through the route: at zero the backends are the activator's pods, which serve
+# every model and cannot tell which Service a Gateway picked.
+TARGET_HEADER = "X-ModelAPI-Target"
 
 
 def _parent_ref(gateway: GatewayRef) -> dict[str, Any]:
@@ -35,6 +38,19 @@ def build_httproute(gateway: GatewayRef, owner: Owner, stable_revision: str, can
         "metadata": object_meta(owner.name, owner, stable_revision),
         "spec": {
             "parentRefs": [_parent_ref(gateway)],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backends}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "filters": [
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {
+                                "set": [{"name": TARGET_HEADER, "value": f"{owner.namespace}/{owner.name}"}]
+                            },
+                        }
+                    ],
+                    "backendRefs": backends,
+                }
+            ],
         },
     }

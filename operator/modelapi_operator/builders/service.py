@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from modelapi_operator import names
 from modelapi_operator.builders.common import Manifest, Owner, model_selector, object_meta, revision_selector
 
 ServiceRole = Literal["main", "stable", "canary"]
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+SLICE_MANAGED_BY_LABEL: Final = "endpointslice.kubernetes.io/managed-by"
 
 
 def service_name(owner: Owner, role: ServiceRole) -> str:
@@ -18,18 +21,21 @@ def service_name(owner: Owner, role: ServiceRole) -> str:
     return owner.name
 
 
-def build_service(owner: Owner, role: ServiceRole, revision: str) -> Manifest:
+def build_service(owner: Owner, role: ServiceRole, revision: str, *, via_activator: bool = False) -> Manifest:
     """``main`` selects every revision of the model (so a rolling update or a replica-ratio canary
     never leaves clients without ready endpoints); ``stable`` and ``canary`` select ``revision`` only
-    and are the HTTPRoute's weighted backends."""
+    and are the HTTPRoute's weighted backends. ``via_activator`` (the model is at zero): no selector, so
+    the endpoints are the operator's EndpointSlice of activator pods (build_activator_slice)."""
     selector = model_selector(owner) if role == "main" else revision_selector(owner, revision)
+    spec: Manifest = {"type": "ClusterIP"}
+    if not via_activator:
+        spec["selector"] = selector
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": object_meta(service_name(owner, role), owner, revision),
         "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
+            **spec,
             "ports": [
                 {
                     "name": "http",
@@ -45,3 +51,37 @@ def build_service(owner: Owner, role: ServiceRole, revision: str) -> Manifest:
 
 def service_url(owner: Owner) -> str:
     return f"http://{owner.name}.{owner.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class ActivatorEndpoints:
+    """Where the activator's ready pods are (from its own Service's EndpointSlices)."""
+
+    addresses: tuple[str, ...]
+    port: int
+    address_type: str = "IPv4"
+
+
+def activator_slice_name(service: str) -> str:
+    return f"{service}-activator"
+
+
+def build_activator_slice(owner: Owner, service: str, revision: str, activator: ActivatorEndpoints) -> Manifest:
+    """The endpoints of a selector-less model Service while the model is at zero: the activator's pods, on the
+    Service's port name (kube-proxy and Gateways match slice ports to Service ports by name)."""
+    meta = object_meta(activator_slice_name(service), owner, revision)
+    meta["labels"] = {
+        **meta["labels"],
+        SERVICE_NAME_LABEL: service,
+        SLICE_MANAGED_BY_LABEL: names.FIELD_MANAGER,
+    }
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": activator.address_type,
+        "ports": [{"name": "http", "port": activator.port, "protocol": "TCP", "appProtocol": "http"}],
+        "endpoints": [
+            {"addresses": [address], "conditions": {"ready": True}} for address in sorted(activator.addresses)
+        ],
+    }
