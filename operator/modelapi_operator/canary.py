@@ -17,6 +17,7 @@ from typing import Literal
 
 from modelapi_operator import names
 from modelapi_operator.api import CanarySpec
+from modelapi_operator.timestamps import parse_rfc3339, rfc3339
 
 STEP_ANNOTATION = f"{names.GROUP}/canary-step"
 STEP_STARTED_ANNOTATION = f"{names.GROUP}/canary-step-started"
@@ -46,9 +47,9 @@ class CanaryProgress:
             CHECK_PASSED_ANNOTATION: "true" if self.step_check_passed else "false",
         }
         if self.step_started is not None:
-            values[STEP_STARTED_ANNOTATION] = _iso(self.step_started)
+            values[STEP_STARTED_ANNOTATION] = rfc3339(self.step_started)
         if self.last_check is not None:
-            values[LAST_CHECK_ANNOTATION] = _iso(self.last_check)
+            values[LAST_CHECK_ANNOTATION] = rfc3339(self.last_check)
         return values
 
     @classmethod
@@ -59,9 +60,9 @@ class CanaryProgress:
 
         return cls(
             step=number(STEP_ANNOTATION),
-            step_started=_parse(annotations.get(STEP_STARTED_ANNOTATION)),
+            step_started=parse_rfc3339(annotations.get(STEP_STARTED_ANNOTATION)),
             failed_checks=number(FAILED_CHECKS_ANNOTATION),
-            last_check=_parse(annotations.get(LAST_CHECK_ANNOTATION)),
+            last_check=parse_rfc3339(annotations.get(LAST_CHECK_ANNOTATION)),
             step_check_passed=annotations.get(CHECK_PASSED_ANNOTATION) == "true",
         )
 
@@ -82,19 +83,6 @@ class Decision:
     progress: CanaryProgress
     message: str
     checked: bool = False  # an analysis ran in this reconcile
-
-
-def _iso(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def canary_replicas(stable_replicas: int, weight: int, routing: Routing) -> int:

@@ -55,6 +55,7 @@ from modelapi_operator.plan import (
 from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
+from modelapi_operator.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ class Observed:
         yield from self.pdbs
         yield from self.httproutes
         yield from self.endpointslices
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def is_subset(desired: Any, observed: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from modelapi_operator import names
 from modelapi_operator.api import AutoscalingSpec
+from modelapi_operator.timestamps import parse_rfc3339, rfc3339
 
 SCALED_TO_ZERO_ANNOTATION: Final = f"{names.GROUP}/scaled-to-zero-at"
 ACTIVE_SINCE_ANNOTATION: Final = f"{names.GROUP}/active-since"
@@ -37,22 +38,9 @@ def parked_since(deployment: Mapping[str, Any] | None) -> str | None:
     return _annotation(deployment, SCALED_TO_ZERO_ANNOTATION)
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def up_since(deployment: Mapping[str, Any]) -> datetime | None:
     """When the revision last started: woken from zero, else created."""
-    return _parse(_annotation(deployment, ACTIVE_SINCE_ANNOTATION)) or _parse(
+    return parse_rfc3339(_annotation(deployment, ACTIVE_SINCE_ANNOTATION)) or parse_rfc3339(
         str(deployment.get("metadata", {}).get("creationTimestamp") or "")
     )
 

@@ -13,6 +13,7 @@ from modelapi_operator.builders import ActivatorEndpoints, Owner, RuntimeImages,
 from modelapi_operator.plan import ROLE_ANNOTATION, Plan, PlanInput, plan_children
 from modelapi_operator.reconcile import activator_from_slices, dropped_selector_fix
 from modelapi_operator.status import Observation, RevisionView, compute_status
+from modelapi_operator.timestamps import rfc3339
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
 IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
@@ -192,7 +193,7 @@ def test_a_new_modelapi_with_min_zero_starts_with_one_replica() -> None:
 def test_idle_is_asked_only_after_the_idle_time_since_the_revision_started() -> None:
     deployment = _deployment(SPEC, 1, 1)
     assert zero.idle_check_due(SPEC.autoscaling, deployment, T0)
-    woken = _deployment(SPEC, 1, 1, **{zero.ACTIVE_SINCE_ANNOTATION: zero.rfc3339(T0 - timedelta(seconds=30))})
+    woken = _deployment(SPEC, 1, 1, **{zero.ACTIVE_SINCE_ANNOTATION: rfc3339(T0 - timedelta(seconds=30))})
     assert not zero.idle_check_due(SPEC.autoscaling, woken, T0)
     assert zero.idle_check_due(SPEC.autoscaling, woken, T0 + timedelta(seconds=30))
     assert not zero.idle_check_due(SPEC.autoscaling, _parked(), T0)
