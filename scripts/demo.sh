@@ -11,8 +11,7 @@
 #   1. the local cluster (tests/e2e/cluster/cluster.sh up: kube-apiserver, controller-manager, scheduler, kwok
 #      or a real node, versitygw S3, Prometheus)
 #   2. the Helm chart (CRD, operator Deployment, ServiceAccount, RBAC)
-#   3. the operator, as a local process with the chart's ServiceAccount token (the apiserver listens on 127.0.0.1
-#      only, which a pod cannot reach)
+#   3. the operator, as a local process with the chart's ServiceAccount token (its image is not built here)
 #   4. the iris model built and uploaded to the local S3; the s3-creds Secret
 #   5. examples/iris/model.yaml applied (storage.endpoint pointed at the local S3), waited for Ready
 #   6. real: the pod the operator's Deployment made; kwok: the runtime as a local process
@@ -136,7 +135,7 @@ wait_not_terminating "$RELEASE_NS"
 	--set serviceAccount.name="$SA" --set resyncSeconds=10 "${CHART_SETTINGS[@]}" --wait --timeout 120s >/dev/null
 kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
 if [[ $MODE == real ]]; then
-	note "replicaCount=0: the operator image is not built here and its pod could not reach the apiserver on 127.0.0.1;"
+	note "replicaCount=0: the operator image is not built here;"
 	note "the next step runs the operator with the chart Deployment's args and env (runtime image $NODE_RUNTIME_IMAGE)"
 else
 	note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
