@@ -215,7 +215,7 @@ class HandNode:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> HandNode:
-        resources = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+        resources = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "1Ti"}  # pods request disk
         ready = {"type": "Ready", "status": "True", "reason": "Hand", "lastHeartbeatTime": _now()}
         status = {"allocatable": resources, "capacity": resources, "conditions": [ready]}
         node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name}, "status": status}

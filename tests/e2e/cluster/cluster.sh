@@ -324,6 +324,8 @@ fake_nodes() {
 	for name in kwok-cpu-0 kwok-gpu-0; do
 		gpu=""
 		[[ $name == *gpu* ]] && gpu='nvidia.com/gpu: "2"'
+		# 1Ti of ephemeral storage: every model pod requests its cache volume's size limit (5.5Gi by default), and the
+		# fault tests run 40 ModelAPIs and their canaries on these two nodes
 		cat <<NODE
 ---
 apiVersion: v1
@@ -341,8 +343,8 @@ metadata:
     node-role.kubernetes.io/agent: ""
 $([[ -n $gpu ]] && printf '    nvidia.com/gpu.present: "true"\n    nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3\n')
 status:
-  allocatable: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 100Gi $([[ -n $gpu ]] && echo ", $gpu")}
-  capacity: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 100Gi $([[ -n $gpu ]] && echo ", $gpu")}
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 1Ti $([[ -n $gpu ]] && echo ", $gpu")}
+  capacity: {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 1Ti $([[ -n $gpu ]] && echo ", $gpu")}
   nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
 NODE
 	done
