@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from modelapi_operator import kube, names
+from modelapi_operator import capacity, kube, names
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.prometheus import Prometheus
@@ -96,6 +96,7 @@ class _State:
                 gateway_api_installed=False,
                 prometheus=prometheus,
                 policy=ClusterPolicy.from_settings(SETTINGS),
+                unschedulable_grace_seconds=SETTINGS.unschedulable_grace_seconds,
             )
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
@@ -327,7 +328,7 @@ def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_
         "metadata": {"name": body["metadata"].get("name"), "labels": dict(labels)},
         "status": {
             field: status[field]
-            for field in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+            for field in ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
             if field in status
         },
     }
@@ -374,12 +375,23 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
     async with lock, STATE.slots():
         STATE.pending.discard(key)
         reconciler = await STATE.reconciler()
+        observed = _observed(key, indices)
         try:
-            await reconciler.reconcile(body, _observed(key, indices))
+            await reconciler.reconcile(body, observed)
         except kube.KubeError as error:
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
+    _recheck_after_grace(key, observed.pods, indices)
+
+
+def _recheck_after_grace(
+    key: Key, pods: Iterable[Mapping[str, Any]], indices: Mapping[str, kopf.Index[Key, Any]]
+) -> None:
+    """A pod still within its unschedulable grace changes nothing when the grace ends: look again then."""
+    wait = capacity.grace_remaining(pods, datetime.now(UTC), SETTINGS.unschedulable_grace_seconds)
+    if wait is not None:
+        asyncio.get_running_loop().call_later(wait + 1.0, _schedule, key, indices)
 
 
 @kopf.on.resume(*MODELAPIS)

@@ -216,10 +216,19 @@ class Kube:
         except NotFound:
             return None
 
-    async def list(self, kind: Kind, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        *,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]:
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         items: list[Manifest] = []
         params = {"labelSelector": selector, "limit": "500"}
+        if fields:
+            params["fieldSelector"] = ",".join(f"{key}={value}" for key, value in fields.items())
         while True:
             page = await self.request("GET", kind.path(namespace), params=params)
             items += page.get("items", [])

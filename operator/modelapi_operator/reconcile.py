@@ -22,6 +22,7 @@ from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, forma
 from modelapi_operator.builders import Manifest, Owner, RuntimeImages, compute_revision, service_url
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.canary import Measurement
+from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.diagnose import (
     INVALID_SPEC,
@@ -29,7 +30,6 @@ from modelapi_operator.diagnose import (
     POLICY_VIOLATION,
     SERVICE_ACCOUNT_NOT_FOUND,
     Failure,
-    diagnose_revision,
 )
 from modelapi_operator.plan import (
     Plan,
@@ -171,8 +171,10 @@ class Reconciler:
         gateway_api_installed: bool,
         prometheus: Prometheus | None = None,
         policy: ClusterPolicy | None = None,
+        unschedulable_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self.kube = client
+        self.unschedulable_grace_seconds = unschedulable_grace_seconds
         self.policy = policy or ClusterPolicy()
         self.images = images
         self.gateway_api_installed = gateway_api_installed
@@ -441,7 +443,17 @@ class Reconciler:
         plan: Plan,
         cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
-        views = _views(deployments, observed.pods, revision, plan.target_failure)
+        now = datetime.now(UTC)
+        scaling_up = await self._scaling_up(owner, observed.pods, now)
+        views = _views(
+            deployments,
+            observed.pods,
+            revision,
+            plan.target_failure,
+            now=now,
+            grace=self.unschedulable_grace_seconds,
+            scaling_up=scaling_up,
+        )
         observation = Observation(
             generation=int(body["metadata"].get("generation") or 0),
             desired_revision=revision,
@@ -461,6 +473,25 @@ class Reconciler:
         for event in [*plan.events, *events]:
             await self._post(body, event)
         return status
+
+    async def _scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
+        """Pods a cluster autoscaler announced a scale-up for (its ``TriggeredScaleUp`` Events). Read only while
+        some pod is unschedulable past the grace: one list per reconcile, filtered by the API server. Not allowed
+        or not answered: none known (the reason says ``Unschedulable``, which is still true)."""
+        stuck = unschedulable_pods(pods, now, self.unschedulable_grace_seconds)
+        if not stuck:
+            return frozenset()
+        try:
+            events = await self.kube.list(
+                kube.EVENT, owner.namespace, {}, fields={"involvedObject.kind": "Pod", "reason": "TriggeredScaleUp"}
+            )
+        except kube.KubeError as error:
+            log.info("autoscaler events in %s not read (%s): reporting Unschedulable", owner.namespace, error)
+            return frozenset()
+        names_ = {str(pod.get("metadata", {}).get("name")) for pod in stuck}
+        return frozenset(
+            name for event in events if (name := (event.get("involvedObject") or {}).get("name")) in names_
+        )
 
     async def _post(self, body: Mapping[str, Any], event: EventRecord) -> None:
         try:
@@ -483,13 +514,22 @@ def _age_order(deployment: Manifest) -> tuple[str, int]:
 
 
 def _views(
-    deployments: Sequence[Manifest], pods: Sequence[Manifest], revision: str | None, target_failure: Failure | None
+    deployments: Sequence[Manifest],
+    pods: Sequence[Manifest],
+    revision: str | None,
+    target_failure: Failure | None,
+    *,
+    now: datetime,
+    grace: float,
+    scaling_up: frozenset[str],
 ) -> list[RevisionView]:
     views = []
     for deployment in sorted(deployments, key=_age_order, reverse=True):
         own = revision_of(deployment)
         role = role_of(deployment)
-        failure = diagnose_revision(deployment, [p for p in pods if revision_of(p) == own])
+        failure = diagnose_revision(
+            deployment, [p for p in pods if revision_of(p) == own], now=now, grace=grace, scaling_up=scaling_up
+        )
         if own == revision and target_failure is not None:
             failure = target_failure
         views.append(

@@ -14,6 +14,7 @@ from typing import Literal
 
 from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
+from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
 
 SERVING = "Serving"
@@ -121,7 +122,9 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     views = list(obs.revisions)
     stable = next((view for view in views if view.role == "stable"), None)
     target = next((view for view in views if view.revision == obs.desired_revision), None)
-    failure = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    cause = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    # A cause that is progress (capacity being added), not a failure: Progressing=True, Degraded stays False.
+    failure, waiting = (None, cause) if cause is not None and cause.reason in PROGRESS_REASONS else (cause, None)
 
     def cond(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(
@@ -143,8 +146,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     )
     if fully_serving and target is not None:
         ready = cond("Ready", "True", SERVING, f"serving {_ready_message(target)}")
-    elif failure is not None:
-        ready = cond("Ready", "False", failure.reason, failure.message)
+    elif cause is not None:
+        ready = cond("Ready", "False", cause.reason, cause.message)
     elif target is None:
         ready = cond("Ready", "False", NO_REVISION, "the current revision has no Deployment yet")
     elif target is not stable:
@@ -162,6 +165,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         progressing = cond("Progressing", "False", failure.reason, failure.message)
     elif fully_serving:
         progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
+    elif waiting is not None:
+        progressing = cond("Progressing", "True", waiting.reason, waiting.message)
     elif target is not None and target is not stable and obs.canary is not None:
         progressing = cond("Progressing", "True", f"CanaryStep{obs.canary.step + 1}", ready.message)
     elif target is not None and target is not stable:
