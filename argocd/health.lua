@@ -11,6 +11,10 @@
 --   Ready=True                                       -> Healthy
 --   Ready=False with nothing in progress             -> Degraded
 --   anything else (Unknown, no Ready condition)      -> Progressing
+--
+-- Capacity reasons need no case of their own: Unschedulable, QuotaExceeded, PodCreationFailed and Evicted come with
+-- Degraded=True (-> Degraded); WaitingForCapacity (a cluster autoscaler adds nodes) keeps Degraded=False with
+-- Progressing=True (-> Progressing).
 local hs = {}
 
 local function describe(condition)
