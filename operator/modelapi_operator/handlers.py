@@ -31,6 +31,7 @@ from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Observed, Reconciler
+from modelapi_operator.routing import ENDPOINTS_NOT_READY
 from modelapi_operator.settings import OperatorSettings
 
 log = logging.getLogger("modelapi_operator")
@@ -42,6 +43,7 @@ GATEWAY_CRD = "httproutes.gateway.networking.k8s.io"
 GATEWAY_RECHECK_SECONDS = 300
 RETRY_SOON_SECONDS = 10
 RETRY_LATER_SECONDS = 60
+ENDPOINTS_RECHECK_SECONDS = 1.0
 # This replica in kopf's peering (main.py hands both to kopf.run): a random priority unless one is set, so that two
 # replicas never tie (kopf pauses every replica of a tied priority).
 PEERING_PRIORITY = SETTINGS.peering_priority if SETTINGS.peering_priority is not None else secrets.randbelow(2**31)
@@ -377,12 +379,15 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
         reconciler = await STATE.reconciler()
         observed = _observed(key, indices)
         try:
-            await reconciler.reconcile(body, observed)
+            status = await reconciler.reconcile(body, observed)
         except kube.KubeError as error:
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
     _recheck_after_grace(key, observed.pods, indices)
+    if any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
+        # EndpointSlices are not watched: look again shortly (the controller lists a ready pod within a moment)
+        asyncio.get_running_loop().call_later(ENDPOINTS_RECHECK_SECONDS, _schedule, key, indices)
 
 
 def _recheck_after_grace(

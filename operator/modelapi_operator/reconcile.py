@@ -44,6 +44,7 @@ from modelapi_operator.plan import (
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.redaction import redact_text, redact_uri
+from modelapi_operator.routing import SERVICE_NAME_LABEL, routable_pods
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
 
 log = logging.getLogger(__name__)
@@ -464,6 +465,9 @@ class Reconciler:
             now=now_rfc3339(),
             canary=plan.canary,
             cold_start=cold_start,
+            routable=await self._routable(
+                owner, views=views, revision=revision, invalid=invalid, pods=observed.pods, previous=previous
+            ),
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
@@ -473,6 +477,38 @@ class Reconciler:
         for event in [*plan.events, *events]:
             await self._post(body, event)
         return status
+
+    async def _routable(
+        self,
+        owner: Owner,
+        *,
+        views: Sequence[RevisionView],
+        revision: str | None,
+        invalid: Failure | None,
+        pods: Sequence[Manifest],
+        previous: ModelAPIStatus,
+    ) -> int | None:
+        """Pods of the current revision that the ``<name>`` Service's EndpointSlices list as ready; read (one list,
+        by label) only when Ready is about to become True, so a ModelAPI that serves costs no read. None: not
+        checked, or the slices could not be read (ready replicas decide, as before)."""
+        target = next((view for view in views if view.revision == revision), None)
+        was_ready = any(c.type == "Ready" and c.status == "True" for c in previous.conditions)
+        if was_ready or invalid is not None or target is None or target.role != "stable":
+            return None
+        if target.desired < 1 or target.ready < target.desired or target.failure is not None:
+            return None
+        try:
+            slices = await self.kube.list(kube.ENDPOINT_SLICE, owner.namespace, {SERVICE_NAME_LABEL: owner.name})
+        except kube.KubeError as error:
+            log.info(
+                "EndpointSlices of %s/%s not read (%s): Ready follows ready replicas",
+                owner.namespace,
+                owner.name,
+                error,
+            )
+            return None
+        own = {str(pod.get("metadata", {}).get("name")) for pod in pods if revision_of(pod) == revision}
+        return routable_pods(slices, own)
 
     async def _scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
         """Pods a cluster autoscaler announced a scale-up for (its ``TriggeredScaleUp`` Events). Read only while

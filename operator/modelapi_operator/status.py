@@ -16,6 +16,7 @@ from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailur
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
 from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.routing import ENDPOINTS_NOT_READY, not_routable_message
 
 SERVING = "Serving"
 ROLLING_OUT = "RollingOut"
@@ -55,6 +56,9 @@ class Observation:
     now: str
     canary: CanaryStatus | None = None
     cold_start: ColdStart | None = None  # newly read; else the previous one is kept
+    # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
+    # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
+    routable: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     views = list(obs.revisions)
     stable = next((view for view in views if view.role == "stable"), None)
     target = next((view for view in views if view.revision == obs.desired_revision), None)
-    cause = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
-    # A cause that is progress (capacity being added), not a failure: Progressing=True, Degraded stays False.
-    failure, waiting = (None, cause) if cause is not None and cause.reason in PROGRESS_REASONS else (cause, None)
+    cause, failure, waiting = _causes(obs, target, stable)
 
     def cond(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(
@@ -144,7 +146,14 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         and target.desired >= 1
         and target.ready >= target.desired
     )
-    if fully_serving and target is not None:
+    if fully_serving and target is not None and not _routed(obs, target):
+        ready = cond(
+            "Ready",
+            "False",
+            ENDPOINTS_NOT_READY,
+            not_routable_message(obs.url, target.name, obs.routable or 0, target.desired),
+        )
+    elif fully_serving and target is not None:
         ready = cond("Ready", "True", SERVING, f"serving {_ready_message(target)}")
     elif cause is not None:
         ready = cond("Ready", "False", cause.reason, cause.message)
@@ -163,7 +172,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
     elif failure is not None and failure.reason in FINAL_FAILURES:
         progressing = cond("Progressing", "False", failure.reason, failure.message)
-    elif fully_serving:
+    elif fully_serving and _routed(obs, target):
         progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
     elif waiting is not None:
         progressing = cond("Progressing", "True", waiting.reason, waiting.message)
@@ -216,6 +225,21 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         cold_start=obs.cold_start or obs.previous.cold_start,
     )
     return status, _events(obs.previous, conditions)
+
+
+def _routed(obs: Observation, target: RevisionView | None) -> bool:
+    return target is None or obs.routable is None or obs.routable >= target.desired
+
+
+def _causes(
+    obs: Observation, target: RevisionView | None, stable: RevisionView | None
+) -> tuple[Failure | None, Failure | None, Failure | None]:
+    """The cause to show, split into a failure (Degraded=True) or progress (capacity being added: Progressing=True,
+    Degraded stays False)."""
+    cause = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    if cause is not None and cause.reason in PROGRESS_REASONS:
+        return cause, None, cause
+    return cause, cause, None
 
 
 def _events(previous: ModelAPIStatus, conditions: Sequence[Condition]) -> list[EventRecord]:

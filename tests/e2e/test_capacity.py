@@ -105,3 +105,27 @@ def test_resource_quota_refusing_the_pods_is_quota_exceeded_then_clears(
 
     _apply(cluster, namespace, {**quota, "spec": {"hard": {"requests.cpu": "4"}}})
     _cleared(cluster, namespace, timeout=180)  # the ReplicaSet retries with its own back-off
+
+
+def test_ready_only_once_the_service_lists_the_pods_as_ready_endpoints(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """On kwok too the EndpointSlice controller lists pods from their readiness; when Ready turns True every pod of
+    the serving revision is already a ready endpoint of the `iris` Service (the reverse order is refused in the
+    unit tests: tests/unit/test_operator_routing.py)."""
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
+    body = _wait_ready(cluster, namespace, "iris")
+    slices = cluster.get_json("endpointslices", "-l", "kubernetes.io/service-name=iris", namespace=namespace)[
+        "items"
+    ]  # read right after Ready: nothing listed later counts
+    listed = {
+        endpoint["targetRef"]["name"]
+        for item in slices
+        for endpoint in item.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is True
+    }
+    revision = body["status"]["revisions"][0]["name"]
+    pods = cluster.get_json("pods", "-l", "serving.modelapi.io/name=iris", namespace=namespace)["items"]
+    serving = {pod["metadata"]["name"] for pod in pods if pod["metadata"]["name"].startswith(revision)}
+    assert len(serving) == 2
+    assert serving <= listed
