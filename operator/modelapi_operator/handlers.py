@@ -27,6 +27,7 @@ from typing import Any
 import kopf
 
 from modelapi_operator import capacity, kube, names
+from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.prometheus import Prometheus
@@ -69,6 +70,7 @@ class _State:
         self._slots: asyncio.Semaphore | None = None
         self.standby = SETTINGS.peering is not None  # until the peering objects are read
         self.standby_checked_at = -1e9
+        self.endpoint_rechecks: dict[Key, int] = {}
 
     def slots(self) -> asyncio.Semaphore:
         """Bounds concurrent reconciles, so a burst of new ModelAPIs queues here, not in the HTTP pool."""
@@ -385,9 +387,19 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
     _recheck_after_grace(key, observed.pods, indices)
-    if any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
-        # EndpointSlices are not watched: look again shortly (the controller lists a ready pod within a moment)
-        asyncio.get_running_loop().call_later(ENDPOINTS_RECHECK_SECONDS, _schedule, key, indices)
+    _recheck_endpoints(key, status, indices)
+
+
+def _recheck_endpoints(key: Key, status: ModelAPIStatus, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
+    """EndpointSlices are not watched: while Ready waits for them, look again soon (the controller lists a ready pod
+    within a moment), backing off to the resync interval if it does not."""
+    if not any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
+        STATE.endpoint_rechecks.pop(key, None)
+        return
+    tries = STATE.endpoint_rechecks.get(key, 0)
+    STATE.endpoint_rechecks[key] = tries + 1
+    delay = min(ENDPOINTS_RECHECK_SECONDS * 2**tries, SETTINGS.resync_seconds)
+    asyncio.get_running_loop().call_later(delay, _schedule, key, indices)
 
 
 def _recheck_after_grace(
@@ -444,3 +456,4 @@ def forget_modelapi(*, uid: str, namespace: str | None, name: str, **_: Any) -> 
     if STATE.reconciler_ is not None:
         STATE.reconciler_.forget(uid)
     STATE.locks.pop((namespace or "", name), None)
+    STATE.endpoint_rechecks.pop((namespace or "", name), None)

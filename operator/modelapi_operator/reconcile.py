@@ -184,9 +184,13 @@ class Reconciler:
         # this is never older than the copy in a watch event that may not have caught up with our last patch
         # (which would otherwise repeat transitions and their Events).
         self._written: dict[str, ModelAPIStatus] = {}
+        # Pods a cluster autoscaler last announced a scale-up for, by ModelAPI uid: kept through a failed read, so
+        # a passing API error does not flip WaitingForCapacity to Unschedulable and back.
+        self._scaling_up: dict[str, frozenset[str]] = {}
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._scaling_up.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any], observed: Observed) -> ModelAPIStatus:
         meta = body["metadata"]
@@ -445,7 +449,7 @@ class Reconciler:
         cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
         now = datetime.now(UTC)
-        scaling_up = await self._scaling_up(owner, observed.pods, now)
+        scaling_up = await self._read_scaling_up(owner, observed.pods, now)
         views = _views(
             deployments,
             observed.pods,
@@ -510,24 +514,27 @@ class Reconciler:
         own = {str(pod.get("metadata", {}).get("name")) for pod in pods if revision_of(pod) == revision}
         return routable_pods(slices, own)
 
-    async def _scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
+    async def _read_scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
         """Pods a cluster autoscaler announced a scale-up for (its ``TriggeredScaleUp`` Events). Read only while
-        some pod is unschedulable past the grace: one list per reconcile, filtered by the API server. Not allowed
-        or not answered: none known (the reason says ``Unschedulable``, which is still true)."""
+        some pod is unschedulable past the grace: one list per reconcile, filtered by the API server. A failed read
+        keeps the last answer (none at first: the reason says ``Unschedulable``, which is still true)."""
         stuck = unschedulable_pods(pods, now, self.unschedulable_grace_seconds)
         if not stuck:
+            self._scaling_up.pop(owner.uid, None)
             return frozenset()
         try:
             events = await self.kube.list(
                 kube.EVENT, owner.namespace, {}, fields={"involvedObject.kind": "Pod", "reason": "TriggeredScaleUp"}
             )
         except kube.KubeError as error:
-            log.info("autoscaler events in %s not read (%s): reporting Unschedulable", owner.namespace, error)
-            return frozenset()
+            log.info("autoscaler events in %s not read (%s): keeping what was known", owner.namespace, error)
+            return self._scaling_up.get(owner.uid, frozenset())
         names_ = {str(pod.get("metadata", {}).get("name")) for pod in stuck}
-        return frozenset(
+        found = frozenset(
             name for event in events if (name := (event.get("involvedObject") or {}).get("name")) in names_
         )
+        self._scaling_up[owner.uid] = found
+        return found
 
     async def _post(self, body: Mapping[str, Any], event: EventRecord) -> None:
         try:

@@ -129,3 +129,40 @@ def test_ready_only_once_the_service_lists_the_pods_as_ready_endpoints(
     serving = {pod["metadata"]["name"] for pod in pods if pod["metadata"]["name"].startswith(revision)}
     assert len(serving) == 2
     assert serving <= listed
+
+
+def test_an_autoscaler_scale_up_is_waiting_for_capacity_not_degraded(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """No cluster autoscaler runs here: the test posts the Event one posts on a pod it adds a node for (reason
+    TriggeredScaleUp, source cluster-autoscaler), which is all the operator reads of it."""
+    _apply(cluster, namespace, _iris(runtime={"resources": {"cpu": "64", "memory": "512Mi"}}))
+    _degraded(cluster, namespace, "Unschedulable")
+    (pod,) = cluster.get_json("pods", "-l", "serving.modelapi.io/name=iris", namespace=namespace)["items"]
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod['metadata']['name']}.scaleup"},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod["metadata"]["name"],
+            "namespace": namespace,
+            "uid": pod["metadata"]["uid"],
+        },
+        "reason": "TriggeredScaleUp",
+        "message": "pod triggered scale-up: [{pool-64cpu 0->1 (max: 3)}]",
+        "type": "Normal",
+        "source": {"component": "cluster-autoscaler"},
+    }
+    _apply(cluster, namespace, event)
+
+    def waiting() -> dict[str, Any] | None:
+        body = _mapi(cluster, namespace, "iris")
+        return body if _condition(body, "Progressing").get("reason") == "WaitingForCapacity" else None
+
+    body = wait_until(waiting, timeout=60, interval=1, what="Progressing WaitingForCapacity")
+    assert _condition(body, "Progressing")["status"] == "True"
+    assert "cluster autoscaler is adding nodes" in _condition(body, "Progressing")["message"]
+    assert (_condition(body, "Degraded")["status"], _condition(body, "Degraded")["reason"]) == ("False", "AsExpected")
+    assert _condition(body, "Ready")["reason"] == "WaitingForCapacity"
