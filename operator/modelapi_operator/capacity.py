@@ -45,14 +45,14 @@ Manifest = Mapping[str, Any]
 
 # What a scheduler message is about -> the field of the ModelAPI to change.
 _FIELDS: Final = (
-    ("nvidia.com/gpu", "spec.runtime.resources.gpu (or add GPU nodes)"),
-    ("insufficient cpu", "spec.runtime.resources.cpu (or add nodes)"),
-    ("insufficient memory", "spec.runtime.resources.memory (or add nodes)"),
-    ("insufficient ephemeral-storage", "free ephemeral storage on the nodes"),
+    ("nvidia.com/gpu", "spec.runtime.resources.gpu"),
+    ("insufficient cpu", "spec.runtime.resources.cpu"),
+    ("insufficient memory", "spec.runtime.resources.memory"),
+    ("insufficient ephemeral-storage", "spec.storage.cacheSize (each pod requests it plus 512Mi as ephemeral-storage)"),
     ("node affinity/selector", "spec.runtime.nodeSelector (no node has those labels)"),
     ("untolerated taint", "spec.runtime.tolerations (the nodes' taints are not tolerated)"),
     ("had taint", "spec.runtime.tolerations (the nodes' taints are not tolerated)"),
-    ("too many pods", "the nodes' pod capacity (add nodes)"),
+    ("too many pods", "the replicas (spec.autoscaling): the nodes are full of pods"),
 )
 
 

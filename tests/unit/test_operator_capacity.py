@@ -89,6 +89,7 @@ def test_past_the_grace_unschedulable_quotes_the_scheduler_and_names_the_field()
         (CPU, "spec.runtime.resources.cpu"),
         ("0/1 nodes are available: 1 Insufficient memory.", "spec.runtime.resources.memory"),
         ("0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: ml}.", "spec.runtime.tolerations"),
+        ("0/2 nodes are available: 2 Insufficient ephemeral-storage.", "spec.storage.cacheSize"),
     ],
 )
 def test_the_field_to_change_follows_the_scheduler(message: str, field: str) -> None:
