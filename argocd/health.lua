@@ -15,6 +15,9 @@
 -- Scale to zero (minReplicas: 0): at zero Ready=True reason ScaledToZero and Progressing=False -> Healthy (a request
 -- is held by the activator and served once a replica is up); while a replica starts for a request Ready=True and
 -- Progressing=True reason Activating -> Progressing.
+-- Capacity reasons need no case of their own: Unschedulable, QuotaExceeded, PodCreationFailed and Evicted come with
+-- Degraded=True (-> Degraded); WaitingForCapacity (a cluster autoscaler adds nodes) keeps Degraded=False with
+-- Progressing=True (-> Progressing).
 local hs = {}
 
 local function describe(condition)

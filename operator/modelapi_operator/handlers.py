@@ -26,11 +26,13 @@ from typing import Any
 
 import kopf
 
-from modelapi_operator import kube, names
+from modelapi_operator import capacity, kube, names
+from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Observed, Reconciler
+from modelapi_operator.routing import ENDPOINTS_NOT_READY
 from modelapi_operator.settings import OperatorSettings
 
 log = logging.getLogger("modelapi_operator")
@@ -42,6 +44,7 @@ GATEWAY_CRD = "httproutes.gateway.networking.k8s.io"
 GATEWAY_RECHECK_SECONDS = 300
 RETRY_SOON_SECONDS = 10
 RETRY_LATER_SECONDS = 60
+ENDPOINTS_RECHECK_SECONDS = 1.0
 # This replica in kopf's peering (main.py hands both to kopf.run): a random priority unless one is set, so that two
 # replicas never tie (kopf pauses every replica of a tied priority).
 PEERING_PRIORITY = SETTINGS.peering_priority if SETTINGS.peering_priority is not None else secrets.randbelow(2**31)
@@ -67,6 +70,7 @@ class _State:
         self._slots: asyncio.Semaphore | None = None
         self.standby = SETTINGS.peering is not None  # until the peering objects are read
         self.standby_checked_at = -1e9
+        self.endpoint_rechecks: dict[Key, int] = {}
 
     def slots(self) -> asyncio.Semaphore:
         """Bounds concurrent reconciles, so a burst of new ModelAPIs queues here, not in the HTTP pool."""
@@ -98,6 +102,7 @@ class _State:
                 prometheus=prometheus,
                 policy=ClusterPolicy.from_settings(SETTINGS),
                 activator_service=activator,  # type: ignore[arg-type]  # NAMESPACE/NAME: two parts (settings)
+                unschedulable_grace_seconds=SETTINGS.unschedulable_grace_seconds,
             )
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
@@ -336,7 +341,7 @@ def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_
         "metadata": {"name": body["metadata"].get("name"), "labels": dict(labels)},
         "status": {
             field: status[field]
-            for field in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+            for field in ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
             if field in status
         },
     }
@@ -393,12 +398,36 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
     async with lock, STATE.slots():
         STATE.pending.discard(key)
         reconciler = await STATE.reconciler()
+        observed = _observed(key, indices)
         try:
-            await reconciler.reconcile(body, _observed(key, indices))
+            status = await reconciler.reconcile(body, observed)
         except kube.KubeError as error:
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
+    _recheck_after_grace(key, observed.pods, indices)
+    _recheck_endpoints(key, status, indices)
+
+
+def _recheck_endpoints(key: Key, status: ModelAPIStatus, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
+    """EndpointSlices are not watched: while Ready waits for them, look again soon (the controller lists a ready pod
+    within a moment), backing off to the resync interval if it does not."""
+    if not any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
+        STATE.endpoint_rechecks.pop(key, None)
+        return
+    tries = STATE.endpoint_rechecks.get(key, 0)
+    STATE.endpoint_rechecks[key] = tries + 1
+    delay = min(ENDPOINTS_RECHECK_SECONDS * 2**tries, SETTINGS.resync_seconds)
+    asyncio.get_running_loop().call_later(delay, _schedule, key, indices)
+
+
+def _recheck_after_grace(
+    key: Key, pods: Iterable[Mapping[str, Any]], indices: Mapping[str, kopf.Index[Key, Any]]
+) -> None:
+    """A pod still within its unschedulable grace changes nothing when the grace ends: look again then."""
+    wait = capacity.grace_remaining(pods, datetime.now(UTC), SETTINGS.unschedulable_grace_seconds)
+    if wait is not None:
+        asyncio.get_running_loop().call_later(wait + 1.0, _schedule, key, indices)
 
 
 @kopf.on.resume(*MODELAPIS)
@@ -453,3 +482,4 @@ def forget_modelapi(*, uid: str, namespace: str | None, name: str, **_: Any) -> 
     if STATE.reconciler_ is not None:
         STATE.reconciler_.forget(uid)
     STATE.locks.pop((namespace or "", name), None)
+    STATE.endpoint_rechecks.pop((namespace or "", name), None)

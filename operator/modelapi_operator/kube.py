@@ -57,6 +57,7 @@ ENDPOINTS = Kind("", "v1", "endpoints", "Endpoints")
 ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 POD = Kind("", "v1", "pods", "Pod")
 EVENT = Kind("", "v1", "events", "Event")
+ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
 MODELAPI = Kind(names.GROUP, names.VERSION, names.PLURAL, names.KIND)
 CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
@@ -220,10 +221,19 @@ class Kube:
         except NotFound:
             return None
 
-    async def list(self, kind: Kind, namespace: str | None, labels: Mapping[str, str]) -> list[Manifest]:
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        *,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]:
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         items: list[Manifest] = []
         params = {"labelSelector": selector, "limit": "500"}
+        if fields:
+            params["fieldSelector"] = ",".join(f"{key}={value}" for key, value in fields.items())
         while True:
             page = await self.request("GET", kind.path(namespace), params=params)
             items += page.get("items", [])

@@ -32,6 +32,7 @@ from modelapi_operator.builders import (
 from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
 from modelapi_operator.canary import Measurement
+from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.diagnose import (
     INVALID_SPEC,
@@ -39,7 +40,6 @@ from modelapi_operator.diagnose import (
     POLICY_VIOLATION,
     SERVICE_ACCOUNT_NOT_FOUND,
     Failure,
-    diagnose_revision,
 )
 from modelapi_operator.plan import (
     Plan,
@@ -54,6 +54,7 @@ from modelapi_operator.plan import (
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.redaction import redact_text, redact_uri
+from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
 from modelapi_operator.timestamps import now_rfc3339
 
@@ -216,8 +217,10 @@ class Reconciler:
         prometheus: Prometheus | None = None,
         policy: ClusterPolicy | None = None,
         activator_service: tuple[str, str] | None = None,
+        unschedulable_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self.kube = client
+        self.unschedulable_grace_seconds = unschedulable_grace_seconds
         self.policy = policy or ClusterPolicy()
         self.images = images
         self.gateway_api_installed = gateway_api_installed
@@ -228,9 +231,13 @@ class Reconciler:
         # this is never older than the copy in a watch event that may not have caught up with our last patch
         # (which would otherwise repeat transitions and their Events).
         self._written: dict[str, ModelAPIStatus] = {}
+        # Pods a cluster autoscaler last announced a scale-up for, by ModelAPI uid: kept through a failed read, so
+        # a passing API error does not flip WaitingForCapacity to Unschedulable and back.
+        self._scaling_up: dict[str, frozenset[str]] = {}
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._scaling_up.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any], observed: Observed) -> ModelAPIStatus:
         meta = body["metadata"]
@@ -573,7 +580,17 @@ class Reconciler:
         plan: Plan,
         cold_start: ColdStart | None = None,
     ) -> ModelAPIStatus:
-        views = _views(deployments, observed.pods, revision, plan.target_failure)
+        now = datetime.now(UTC)
+        scaling_up = await self._read_scaling_up(owner, observed.pods, now)
+        views = _views(
+            deployments,
+            observed.pods,
+            revision,
+            plan.target_failure,
+            now=now,
+            grace=self.unschedulable_grace_seconds,
+            scaling_up=scaling_up,
+        )
         stable_after = next((d for d in deployments if revision_of(d) == plan.stable_revision), None)
         observation = Observation(
             generation=int(body["metadata"].get("generation") or 0),
@@ -589,6 +606,9 @@ class Reconciler:
             zero_since=zero.parked_since(stable_after),
             zero_notice=plan.zero.notice if plan.zero is not None else None,
             autoscaling=read_hpa(_hpa_of(owner, observed)),
+            routable=await self._routable(
+                owner, views=views, revision=revision, invalid=invalid, pods=observed.pods, previous=previous
+            ),
         )
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
@@ -598,6 +618,60 @@ class Reconciler:
         for event in [*plan.events, *events]:
             await self._post(body, event)
         return status
+
+    async def _routable(
+        self,
+        owner: Owner,
+        *,
+        views: Sequence[RevisionView],
+        revision: str | None,
+        invalid: Failure | None,
+        pods: Sequence[Manifest],
+        previous: ModelAPIStatus,
+    ) -> int | None:
+        """Pods of the current revision that the ``<name>`` Service's EndpointSlices list as ready; read (one list,
+        by label) only when Ready is about to become True, so a ModelAPI that serves costs no read. None: not
+        checked, or the slices could not be read (ready replicas decide, as before)."""
+        target = next((view for view in views if view.revision == revision), None)
+        was_ready = any(c.type == "Ready" and c.status == "True" for c in previous.conditions)
+        if was_ready or invalid is not None or target is None or target.role != "stable":
+            return None
+        if target.desired < 1 or target.ready < target.desired or target.failure is not None:
+            return None
+        try:
+            slices = await self.kube.list(kube.ENDPOINT_SLICE, owner.namespace, {SERVICE_NAME_LABEL: owner.name})
+        except kube.KubeError as error:
+            log.info(
+                "EndpointSlices of %s/%s not read (%s): Ready follows ready replicas",
+                owner.namespace,
+                owner.name,
+                error,
+            )
+            return None
+        own = {str(pod.get("metadata", {}).get("name")) for pod in pods if revision_of(pod) == revision}
+        return routable_pods(slices, own)
+
+    async def _read_scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
+        """Pods a cluster autoscaler announced a scale-up for (its ``TriggeredScaleUp`` Events). Read only while
+        some pod is unschedulable past the grace: one list per reconcile, filtered by the API server. A failed read
+        keeps the last answer (none at first: the reason says ``Unschedulable``, which is still true)."""
+        stuck = unschedulable_pods(pods, now, self.unschedulable_grace_seconds)
+        if not stuck:
+            self._scaling_up.pop(owner.uid, None)
+            return frozenset()
+        try:
+            events = await self.kube.list(
+                kube.EVENT, owner.namespace, {}, fields={"involvedObject.kind": "Pod", "reason": "TriggeredScaleUp"}
+            )
+        except kube.KubeError as error:
+            log.info("autoscaler events in %s not read (%s): keeping what was known", owner.namespace, error)
+            return self._scaling_up.get(owner.uid, frozenset())
+        names_ = {str(pod.get("metadata", {}).get("name")) for pod in stuck}
+        found = frozenset(
+            name for event in events if (name := (event.get("involvedObject") or {}).get("name")) in names_
+        )
+        self._scaling_up[owner.uid] = found
+        return found
 
     async def _post(self, body: Mapping[str, Any], event: EventRecord) -> None:
         try:
@@ -625,13 +699,22 @@ def _age_order(deployment: Manifest) -> tuple[str, int]:
 
 
 def _views(
-    deployments: Sequence[Manifest], pods: Sequence[Manifest], revision: str | None, target_failure: Failure | None
+    deployments: Sequence[Manifest],
+    pods: Sequence[Manifest],
+    revision: str | None,
+    target_failure: Failure | None,
+    *,
+    now: datetime,
+    grace: float,
+    scaling_up: frozenset[str],
 ) -> list[RevisionView]:
     views = []
     for deployment in sorted(deployments, key=_age_order, reverse=True):
         own = revision_of(deployment)
         role = role_of(deployment)
-        failure = diagnose_revision(deployment, [p for p in pods if revision_of(p) == own])
+        failure = diagnose_revision(
+            deployment, [p for p in pods if revision_of(p) == own], now=now, grace=grace, scaling_up=scaling_up
+        )
         if own == revision and target_failure is not None:
             failure = target_failure
         views.append(

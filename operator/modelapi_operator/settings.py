@@ -75,6 +75,13 @@ class OperatorSettings(BaseSettings):
     max_concurrent_reconciles: int = Field(
         default=16, ge=1, le=512, description="Reconciles that may run at once (the rest wait their turn)."
     )
+    unschedulable_grace_seconds: float = Field(
+        default=20,
+        ge=0,
+        le=3600,
+        description="How long a model's pod may stay unschedulable before the ModelAPI reports it (Unschedulable, "
+        "or WaitingForCapacity while a cluster autoscaler adds nodes): a scheduler often places a pod a moment later.",
+    )
     request_timeout_seconds: float = Field(default=30, gt=0, le=300, description="Timeout of each API request.")
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING", description="Lowest kopf log level that is also posted as a Kubernetes Event."

@@ -15,7 +15,9 @@ from typing import Literal
 from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
 from modelapi_operator.autoscaling import AUTOSCALING_INACTIVE, AutoscalingView, autoscaling_condition
+from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.routing import ENDPOINTS_NOT_READY, not_routable_message
 from modelapi_operator.zero import ZeroState
 
 SERVING = "Serving"
@@ -63,6 +65,9 @@ class Observation:
     zero_since: str | None = None  # when it went to zero
     zero_notice: str | None = None  # why a minReplicas: 0 model is not taken to zero
     autoscaling: AutoscalingView | None = None  # the stable revision's HPA, when its size is not fixed
+    # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
+    # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
+    routable: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,17 +134,23 @@ def _ready(
     obs: Observation,
     target: RevisionView | None,
     stable: RevisionView | None,
-    failure: Failure | None,
+    cause: Failure | None,
     *,
     fully_serving: bool,
 ) -> tuple[ConditionStatus, str, str]:
-    """The Ready condition's status, reason and message."""
+    """The Ready condition's status, reason and message (``cause``: a failure, or capacity still being added)."""
+    if fully_serving and target is not None and not _routed(obs, target):
+        return (
+            "False",
+            ENDPOINTS_NOT_READY,
+            not_routable_message(obs.url, target.name, obs.routable or 0, target.desired),
+        )
     if fully_serving and target is not None and obs.zero_notice is not None:
         return "True", SCALE_TO_ZERO_UNAVAILABLE, f"serving {_ready_message(target)}; {obs.zero_notice}"
     if fully_serving and target is not None:
         return "True", SERVING, f"serving {_ready_message(target)}"
-    if failure is not None:
-        return "False", failure.reason, failure.message
+    if cause is not None:
+        return "False", cause.reason, cause.message
     if target is None:
         return "False", NO_REVISION, "the current revision has no Deployment yet"
     if target is not stable:
@@ -170,7 +181,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     views = list(obs.revisions)
     stable = next((view for view in views if view.role == "stable"), None)
     target = next((view for view in views if view.revision == obs.desired_revision), None)
-    failure = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    cause, failure, waiting = _causes(obs, target, stable)
 
     def cond(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(
@@ -191,18 +202,20 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         and target.ready >= target.desired
     )
     parked = obs.invalid is None and target is not None and target is stable and obs.zero_state in ("zero", "waking")
-    ready = cond("Ready", *_ready(obs, target, stable, failure, fully_serving=fully_serving))
+    ready = cond("Ready", *_ready(obs, target, stable, cause, fully_serving=fully_serving))
 
     if obs.invalid is not None:
         progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
     elif failure is not None and failure.reason in FINAL_FAILURES:
         progressing = cond("Progressing", "False", failure.reason, failure.message)
-    elif fully_serving:
+    elif fully_serving and _routed(obs, target):
         progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
     elif parked and ready.reason == SCALED_TO_ZERO:
         progressing = cond("Progressing", "False", SCALED_TO_ZERO, ready.message)
     elif parked and ready.reason == ACTIVATING:
         progressing = cond("Progressing", "True", ACTIVATING, ready.message)
+    elif waiting is not None:
+        progressing = cond("Progressing", "True", waiting.reason, waiting.message)
     elif target is not None and target is not stable and obs.canary is not None:
         progressing = cond("Progressing", "True", f"CanaryStep{obs.canary.step + 1}", ready.message)
     elif target is not None and target is not stable:
@@ -262,6 +275,21 @@ def _is_problem(condition: Condition) -> bool:
     return (condition.type == "Degraded" and condition.status == "True") or (
         condition.type == "Autoscaling" and condition.reason == AUTOSCALING_INACTIVE
     )
+
+
+def _routed(obs: Observation, target: RevisionView | None) -> bool:
+    return target is None or obs.routable is None or obs.routable >= target.desired
+
+
+def _causes(
+    obs: Observation, target: RevisionView | None, stable: RevisionView | None
+) -> tuple[Failure | None, Failure | None, Failure | None]:
+    """The cause to show, split into a failure (Degraded=True) or progress (capacity being added: Progressing=True,
+    Degraded stays False)."""
+    cause = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    if cause is not None and cause.reason in PROGRESS_REASONS:
+        return cause, None, cause
+    return cause, cause, None
 
 
 def _events(previous: ModelAPIStatus, conditions: Sequence[Condition]) -> list[EventRecord]:

@@ -465,6 +465,8 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("create", "httproutes.gateway.networking.k8s.io", ns),
         ("watch", "pods", ns),
         ("create", "events", ns),
+        ("list", "events", ns),
+        ("list", "endpointslices.discovery.k8s.io", ns),
         ("get", "serviceaccounts", ns),
         ("list", "deployments.apps", None),
     ]
@@ -484,6 +486,7 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("create", "serviceaccounts/token", ns),
         ("create", "serviceaccounts", ns),
         ("delete", "events", ns),
+        ("watch", "endpointslices.discovery.k8s.io", ns),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("list", "namespaces", None),

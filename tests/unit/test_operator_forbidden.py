@@ -51,6 +51,11 @@ class RefusingKube:
     async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         return None
 
+    async def list(
+        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
+    ) -> list[dict[str, Any]]:
+        return []
+
     async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.statuses.append(dict(status))
 

@@ -37,6 +37,11 @@ class RecordingKube:
         self.calls.append(("get", f"{kind.kind}/{name}"))
         return None
 
+    async def list(
+        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
+    ) -> list[dict[str, Any]]:
+        return []
+
     async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", dict(status)))
 

@@ -100,6 +100,15 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Read: the cluster autoscaler's TriggeredScaleUp Events on the model's pods (WaitingForCapacity), one filtered
+# list and only while a pod is unschedulable past the grace.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
+# Ready means routable: the <name> Service's EndpointSlices are listed (by label) when Ready is about to turn True.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 # spec.storage.serviceAccountName is checked to exist (ServiceAccountNotFound); no token is ever requested.
 - apiGroups: [""]
   resources: ["serviceaccounts"]

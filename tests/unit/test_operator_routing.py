@@ -1,0 +1,134 @@
+"""Ready means routable: Ready=True waits until the Service's EndpointSlices list the revision's pods as ready."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from test_operator_reconcile import RecordingKube, _body
+
+from modelapi_operator import kube
+from modelapi_operator.api import ModelAPIStatus
+from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.reconcile import Observed, Reconciler
+from modelapi_operator.routing import routable_pods
+from modelapi_operator.status import Observation, RevisionView, compute_status
+
+
+def _slice(*endpoints: tuple[str, bool]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "iris-x7k2", "labels": {"kubernetes.io/service-name": "iris"}},
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": name}}
+            for name, ready in endpoints
+        ],
+    }
+
+
+def test_only_ready_endpoints_of_the_revisions_pods_count_once_each() -> None:
+    slices = [_slice(("iris-a-1", True), ("iris-a-2", False), ("iris-old-1", True)), _slice(("iris-a-1", True))]
+    assert routable_pods(slices, {"iris-a-1", "iris-a-2"}) == 1
+    assert routable_pods([], {"iris-a-1"}) == 0
+
+
+def _observe(routable: int | None, previous: ModelAPIStatus | None = None) -> Observation:
+    view = RevisionView(
+        name="iris-a",
+        revision="a",
+        role="stable",
+        model_uri="s3://models/iris/1/model.onnx",
+        sha256=None,
+        desired=2,
+        ready=2,
+    )
+    return Observation(
+        generation=1,
+        desired_revision="a",
+        invalid=None,
+        revisions=[view],
+        url="http://iris.ml.svc.cluster.local",
+        previous=previous or ModelAPIStatus(),
+        now="2026-11-30T09:00:00Z",
+        routable=routable,
+    )
+
+
+def _conditions(status: ModelAPIStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def test_ready_pods_not_yet_listed_as_endpoints_are_not_ready() -> None:
+    waiting, _ = compute_status(_observe(routable=1))
+    assert _conditions(waiting) == {
+        "Ready": ("False", "EndpointsNotReady"),
+        "Progressing": ("True", "ReplicasStarting"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert "1/2 listed as ready endpoints" in waiting.conditions[0].message
+    listed, events = compute_status(_observe(routable=2, previous=waiting))
+    assert _conditions(listed)["Ready"] == ("True", "Serving")
+    assert ("Normal", "Serving") in [(e.type, e.reason) for e in events]
+
+
+def test_not_checked_means_ready_replicas_decide_as_before() -> None:
+    status, _ = compute_status(_observe(routable=None))
+    assert _conditions(status)["Ready"] == ("True", "Serving")
+
+
+class SlicesKube(RecordingKube):
+    """An empty cluster whose `<name>` Service has the given EndpointSlices; keeps the Deployments it creates."""
+
+    def __init__(self, slices: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.slices = slices
+        self.created: list[dict[str, Any]] = []
+        self.lists: list[tuple[str, Mapping[str, str]]] = []
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.created.append(dict(manifest))
+        return await super().create(manifest)
+
+    async def list(
+        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
+    ) -> list[dict[str, Any]]:
+        self.lists.append((kind.kind, labels))
+        return self.slices if kind.kind == "EndpointSlice" else []
+
+
+async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[SlicesKube, tuple[str, str]]:
+    client = SlicesKube(slices)
+    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)  # type: ignore[arg-type]
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+    await reconciler.reconcile(body, Observed())
+    (deployment,) = [m for m in client.created if m["kind"] == "Deployment"]
+    deployment = {**deployment, "status": {"replicas": 1, "readyReplicas": 1}}
+    revision = deployment["metadata"]["labels"]["serving.modelapi.io/revision"]
+    pod = {
+        "metadata": {
+            "name": f"{deployment['metadata']['name']}-5d8c-x1",
+            "labels": {**deployment["spec"]["template"]["metadata"]["labels"]},
+        },
+        "status": {"phase": "Running"},
+    }
+    assert pod["metadata"]["labels"]["serving.modelapi.io/revision"] == revision
+    status = await reconciler.reconcile(body, Observed(deployments=[deployment], pods=[pod]))
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    return client, (ready.status, ready.reason)
+
+
+async def test_the_reconciler_reads_the_slices_once_the_pods_are_ready_and_waits_for_them() -> None:
+    client, ready = await _ready_after_pods_are_ready([])
+    assert ready == ("False", "EndpointsNotReady")
+    assert client.lists == [("EndpointSlice", {"kubernetes.io/service-name": "iris"})]
+    _, ready = await _ready_after_pods_are_ready([_slice(("iris-other-1", True))])
+    assert ready == ("False", "EndpointsNotReady")
+
+
+async def test_the_reconciler_is_ready_once_the_slices_list_the_pods() -> None:
+    slices = [_slice(("placeholder", True))]
+    client, ready = await _ready_after_pods_are_ready(slices)
+    assert ready == ("False", "EndpointsNotReady")
+    name = next(m for m in client.created if m["kind"] == "Deployment")["metadata"]["name"]
+    slices[0] = _slice((f"{name}-5d8c-x1", True))
+    _, ready = await _ready_after_pods_are_ready(slices)
+    assert ready == ("True", "Serving")
