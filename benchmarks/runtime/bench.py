@@ -174,10 +174,10 @@ def pip_freeze(python: str) -> str:
     return out.stdout.strip() or f"(pip freeze failed: {out.stderr.strip()[:200]})"
 
 
-def git_commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+def git_commit(checkout: Path = ROOT) -> str:
+    out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          check=False).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     return f"{out or 'unknown'}{' (with uncommitted changes)' if dirty else ''}"
 
@@ -213,6 +213,9 @@ def main() -> int:
     ap.add_argument("--vegeta", default=os.environ.get("VEGETA", shutil.which("vegeta") or
                     str(Path.home() / "go" / "bin" / "vegeta")), help="vegeta binary (open-loop phase)")  # fmt: skip
     ap.add_argument("--open-loop-duration", type=int, default=10)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of an earlier commit (a git worktree): its runtime/ package runs as one "
+                         "more server (default configuration) to measure what a change costs")  # fmt: skip
     ap.add_argument("--compare-http", action="store_true",
                     help=f"also run with --http uvicorn ('{UVICORN_LAYER}', not in the ratios)")  # fmt: skip
     args = ap.parse_args()
@@ -297,6 +300,20 @@ def main() -> int:
                 path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
                 results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
                                      f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
+            if args.baseline:
+                port = free_port()
+                label = f"modelapi baseline ({git_commit(args.baseline)})"
+                cmd = [py, "-m", "modelapi_runtime.cli", "serve", "--model-uri", path.as_uri(), "--name", "m",
+                       "--port", str(port), "--host", "127.0.0.1", "--threads", "1", "--model-dir",
+                       str(workdir / "cache"), "--termination-log", str(workdir / "term.log"),
+                       "--drain-seconds", "0"]  # fmt: skip
+                env = {"PYTHONPATH": str(args.baseline.resolve() / "runtime")}
+                base = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
+                           f"http://127.0.0.1:{port}{path_url}", body, env)  # fmt: skip
+                now = results.get("modelapi")
+                if base and now:
+                    ratios.append(f"{model_label} {case}: modelapi / {label} = {now.rps / base.rps:.3f}x req/s, "
+                                  f"{now.cpu_us:.1f} vs {base.cpu_us:.1f} us server CPU per request")  # fmt: skip
             if case != "v2 binary":
                 port = free_port()
                 results["plain FastAPI"] = run(
