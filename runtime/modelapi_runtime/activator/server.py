@@ -14,7 +14,7 @@ from aiohttp import web
 
 from modelapi_runtime.activator.holding import Holder, NoSuchModel, QueueFull
 from modelapi_runtime.activator.settings import ActivatorSettings
-from modelapi_runtime.activator.targets import Unplaced, resolve
+from modelapi_runtime.activator.targets import Target, Unplaced, resolve
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ HOP_BY_HOP: Final = frozenset(
         "content-length",
     }
 )
+MIB: Final = 1024 * 1024
 HOLDER: Final = web.AppKey("holder", Holder)
 SESSION: Final = web.AppKey("session", aiohttp.ClientSession)
 
@@ -45,6 +46,7 @@ class Proxy:
     def __init__(self, settings: ActivatorSettings) -> None:
         self.settings = settings
         self._turn = itertools.count()
+        self.held_bytes = 0  # bodies read or being read, counted before they arrive (declared or largest length)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         holder = request.app[HOLDER]
@@ -52,16 +54,37 @@ class Proxy:
             target = resolve(request.headers, self.settings.cluster_domain, await holder.known())
         except Unplaced as error:
             return _error(421, f"the activator cannot tell which model this request is for: {error}")
-        body = await request.read()
+        max_body = self.settings.max_body_mib * MIB
+        declared = request.content_length
+        if declared is not None and declared > max_body:
+            return _error(413, f"the request body is {declared} bytes; the activator holds at most {max_body}")
+        if holder.held >= self.settings.queue_limit:
+            return self._queue_full()
+        reserved = declared if declared is not None else max_body
+        if self.held_bytes + reserved > self.settings.max_held_mib * MIB:
+            return self._unavailable(
+                f"the activator already holds {self.held_bytes} bytes of request bodies (its budget is "
+                f"{self.settings.max_held_mib} MiB) while models start; retry later"
+            )
+        self.held_bytes += reserved
+        try:
+            try:
+                body = await asyncio.wait_for(request.read(), self.settings.body_timeout_seconds)
+            except TimeoutError:
+                return _error(408, f"the request body did not arrive within {self.settings.body_timeout_seconds:g} s")
+            return await self._hold_and_forward(request, holder, target, body)
+        finally:
+            self.held_bytes -= reserved
+
+    async def _hold_and_forward(
+        self, request: web.Request, holder: Holder, target: Target, body: bytes
+    ) -> web.StreamResponse:
         deadline = time.monotonic() + self.settings.hold_timeout_seconds
         while True:
             try:
                 endpoints = await holder.endpoints(target, max(deadline - time.monotonic(), 0.001))
             except QueueFull:
-                return self._unavailable(
-                    f"the activator already holds {self.settings.queue_limit} requests (its queue limit) while "
-                    f"models start; retry later"
-                )
+                return self._queue_full()
             except NoSuchModel:
                 return _error(404, f"no ModelAPI {target}")
             except TimeoutError:
@@ -84,6 +107,12 @@ class Proxy:
                 log.warning("forward to %s of %s failed: %s", endpoint.address, target, error)
                 return _error(502, f"the replica of {target} did not answer: {type(error).__name__}")
 
+    def _queue_full(self) -> web.Response:
+        return self._unavailable(
+            f"the activator already holds {self.settings.queue_limit} requests (its queue limit) while models start; "
+            "retry later"
+        )
+
     def _unavailable(self, message: str) -> web.Response:
         return _error(503, message, retry_after=self.settings.retry_after_seconds)
 
@@ -100,7 +129,7 @@ class Proxy:
 
 
 def build_app(settings: ActivatorSettings, holder: Holder) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_mib * 1024 * 1024)
+    app = web.Application(client_max_size=settings.max_body_mib * MIB)
     app[HOLDER] = holder
     proxy = Proxy(settings)
 

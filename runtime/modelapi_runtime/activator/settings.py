@@ -19,6 +19,16 @@ class ActivatorSettings(BaseSettings):
         default=120, gt=0, le=3600, description="Longest a request waits for a ready replica; past it, 503."
     )
     max_body_mib: int = Field(default=64, ge=1, le=1024, description="Largest request body accepted.")
+    max_held_mib: int = Field(
+        default=128,
+        ge=1,
+        le=65536,
+        description="Most request-body bytes held at once (MiB; keep it under the pod's memory limit); past it, 503 "
+        "with Retry-After. A body of unknown length counts as max_body_mib until it has arrived.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60, gt=0, le=3600, description="Longest a request body may take to arrive; past it, 408."
+    )
     forward_timeout_seconds: float = Field(
         default=300, gt=0, le=3600, description="Longest the model may take to answer a forwarded request."
     )
