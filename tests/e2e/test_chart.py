@@ -467,6 +467,7 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("create", "events", ns),
         ("list", "events", ns),
         ("list", "endpointslices.discovery.k8s.io", ns),
+        ("watch", "endpointslices.discovery.k8s.io", ns),  # its own (the activator's slices at zero), by label
         ("get", "serviceaccounts", ns),
         ("list", "deployments.apps", None),
     ]
@@ -486,7 +487,6 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("create", "serviceaccounts/token", ns),
         ("create", "serviceaccounts", ns),
         ("delete", "events", ns),
-        ("watch", "endpointslices.discovery.k8s.io", ns),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", None),
         ("list", "namespaces", None),
