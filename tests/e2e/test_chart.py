@@ -288,6 +288,9 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert proxy["command"] == ["/opt/modelapi/bin/modelapi-activator"]
         assert proxy["image"] == "modelapi/runtime:0.1.0", "the activator ships in the runtime image"
         assert activator_pod["securityContext"]["runAsNonRoot"] is True
+        # release "modelapi" has a Service modelapi-activator: its link variable MODELAPI_ACTIVATOR_PORT=tcp://... would
+        # be read as the activator's port setting (make demo's activator crash-looped on it)
+        assert activator_pod["enableServiceLinks"] is False
         assert activator_pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
         assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
