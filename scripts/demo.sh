@@ -153,7 +153,7 @@ contexts: [{name: $SA, context: {cluster: local, user: $SA}}]
 current-context: $SA
 EOF
 chmod 600 "$DEMO_DIR/operator.kubeconfig"
-OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE" -o name | head -n1)
+OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator -o name)
 kubectl -n "$RELEASE_NS" get "$OPERATOR_DEPLOYMENT" -o json >"$DEMO_DIR/operator-deployment.json"
 OPERATOR_PORT=$(free_port)
 "$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
