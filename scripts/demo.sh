@@ -274,13 +274,15 @@ printf '    response: '
 curl -fsS -H 'Content-Type: application/json' -d "$V2" "$BASE/v2/models/iris/infer"
 printf '\n'
 
+# The hint below is run here first, in a shell that has none of this script's variables, so it is known to work.
+RESOURCES=$([[ $MODE == real ]] && echo mapi,pod || echo mapi)
+HINT="set -a; source $CLUSTER_DIR/env; set +a; kubectl -n $DEMO_NS get $RESOURCES"
+env -u KUBECONFIG -u HELM bash -c "$HINT" >/dev/null || die "the closing hint does not work: $HINT"
 if [[ $MODE == real ]]; then
 	printf '\n\033[1m==> done (mode: real node).\033[0m The model serves from a real pod; the operator runs as a local process\n'
-	printf '    (PID in %s). curl %s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi,pod\n' \
-		"$DEMO_DIR" "$BASE" "$CLUSTER_DIR" "$DEMO_NS"
+	printf '    (PID in %s). curl %s/metrics shows the runtime metrics. Then:\n      %s\n' "$DEMO_DIR" "$BASE" "$HINT"
 else
 	printf '\n\033[1m==> done (mode: kwok nodes).\033[0m The operator and the runtime keep running as local processes (PIDs in %s);\n' "$DEMO_DIR"
-	printf '    curl %s/metrics shows the runtime metrics. source %s/env; kubectl -n %s get mapi\n' \
-		"$BASE" "$CLUSTER_DIR" "$DEMO_NS"
+	printf '    curl %s/metrics shows the runtime metrics. Then:\n      %s\n' "$BASE" "$HINT"
 fi
 printf '    make demo-down stops them, removes the demo namespace and the chart (and the cluster if make demo started it).\n'
