@@ -18,6 +18,8 @@
 -- Capacity reasons need no case of their own: Unschedulable, QuotaExceeded, PodCreationFailed and Evicted come with
 -- Degraded=True (-> Degraded); WaitingForCapacity (a cluster autoscaler adds nodes) keeps Degraded=False with
 -- Progressing=True (-> Progressing).
+-- Autoscaling reason AutoscalingLimited (the HPA held at maxReplicas) is capacity-bound, not failing: still Healthy,
+-- with the limit in the message.
 local hs = {}
 
 local function describe(condition)
@@ -67,6 +69,7 @@ end
 local ready = conditions["Ready"]
 local progressing = conditions["Progressing"]
 local degraded = conditions["Degraded"]
+local autoscaling = conditions["Autoscaling"]
 
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
@@ -83,6 +86,9 @@ end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready)
+  if autoscaling ~= nil and autoscaling.reason == "AutoscalingLimited" then
+    hs.message = hs.message .. "; " .. describe(autoscaling)
+  end
   return hs
 end
 

@@ -171,7 +171,8 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def _printer_columns() -> list[dict[str, str]]:
+def _printer_columns() -> list[dict[str, Any]]:
+    """The columns of ``kubectl get mapi``; those with priority 1 only with ``-o wide``."""
     return [
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
         # e.g. Serving, ScaledToZero, Activating, RollingOut
@@ -181,6 +182,14 @@ def _printer_columns() -> list[dict[str, str]]:
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.weight"},
         {"name": "Revision", "type": "string", "jsonPath": '.status.revisions[?(@.role=="stable")].name'},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        # The stable revision's model URI as status records it: a query string (a presigned URL) is redacted there.
+        {
+            "name": "Model",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.revisions[?(@.role=="stable")].modelUri',
+        },
+        {"name": "Strategy", "type": "string", "priority": 1, "jsonPath": ".spec.rollout.strategy"},
     ]
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from modelapi_operator import capacity, kube, names
+from modelapi_operator import autoscaling, capacity, kube, names
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
@@ -103,6 +103,7 @@ class _State:
                 policy=ClusterPolicy.from_settings(SETTINGS),
                 activator_service=activator,  # type: ignore[arg-type]  # NAMESPACE/NAME: two parts (settings)
                 unschedulable_grace_seconds=SETTINGS.unschedulable_grace_seconds,
+                autoscaling_limited_seconds=SETTINGS.autoscaling_limited_seconds,
             )
         if time.monotonic() - self.gateway_checked_at > GATEWAY_RECHECK_SECONDS:
             try:
@@ -407,6 +408,7 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
     _recheck_after_grace(key, observed.pods, indices)
     _recheck_endpoints(key, status, indices)
+    _recheck_autoscaling_limit(key, observed.hpas, status, indices)
 
 
 def _recheck_endpoints(key: Key, status: ModelAPIStatus, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:
@@ -426,6 +428,24 @@ def _recheck_after_grace(
 ) -> None:
     """A pod still within its unschedulable grace changes nothing when the grace ends: look again then."""
     wait = capacity.grace_remaining(pods, datetime.now(UTC), SETTINGS.unschedulable_grace_seconds)
+    if wait is not None:
+        asyncio.get_running_loop().call_later(wait + 1.0, _schedule, key, indices)
+
+
+def _recheck_autoscaling_limit(
+    key: Key, hpas: Iterable[Mapping[str, Any]], status: ModelAPIStatus, indices: Mapping[str, kopf.Index[Key, Any]]
+) -> None:
+    """An HPA held at its maximum changes nothing when it has been so for long enough: look again then."""
+    hpa = next((h for h in hpas if h.get("metadata", {}).get("name") == key[1]), None)
+    was_limited = any(
+        c.type == "Autoscaling" and c.reason == autoscaling.AUTOSCALING_LIMITED for c in status.conditions
+    )
+    wait = autoscaling.recheck_in(
+        autoscaling.read_hpa(hpa),
+        was_limited=was_limited,
+        now=datetime.now(UTC),
+        sustain=SETTINGS.autoscaling_limited_seconds,
+    )
     if wait is not None:
         asyncio.get_running_loop().call_later(wait + 1.0, _schedule, key, indices)
 

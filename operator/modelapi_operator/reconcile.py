@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from modelapi_operator import kube, names, zero
 from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
-from modelapi_operator.autoscaling import read_hpa
+from modelapi_operator.autoscaling import DEFAULT_LIMITED_SECONDS, read_hpa
 from modelapi_operator.builders import (
     ActivatorEndpoints,
     Manifest,
@@ -218,9 +218,11 @@ class Reconciler:
         policy: ClusterPolicy | None = None,
         activator_service: tuple[str, str] | None = None,
         unschedulable_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        autoscaling_limited_seconds: float = DEFAULT_LIMITED_SECONDS,
     ) -> None:
         self.kube = client
         self.unschedulable_grace_seconds = unschedulable_grace_seconds
+        self.autoscaling_limited_seconds = autoscaling_limited_seconds
         self.policy = policy or ClusterPolicy()
         self.images = images
         self.gateway_api_installed = gateway_api_installed
@@ -605,7 +607,8 @@ class Reconciler:
             zero_state=plan.zero.state if plan.zero is not None else None,
             zero_since=zero.parked_since(stable_after),
             zero_notice=plan.zero.notice if plan.zero is not None else None,
-            autoscaling=read_hpa(_hpa_of(owner, observed)),
+            autoscaling=read_hpa(hpa := _hpa_of(owner, observed), _scale_target(hpa, deployments)),
+            autoscaling_limited_seconds=self.autoscaling_limited_seconds,
             routable=await self._routable(
                 owner, views=views, revision=revision, invalid=invalid, pods=observed.pods, previous=previous
             ),
@@ -683,6 +686,14 @@ class Reconciler:
 def _hpa_of(owner: Owner, observed: Observed) -> Manifest | None:
     """The HPA ``<name>`` (the stable revision's), as the watch last saw it."""
     return next((h for h in _owned_by(owner.uid, observed.hpas) if h["metadata"]["name"] == owner.name), None)
+
+
+def _scale_target(hpa: Manifest | None, deployments: Sequence[Manifest]) -> Manifest | None:
+    """The Deployment the HPA scales (what one more replica costs is its pod's requests)."""
+    if hpa is None:
+        return None
+    target = (hpa.get("spec") or {}).get("scaleTargetRef", {}).get("name")
+    return next((d for d in deployments if d["metadata"]["name"] == target), None)
 
 
 def _comparable(status: ModelAPIStatus) -> dict[str, Any]:

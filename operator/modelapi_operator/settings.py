@@ -82,6 +82,13 @@ class OperatorSettings(BaseSettings):
         description="How long a model's pod may stay unschedulable before the ModelAPI reports it (Unschedulable, "
         "or WaitingForCapacity while a cluster autoscaler adds nodes): a scheduler often places a pod a moment later.",
     )
+    autoscaling_limited_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long the HorizontalPodAutoscaler must want more replicas than maxReplicas before the "
+        "ModelAPI says AutoscalingLimited (and how long it must want no more before that clears while at the max).",
+    )
     request_timeout_seconds: float = Field(default=30, gt=0, le=300, description="Timeout of each API request.")
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING", description="Lowest kopf log level that is also posted as a Kubernetes Event."

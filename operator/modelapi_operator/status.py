@@ -14,10 +14,17 @@ from typing import Literal
 
 from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
-from modelapi_operator.autoscaling import AUTOSCALING_INACTIVE, AutoscalingView, autoscaling_condition
+from modelapi_operator.autoscaling import (
+    AUTOSCALING_INACTIVE,
+    AUTOSCALING_LIMITED,
+    DEFAULT_LIMITED_SECONDS,
+    AutoscalingView,
+    autoscaling_condition,
+)
 from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
 from modelapi_operator.routing import ENDPOINTS_NOT_READY, not_routable_message
+from modelapi_operator.timestamps import parse_rfc3339
 from modelapi_operator.zero import ZeroState
 
 SERVING = "Serving"
@@ -65,6 +72,7 @@ class Observation:
     zero_since: str | None = None  # when it went to zero
     zero_notice: str | None = None  # why a minReplicas: 0 model is not taken to zero
     autoscaling: AutoscalingView | None = None  # the stable revision's HPA, when its size is not fixed
+    autoscaling_limited_seconds: float = DEFAULT_LIMITED_SECONDS  # how long the HPA must want more than its max
     # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
     # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
     routable: int | None = None
@@ -232,7 +240,14 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
 
     conditions = [ready, progressing, degraded]
     if obs.autoscaling is not None:
-        conditions.append(cond("Autoscaling", *autoscaling_condition(obs.autoscaling)))
+        before = next((c for c in obs.previous.conditions if c.type == "Autoscaling"), None)
+        autoscaling = autoscaling_condition(
+            obs.autoscaling,
+            was_limited=before is not None and before.reason == AUTOSCALING_LIMITED,
+            now=parse_rfc3339(obs.now),
+            sustain=obs.autoscaling_limited_seconds,
+        )
+        conditions.append(cond("Autoscaling", *autoscaling))
     last_failure = obs.previous.last_failure
     if failure is not None and (
         last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
@@ -271,9 +286,10 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
 
 
 def _is_problem(condition: Condition) -> bool:
-    """A condition value that needs a human: Degraded, or an HPA that cannot read its metric."""
+    """A condition value that needs a human: Degraded, an HPA that cannot read its metric, or one held at its
+    maximum (capacity-bound: a decision about cost, not a failure)."""
     return (condition.type == "Degraded" and condition.status == "True") or (
-        condition.type == "Autoscaling" and condition.reason == AUTOSCALING_INACTIVE
+        condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED)
     )
 
 

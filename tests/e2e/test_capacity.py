@@ -6,6 +6,7 @@ and an Event says so. The operator runs with a 3 s unschedulable grace (20 s by 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,3 +167,33 @@ def test_an_autoscaler_scale_up_is_waiting_for_capacity_not_degraded(
     assert "cluster autoscaler is adding nodes" in _condition(body, "Progressing")["message"]
     assert (_condition(body, "Degraded")["status"], _condition(body, "Degraded")["reason"]) == ("False", "AsExpected")
     assert _condition(body, "Ready")["reason"] == "WaitingForCapacity"
+
+
+def _table_row(header: str, row: str) -> dict[str, str]:
+    """A row of kubectl's table by the header's column starts (an empty cell, e.g. no canary, stays empty)."""
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    bounds = zip(starts, [*starts[1:], None], strict=True)
+    return {header[start:end].strip(): row[start:end].strip() for start, end in bounds}
+
+
+def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """`kubectl get mapi -o wide` adds MODEL (the stable revision's URI as status has it: a presigned URL's query
+    redacted) and STRATEGY (the API server's default RollingUpdate when the spec leaves it out); the plain output
+    keeps its columns."""
+    token = "f00dfeedc0ffee"
+    uri = f"https://models.example/iris/model.onnx?X-Amz-Signature={token}&X-Amz-Expires=3600"
+    _apply(cluster, namespace, _iris(model={"uri": uri}))
+    _wait_ready(cluster, namespace, "iris")
+    wide = cluster.kubectl("get", "mapi", "iris", "-o", "wide", namespace=namespace).stdout
+    header, row = wide.splitlines()[:2]
+    values = _table_row(header, row)
+    assert list(values)[-2:] == ["MODEL", "STRATEGY"], wide
+    assert values["MODEL"] == "https://models.example/iris/model.onnx?<redacted>", wide
+    assert values["STRATEGY"] == "RollingUpdate", wide
+    assert (values["READY"], values["REASON"]) == ("True", "Serving"), wide
+    assert token not in wide
+    plain = cluster.kubectl("get", "mapi", "iris", namespace=namespace).stdout
+    assert "MODEL" not in plain, plain
+    assert "STRATEGY" not in plain, plain

@@ -18,7 +18,7 @@ class Condition(StatusModel):
 
     type: ConditionType = Field(
         description="Ready, Progressing, Degraded, or Autoscaling (whether the HorizontalPodAutoscaler can read its "
-        "metric; absent for a fixed size)."
+        "metric, and reason AutoscalingLimited when it is held at maxReplicas; absent for a fixed size)."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="A CamelCase reason from the documented set.")

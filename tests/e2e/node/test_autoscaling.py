@@ -8,10 +8,13 @@ rule. The harness's controller-manager syncs HPAs every 5 s (tests/e2e/cluster/c
 Each test: one replica, a step of load (the open-loop client of load.py, one connection per request so that
 kube-proxy spreads requests over every ready pod) until at least 3 replicas are ready, then a light load while the
 HPA removes them again (short stabilization windows in the manifests), with not one failed request in that phase.
+`autoscaling_limited`: the same load against maxReplicas 2 makes the ModelAPI say AutoscalingLimited, and raising
+maxReplicas clears it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -180,3 +183,85 @@ def test_autoscaling_on_in_flight_requests_adds_replicas_under_load_and_removes_
     scaling = _scale_out_and_back(cluster, restricted, name, url, models.classify, high=80, low=2)
     print(f"[autoscaling] metric inFlight: {scaling.summary()}")
     _check(scaling, cluster, restricted, name)
+
+
+def _autoscaling(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return _condition(cluster.get_json("modelapi", name, namespace=namespace), "Autoscaling")
+
+
+def _model_events(cluster: Cluster, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    selector = f"involvedObject.kind=ModelAPI,involvedObject.name={name},reason={reason}"
+    items: list[dict[str, Any]] = cluster.get_json("events", "--field-selector", selector, namespace=namespace)["items"]
+    return items
+
+
+def test_autoscaling_limited_when_the_hpa_is_held_at_max_replicas_and_cleared_when_the_limit_is_raised(
+    cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
+) -> None:
+    """maxReplicas 2 under a load that wants about 4 (80 req/s: 60-75m of cpu, a 15m target per replica): once the
+    HPA has wanted more than 2 for the operator's sustained period (20 s here), the ModelAPI says AutoscalingLimited
+    with desired vs max and the cost; raising maxReplicas clears it with a Normal Event."""
+    name = "cpu-limited"
+    spec = {
+        "runtime": {"resources": {"cpu": "100m", "memory": "384Mi"}},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "metric": "cpu",
+            "target": 15,
+            "scaleUpStabilizationSeconds": 0,
+            "scaleDownStabilizationSeconds": 60,
+        },
+    }
+    _apply(cluster, restricted, _manifest(name, models.put("v1", 0.0), node, **spec))
+    _wait_ready(cluster, restricted, name)
+    url = _predict_url(cluster, restricted, name)
+    wait_until(
+        lambda: _autoscaling(cluster, restricted, name).get("reason") == "AutoscalingActive",
+        timeout=90,
+        interval=1,
+        what="the HPA reading cpu from metrics-server (Autoscaling=True)",
+    )
+    with ConstantLoad(url, {"instances": FLOWERS}, models.classify, rate=80, keepalive=False) as load:
+        limited = wait_until(
+            lambda: (c := _autoscaling(cluster, restricted, name)).get("reason") == "AutoscalingLimited" and c,
+            timeout=240,
+            interval=1,
+            what="Autoscaling=True/AutoscalingLimited under a load that wants more than maxReplicas 2",
+        )
+        print(f"[autoscaling] limited: {limited['message']}; HPA: {_hpa_reading(cluster, restricted, name)}")
+        assert limited["status"] == "True"
+        desired = re.search(r"\(desired (\d+), max 2\)", limited["message"])
+        assert desired is not None, limited["message"]
+        assert int(desired.group(1)) > 2, limited["message"]
+        assert re.search(r"costs \d+ more replicas?: cpu \d+m, memory \d+Mi", limited["message"]), limited["message"]
+        body = cluster.get_json("modelapi", name, namespace=restricted)
+        assert _condition(body, "Ready").get("status") == "True", body["status"]  # capacity-bound, still serving
+        assert _condition(body, "Degraded").get("reason") == "AsExpected", body["status"]
+        warnings = _model_events(cluster, restricted, name, "AutoscalingLimited")
+        assert [e["type"] for e in warnings] == ["Warning"], warnings
+        assert "max 2" in warnings[0]["message"]
+
+        cluster.kubectl(
+            "patch",
+            "modelapi",
+            name,
+            "--type=merge",
+            "-p",
+            '{"spec":{"autoscaling":{"maxReplicas":8}}}',
+            namespace=restricted,
+        )
+        cleared = wait_until(
+            lambda: (c := _autoscaling(cluster, restricted, name)).get("reason") == "AutoscalingActive" and c,
+            timeout=60,
+            interval=1,
+            what="AutoscalingActive again once maxReplicas is 8",
+        )
+        assert "up to maxReplicas 8" in cleared["message"], cleared
+        recovered = wait_until(
+            lambda: _model_events(cluster, restricted, name, "AutoscalingActive"),
+            timeout=30,
+            what="a Normal Event AutoscalingActive",
+        )
+        assert recovered[-1]["type"] == "Normal"
+    assert load.report.sent > 0, load.report.summary()

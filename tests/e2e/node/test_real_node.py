@@ -58,6 +58,8 @@ def operator(cluster: Cluster, node: dict[str, str]) -> Iterator[OperatorProcess
             "MODELAPI_OPERATOR_CPU_IMAGE": node["NODE_RUNTIME_IMAGE"],
             "MODELAPI_OPERATOR_RESYNC_SECONDS": "5",
             "MODELAPI_OPERATOR_CANARY_TICK_SECONDS": "1",
+            # AutoscalingLimited after 20 s at maxReplicas (60 s by default): test_autoscaling.py
+            "MODELAPI_OPERATOR_AUTOSCALING_LIMITED_SECONDS": "20",
             # Prometheus discovers the model pods through the apiserver (canary analysis, cold-start timings)
             "MODELAPI_OPERATOR_PROMETHEUS_URL": cluster.prometheus_url,
         },
