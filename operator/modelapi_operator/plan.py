@@ -35,6 +35,7 @@ from modelapi_operator.builders import (
     build_httproute,
     build_pdb,
     build_service,
+    compute_revision,
     effective_surge_and_unavailable,
     uses_gateway_api,
     wants_pdb,
@@ -455,6 +456,30 @@ def _plan_children(given: PlanInput) -> Plan:
         planner.rolling_update(stable, existing)
         planner.shared(canary_weight=None, canary_revision=None)
     return planner.plan
+
+
+# The order ``desired_children`` lists them in: the workload first, then what routes to it and what sizes it.
+RENDER_ORDER = ("Deployment", "Service", "EndpointSlice", "HorizontalPodAutoscaler", "PodDisruptionBudget", "HTTPRoute")
+
+
+def desired_children(
+    spec: ModelAPISpec, owner: Owner, images: RuntimeImages, *, gateway_api_installed: bool, now: datetime
+) -> list[Manifest]:
+    """What the operator applies for ``spec`` in a cluster where none of its children exist yet: the planner with
+    nothing observed (no Deployments, no activator, no Prometheus), so ``modelapi render`` can never drift from the
+    operator. Listed by kind in ``RENDER_ORDER``, in the planner's order within a kind."""
+    plan = plan_children(
+        PlanInput(
+            spec=spec,
+            owner=owner,
+            revision=compute_revision(spec, owner, images),
+            images=images,
+            deployments=(),
+            now=now,
+            gateway_api_installed=gateway_api_installed,
+        )
+    )
+    return sorted(plan.apply, key=lambda manifest: RENDER_ORDER.index(manifest["kind"]))
 
 
 def analysis_target(
