@@ -25,15 +25,17 @@ COPY operator/ operator/
 COPY runtime/ runtime/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
+# Every stage installs the wheel with the dependencies its metadata declares (pyproject.toml) for that part, at the
+# versions of constraints.txt (the pins CI tests): no version or package list is repeated here.
+
 # ---- operator ---------------------------------------------------------------------------------------------------
-# The operator needs only the light dependencies: kopf, pydantic and PyYAML (it imports modelapi_runtime.settings,
-# which is pydantic only); their versions come from constraints.txt, the same pins CI tests.
+# The operator needs only the wheel's own dependencies (kopf, aiohttp, pydantic, PyYAML): no onnxruntime, no
+# FastAPI, no boto3.
 FROM ${PYTHON_IMAGE} AS operator-venv
 COPY --from=wheel /wheels/ /wheels/
 COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
- && /opt/modelapi/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
- && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt kopf pydantic pydantic-settings PyYAML \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS operator
@@ -52,7 +54,8 @@ FROM ${PYTHON_IMAGE} AS runtime-venv
 COPY --from=wheel /wheels/ /wheels/
 COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
- && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
+ && wheel="$(echo /wheels/*.whl)" \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[runtime]" \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -69,8 +72,7 @@ ENTRYPOINT ["/opt/modelapi/bin/modelapi-runtime"]
 CMD ["serve"]
 
 # ---- runtime (CUDA) ---------------------------------------------------------------------------------------------
-# onnxruntime-gpu replaces the CPU wheel (both install the `onnxruntime` module): install the project with its
-# dependencies, remove the CPU wheel, then add the GPU one.
+# The [gpu] extra brings onnxruntime-gpu instead of the CPU wheel (both install the `onnxruntime` module).
 FROM ${CUDA_IMAGE} AS runtime-gpu-venv
 # The distribution's python3 follows the base image, which is the pinned thing here (DL3008).
 # hadolint ignore=DL3008
@@ -80,9 +82,8 @@ RUN apt-get update \
 COPY --from=wheel /wheels/ /wheels/
 COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python3 -m venv /opt/modelapi \
- && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
- && /opt/modelapi/bin/pip uninstall -y onnxruntime \
- && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt onnxruntime-gpu \
+ && wheel="$(echo /wheels/*.whl)" \
+ && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[gpu]" \
  && /opt/modelapi/bin/pip uninstall -y pip
 
 FROM ${CUDA_IMAGE} AS runtime-gpu

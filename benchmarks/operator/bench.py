@@ -49,7 +49,8 @@ import aiohttp
 import yaml
 
 from modelapi_operator.api import ModelAPISpec
-from modelapi_operator.builders import Owner, RuntimeImages, build_children
+from modelapi_operator.builders import Owner, RuntimeImages
+from modelapi_operator.plan import desired_children
 from modelapi_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,7 +275,8 @@ def floor_children(body: dict[str, Any], *, owned: bool) -> list[dict[str, Any]]
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid") or "0" * 8)
     images = RuntimeImages(cpu=settings.cpu_image, gpu=settings.gpu_image)
-    children = build_children(ModelAPISpec.model_validate(body["spec"]), owner, images, gateway_api_installed=False)
+    spec = ModelAPISpec.model_validate(body["spec"])
+    children = desired_children(spec, owner, images, gateway_api_installed=False, now=dt.datetime.now(dt.UTC))
     for child in children:
         if child["kind"] == "Deployment":
             child["spec"] = {"replicas": 1, **child["spec"]}

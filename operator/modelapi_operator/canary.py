@@ -1,7 +1,7 @@
 """Canary policy (pure): how many canary replicas a step needs, and whether to hold, advance, promote or abort.
 
-The canary's progress lives in its Deployment's annotations (step, when the step started, failed
-checks, last analysis), so a restarted operator resumes at the right step. Every interval with
+The canary's progress is part of its revision record (step, when the step started, failed checks,
+last analysis), so a restarted operator resumes at the right step. Every interval with
 analysis configured, the canary's share of server faults (5xx but 503 overload: the runtime's
 ``class="server_error"``; client errors never count) and p99 from Prometheus are compared with the limits;
 ``failureLimit`` consecutive failed intervals abort it. A step ends when its pause has passed, the
@@ -15,56 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from modelapi_operator import names
 from modelapi_operator.api import CanarySpec
-from modelapi_operator.timestamps import parse_rfc3339, rfc3339
-
-STEP_ANNOTATION = f"{names.GROUP}/canary-step"
-STEP_STARTED_ANNOTATION = f"{names.GROUP}/canary-step-started"
-FAILED_CHECKS_ANNOTATION = f"{names.GROUP}/canary-failed-checks"
-LAST_CHECK_ANNOTATION = f"{names.GROUP}/canary-last-check"
-CHECK_PASSED_ANNOTATION = f"{names.GROUP}/canary-step-check-passed"
-ABORTED_ANNOTATION = f"{names.GROUP}/aborted"
+from modelapi_operator.revision_record import CanaryProgress
 
 Routing = Literal["gatewayAPI", "replicas"]
 Action = Literal["hold", "advance", "promote", "abort"]
-
-
-@dataclass(frozen=True)
-class CanaryProgress:
-    """Where a canary is; stored as annotations on its Deployment."""
-
-    step: int = 0
-    step_started: datetime | None = None
-    failed_checks: int = 0
-    last_check: datetime | None = None
-    step_check_passed: bool = False
-
-    def annotations(self) -> dict[str, str]:
-        values = {
-            STEP_ANNOTATION: str(self.step),
-            FAILED_CHECKS_ANNOTATION: str(self.failed_checks),
-            CHECK_PASSED_ANNOTATION: "true" if self.step_check_passed else "false",
-        }
-        if self.step_started is not None:
-            values[STEP_STARTED_ANNOTATION] = rfc3339(self.step_started)
-        if self.last_check is not None:
-            values[LAST_CHECK_ANNOTATION] = rfc3339(self.last_check)
-        return values
-
-    @classmethod
-    def from_annotations(cls, annotations: dict[str, str]) -> CanaryProgress:
-        def number(key: str) -> int:
-            value = annotations.get(key, "")
-            return int(value) if value.isdigit() else 0
-
-        return cls(
-            step=number(STEP_ANNOTATION),
-            step_started=parse_rfc3339(annotations.get(STEP_STARTED_ANNOTATION)),
-            failed_checks=number(FAILED_CHECKS_ANNOTATION),
-            last_check=parse_rfc3339(annotations.get(LAST_CHECK_ANNOTATION)),
-            step_check_passed=annotations.get(CHECK_PASSED_ANNOTATION) == "true",
-        )
 
 
 @dataclass(frozen=True)

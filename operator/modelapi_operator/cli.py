@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from pydantic import ValidationError
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPI, SpecError, format_validation_error
 from modelapi_operator.api.errors import FieldProblem
-from modelapi_operator.builders import Owner, RuntimeImages, build_children
+from modelapi_operator.builders import Owner, RuntimeImages
+from modelapi_operator.plan import desired_children
 from modelapi_operator.settings import OperatorSettings
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -86,7 +88,7 @@ def _render(
         namespace=namespace or model.metadata.namespace,
         uid=model.metadata.uid or PLACEHOLDER_UID,
     )
-    return build_children(model.spec, owner, images, gateway_api_installed=gateway_api)
+    return desired_children(model.spec, owner, images, gateway_api_installed=gateway_api, now=datetime.now(UTC))
 
 
 def render(

@@ -1,6 +1,6 @@
 """What one reconcile should do, decided from the spec and the observed Deployments (pure).
 
-Three situations, read from the role annotation of each revision's Deployment:
+Three situations, read from the role in each revision's record (its Deployment's annotations):
 
 - steady: the desired revision is stable (or nothing exists yet); the HPA owns its size;
 - RollingUpdate: a ``next`` revision grows and the stable one shrinks within maxSurge/maxUnavailable,
@@ -35,15 +35,14 @@ from modelapi_operator.builders import (
     build_httproute,
     build_pdb,
     build_service,
+    compute_revision,
     effective_surge_and_unavailable,
     uses_gateway_api,
     wants_pdb,
 )
 from modelapi_operator.diagnose import ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.revision_record import Aborted, CanaryProgress, Patch, RevisionRecord, Role, patch
 from modelapi_operator.status import EventRecord
-
-ROLE_ANNOTATION = f"{names.GROUP}/role"
-ROLLOUT_REPLICAS_ANNOTATION = f"{names.GROUP}/rollout-replicas"
 
 
 @dataclass
@@ -54,10 +53,10 @@ class Plan:
     apply: list[Manifest] = field(default_factory=list)
     create: list[Manifest] = field(default_factory=list)
     scale: dict[str, int] = field(default_factory=dict)  # Deployment name -> replicas
-    # Deployment name -> annotations to merge (None removes one). Older revisions are never re-applied: their
-    # template comes from an older spec, and a partial server-side apply by the same manager would delete the fields
-    # it leaves out.
-    annotate: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # Deployment name -> a merge patch of its revision record (revision_record.patch). Older revisions are never
+    # re-applied: their template comes from an older spec, and a partial server-side apply by the same manager would
+    # delete the fields it leaves out.
+    annotate: dict[str, Patch] = field(default_factory=dict)
     keep_deployments: set[str] = field(default_factory=set)
     canary: CanaryStatus | None = None
     target_failure: Failure | None = None
@@ -89,13 +88,8 @@ def revision_of(manifest: Mapping[str, Any]) -> str:
     return str(manifest.get("metadata", {}).get("labels", {}).get(names.LABEL_REVISION, ""))
 
 
-def annotation(manifest: Mapping[str, Any], key: str) -> str | None:
-    value = (manifest.get("metadata", {}).get("annotations") or {}).get(key)
-    return str(value) if value is not None else None
-
-
-def role_of(manifest: Mapping[str, Any]) -> str:
-    return annotation(manifest, ROLE_ANNOTATION) or "next"
+def role_of(manifest: Mapping[str, Any]) -> Role:
+    return RevisionRecord.of(manifest).role or "next"
 
 
 def replicas_of(deployment: Mapping[str, Any]) -> int:
@@ -106,13 +100,13 @@ def ready_of(deployment: Mapping[str, Any]) -> int:
     return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
-def _with_annotations(manifest: Manifest, annotations: Mapping[str, str]) -> Manifest:
+def _with_record(manifest: Manifest, record: RevisionRecord) -> Manifest:
     meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **record.encode()}
     return {**manifest, "metadata": meta}
 
 
-def _newest(deployments: Sequence[Manifest], role: str) -> Manifest | None:
+def _newest(deployments: Sequence[Manifest], role: Role) -> Manifest | None:
     found = sorted(
         (d for d in deployments if role_of(d) == role),
         key=lambda d: str(d["metadata"].get("creationTimestamp", "")),
@@ -122,11 +116,10 @@ def _newest(deployments: Sequence[Manifest], role: str) -> Manifest | None:
 
 def aborted_reason(deployment: Mapping[str, Any] | None) -> Failure | None:
     """A revision that was aborted or rolled back stays so until the spec changes (``Reason: message``)."""
-    text = annotation(deployment, policy.ABORTED_ANNOTATION) if deployment is not None else None
-    if not text:
+    aborted = RevisionRecord.of(deployment).aborted
+    if aborted is None:
         return None
-    reason, _, message = text.partition(": ")
-    return Failure(reason or ROLLOUT_ABORTED, message)
+    return Failure(aborted.reason or ROLLOUT_ABORTED, aborted.message)
 
 
 class Planner:
@@ -136,23 +129,23 @@ class Planner:
         self.by_revision = {revision_of(d): d for d in given.deployments}
 
     # -- building blocks ----------------------------------------------------------------------------
-    def deployment(self, revision: str, annotations: Mapping[str, str]) -> Manifest:
+    def deployment(self, revision: str, record: RevisionRecord) -> Manifest:
         built = build_deployment(self.given.spec, self.given.owner, revision, self.given.images)
-        return _with_annotations(built, annotations)
+        return _with_record(built, record)
 
     def ensure(
         self,
         revision: str,
-        annotations: Mapping[str, str],
+        record: RevisionRecord,
         *,
         initial_replicas: int,
-        created_with: Mapping[str, str] | None = None,
+        created_with: RevisionRecord | None = None,
     ) -> Manifest:
         """Apply this revision's Deployment (created first with ``initial_replicas`` and the ``created_with``
-        annotations when missing: those are not applied, so a later apply never removes them)."""
-        manifest = self.deployment(revision, annotations)
+        record fields when missing: those are not applied, so a later apply never removes them)."""
+        manifest = self.deployment(revision, record)
         if revision not in self.by_revision:
-            created = _with_annotations(manifest, created_with or {})
+            created = _with_record(manifest, created_with or RevisionRecord())
             self.plan.create.append({**created, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
         self.plan.apply.append(manifest)
         self.plan.keep_deployments.add(manifest["metadata"]["name"])
@@ -165,11 +158,11 @@ class Planner:
         if replicas is not None and replicas_of(deployment) != replicas:
             self.plan.scale[name] = replicas
 
-    def keep_with_role(self, deployment: Manifest, role: str, replicas: int | None = None) -> None:
-        """Keep an older revision and change only its role annotation."""
+    def keep_with_role(self, deployment: Manifest, role: Role, replicas: int | None = None) -> None:
+        """Keep an older revision and change only the role in its record."""
         self.keep(deployment, replicas)
         if role_of(deployment) != role:
-            self.plan.annotate.setdefault(deployment["metadata"]["name"], {})[ROLE_ANNOTATION] = role
+            self.plan.annotate.setdefault(deployment["metadata"]["name"], {}).update(patch(RevisionRecord(role=role)))
 
     def shared(self, canary_weight: int | None, canary_revision: str | None) -> None:
         spec, owner, stable = self.given.spec, self.given.owner, self.plan.stable_revision
@@ -203,9 +196,9 @@ class Planner:
         existing = self.by_revision.get(revision)
         self.ensure(
             revision,
-            {ROLE_ANNOTATION: "stable"},
+            RevisionRecord(role="stable"),
             initial_replicas=0 if at_zero_since is not None else max(spec.autoscaling.min_replicas, 1),
-            created_with={zero.SCALED_TO_ZERO_ANNOTATION: at_zero_since} if at_zero_since is not None else None,
+            created_with=RevisionRecord(scaled_to_zero_at=at_zero_since),
         )
         name = names.revision_name(given.owner.name, revision)
         decision = zero.decide(
@@ -224,8 +217,8 @@ class Planner:
         self.plan.zero = decision
         if decision.replicas is not None:
             self.plan.scale[name] = decision.replicas
-        if decision.annotations:
-            self.plan.annotate.setdefault(name, {}).update(decision.annotations)
+        if decision.record:
+            self.plan.annotate.setdefault(name, {}).update(decision.record)
         if decision.hpa:
             self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
         if spec.rollout.strategy == "Canary" and previous_stable is not None:
@@ -239,12 +232,8 @@ class Planner:
         """Size both revisions; the HPA is left out until the promotion, so it never resizes either."""
         spec, revision = self.given.spec, self.given.revision
         self.plan.stable_revision = revision_of(stable)
-        recorded = annotation(existing, ROLLOUT_REPLICAS_ANNOTATION) if existing is not None else None
-        total = (
-            int(recorded)
-            if recorded and recorded.isdigit()
-            else max(replicas_of(stable), spec.autoscaling.min_replicas)
-        )
+        recorded = RevisionRecord.of(existing).rollout_replicas
+        total = recorded if recorded is not None else max(replicas_of(stable), spec.autoscaling.min_replicas)
         surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
         max_surge, max_unavailable = rollout.bounds(surge, unavailable, total)
         step = rollout.next_step(
@@ -265,9 +254,7 @@ class Planner:
         if step.complete and existing is not None:
             self.steady(revision)  # promotion: the old revision is not kept, so it is deleted
             return
-        incoming = self.ensure(
-            revision, {ROLE_ANNOTATION: "next", ROLLOUT_REPLICAS_ANNOTATION: str(total)}, initial_replicas=0
-        )
+        incoming = self.ensure(revision, RevisionRecord(role="next", rollout_replicas=total), initial_replicas=0)
         name = incoming["metadata"]["name"]
         if existing is None or replicas_of(existing) != step.new_replicas:
             self.plan.scale[name] = step.new_replicas
@@ -302,9 +289,7 @@ class Planner:
         routing: policy.Routing = (
             "gatewayAPI" if uses_gateway_api(spec, gateway_api_installed=given.gateway_api_installed) else "replicas"
         )
-        progress = policy.CanaryProgress.from_annotations(
-            dict((existing or {}).get("metadata", {}).get("annotations") or {})
-        )
+        progress = RevisionRecord.of(existing).canary or CanaryProgress()
         stable_replicas = max(replicas_of(stable), 1)
         weight = canary_spec.steps[min(progress.step, len(canary_spec.steps) - 1)].weight
         wanted = policy.canary_replicas(stable_replicas, weight, routing)
@@ -324,8 +309,8 @@ class Planner:
             message = (
                 f"canary {name} rolled back: {decision.message}; revision {stable['metadata']['name']} kept serving"
             )
-            annotations = {ROLE_ANNOTATION: "canary", policy.ABORTED_ANNOTATION: f"{ROLLOUT_ABORTED}: {message}"}
-            self.ensure(revision, {**annotations, **decision.progress.annotations()}, initial_replicas=0)
+            aborted = RevisionRecord(role="canary", aborted=Aborted(ROLLOUT_ABORTED, message), canary=decision.progress)
+            self.ensure(revision, aborted, initial_replicas=0)
             self.plan.scale[name] = 0
             self.plan.target_failure = Failure(ROLLOUT_ABORTED, message)
             self.plan.events.append(EventRecord("Warning", ROLLOUT_ABORTED, message))
@@ -337,7 +322,7 @@ class Planner:
         progress = decision.progress
         weight = canary_spec.steps[progress.step].weight
         wanted = policy.canary_replicas(stable_replicas, weight, routing)
-        self.ensure(revision, {ROLE_ANNOTATION: "canary", **progress.annotations()}, initial_replicas=0)
+        self.ensure(revision, RevisionRecord(role="canary", canary=progress), initial_replicas=0)
         if existing is None or replicas_of(existing) != wanted:
             self.plan.scale[name] = wanted
         if decision.action == "advance":
@@ -363,7 +348,7 @@ class Planner:
         name: str,
         stable: Manifest,
         existing: Manifest | None,
-        progress: policy.CanaryProgress,
+        progress: CanaryProgress,
         weight: int,
         routing: policy.Routing,
         decision: policy.Decision,
@@ -396,7 +381,8 @@ class Planner:
             self.steady(revision, previous_stable=stable)
             self.shared(canary_weight=None, canary_revision=None)
             return
-        self.ensure(revision, {ROLE_ANNOTATION: "canary"} | _progress_of(existing), initial_replicas=0)
+        progress = RevisionRecord.of(existing).canary  # kept as it was when the last step passed
+        self.ensure(revision, RevisionRecord(role="canary", canary=progress), initial_replicas=0)
         if existing is None or replicas_of(existing) != stable_replicas:
             self.plan.scale[name] = stable_replicas
         self.plan.canary = CanaryStatus(
@@ -416,23 +402,13 @@ class Planner:
         message = f"rolled back on request from {stable_name} to {good_name}; change the spec to roll forward"
         # The current revision is demoted before the good one is promoted (annotations are written in this order):
         # a process killed in between leaves no stable, which plan_children finishes as a rollback, never two.
-        self.plan.annotate[stable_name] = {
-            ROLE_ANNOTATION: "canary",
-            policy.ABORTED_ANNOTATION: f"{ROLLED_BACK}: {message}",
-        }
+        self.plan.annotate[stable_name] = patch(RevisionRecord(role="canary", aborted=Aborted(ROLLED_BACK, message)))
         self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
         self.keep_with_role(good, "stable", replicas=total)
         self.plan.apply.append(build_hpa(self.given.spec.autoscaling, self.given.owner, revision_of(good)))
         self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
         self.plan.target_failure = Failure(ROLLED_BACK, message)
         self.shared(canary_weight=None, canary_revision=None)
-
-
-def _progress_of(existing: Manifest | None) -> dict[str, str]:
-    if existing is None:
-        return {}
-    annotations = existing.get("metadata", {}).get("annotations") or {}
-    return {key: value for key, value in annotations.items() if key.startswith(f"{names.GROUP}/canary-")}
 
 
 def plan_children(given: PlanInput) -> Plan:
@@ -482,6 +458,30 @@ def _plan_children(given: PlanInput) -> Plan:
     return planner.plan
 
 
+# The order ``desired_children`` lists them in: the workload first, then what routes to it and what sizes it.
+RENDER_ORDER = ("Deployment", "Service", "EndpointSlice", "HorizontalPodAutoscaler", "PodDisruptionBudget", "HTTPRoute")
+
+
+def desired_children(
+    spec: ModelAPISpec, owner: Owner, images: RuntimeImages, *, gateway_api_installed: bool, now: datetime
+) -> list[Manifest]:
+    """What the operator applies for ``spec`` in a cluster where none of its children exist yet: the planner with
+    nothing observed (no Deployments, no activator, no Prometheus), so ``modelapi render`` can never drift from the
+    operator. Listed by kind in ``RENDER_ORDER``, in the planner's order within a kind."""
+    plan = plan_children(
+        PlanInput(
+            spec=spec,
+            owner=owner,
+            revision=compute_revision(spec, owner, images),
+            images=images,
+            deployments=(),
+            now=now,
+            gateway_api_installed=gateway_api_installed,
+        )
+    )
+    return sorted(plan.apply, key=lambda manifest: RENDER_ORDER.index(manifest["kind"]))
+
+
 def analysis_target(
     given_spec: ModelAPISpec, deployments: Sequence[Manifest], revision: str, now: datetime
 ) -> tuple[str, str] | None:
@@ -493,7 +493,7 @@ def analysis_target(
     existing = next((d for d in deployments if revision_of(d) == revision), None)
     if stable is None or existing is None or revision_of(stable) == revision or aborted_reason(existing):
         return None
-    progress = policy.CanaryProgress.from_annotations(dict(existing.get("metadata", {}).get("annotations") or {}))
+    progress = RevisionRecord.of(existing).canary or CanaryProgress()
     if progress.step_started is None or not policy.analysis_due(canary_spec, progress, now):
         return None
     return revision, revision_of(stable)

@@ -1,7 +1,7 @@
 """One level-based reconcile of a ModelAPI: gather → build → apply → observe → status.
 
-The cluster is the source of truth: which revision is stable is read from the role annotation of
-each revision's Deployment, so a restarted operator continues a rollout where it stopped. Every
+The cluster is the source of truth: which revision is stable is read from the revision record of
+each revision's Deployment (revision_record.py), so a restarted operator continues a rollout where it stopped. Every
 desired child is applied only when it drifted from what is observed; every owned child that is no
 longer desired is deleted. Replica counts change only through the scale subresource, never through
 server-side apply, so the HorizontalPodAutoscaler can own them without being reset.
@@ -29,7 +29,6 @@ from modelapi_operator.builders import (
     compute_revision,
     service_url,
 )
-from modelapi_operator.builders.deployment import ANNOTATION_MODEL_SHA256, ANNOTATION_MODEL_URI
 from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
 from modelapi_operator.canary import Measurement
 from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
@@ -45,7 +44,6 @@ from modelapi_operator.plan import (
     Plan,
     PlanInput,
     analysis_target,
-    annotation,
     plan_children,
     ready_of,
     replicas_of,
@@ -54,6 +52,7 @@ from modelapi_operator.plan import (
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.redaction import redact_text, redact_uri
+from modelapi_operator.revision_record import RevisionRecord
 from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
 from modelapi_operator.timestamps import now_rfc3339
@@ -722,7 +721,7 @@ def _views(
     views = []
     for deployment in sorted(deployments, key=_age_order, reverse=True):
         own = revision_of(deployment)
-        role = role_of(deployment)
+        record = RevisionRecord.of(deployment)
         failure = diagnose_revision(
             deployment, [p for p in pods if revision_of(p) == own], now=now, grace=grace, scaling_up=scaling_up
         )
@@ -732,10 +731,10 @@ def _views(
             RevisionView(
                 name=deployment["metadata"]["name"],
                 revision=own,
-                role=role if role in ("stable", "next", "canary", "lastKnownGood") else "next",  # type: ignore[arg-type]
+                role=record.role or "next",
                 # redacted again: a Deployment annotated by an older operator may still hold a query string
-                model_uri=redact_uri(annotation(deployment, ANNOTATION_MODEL_URI) or ""),
-                sha256=annotation(deployment, ANNOTATION_MODEL_SHA256),
+                model_uri=redact_uri(record.model_uri or ""),
+                sha256=record.model_sha256,
                 desired=replicas_of(deployment),
                 ready=ready_of(deployment),
                 failure=failure,

@@ -1,12 +1,12 @@
 """Scale to zero, decided from the stable revision's Deployment and what the operator measured (pure).
 
-The state lives on the stable revision's Deployment, so a restarted operator carries on:
+The state is part of the stable revision's record (its Deployment), so a restarted operator carries on:
 
-- warm: no ``scaled-to-zero-at`` annotation; the Services select the model's pods; the HPA owns the size;
-- zero: ``scaled-to-zero-at`` set and 0 replicas; the Services have no selector and an EndpointSlice of activator
+- warm: no ``scaled_to_zero_at`` in the record; the Services select the model's pods; the HPA owns the size;
+- zero: ``scaled_to_zero_at`` set and 0 replicas; the Services have no selector and an EndpointSlice of activator
   pods each; no HPA;
-- waking: ``scaled-to-zero-at`` set and replicas > 0 but none ready; traffic still goes through the activator,
-  which holds it; once a replica is ready the annotation goes and the Services select the pods again.
+- waking: ``scaled_to_zero_at`` set and replicas > 0 but none ready; traffic still goes through the activator,
+  which holds it; once a replica is ready the field is cleared and the Services select the pods again.
 
 docs/autoscaling.md has the whole design.
 """
@@ -16,31 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
-from modelapi_operator import names
 from modelapi_operator.api import AutoscalingSpec
+from modelapi_operator.revision_record import Patch, RevisionRecord, patch
 from modelapi_operator.timestamps import parse_rfc3339, rfc3339
-
-SCALED_TO_ZERO_ANNOTATION: Final = f"{names.GROUP}/scaled-to-zero-at"
-ACTIVE_SINCE_ANNOTATION: Final = f"{names.GROUP}/active-since"
 
 ZeroState = Literal["warm", "zero", "waking"]
 
 
-def _annotation(manifest: Mapping[str, Any] | None, key: str) -> str | None:
-    value = ((manifest or {}).get("metadata", {}).get("annotations") or {}).get(key)
-    return str(value) if value else None
-
-
 def parked_since(deployment: Mapping[str, Any] | None) -> str | None:
     """When the revision went to zero (its traffic goes through the activator since), or None while warm."""
-    return _annotation(deployment, SCALED_TO_ZERO_ANNOTATION)
+    return RevisionRecord.of(deployment).scaled_to_zero_at
 
 
 def up_since(deployment: Mapping[str, Any]) -> datetime | None:
     """When the revision last started: woken from zero, else created."""
-    return parse_rfc3339(_annotation(deployment, ACTIVE_SINCE_ANNOTATION)) or parse_rfc3339(
+    return RevisionRecord.of(deployment).active_since or parse_rfc3339(
         str(deployment.get("metadata", {}).get("creationTimestamp") or "")
     )
 
@@ -57,7 +49,7 @@ def idle_check_due(autoscaling: AutoscalingSpec, deployment: Mapping[str, Any] |
 @dataclass(frozen=True)
 class ZeroInput:
     autoscaling: AutoscalingSpec
-    parked_since: str | None  # the stable Deployment's scaled-to-zero-at annotation
+    parked_since: str | None  # the stable revision's record: scaled_to_zero_at
     replicas: int
     ready: int
     now: datetime
@@ -73,7 +65,7 @@ class ZeroDecision:
     via_activator: bool  # the Services point at the activator (no selector)
     hpa: bool  # the HPA is applied (False: deleted while at zero)
     replicas: int | None = None  # scale the Deployment to this; None: leave it (to the HPA)
-    annotations: Mapping[str, str | None] = field(default_factory=dict)  # merged onto the Deployment
+    record: Patch = field(default_factory=dict)  # merged onto the Deployment's revision record
     notice: str | None = None  # why a minReplicas: 0 model is not taken to zero
 
 
@@ -98,7 +90,6 @@ def unavailable(given: ZeroInput) -> str | None:
 
 
 def decide(given: ZeroInput) -> ZeroDecision:
-    now = rfc3339(given.now)
     notice = unavailable(given)
     if given.parked_since is None:
         if notice is not None:
@@ -109,7 +100,7 @@ def decide(given: ZeroInput) -> ZeroDecision:
                 via_activator=True,
                 hpa=False,
                 replicas=0,
-                annotations={SCALED_TO_ZERO_ANNOTATION: now},
+                record=patch(RevisionRecord(scaled_to_zero_at=rfc3339(given.now))),
             )
         return WARM
     # At zero or waking. Woken by a request, by minReplicas raised above 0, or because nothing would hold requests.
@@ -119,13 +110,13 @@ def decide(given: ZeroInput) -> ZeroDecision:
     if given.replicas > 0 and given.ready > 0:
         # A replica serves: traffic goes straight to the pods again.
         return ZeroDecision(
-            state="warm", via_activator=False, hpa=True, annotations={SCALED_TO_ZERO_ANNOTATION: None}, notice=notice
+            state="warm", via_activator=False, hpa=True, record=patch(clear=["scaled_to_zero_at"]), notice=notice
         )
     return ZeroDecision(
         state="waking",
         via_activator=given.activator_ready,
         hpa=True,
         replicas=max(given.autoscaling.min_replicas, 1) if given.replicas == 0 else None,
-        annotations={ACTIVE_SINCE_ANNOTATION: now} if given.replicas == 0 else {},
+        record=patch(RevisionRecord(active_since=given.now)) if given.replicas == 0 else {},
         notice=notice,
     )

@@ -19,16 +19,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, get_args
 
-import uvicorn
 from pydantic import ValidationError
 
-from modelapi_runtime.app import RuntimeApp, create_app
-from modelapi_runtime.exceptions import StartupError
-from modelapi_runtime.http_guard import GuardedHttpProtocol
-from modelapi_runtime.http_protocol import InferenceHttpProtocol
-from modelapi_runtime.lifecycle import Runtime, transfer_options
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
-from modelapi_runtime.storage import fetch
+
+try:
+    import uvicorn
+
+    from modelapi_runtime.app import RuntimeApp, create_app
+    from modelapi_runtime.exceptions import StartupError
+    from modelapi_runtime.http_guard import GuardedHttpProtocol
+    from modelapi_runtime.http_protocol import InferenceHttpProtocol
+    from modelapi_runtime.lifecycle import Runtime, transfer_options
+    from modelapi_runtime.storage import fetch
+except ModuleNotFoundError as missing:
+    # `pip install modelapi` (render, the operator, the activator) installs this command without the model server's
+    # dependencies: say what to install instead of a traceback.
+    if (missing.name or "").startswith("modelapi_runtime"):
+        raise
+    raise SystemExit(
+        f"modelapi-runtime: {missing.name} is not installed: the model server needs the runtime extra, "
+        "pip install 'modelapi[runtime]' (or 'modelapi[gpu]' for CUDA)"
+    ) from None
 
 log = logging.getLogger("modelapi_runtime")
 

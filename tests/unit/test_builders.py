@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -10,7 +11,6 @@ from modelapi_operator.api import ModelAPISpec, RolloutSpec
 from modelapi_operator.builders import (
     Owner,
     RuntimeImages,
-    build_children,
     build_deployment,
     build_hpa,
     build_httproute,
@@ -19,9 +19,11 @@ from modelapi_operator.builders import (
     effective_surge_and_unavailable,
     uses_gateway_api,
 )
+from modelapi_operator.plan import desired_children
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
 IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def _spec(**parts: Any) -> ModelAPISpec:
@@ -164,9 +166,11 @@ def test_hpa_metrics() -> None:
 def test_pdb_only_when_more_than_one_replica_is_possible() -> None:
     kinds_single = [
         c["kind"]
-        for c in build_children(_spec(autoscaling={"maxReplicas": 1}), OWNER, IMAGES, gateway_api_installed=False)
+        for c in desired_children(
+            _spec(autoscaling={"maxReplicas": 1}), OWNER, IMAGES, gateway_api_installed=False, now=NOW
+        )
     ]
-    kinds_many = [c["kind"] for c in build_children(_spec(), OWNER, IMAGES, gateway_api_installed=False)]
+    kinds_many = [c["kind"] for c in desired_children(_spec(), OWNER, IMAGES, gateway_api_installed=False, now=NOW)]
     assert "PodDisruptionBudget" not in kinds_single
     assert "PodDisruptionBudget" in kinds_many
     assert build_pdb(OWNER, "abc")["spec"]["maxUnavailable"] == 1
@@ -188,7 +192,7 @@ def test_traffic_routing_choice(routing: str, gateway: bool, installed: bool, ex
         canary["gateway"] = {"name": "public"}
     spec = _spec(rollout={"strategy": "Canary", "canary": canary})
     assert uses_gateway_api(spec, gateway_api_installed=installed) is expected
-    kinds = [c["kind"] for c in build_children(spec, OWNER, IMAGES, gateway_api_installed=installed)]
+    kinds = [c["kind"] for c in desired_children(spec, OWNER, IMAGES, gateway_api_installed=installed, now=NOW)]
     assert ("HTTPRoute" in kinds) is expected
 
 

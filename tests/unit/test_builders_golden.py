@@ -1,4 +1,5 @@
-"""Golden files: the builders' output for representative ModelAPIs, reviewed as a diff.
+"""Golden files: ``modelapi render`` (the operator's planner with nothing observed) for representative ModelAPIs,
+reviewed as a diff; test_plan_golden.py has the planner's whole output for each rollout phase.
 
 Run ``pytest tests/unit --update-golden`` after an intended change and review the diff of
 tests/unit/golden/*/expected.yaml like any other change of behaviour.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -11,9 +12,11 @@ from hypothesis import strategies as st
 
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec
-from modelapi_operator.builders import Owner, RuntimeImages, build_children, compute_revision
+from modelapi_operator.builders import Owner, RuntimeImages, compute_revision
+from modelapi_operator.plan import desired_children
 
 IMAGES = RuntimeImages(cpu="modelapi/runtime:test", gpu="modelapi/runtime-gpu:test")
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 model_names = st.from_regex(r"[a-z]([-a-z0-9]{0,52}[a-z0-9])?", fullmatch=True)
@@ -91,7 +94,7 @@ def test_every_child_is_owned_labelled_and_validly_named(raw: dict[str, Any], na
     owner = _owner(name)
     spec = ModelAPISpec.model_validate(raw)
     revision = compute_revision(spec, owner, IMAGES)
-    children = build_children(spec, owner, IMAGES, gateway_api_installed=gateway)
+    children = desired_children(spec, owner, IMAGES, gateway_api_installed=gateway, now=NOW)
     assert {child["kind"] for child in children} >= {"Deployment", "Service", "HorizontalPodAutoscaler"}
     for child in children:
         meta = child["metadata"]

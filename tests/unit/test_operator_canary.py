@@ -8,7 +8,14 @@ from typing import Any
 from modelapi_operator import canary as policy
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.plan import ROLE_ANNOTATION, Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.revision_record import (
+    ABORTED_ANNOTATION,
+    FAILED_CHECKS_ANNOTATION,
+    ROLE_ANNOTATION,
+    STEP_ANNOTATION,
+    RevisionRecord,
+)
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
 IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
@@ -91,7 +98,7 @@ def test_a_model_change_starts_a_canary_at_the_first_step() -> None:
 def _running(
     spec: ModelAPISpec, step: int, started: datetime, ready: int = 1, **annotations: str
 ) -> list[dict[str, Any]]:
-    progress = policy.CanaryProgress(step=step, step_started=started).annotations()
+    progress = RevisionRecord(canary=policy.CanaryProgress(step=step, step_started=started)).encode()
     return [
         _deployment(STABLE_SPEC, "stable", 2, 2),
         _deployment(spec, "canary", 1 if step == 0 else 2, ready, **{**progress, **annotations}),
@@ -109,14 +116,14 @@ def test_a_step_holds_until_its_pause_has_passed_then_advances() -> None:
     assert advanced.canary is not None
     assert advanced.canary.step == 1
     canary = next(m for m in advanced.apply if m["kind"] == "Deployment")
-    assert canary["metadata"]["annotations"][policy.STEP_ANNOTATION] == "1"
+    assert canary["metadata"]["annotations"][STEP_ANNOTATION] == "1"
     assert list(advanced.scale.values()) == [2], "50% of a 2-replica stable is 2 canary replicas"
 
 
 def test_analysis_failures_abort_after_the_limit_and_the_canary_is_not_retried() -> None:
     spec = _spec(analysis={"intervalSeconds": 10, "maxErrorRate": 0.05, "failureLimit": 2})
     bad = policy.Measurement(canary_error_rate=0.4, canary_latency_p99_ms=5.0, stable_error_rate=0.0)
-    deployments = _running(spec, 0, T0, **{policy.FAILED_CHECKS_ANNOTATION: "1"})
+    deployments = _running(spec, 0, T0, **{FAILED_CHECKS_ANNOTATION: "1"})
     plan = _plan(spec, deployments, now=T0 + timedelta(seconds=20), analysis_available=True, measurement=bad)
     assert plan.target_failure is not None
     assert plan.target_failure.reason == "RolloutAborted"
@@ -190,7 +197,7 @@ def test_rollback_on_request_makes_last_known_good_stable_at_once() -> None:
     assert plan.stable_revision == STABLE
     assert plan.scale == {good["metadata"]["name"]: 2}, "the current revision serves until the restored one is ready"
     assert plan.annotate[good["metadata"]["name"]] == {ROLE_ANNOTATION: "stable"}
-    assert plan.annotate[current["metadata"]["name"]][policy.ABORTED_ANNOTATION].startswith("RolledBack: ")
+    assert plan.annotate[current["metadata"]["name"]][ABORTED_ANNOTATION].startswith("RolledBack: ")
     assert plan.target_failure is not None
     assert plan.target_failure.reason == "RolledBack"
     rolled_back = {

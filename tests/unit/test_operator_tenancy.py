@@ -15,11 +15,11 @@ from modelapi_operator import kube
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.api.resource import ModelAPI
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.builders.deployment import ANNOTATION_MODEL_URI
 from modelapi_operator.cluster_policy import ClusterPolicy, image_allowed, image_repository
 from modelapi_operator.diagnose import redact
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.redaction import RedactingFilter, redact_text, redact_uri
+from modelapi_operator.revision_record import MODEL_URI_ANNOTATION
 from modelapi_operator.settings import OperatorSettings
 
 PRESIGNED = "https://bucket.example/models/iris.onnx?X-Amz-Signature=abc123&X-Amz-Credential=AKIA%2F1"
@@ -50,7 +50,7 @@ def test_redact_text_finds_queries_inside_messages_and_reprs() -> None:
 def test_the_annotation_is_redacted_and_the_revision_still_follows_the_query() -> None:
     first, second = _spec(uri=PRESIGNED), _spec(uri=PRESIGNED.replace("abc123", "def456"))
     deployment = build_deployment(first, OWNER, "r1", IMAGES)
-    assert deployment["metadata"]["annotations"][ANNOTATION_MODEL_URI] == redact_uri(PRESIGNED)
+    assert deployment["metadata"]["annotations"][MODEL_URI_ANNOTATION] == redact_uri(PRESIGNED)
     env = {item["name"]: item.get("value") for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELAPI_MODEL_URI"] == PRESIGNED, "the pod needs the whole URI to download"
     assert compute_revision(first, OWNER, IMAGES) != compute_revision(second, OWNER, IMAGES)

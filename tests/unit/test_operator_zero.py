@@ -10,8 +10,9 @@ import pytest
 from modelapi_operator import zero
 from modelapi_operator.api import ModelAPISpec, ModelAPIStatus
 from modelapi_operator.builders import ActivatorEndpoints, Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.plan import ROLE_ANNOTATION, Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan, PlanInput, plan_children
 from modelapi_operator.reconcile import activator_from_slices, dropped_selector_fix
+from modelapi_operator.revision_record import ACTIVE_SINCE_ANNOTATION, ROLE_ANNOTATION, SCALED_TO_ZERO_ANNOTATION
 from modelapi_operator.status import Observation, RevisionView, compute_status
 from modelapi_operator.timestamps import rfc3339
 
@@ -50,7 +51,7 @@ def _deployment(spec: ModelAPISpec, replicas: int, ready: int, **annotations: st
 
 
 def _parked(spec: ModelAPISpec = SPEC, replicas: int = 0, ready: int = 0) -> dict[str, Any]:
-    return _deployment(spec, replicas, ready, **{zero.SCALED_TO_ZERO_ANNOTATION: "2026-11-30T11:30:00Z"})
+    return _deployment(spec, replicas, ready, **{SCALED_TO_ZERO_ANNOTATION: "2026-11-30T11:30:00Z"})
 
 
 def _plan(deployments: list[dict[str, Any]], spec: ModelAPISpec = SPEC, **extra: Any) -> Plan:
@@ -89,7 +90,7 @@ def _via_activator(plan: Plan) -> bool:
 def test_an_idle_model_goes_to_zero_behind_the_activator() -> None:
     plan = _plan([_deployment(SPEC, 2, 2)], idle=True)
     assert plan.scale == {NAME: 0}
-    assert plan.annotate[NAME] == {zero.SCALED_TO_ZERO_ANNOTATION: "2026-11-30T12:00:00Z"}
+    assert plan.annotate[NAME] == {SCALED_TO_ZERO_ANNOTATION: "2026-11-30T12:00:00Z"}
     assert not _applied(plan, "HorizontalPodAutoscaler"), "the HPA is out of the way at zero"
     assert _via_activator(plan)
     endpoints = _applied(plan, "EndpointSlice")["iris-activator"]
@@ -137,7 +138,7 @@ def test_at_zero_nothing_moves_until_a_request() -> None:
 def test_a_request_at_zero_wakes_the_stable_revision_and_is_cleared() -> None:
     plan = _plan([_parked()], activation_requested=True)
     assert plan.scale == {NAME: 1}
-    assert plan.annotate[NAME] == {zero.ACTIVE_SINCE_ANNOTATION: "2026-11-30T12:00:00Z"}
+    assert plan.annotate[NAME] == {ACTIVE_SINCE_ANNOTATION: "2026-11-30T12:00:00Z"}
     assert _applied(plan, "HorizontalPodAutoscaler")["iris"]["spec"]["minReplicas"] == 1
     assert _via_activator(plan), "traffic stays on the activator until a replica is ready"
     assert plan.clear_activation_request
@@ -150,7 +151,7 @@ def test_a_ready_replica_takes_traffic_back_from_the_activator() -> None:
     assert plan.scale == {}
     assert _via_activator(plan)
     plan = _plan([_parked(replicas=1, ready=1)])
-    assert plan.annotate[NAME] == {zero.SCALED_TO_ZERO_ANNOTATION: None}
+    assert plan.annotate[NAME] == {SCALED_TO_ZERO_ANNOTATION: None}
     assert not _via_activator(plan)
     assert _applied(plan, "Service")["iris"]["spec"]["selector"] == {"serving.modelapi.io/name": "iris"}
 
@@ -175,8 +176,8 @@ def test_a_new_model_at_zero_replaces_the_old_revision_at_zero() -> None:
     new_name = f"iris-{compute_revision(new_spec, OWNER, IMAGES)}"
     plan = _plan([_parked()], spec=new_spec)
     assert [(m["metadata"]["name"], m["spec"]["replicas"]) for m in plan.create] == [(new_name, 0)]
-    assert plan.create[0]["metadata"]["annotations"][zero.SCALED_TO_ZERO_ANNOTATION] == "2026-11-30T11:30:00Z"
-    assert zero.SCALED_TO_ZERO_ANNOTATION not in _applied(plan, "Deployment")[new_name]["metadata"]["annotations"]
+    assert plan.create[0]["metadata"]["annotations"][SCALED_TO_ZERO_ANNOTATION] == "2026-11-30T11:30:00Z"
+    assert SCALED_TO_ZERO_ANNOTATION not in _applied(plan, "Deployment")[new_name]["metadata"]["annotations"]
     assert plan.keep_deployments == {new_name}, "the old revision is deleted"
     assert plan.stable_revision == compute_revision(new_spec, OWNER, IMAGES)
     assert _via_activator(plan)
@@ -193,7 +194,7 @@ def test_a_new_modelapi_with_min_zero_starts_with_one_replica() -> None:
 def test_idle_is_asked_only_after_the_idle_time_since_the_revision_started() -> None:
     deployment = _deployment(SPEC, 1, 1)
     assert zero.idle_check_due(SPEC.autoscaling, deployment, T0)
-    woken = _deployment(SPEC, 1, 1, **{zero.ACTIVE_SINCE_ANNOTATION: rfc3339(T0 - timedelta(seconds=30))})
+    woken = _deployment(SPEC, 1, 1, **{ACTIVE_SINCE_ANNOTATION: rfc3339(T0 - timedelta(seconds=30))})
     assert not zero.idle_check_due(SPEC.autoscaling, woken, T0)
     assert zero.idle_check_due(SPEC.autoscaling, woken, T0 + timedelta(seconds=30))
     assert not zero.idle_check_due(SPEC.autoscaling, _parked(), T0)

@@ -3,11 +3,10 @@
 No I/O, clock, randomness or environment here; the same inputs always give the same manifests.
 """
 
-from modelapi_operator.builders.children import build_children, uses_gateway_api
 from modelapi_operator.builders.common import Manifest, Owner, RuntimeImages
 from modelapi_operator.builders.deployment import build_deployment, effective_surge_and_unavailable
 from modelapi_operator.builders.hpa import build_hpa
-from modelapi_operator.builders.httproute import build_httproute
+from modelapi_operator.builders.httproute import build_httproute, uses_gateway_api
 from modelapi_operator.builders.pdb import build_pdb, wants_pdb
 from modelapi_operator.builders.revision import compute_revision
 from modelapi_operator.builders.service import (
@@ -25,7 +24,6 @@ __all__ = [
     "RuntimeImages",
     "activator_slice_name",
     "build_activator_slice",
-    "build_children",
     "build_deployment",
     "build_hpa",
     "build_httproute",

@@ -17,6 +17,7 @@ from modelapi_operator.builders.common import (
     revision_selector,
 )
 from modelapi_operator.redaction import redact_uri
+from modelapi_operator.revision_record import RevisionRecord
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
 MODEL_DIR = "/models"
@@ -33,9 +34,6 @@ TERMINATION_GRACE_SECONDS = 45
 # /tmp is scratch space only (the runtime's read-only root needs one writable place); the artifact goes to MODEL_DIR.
 TMP_VOLUME_SIZE = "512Mi"
 MiB = 1024 * 1024
-
-ANNOTATION_MODEL_URI = f"{names.GROUP}/model-uri"
-ANNOTATION_MODEL_SHA256 = f"{names.GROUP}/model-sha256"
 
 
 def _is_zero(value: int | str) -> bool:
@@ -229,9 +227,9 @@ def build_deployment(
     surge, unavailable = effective_surge_and_unavailable(spec.rollout, spec.runtime.resources.gpu)
     # Redacted: a presigned URL's query is a credential (the pod's env has the whole URI, and the revision hash
     # covers it, so a new query still rolls out).
-    annotations = {ANNOTATION_MODEL_URI: redact_uri(spec.model.uri)}
-    if spec.model.sha256:
-        annotations[ANNOTATION_MODEL_SHA256] = spec.model.sha256.lower()
+    record = RevisionRecord(
+        model_uri=redact_uri(spec.model.uri), model_sha256=spec.model.sha256.lower() if spec.model.sha256 else None
+    )
     deployment_spec: Manifest = {
         "selector": {"matchLabels": revision_selector(owner, revision)},
         "strategy": {
@@ -247,6 +245,6 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_meta(names.revision_name(owner.name, revision), owner, revision, annotations),
+        "metadata": object_meta(names.revision_name(owner.name, revision), owner, revision, record.encode()),
         "spec": deployment_spec,
     }

@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from modelapi_operator import names
-from modelapi_operator.api import GatewayRef
+from modelapi_operator.api import GatewayRef, ModelAPISpec
 from modelapi_operator.builders.common import Manifest, Owner, object_meta
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # Names the model on every request through the route: at zero the backends are the activator's pods, which serve
 # every model and cannot tell which Service a Gateway picked.
 TARGET_HEADER = "X-ModelAPI-Target"
+
+
+def uses_gateway_api(spec: ModelAPISpec, *, gateway_api_installed: bool) -> bool:
+    """docs/api.md: gatewayAPI when asked; auto picks it when its CRDs exist and a gateway is named."""
+    canary = spec.rollout.canary
+    if spec.rollout.strategy != "Canary" or canary is None or canary.gateway is None:
+        return False
+    if canary.traffic_routing == "gatewayAPI":
+        return True
+    return canary.traffic_routing == "auto" and gateway_api_installed
 
 
 def _parent_ref(gateway: GatewayRef) -> dict[str, Any]:
