@@ -14,7 +14,7 @@ NODE_CLUSTER_DIR ?= $(CURDIR)/tests/e2e/cluster/.run-node
 STAMP := $(VENV)/.installed
 
 .PHONY: help venv lint types layers test test-unit test-e2e crds demo cluster-up cluster-down clean
-.PHONY: chart-test demo-down test-e2e-node constraints
+.PHONY: chart-test demo-down test-e2e-node constraints images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -63,8 +63,11 @@ demo: $(STAMP) ## the main job: local cluster, chart, operator, iris uploaded to
 demo-down: ## stop what make demo started (processes by PID, the demo namespace, the chart; the cluster if it started it)
 	bash scripts/demo.sh down
 
-cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus; NODE=real: a real node); prints KUBECONFIG=...
+cluster-up: ## start the local cluster (etcd, apiserver, kwok, S3, Prometheus; NODE=real: a real node, a registry, the images pushed to it); prints KUBECONFIG=...
 	MODELAPI_NODE=$(NODE) $(if $(filter real,$(NODE)),MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR)) bash tests/e2e/cluster/cluster.sh up
+
+images: ## real-node tier: build the Dockerfile's operator and runtime targets (and the pause image) with buildah, no container engine, and push them to the running cluster's registry
+	MODELAPI_NODE=real MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR) bash tests/e2e/cluster/cluster.sh images
 
 cluster-down: ## stop every process cluster-up started (NODE=real: the real-node cluster)
 	$(if $(filter real,$(NODE)),MODELAPI_CLUSTER_DIR=$(NODE_CLUSTER_DIR)) bash tests/e2e/cluster/cluster.sh down

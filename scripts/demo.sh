@@ -3,15 +3,17 @@
 #
 # Two modes, chosen by MODELAPI_DEMO_NODE (auto, the default: real when this machine can run a real node, else
 # kwok), and printed at the start and the end:
-#   real  the cluster has a real node (kubelet + containerd + runc, tests/e2e/cluster/node.sh): the model runs in a
-#         real pod from the image built from our Dockerfile, and the predictions go through the Service's ClusterIP
+#   real  the cluster has a real node (kubelet + containerd + runc, tests/e2e/cluster/node.sh) and a local OCI
+#         registry holding the images built from our Dockerfile: the chart is packaged, pushed to that registry and
+#         installed from it (helm install oci://...); the operator runs as the chart's pod under its ServiceAccount,
+#         the model in a real pod, every image pulled from the registry; predictions go through the Service's ClusterIP
 #   kwok  the cluster has fake (kwok) nodes: the model's pod runs nothing, so step 6 runs the runtime as a local
 #         process with exactly the args and env of the pod template the operator created
 #
 #   1. the local cluster (tests/e2e/cluster/cluster.sh up: kube-apiserver, controller-manager, scheduler, kwok
 #      or a real node, versitygw S3, Prometheus)
-#   2. the Helm chart (CRD, operator Deployment, ServiceAccount, RBAC)
-#   3. the operator, as a local process with the chart's ServiceAccount token (its image is not built here)
+#   2. the Helm chart (CRD, operator Deployment, ServiceAccount, RBAC); real: packaged, pushed, installed from the registry
+#   3. real: the operator's pod; kwok: the operator as a local process with the chart's ServiceAccount token
 #   4. the iris model built and uploaded to the local S3; the s3-creds Secret
 #   5. examples/iris/model.yaml applied (storage.endpoint pointed at the local S3), waited for Ready
 #   6. real: the pod the operator's Deployment made; kwok: the runtime as a local process
@@ -125,26 +127,39 @@ set +a
 kubectl get nodes
 
 # ---------------------------------------------------------------------------------------------------------------------
-say "Helm chart: helm upgrade --install $RELEASE charts/modelapi -n $RELEASE_NS"
-CHART_SETTINGS=()
 if [[ $MODE == real ]]; then
-	CHART_SETTINGS=(--set replicaCount=0 --set runtimeImages.cpu="$NODE_RUNTIME_IMAGE")
-fi
-wait_not_terminating "$RELEASE_NS"
-"$HELM" upgrade --install "$RELEASE" charts/modelapi -n "$RELEASE_NS" --create-namespace \
-	--set serviceAccount.name="$SA" --set resyncSeconds=10 "${CHART_SETTINGS[@]}" --wait --timeout 120s >/dev/null
-kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
-if [[ $MODE == real ]]; then
-	note "replicaCount=0: the operator image is not built here;"
-	note "the next step runs the operator with the chart Deployment's args and env (runtime image $NODE_RUNTIME_IMAGE)"
-else
-	note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
-fi
+	CHART_VERSION=$(sed -n 's/^version: *//p' charts/modelapi/Chart.yaml)
+	CHART_REF=oci://$NODE_REGISTRY/charts/modelapi
+	say "Helm chart: helm package, helm push to the cluster's registry, helm install $CHART_REF --version $CHART_VERSION"
+	rm -rf "$DEMO_DIR/chart" && mkdir -p "$DEMO_DIR/chart"
+	"$HELM" package charts/modelapi -d "$DEMO_DIR/chart" | sed 's/^/    /'
+	# the harness's registry speaks plain HTTP (it listens on the node's bridge address only)
+	"$HELM" push "$DEMO_DIR/chart/modelapi-$CHART_VERSION.tgz" "oci://$NODE_REGISTRY/charts" --plain-http 2>&1 | sed 's/^/    /'
+	wait_not_terminating "$RELEASE_NS"
+	"$HELM" upgrade --install "$RELEASE" "$CHART_REF" --version "$CHART_VERSION" --plain-http -n "$RELEASE_NS" \
+		--create-namespace --set serviceAccount.name="$SA" --set resyncSeconds=10 \
+		--set image.repository="${NODE_OPERATOR_IMAGE%:*}" --set image.tag="${NODE_OPERATOR_IMAGE##*:}" \
+		--set runtimeImages.cpu="$NODE_RUNTIME_IMAGE" --wait --timeout 300s >/dev/null
+	kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
 
-# ---------------------------------------------------------------------------------------------------------------------
-say "operator: a local process with the chart Deployment's args and env, as ServiceAccount $RELEASE_NS/$SA (not admin)"
-TOKEN=$(kubectl -n "$RELEASE_NS" create token "$SA" --duration=24h)
-cat >"$DEMO_DIR/operator.kubeconfig" <<EOF
+	# -----------------------------------------------------------------------------------------------------------------
+	say "operator: the chart's pod, as ServiceAccount $RELEASE_NS/$SA, reaching the API server through the kubernetes Service"
+	OPERATOR_PODS=(-n "$RELEASE_NS" get pod -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator)
+	kubectl "${OPERATOR_PODS[@]}" -o wide
+	kubectl "${OPERATOR_PODS[@]}" -o jsonpath='{range .items[*]}    {.metadata.name}: serviceAccount {.spec.serviceAccountName}, pulled {.status.containerStatuses[0].imageID}{"\n"}{end}'
+	note "Service default/kubernetes $(kubectl -n default get service kubernetes -o jsonpath='{.spec.clusterIP}'):443 -> endpoint $(kubectl -n default get endpoints kubernetes -o jsonpath='{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}') (the API server)"
+else
+	say "Helm chart: helm upgrade --install $RELEASE charts/modelapi -n $RELEASE_NS"
+	wait_not_terminating "$RELEASE_NS"
+	"$HELM" upgrade --install "$RELEASE" charts/modelapi -n "$RELEASE_NS" --create-namespace \
+		--set serviceAccount.name="$SA" --set resyncSeconds=10 --wait --timeout 120s >/dev/null
+	kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
+	note "the operator's pod is scheduled on a kwok node, where nothing really runs: the next step runs the operator"
+
+	# -----------------------------------------------------------------------------------------------------------------
+	say "operator: a local process with the chart Deployment's args and env, as ServiceAccount $RELEASE_NS/$SA (not admin)"
+	TOKEN=$(kubectl -n "$RELEASE_NS" create token "$SA" --duration=24h)
+	cat >"$DEMO_DIR/operator.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters: [{name: local, cluster: {server: "$KUBE_APISERVER_URL", certificate-authority: "$KUBE_CA_FILE"}}]
@@ -152,20 +167,21 @@ users: [{name: $SA, user: {token: "$TOKEN"}}]
 contexts: [{name: $SA, context: {cluster: local, user: $SA}}]
 current-context: $SA
 EOF
-chmod 600 "$DEMO_DIR/operator.kubeconfig"
-OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator -o name)
-kubectl -n "$RELEASE_NS" get "$OPERATOR_DEPLOYMENT" -o json >"$DEMO_DIR/operator-deployment.json"
-OPERATOR_PORT=$(free_port)
-"$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
-	--kubeconfig "$DEMO_DIR/operator.kubeconfig" --port "$OPERATOR_PORT" >"$DEMO_DIR/operator.log" 2>&1 &
-echo $! >"$DEMO_DIR/operator.pid"
-for _ in $(seq 1 60); do
-	curl -fsS "http://127.0.0.1:$OPERATOR_PORT/healthz" >/dev/null 2>&1 && break
-	kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { cat "$DEMO_DIR/operator.log"; die "the operator exited"; }
-	sleep 0.5
-done
-grep -E '^    (command|substituted|env MODELAPI)' "$DEMO_DIR/operator.log" || true
-note "operator log: $DEMO_DIR/operator.log"
+	chmod 600 "$DEMO_DIR/operator.kubeconfig"
+	OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator -o name)
+	kubectl -n "$RELEASE_NS" get "$OPERATOR_DEPLOYMENT" -o json >"$DEMO_DIR/operator-deployment.json"
+	OPERATOR_PORT=$(free_port)
+	"$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
+		--kubeconfig "$DEMO_DIR/operator.kubeconfig" --port "$OPERATOR_PORT" >"$DEMO_DIR/operator.log" 2>&1 &
+	echo $! >"$DEMO_DIR/operator.pid"
+	for _ in $(seq 1 60); do
+		curl -fsS "http://127.0.0.1:$OPERATOR_PORT/healthz" >/dev/null 2>&1 && break
+		kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { cat "$DEMO_DIR/operator.log"; die "the operator exited"; }
+		sleep 0.5
+	done
+	grep -E '^    (command|substituted|env MODELAPI)' "$DEMO_DIR/operator.log" || true
+	note "operator log: $DEMO_DIR/operator.log"
+fi
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "model: python examples/iris/build_model.py, uploaded to s3://$S3_BUCKET/iris/1/model.onnx on the local S3"
@@ -222,6 +238,8 @@ kubectl -n "$DEMO_NS" get deployment,service,hpa,pdb,pod -l serving.modelapi.io/
 if [[ $MODE == real ]]; then
 	say "runtime: the real pod of the operator's Deployment (image $NODE_RUNTIME_IMAGE, built from our Dockerfile)"
 	kubectl -n "$DEMO_NS" get pod -l serving.modelapi.io/name=iris -o wide
+	kubectl -n "$DEMO_NS" get pod -l serving.modelapi.io/name=iris \
+		-o jsonpath='{range .items[*]}    {.metadata.name}: pulled {.status.containerStatuses[0].imageID}{"\n"}{end}'
 	CLUSTER_IP=$(kubectl -n "$DEMO_NS" get service iris -o jsonpath='{.spec.clusterIP}')
 	BASE="http://$CLUSTER_IP"
 	note "Service iris: $BASE (ClusterIP, through kube-proxy's iptables rules)"
@@ -279,8 +297,8 @@ RESOURCES=$([[ $MODE == real ]] && echo mapi,pod || echo mapi)
 HINT="set -a; source $CLUSTER_DIR/env; set +a; kubectl -n $DEMO_NS get $RESOURCES"
 env -u KUBECONFIG -u HELM bash -c "$HINT" >/dev/null || die "the closing hint does not work: $HINT"
 if [[ $MODE == real ]]; then
-	printf '\n\033[1m==> done (mode: real node).\033[0m The model serves from a real pod; the operator runs as a local process\n'
-	printf '    (PID in %s). curl %s/metrics shows the runtime metrics. Then:\n      %s\n' "$DEMO_DIR" "$BASE" "$HINT"
+	printf '\n\033[1m==> done (mode: real node).\033[0m The operator and the model run in pods, every image pulled from the\n'
+	printf '    registry %s. curl %s/metrics shows the runtime metrics. Then:\n      %s\n' "$NODE_REGISTRY" "$BASE" "$HINT"
 else
 	printf '\n\033[1m==> done (mode: kwok nodes).\033[0m The operator and the runtime keep running as local processes (PIDs in %s);\n' "$DEMO_DIR"
 	printf '    curl %s/metrics shows the runtime metrics. Then:\n      %s\n' "$BASE" "$HINT"

@@ -191,6 +191,11 @@ class RuntimeProcess:
 DEMO_SH = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
 
 
+def demo_namespace(demo_dir: Path) -> str:
+    """The namespace run_demo gives the demo of this demo dir."""
+    return f"e2e-demo-{hashlib.sha256(str(demo_dir).encode()).hexdigest()[:6]}"
+
+
 def run_demo(
     cluster: Cluster, demo_dir: Path, mode: str, *args: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
@@ -199,7 +204,7 @@ def run_demo(
         **cluster.subprocess_env(),
         "MODELAPI_CLUSTER_DIR": cluster.env["MODELAPI_CLUSTER_DIR"],
         "MODELAPI_DEMO_DIR": str(demo_dir),
-        "MODELAPI_DEMO_NAMESPACE": f"e2e-demo-{hashlib.sha256(str(demo_dir).encode()).hexdigest()[:6]}",
+        "MODELAPI_DEMO_NAMESPACE": demo_namespace(demo_dir),
         "PYTHON_BIN": sys.executable,
         "MODELAPI_DEMO_NODE": mode,
     }

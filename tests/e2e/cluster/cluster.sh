@@ -7,7 +7,10 @@
 #
 #   cluster.sh build   build (or find in the cache) every binary; prints the bin directory, then the metrics pipeline's
 #                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
-#                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line)
+#                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
+#                      and the registry's, a fourth; and it builds the images `images` pushes)
+#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator) and push
+#                      them to the running cluster's registry (`up` does it too; this is for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -584,6 +587,13 @@ restart() { # name [down_seconds]: stop one component and start it again with th
 	log "$name restarted"
 }
 
+images() { # the real-node cluster's images, rebuilt where the sources changed, pushed to its registry
+	[[ $NODE_MODE == real ]] || die "images: only the real-node tier has a registry (MODELAPI_NODE=real)"
+	healthy || die "images: no healthy cluster in $RUN_DIR (make cluster-up NODE=real first)"
+	grep -q '^NODE_REGISTRY=' "$RUN_DIR/env" || die "images: the cluster in $RUN_DIR has no registry"
+	node_push_images
+}
+
 logs() {
 	local n="${1:-60}" f
 	for f in "$RUN_DIR"/logs/*.log; do
@@ -604,8 +614,13 @@ case "${1:-}" in
 build)
 	build
 	build_metrics
-	if [[ $NODE_MODE == real ]]; then node_build; fi
+	if [[ $NODE_MODE == real ]]; then
+		node_build
+		registry_build
+		node_build_images >/dev/null
+	fi
 	;;
+images) with_lock images ;;
 preflight) node_capable ;;
 up) with_lock up ;;
 down) with_lock down ;;
@@ -614,7 +629,7 @@ env) cat "$RUN_DIR/env" ;;
 logs) logs "${2:-60}" ;;
 restart) with_lock restart "${2:-}" "${3:-0}" ;;
 *)
-	echo "usage: $0 build|up|down|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
+	echo "usage: $0 build|up|down|images|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
 	exit 2
 	;;
 esac

@@ -1,8 +1,10 @@
 # shellcheck shell=bash
 # A real node for the local cluster (e2e tier B), sourced by cluster.sh when MODELAPI_NODE=real:
 #   containerd + runc + CNI plugins (Debian) -> kubelet and kube-proxy (built from the wrapper module in gomod-node/)
-#   -> the runtime image built from the project's Dockerfile by buildah on a debootstrap-made base, imported into
-#   containerd (pods never pull) -> a second S3 gateway on the bridge address, so pods reach the same bucket.
+#   -> a local OCI registry (CNCF distribution, built from the Go module proxy) on the bridge address -> the images
+#   (pause, and the project's Dockerfile targets `runtime` and `operator`, built by buildah on a debootstrap-made
+#   base) pushed to it; containerd pulls every image from it, as a cluster does -> a second S3 gateway on the bridge
+#   address, so pods reach the same bucket.
 #
 # Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
 # the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
@@ -18,13 +20,20 @@ NODE_POD_CIDR=10.245.0.0/24
 NODE_IP=10.245.0.1
 NODE_CLUSTER_CIDR=10.245.0.0/16
 CRICTL_VERSION=v1.34.0
+REGISTRY_VERSION=v3.1.2
 NODE_GOMOD_DIR="$HERE/gomod-node"
 NODE_PACKAGES=(containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
 	conntrack:conntrack buildah:buildah debootstrap:debootstrap gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
 	iproute2:ip)
-# The image names pods use: the operator is started with MODELAPI_OPERATOR_CPU_IMAGE=$NODE_RUNTIME_IMAGE.
-NODE_RUNTIME_IMAGE=localhost/modelapi/runtime:dev
-NODE_PAUSE_IMAGE=localhost/modelapi/pause:3.10
+# The registry: plain HTTP on the bridge address (the node's own address: containerd and pods reach it, nothing
+# outside this machine does); a fixed port, since only one real-node cluster runs per machine.
+NODE_REGISTRY=$NODE_IP:5000
+# The image references pods use (the operator is started with MODELAPI_OPERATOR_CPU_IMAGE=$NODE_RUNTIME_IMAGE); each
+# is built under a local name in buildah's storage and pushed to the registry under the reference.
+NODE_RUNTIME_IMAGE=$NODE_REGISTRY/modelapi/runtime:dev
+NODE_OPERATOR_IMAGE=$NODE_REGISTRY/modelapi/operator:dev
+NODE_PAUSE_IMAGE=$NODE_REGISTRY/modelapi/pause:3.10
+NODE_PAUSE_LOCAL=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
 
 node_capable() { # can this machine run a real node? If not, say why on stdout and return 1
@@ -92,7 +101,37 @@ node_build() {
 	echo "$bin"
 }
 
-# ---- images: base (debootstrap), pause (pause.c), runtime (the project's Dockerfile), all by buildah ------------
+# The registry (cmd/registry of github.com/distribution/distribution/v3), cached under a key of its own
+registry_bin_dir() {
+	local key
+	key="$(echo "registry=$REGISTRY_VERSION go=$GO_VERSION" | sha256sum | cut -c1-16)"
+	echo "$CACHE_ROOT/registry-$key/bin"
+}
+
+registry_build() {
+	local bin stage
+	bin="$(registry_bin_dir)"
+	if [[ -x "$bin/registry" ]]; then
+		echo "$bin"
+		return
+	fi
+	command -v go >/dev/null || die "go is not installed"
+	mkdir -p "$CACHE_ROOT" "$bin"
+	exec 8>"$CACHE_ROOT/build.lock"
+	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
+	if [[ ! -x "$bin/registry" ]]; then
+		stage="$bin/../stage.$$"
+		rm -rf "$stage" && mkdir -p "$stage"
+		go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" \
+			"-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" "$stage"
+		mv "$stage/registry" "$bin/"
+		rm -rf "$stage"
+	fi
+	[[ -x "$bin/registry" ]] || die "build did not produce registry"
+	echo "$bin"
+}
+
+# ---- images: base (debootstrap), pause (pause.c), runtime and operator (the project's Dockerfile), by buildah ------
 node_buildah() { buildah --root "$CACHE_ROOT/buildah/root" --runroot "$CACHE_ROOT/buildah/run" --storage-driver overlay "$@"; }
 
 # The base: Debian bookworm (Python 3.11) made by debootstrap from the machine's own apt sources, with the
@@ -142,14 +181,15 @@ node_pause_image() { # Kubernetes' own pause.c (from the module zip), linked sta
 	c="$(node_buildah from scratch)"
 	node_buildah copy "$c" "$work/pause" /pause >/dev/null
 	node_buildah config --entrypoint '["/pause"]' --user 65535:65535 "$c"
-	node_buildah commit -q "$c" "$NODE_PAUSE_IMAGE" >/dev/null
+	node_buildah commit -q "$c" "$NODE_PAUSE_LOCAL" >/dev/null
 	node_buildah rm "$c" >/dev/null
-	node_buildah push -q "$NODE_PAUSE_IMAGE" "docker-archive:$out.tmp:$NODE_PAUSE_IMAGE" && mv "$out.tmp" "$out"
+	node_buildah push -q "$NODE_PAUSE_LOCAL" "docker-archive:$out.tmp:$NODE_PAUSE_LOCAL" && mv "$out.tmp" "$out"
 	rm -rf "$work"
 }
 
-node_runtime_image() { # the Dockerfile's `runtime` target, rebuilt when anything in its build context changes
-	local images="$CACHE_ROOT/node-images" hash out
+node_image() { # target: a target of the project's Dockerfile (runtime, operator), rebuilt when anything in its
+	# build context changes; prints the path of its docker-archive tarball
+	local target="$1" images="$CACHE_ROOT/node-images" hash out local_name="localhost/modelapi/$1:dev"
 	hash="$(
 		cd "$ROOT" && {
 			echo "base=$NODE_BASE_IMAGE"
@@ -158,23 +198,72 @@ node_runtime_image() { # the Dockerfile's `runtime` target, rebuilt when anythin
 				-print0 | sort -z | xargs -0 sha256sum
 		} | sha256sum | cut -c1-16
 	)"
-	out="$images/runtime-$hash.tar"
+	out="$images/$target-$hash.tar"
 	if [[ -f "$out" ]]; then
 		echo "$out"
 		return
 	fi
 	mkdir -p "$images"
 	node_base_image
-	log "building the runtime image from the project's Dockerfile with buildah (target runtime, base $NODE_BASE_IMAGE; about 1-3 min)"
-	(cd "$ROOT" && node_buildah bud --isolation chroot --layers=false --pull=never --target runtime \
-		--build-arg "PYTHON_IMAGE=$NODE_BASE_IMAGE" -t "$NODE_RUNTIME_IMAGE" -f Dockerfile . >"$images/build.log" 2>&1) ||
+	log "building the $target image from the project's Dockerfile with buildah (target $target, base $NODE_BASE_IMAGE; about 1-3 min)"
+	# exported by image ID: another checkout may build under the same local name at the same time
+	(cd "$ROOT" && node_buildah bud --isolation chroot --layers=false --pull=never --target "$target" \
+		--build-arg "PYTHON_IMAGE=$NODE_BASE_IMAGE" --iidfile "$out.iid" -t "$local_name" -f Dockerfile . \
+		>"$images/build-$target.log" 2>&1) ||
 		{
-			tail -30 "$images/build.log" >&2
-			die "buildah bud failed (log: $images/build.log)"
+			tail -30 "$images/build-$target.log" >&2
+			die "buildah bud failed (log: $images/build-$target.log)"
 		}
-	rm -f "$images"/runtime-*.tar
-	node_buildah push -q "$NODE_RUNTIME_IMAGE" "docker-archive:$out.tmp:$NODE_RUNTIME_IMAGE" && mv "$out.tmp" "$out"
+	rm -f "$images/$target"-*.tar
+	node_buildah push -q "$(cat "$out.iid")" "docker-archive:$out.tmp:$local_name" && mv "$out.tmp" "$out"
+	rm -f "$out.iid"
 	echo "$out"
+}
+
+# Every image pods use, built (or found in the cache) and pushed to the running cluster's registry: what
+# `cluster.sh images` (make images) and `up` do. Pushed from the cached tarballs (loaded into buildah's storage by
+# image ID, so another checkout's build under the same local name cannot interfere), uncompressed: the layers stay
+# on this machine, and gzip would cost more time than the copy.
+node_build_images() { # prints TARBALL=REFERENCE for each image pods use
+	local pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar" runtime_tar operator_tar
+	mkdir -p "$CACHE_ROOT/node-images"
+	node_pause_image "$pause_tar"
+	runtime_tar="$(node_image runtime)" || die "could not build the runtime image"
+	operator_tar="$(node_image operator)" || die "could not build the operator image"
+	printf '%s\n' "$pause_tar=$NODE_PAUSE_IMAGE" "$runtime_tar=$NODE_RUNTIME_IMAGE" "$operator_tar=$NODE_OPERATOR_IMAGE"
+}
+
+node_push_images() {
+	local images tar ref id t0=$SECONDS
+	images="$(node_build_images)" || die "could not build the images"
+	for tar in $images; do
+		ref="${tar#*=}" tar="${tar%%=*}"
+		id="$(node_buildah pull -q "docker-archive:$tar")" || die "could not load $tar into buildah's storage"
+		node_buildah push -q --tls-verify=false --disable-compression "$id" "docker://$ref" >/dev/null ||
+			die "could not push $ref to the registry"
+		log "pushed $ref ($(basename "$tar"))"
+	done
+	log "images in the registry $NODE_REGISTRY after $((SECONDS - t0)) s"
+}
+
+node_registry_up() { # registry_bin: the registry on the bridge address, its storage in the run directory
+	local r="$RUN_DIR/node/registry"
+	mkdir -p "$r/data"
+	cat >"$r/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+  accesslog: {disabled: true}
+storage:
+  filesystem: {rootdirectory: $r/data}
+  delete: {enabled: true}
+http:
+  addr: $NODE_REGISTRY
+  secret: $(openssl rand -hex 16)
+YAML
+	# no OpenTelemetry exporter: nothing collects traces here
+	start registry env OTEL_TRACES_EXPORTER=none "$1/registry" serve "$r/config.yml"
+	wait_for registry 30 curl -sf "http://$NODE_REGISTRY/v2/"
 }
 
 # ---- up / down ------------------------------------------------------------------------------------------------------
@@ -215,6 +304,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$n/cni/net.d"
+  # registries: one directory per host with its hosts.toml
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$n/containerd/certs.d"
+TOML
+	mkdir -p "$n/containerd/certs.d/$NODE_REGISTRY"
+	cat >"$n/containerd/certs.d/$NODE_REGISTRY/hosts.toml" <<TOML
+# the harness's registry speaks plain HTTP (it listens on the node's bridge address only)
+server = "http://$NODE_REGISTRY"
+[host."http://$NODE_REGISTRY"]
+  capabilities = ["pull", "resolve"]
 TOML
 	cat >"$n/cni/net.d/10-modelapi.conflist" <<JSON
 {
@@ -296,12 +395,12 @@ node_network_up() { # svc_cidr; called by cluster.sh up before the apiserver, wh
 }
 
 node_up() { # bin_dir; called by cluster.sh up after the control plane, Prometheus and S3 are up (and the bridge)
-	local cbin="$1" nbin images runtime_tar pause_tar n="$RUN_DIR/node" t0=$SECONDS
+	local cbin="$1" nbin rbin n="$RUN_DIR/node" t0=$SECONDS
 	nbin="$(node_build)"
-	mkdir -p "$n" "$CACHE_ROOT/node-images"
-	pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar"
-	node_pause_image "$pause_tar"
-	runtime_tar="$(node_runtime_image)"
+	rbin="$(registry_build)"
+	mkdir -p "$n"
+	node_registry_up "$rbin"
+	node_push_images
 	local ports
 	mapfile -t ports < <(free_ports 4)
 	KUBELET_PORT=${ports[0]} KUBELET_HEALTHZ_PORT=${ports[1]} KUBE_PROXY_HEALTHZ_PORT=${ports[2]}
@@ -309,11 +408,6 @@ node_up() { # bin_dir; called by cluster.sh up after the control plane, Promethe
 	node_write_configs
 	start containerd containerd --config "$n/containerd/config.toml"
 	wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version
-	log "importing the runtime and pause images into containerd"
-	local img
-	for img in "$pause_tar" "$runtime_tar"; do
-		ctr --address "$n/containerd/containerd.sock" -n k8s.io images import --no-unpack "$img" >/dev/null
-	done
 	start kubelet "$nbin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$RUN_DIR/kubelet.kubeconfig" \
 		--root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$NODE_NAME" \
 		--node-ip="$NODE_IP" --node-labels=modelapi.io/node=real --v=1
@@ -330,12 +424,14 @@ NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP
 NODE_POD_CIDR=$NODE_POD_CIDR
 NODE_RUNTIME_IMAGE=$NODE_RUNTIME_IMAGE
+NODE_OPERATOR_IMAGE=$NODE_OPERATOR_IMAGE
+NODE_REGISTRY=$NODE_REGISTRY
 NODE_S3_ENDPOINT_URL=http://$NODE_IP:$S3_PORT
 NODE_BIN=$nbin
 CONTAINERD_ADDRESS=$n/containerd/containerd.sock
 CRI_ENDPOINT=unix://$n/containerd/containerd.sock
 ENV
-	log "real node $NODE_NAME Ready in $((SECONDS - t0)) s (image $NODE_RUNTIME_IMAGE from $(basename "$runtime_tar"))"
+	log "real node $NODE_NAME Ready in $((SECONDS - t0)) s (images from the registry $NODE_REGISTRY)"
 }
 
 # Before the processes stop: every pod sandbox is stopped and removed through CRI (CNI DEL releases the veth and

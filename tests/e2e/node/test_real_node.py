@@ -26,7 +26,7 @@ import yaml
 from onnx import numpy_helper
 
 from e2e.conftest import Cluster, wait_until
-from e2e.processes import OperatorProcess, run_demo
+from e2e.processes import OperatorProcess, demo_namespace, run_demo
 
 from .load import ConstantLoad, LoadReport
 
@@ -545,25 +545,70 @@ def _s3_answers(node: dict[str, str]) -> bool:
         return False
 
 
-def test_make_demo_serves_from_a_real_pod_in_real_node_mode(
+def test_make_demo_installs_from_the_registry_runs_the_operator_in_a_pod_and_serves_from_a_real_pod(
     cluster: Cluster, node: dict[str, str], tmp_path: Path
 ) -> None:
-    """scripts/demo.sh (make demo) picks the real node of the running cluster and predicts through the ClusterIP."""
+    """make demo in real-node mode installs modelapi as a user does: the chart pushed to the cluster's registry and
+    installed from it (helm install oci://...), the operator a pod under the chart's ServiceAccount that reaches the
+    API server through the `kubernetes` Service, every image pulled from the registry, a prediction from a pod."""
     demo_dir = tmp_path / "demo"
+    registry = node["NODE_REGISTRY"]
     try:
-        proc = run_demo(cluster, demo_dir, "auto", timeout=400)  # auto: the running cluster's mode
+        proc = run_demo(cluster, demo_dir, "auto", timeout=600)  # auto: the running cluster's mode
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         out = proc.stdout
-        print(out[-1500:])
+        print(out[-3000:])
         assert "==> mode: real node" in out
         assert "done (mode: real node)" in out
-        assert node["NODE_NAME"] in out  # kubectl get pod -o wide: the pod runs on the real node
+        assert f"Pushed: {registry}/charts/modelapi:" in out + proc.stderr  # helm push's own report
+        assert node["NODE_NAME"] in out  # kubectl get pod -o wide: the pods run on the real node
         assert '"predictions":[[' in out
         assert '"model_name":"iris"' in out
         assert cluster.env["AWS_SECRET_ACCESS_KEY"] not in out, "the demo never prints a credential"
-        operator_pid = int((demo_dir / "operator.pid").read_text())
+        assert not (demo_dir / "operator.pid").exists(), "no local operator process in real-node mode"
+
+        releases = json.loads(
+            subprocess.run(
+                [cluster.env["HELM"], "list", "-n", "modelapi-system", "-o", "json"],
+                env=cluster.subprocess_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        version = yaml.safe_load((ROOT / "charts" / "modelapi" / "Chart.yaml").read_text())["version"]
+        installed = [(r["name"], r["chart"], r["status"]) for r in releases]
+        assert installed == [("modelapi", f"modelapi-{version}", "deployed")]
+        operators = cluster.get_json(
+            "pod", "-l", "app.kubernetes.io/name=modelapi-operator", namespace="modelapi-system"
+        )["items"]
+        assert len(operators) == 1, [pod["metadata"]["name"] for pod in operators]
+        operator = operators[0]
+        assert operator["status"]["phase"] == "Running"
+        assert operator["spec"]["serviceAccountName"] == "modelapi-operator"
+        assert operator["spec"]["nodeName"] == node["NODE_NAME"]
+        (status,) = operator["status"]["containerStatuses"]
+        assert status["ready"] is True, status
+        assert status["restartCount"] == 0, status
+        assert status["image"] == node["NODE_OPERATOR_IMAGE"]
+        assert status["imageID"].startswith(f"{registry}/modelapi/operator@sha256:"), status["imageID"]
+        # the operator reached the API server from its pod: it made the model's Deployment, whose pod serves
+        model_pods = cluster.get_json("pod", "-l", "serving.modelapi.io/name=iris", namespace=demo_namespace(demo_dir))
+        assert model_pods["items"]
+        for pod in model_pods["items"]:
+            (runtime,) = pod["status"]["containerStatuses"]
+            assert runtime["imageID"].startswith(f"{registry}/modelapi/runtime@sha256:"), runtime["imageID"]
+        # containerd holds no image that did not come from the registry (nothing imported, nothing from elsewhere)
+        images = subprocess.run(
+            [f"{node['NODE_BIN']}/crictl", "--runtime-endpoint", node["CRI_ENDPOINT"], "images", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tags = [tag for image in json.loads(images.stdout)["images"] for tag in image.get("repoTags") or []]
+        assert tags
+        assert all(tag.startswith(f"{registry}/") for tag in tags), tags
     finally:
         down = run_demo(cluster, demo_dir, "auto", "down", timeout=180)
     assert down.returncode == 0, down.stderr
-    assert not Path(f"/proc/{operator_pid}").exists(), "the operator still runs after demo-down"
     assert not demo_dir.exists()
