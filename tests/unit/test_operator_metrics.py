@@ -8,6 +8,7 @@ import inspect
 import logging
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kopf._cogs.clients import watching
@@ -134,3 +135,12 @@ def test_image_pull_secrets_setting() -> None:
     assert settings.image_pull_secrets == ["regcred", "mirror.pull"]
     with pytest.raises(ValueError, match=r"not Secret names.*Bad_Name"):
         OperatorSettings.model_validate({"image_pull_secrets": "ok,Bad_Name"})
+
+
+def test_every_operator_series_has_a_row_in_docs_metrics() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    metrics = OperatorMetrics(CollectorRegistry())
+    names = [family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()]
+    assert len(names) == 7
+    missing = [name for name in names if f"| `{name}` |" not in doc]
+    assert not missing, f"operator series without a row in docs/metrics.md: {missing}"
