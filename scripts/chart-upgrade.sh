@@ -27,5 +27,16 @@ helm="${HELM:-helm}"
 echo "chart-upgrade: applying the CRDs of $chart/crds" >&2
 "$kubectl" apply --server-side --force-conflicts --field-manager=modelapi-chart-upgrade -f "$chart/crds/"
 "$kubectl" wait --for=condition=Established -f "$chart/crds/" --timeout=60s >/dev/null
+# Releases of a chart that templated kopf's peering CRDs (before they moved to crds/) list them in their manifest:
+# helm upgrade would delete them, and every peering object with them. Helm keeps a resource whose live object says
+# so. Their peering object was a hook, not the release's: adopt it, or the upgrade refuses to take it over.
+"$kubectl" annotate --overwrite -f "$chart/crds/kopf-peerings.yaml" helm.sh/resource-policy=keep >/dev/null
+for kind in clusterkopfpeerings.kopf.dev kopfpeerings.kopf.dev; do
+	"$kubectl" annotate --overwrite "$kind" -A -l "app.kubernetes.io/instance=$release" \
+		"meta.helm.sh/release-name=$release" "meta.helm.sh/release-namespace=$namespace" \
+		helm.sh/hook- helm.sh/hook-delete-policy- >/dev/null
+	"$kubectl" label --overwrite "$kind" -A -l "app.kubernetes.io/instance=$release" \
+		app.kubernetes.io/managed-by=Helm >/dev/null
+done
 echo "chart-upgrade: helm upgrade $release in $namespace" >&2
 "$helm" upgrade "$release" "$chart" --namespace "$namespace" "$@"
