@@ -54,8 +54,8 @@ crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
 	mv crds/modelapi.yaml.tmp crds/modelapi.yaml
 	@echo "wrote crds/modelapi.yaml"
 
-chart-test: $(STAMP) ## the Helm chart: lint, template, server-side dry-run, installed with the operator under its ServiceAccount, can-i matrix
-	$(BIN)/pytest tests/e2e/test_chart.py $(PYTEST_ARGS)
+chart-test: $(STAMP) ## the Helm chart: lint, schema, labels, dry-run, install/upgrade/uninstall, the operator under its ServiceAccount, can-i, alerts
+	$(BIN)/pytest tests/e2e/test_chart.py tests/e2e/test_chart_alerts.py $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the main job: local cluster, chart, operator, iris uploaded to S3, Ready, a real prediction
 	bash scripts/demo.sh

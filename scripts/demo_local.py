@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         args = [arg.replace("0.0.0.0:8080", f"127.0.0.1:{options.port}") for arg in args]
         base_env["KUBECONFIG"] = str(options.kubeconfig)
         substitutions.append(f"--liveness on 127.0.0.1:{options.port}")
+        if env.get("MODELAPI_OPERATOR_METRICS_ADDRESS"):
+            with socket.socket() as probe:  # a free local port: the pod's may be taken on this machine
+                probe.bind(("127.0.0.1", 0))
+                metrics = f"127.0.0.1:{probe.getsockname()[1]}"
+            old = env["MODELAPI_OPERATOR_METRICS_ADDRESS"]
+            env["MODELAPI_OPERATOR_METRICS_ADDRESS"] = metrics
+            substitutions.append(f"MODELAPI_OPERATOR_METRICS_ADDRESS: {old} -> {metrics}")
         substitutions.append(f"identity: the ServiceAccount token in {options.kubeconfig} (as the pod's mounted token)")
     run(ENTRYPOINTS[options.which], args, env, substitutions, base_env)
     return 0  # not reached: execve replaced this process

@@ -159,12 +159,19 @@ def _parser() -> argparse.ArgumentParser:
     defaults = OperatorSettings()
     render_cmd.add_argument("--cpu-image", default=defaults.cpu_image, help="default runtime image for CPU models")
     render_cmd.add_argument("--gpu-image", default=defaults.gpu_image, help="default runtime image for GPU models")
+    render_cmd.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Secret every model pod pulls its image with, as the chart's runtimeImages.pullSecrets (repeatable)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    images = RuntimeImages(cpu=args.cpu_image, gpu=args.gpu_image)
+    images = RuntimeImages(cpu=args.cpu_image, gpu=args.gpu_image, pull_secrets=tuple(args.image_pull_secret))
     try:
         output = render(
             args.filename, images, gateway_api=args.gateway_api, namespace=args.namespace, output=args.output

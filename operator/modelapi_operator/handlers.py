@@ -30,6 +30,7 @@ from modelapi_operator import autoscaling, capacity, kube, names
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
+from modelapi_operator.metrics import METRICS
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.routing import ENDPOINTS_NOT_READY
@@ -88,7 +89,9 @@ class _State:
     async def reconciler(self) -> Reconciler:
         client = self.kube()
         if self.reconciler_ is None:
-            images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
+            images = RuntimeImages(
+                cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image, pull_secrets=tuple(SETTINGS.image_pull_secrets)
+            )
             prometheus = (
                 Prometheus(SETTINGS.prometheus_url, namespace_label=SETTINGS.prometheus_namespace_label)
                 if SETTINGS.prometheus_url
@@ -396,12 +399,13 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
     if body.get("metadata", {}).get("deletionTimestamp"):
         return  # being deleted: owner references remove the children; recreating them would only be refused
     lock = STATE.locks.setdefault(key, asyncio.Lock())
-    async with lock, STATE.slots():
+    async with METRICS.turn(lock, STATE.slots()):
         STATE.pending.discard(key)
         reconciler = await STATE.reconciler()
         observed = _observed(key, indices)
         try:
-            status = await reconciler.reconcile(body, observed)
+            with METRICS.reconciling(_error_reason):
+                status = await reconciler.reconcile(body, observed)
         except kube.KubeError as error:
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
@@ -409,6 +413,13 @@ async def _reconcile(key: Key, body: Mapping[str, Any], indices: Mapping[str, ko
     _recheck_after_grace(key, observed.pods, indices)
     _recheck_endpoints(key, status, indices)
     _recheck_autoscaling_limit(key, observed.hpas, status, indices)
+
+
+def _error_reason(error: Exception) -> str:
+    """A failed reconcile's reason for the metrics: the API's (a short CamelCase word) or the exception's type."""
+    if isinstance(error, kube.KubeError):
+        return error.reason if error.reason.isalnum() else f"HTTP{error.status}"
+    return type(error).__name__
 
 
 def _recheck_endpoints(key: Key, status: ModelAPIStatus, indices: Mapping[str, kopf.Index[Key, Any]]) -> None:

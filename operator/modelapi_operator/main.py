@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from modelapi_operator import metrics
 from modelapi_operator.redaction import install_log_redaction
 from modelapi_operator.settings import OperatorSettings
 
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from modelapi_operator import handlers  # noqa: PLC0415 - registers the handlers
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    if settings.metrics_address:
+        metrics.METRICS.count_watch_restarts(verbose=args.verbose)
+        metrics.serve(metrics.METRICS, settings.metrics_address)
     # kopf logs whole bodies at debug level and posts its object log lines as Events: no query string in either
     install_log_redaction(logging.getLogger("kopf.objects"))
     kopf.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -9,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CPU_IMAGE = "modelapi/runtime:0.1.0"
 DEFAULT_GPU_IMAGE = "modelapi/runtime-gpu:0.1.0"
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class OperatorSettings(BaseSettings):
@@ -18,6 +20,17 @@ class OperatorSettings(BaseSettings):
 
     cpu_image: str = Field(default=DEFAULT_CPU_IMAGE, description="Default runtime image for CPU models.")
     gpu_image: str = Field(default=DEFAULT_GPU_IMAGE, description="Default runtime image for GPU models.")
+    image_pull_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Secrets every model pod pulls its image with (comma-separated names; each must exist in the "
+        "model's namespace); empty = none.",
+    )
+    metrics_address: str = Field(
+        default="",
+        pattern=r"^(|[^\s:]*:[0-9]{1,5}|\[[0-9a-fA-F:]+\]:[0-9]{1,5})$",
+        description="HOST:PORT where the operator serves its Prometheus metrics at /metrics (the chart sets "
+        "0.0.0.0:8081); empty = no metrics endpoint.",
+    )
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL (canary analysis, cold start).")
     prometheus_namespace_label: str = Field(
         default="namespace",
@@ -117,6 +130,7 @@ class OperatorSettings(BaseSettings):
 
     @field_validator(
         "namespaces",
+        "image_pull_secrets",
         "policy_allowed_image_prefixes",
         "policy_allowed_toleration_keys",
         "policy_allowed_node_selector_keys",
@@ -126,4 +140,12 @@ class OperatorSettings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        wrong = [name for name in value if not _SECRET_NAME.fullmatch(name)]
+        if wrong:
+            raise ValueError(f"not Secret names (lower-case DNS subdomains): {', '.join(wrong)}")
         return value

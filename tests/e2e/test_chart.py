@@ -37,9 +37,12 @@ from .processes import free_port, sa_kubeconfig, terminate
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
 IRIS = ROOT / "examples" / "iris" / "model.yaml"
+KOPF_CRDS = CHART / "crds" / "kopf-peerings.yaml"
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 MONITORING = {
     "monitoring": {
         "podMonitor": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
         "kubeStateMetrics": {"enabled": True},
@@ -161,6 +164,11 @@ class OperatorUnderServiceAccount:
         )
         self.env.update(chart_env, KUBECONFIG=str(kubeconfig))
         self.chart_env = chart_env
+        self.metrics_url = ""
+        if chart_env.get("MODELAPI_OPERATOR_METRICS_ADDRESS"):  # the pod's 0.0.0.0:8081, on a free local port here
+            metrics_port = free_port()
+            self.env["MODELAPI_OPERATOR_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
+            self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> OperatorUnderServiceAccount:
@@ -297,7 +305,10 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert proxy["resources"]["limits"]["memory"]
         assert env["MODELAPI_OPERATOR_ACTIVATOR_SERVICE"] == "modelapi-system/modelapi-activator"
-        assert {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"} == {"modelapi-activator"}
+        assert {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"} == {
+            "modelapi-activator",
+            "modelapi-operator-metrics",
+        }
     if name == "plain-values":
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two operators without peering
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == ""
@@ -325,9 +336,9 @@ def test_rendered_chart_is_least_privilege_and_restricted(cluster: Cluster, tmp_
         assert (settings.policy_allow_handlers, settings.policy_require_sha256) == (False, True)
         assert settings.policy_allowed_toleration_keys == []
         assert settings.policy_allowed_node_selector_keys == ["pool", "zone"]
-        assert {"ClusterKopfPeering", "PodMonitor", "PrometheusRule"} <= kinds
-        crds = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "CustomResourceDefinition"}
-        assert crds == {"clusterkopfpeerings.kopf.dev"}
+        assert {"ClusterKopfPeering", "PodMonitor", "PrometheusRule", "ServiceMonitor"} <= kinds
+        # kopf's peering CRDs come from the chart's crds/, never from a template (uninstall would delete them)
+        assert "CustomResourceDefinition" not in kinds
     if name == "namespaced-everything":
         assert env["MODELAPI_OPERATOR_NAMESPACES"] == "models"
         roles = [doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] == "modelapi-operator"]
@@ -371,7 +382,15 @@ def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
     docs = render(cluster, tmp_path, "modelapi-system", variant("cluster-wide-everything", "models"))
     (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert alerts == {"ModelAPICanaryAborted", "ModelAPIHighErrorRate", "ModelAPINoReadyReplicas"}
+    assert alerts == {
+        "ModelAPICanaryAborted",
+        "ModelAPIHighErrorRate",
+        "ModelAPINoReadyReplicas",
+        "ModelAPIOperatorDown",
+        "ModelAPIOperatorReconcileErrors",
+        "ModelAPIOperatorBacklog",
+        "ModelAPIOperatorWatchRestarts",
+    }
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     proc = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False)
@@ -403,9 +422,11 @@ def test_rendered_manifests_pass_server_side_dry_run(
 ) -> None:
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted", "--overwrite")
     docs = render(cluster, tmp_path, namespace, variant(name, namespace))
-    # kopf's peering CRDs are created for real first: a dry-run does not create a CRD, and the chart's peering
-    # object (a post-install hook) is of that kind. They are deleted afterwards.
-    crds = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
+    # kopf's peering CRDs (the chart's crds/, which helm install applies before the templates) are created for real
+    # first: a dry-run does not create a CRD, and the chart's peering object is of that kind. Those this test
+    # created are deleted afterwards.
+    kopf_crds = list(yaml.safe_load_all(KOPF_CRDS.read_text()))
+    crds = [c for c in kopf_crds if cluster.kubectl("get", "crd", c["metadata"]["name"], check=False).returncode]
     try:
         for crd in crds:
             cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd))
@@ -451,6 +472,14 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         assert operator.process is not None
         assert operator.process.poll() is None, operator.log()[-4000:]
         assert urlopen_ok(f"http://127.0.0.1:{operator.port}/healthz"), "kopf's liveness endpoint answers"
+        # the chart's metrics setting: the operator counted iris's reconciles (create, new revision, deletion)
+        assert operator.metrics_url, "metrics.enabled is the default"
+        scraped = metric_samples(operator.metrics_url)
+        assert scraped[("modelapi_operator_reconciles_total", (("result", "success"),))] >= 2
+        assert scraped[("modelapi_operator_reconcile_duration_seconds_count", ())] >= 2
+        assert ("modelapi_operator_reconciles_waiting", ()) in scraped
+        version = (("version", CHART_META["appVersion"]),)
+        assert scraped[("modelapi_operator_build_info", version)] == 1
     assert not operator.refusals(), "\n".join(operator.refusals()[:10])
 
     ns, other = models_namespace, namespace
@@ -599,3 +628,215 @@ def urlopen_ok(url: str) -> bool:
 
     with urlopen(url, timeout=5) as response:  # the operator's own loopback endpoint
         return bool(response.status == 200)
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page: (name, sorted labels) -> value."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(url, timeout=5) as response:  # the operator's own loopback endpoint
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+# ---- the conventions of a well-kept chart ------------------------------------------------------------------------
+RECOMMENDED_LABELS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_object_carries_the_recommended_labels(cluster: Cluster, tmp_path: Path, name: str) -> None:
+    docs = render(cluster, tmp_path, "modelapi-system", variant(name, "models"))
+    assert len(docs) > 5
+    wrong = []
+    for doc in docs:
+        objects = [(doc["kind"], doc["metadata"])]
+        if doc["kind"] == "Deployment":  # its pods too; the selector must stay a subset of their labels
+            objects.append(("pod of " + doc["metadata"]["name"], doc["spec"]["template"]["metadata"]))
+            assert (
+                doc["spec"]["selector"]["matchLabels"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+            )
+        for kind, meta in objects:
+            labels = meta.get("labels") or {}
+            expected = {
+                "app.kubernetes.io/instance": "modelapi",
+                "app.kubernetes.io/version": CHART_META["appVersion"],
+                "app.kubernetes.io/managed-by": "Helm",
+                "helm.sh/chart": f"modelapi-{CHART_META['version']}",
+                "app.kubernetes.io/name": f"modelapi-{labels.get('app.kubernetes.io/component')}",
+            }
+            if not labels.keys() >= RECOMMENDED_LABELS or any(labels.get(k) != v for k, v in expected.items()):
+                wrong.append((kind, meta.get("name"), labels))
+            if labels.get("app.kubernetes.io/component") not in {"operator", "activator", "monitoring"}:
+                wrong.append((kind, meta.get("name"), "component"))
+    assert not wrong, wrong
+
+
+BAD_VALUES = [
+    ({"replicaCount": "two"}, "at '/replicaCount': got string, want integer"),
+    ({"replicaCont": 2}, "additional properties 'replicaCont' not allowed"),  # a typo is refused, not ignored
+    ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+    ({"activator": {"queueLimit": 0}}, "at '/activator/queueLimit': minimum: got 0, want 1"),
+    ({"watchNamespaces": ["Team_A"]}, "at '/watchNamespaces/0'"),
+    ({"runtimeImages": {"pullSecrets": [{"name": "regcred"}]}}, "at '/runtimeImages/pullSecrets/0'"),  # names
+    ({"imagePullSecrets": ["regcred"]}, "at '/imagePullSecrets/0': got string, want object"),  # references
+    ({"prometheusUrl": "prometheus:9090"}, "at '/prometheusUrl'"),
+    ({"monitoring": {"prometheusRule": {"errorRateFor": "5 minutes"}}}, "at '/monitoring/prometheusRule/errorRateFor'"),
+    ({"metrics": {"port": 70000}}, "at '/metrics/port'"),
+]
+
+
+@pytest.mark.parametrize(("values", "path"), BAD_VALUES, ids=[next(iter(values)) for values, _ in BAD_VALUES])
+def test_the_schema_refuses_bad_values_naming_the_value(
+    cluster: Cluster, namespace: str, tmp_path: Path, values: dict[str, Any], path: str
+) -> None:
+    file = values_file(tmp_path, values)
+    lint = helm(cluster, "lint", str(CHART), "--strict", "--values", file, check=False)
+    assert lint.returncode != 0
+    assert "schema" in lint.stdout + lint.stderr
+    assert path in lint.stdout + lint.stderr
+    release = f"bad{secrets.token_hex(3)}"
+    install = helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--values", file, check=False)
+    assert install.returncode != 0
+    assert "values don't meet the specifications of the schema" in install.stderr
+    assert path in install.stderr, install.stderr
+    assert helm(cluster, "status", release, "--namespace", namespace, check=False).returncode != 0, "nothing installed"
+
+
+def test_the_schema_accepts_the_defaults_and_every_documented_variant(cluster: Cluster, tmp_path: Path) -> None:
+    """The defaults, the variants above, and what make demo and the real-node tier set."""
+    sets = ["--set", "replicaCount=0", "--set", "runtimeImages.cpu=localhost/modelapi/runtime:dev"]
+    sets += [
+        "--set",
+        "serviceAccount.name=modelapi-demo",
+        "--set",
+        "resyncSeconds=10",
+        "--set",
+        "image.pullPolicy=Never",
+    ]
+    assert "0 chart(s) failed" in helm(cluster, "lint", str(CHART), "--strict", *sets).stdout
+
+
+def test_alerts_link_to_the_runbooks_of_the_installed_release_unless_told_otherwise(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    def runbook_urls(values: dict[str, Any]) -> set[str]:
+        docs = render(cluster, tmp_path, "modelapi-system", values)
+        (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
+        return {r["annotations"]["runbook_url"] for group in rule["spec"]["groups"] for r in group["rules"]}
+
+    on = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    default = f"{CHART_META['sources'][0]}/blob/v{CHART_META['appVersion']}/docs/runbooks.md#"
+    urls = runbook_urls(on)
+    assert len(urls) == 7
+    assert all(url.startswith(default) for url in urls), urls
+    assert f"{default}modelapioperatordown" in urls
+    own = {"monitoring": {"prometheusRule": {"enabled": True}, "runbookBaseUrl": "https://wiki.example/modelapi"}}
+    assert all(url.startswith("https://wiki.example/modelapi#") for url in runbook_urls(own))
+    without_metrics = runbook_urls({**on, "metrics": {"enabled": False}})
+    assert not any("modelapioperator" in url for url in without_metrics), "no operator alerts without its metrics"
+
+
+def test_operator_metrics_service_and_service_monitor(cluster: Cluster, tmp_path: Path) -> None:
+    docs = render(cluster, tmp_path, "ops", {"monitoring": {"serviceMonitor": {"enabled": True}}})
+    (operator,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELAPI_OPERATOR_METRICS_ADDRESS"] == "0.0.0.0:8081"
+    assert OperatorSettings(metrics_address=env["MODELAPI_OPERATOR_METRICS_ADDRESS"]).metrics_address
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "modelapi-operator-metrics"]
+    assert service["spec"]["selector"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
+    off = render(
+        cluster, tmp_path, "ops", {"metrics": {"enabled": False}, "monitoring": {"serviceMonitor": {"enabled": True}}}
+    )
+    assert not [d for d in off if d["kind"] in {"ServiceMonitor"} or d["metadata"]["name"].endswith("-metrics")]
+
+
+def test_pull_secrets_for_model_pods_and_for_the_charts_own_pods(cluster: Cluster, tmp_path: Path) -> None:
+    values = {"imagePullSecrets": [{"name": "chart-pull"}], "runtimeImages": {"pullSecrets": ["regcred", "mirror"]}}
+    docs = render(cluster, tmp_path, "ops", values)
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"modelapi-operator", "modelapi-activator"}
+    for pod in deployments.values():
+        assert pod["imagePullSecrets"] == [{"name": "chart-pull"}]
+    env = {item["name"]: item.get("value") for item in deployments["modelapi-operator"]["containers"][0]["env"]}
+    settings = OperatorSettings.model_validate({"image_pull_secrets": env["MODELAPI_OPERATOR_IMAGE_PULL_SECRETS"]})
+    assert settings.image_pull_secrets == ["regcred", "mirror"]  # the builder puts them in every model pod
+    plain = render(cluster, tmp_path, "ops", {})
+    for doc in plain:
+        if doc["kind"] == "Deployment":
+            assert "imagePullSecrets" not in doc["spec"]["template"]["spec"]
+            assert all(
+                e["name"] != "MODELAPI_OPERATOR_IMAGE_PULL_SECRETS"
+                for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            )
+
+
+# ---- install, upgrade, uninstall as the chart's README says ------------------------------------------------------
+def test_install_upgrade_with_crds_and_uninstall_as_documented(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    release = f"l{secrets.token_hex(3)}"
+    installed = helm(
+        cluster, "install", release, str(CHART), "--namespace", namespace,
+        "--values", values_file(tmp_path, {"resyncSeconds": 30}), "--wait", "--timeout", "90s",
+    )  # fmt: skip
+    notes = installed.stdout
+    assert "kubectl -n ml apply -f examples/iris/model.yaml" in notes, notes
+    assert "/v1/models/iris:predict" in notes
+    assert "/v2/models/iris/infer" in notes
+    assert "WARNINGS" in notes
+    assert "prometheusUrl is not set" in notes
+    assert "image.repository is modelapi/operator, a name no registry publishes" in notes
+    assert "runtimeImages.cpu/.gpu (modelapi/runtime:" in notes
+    assert "activator.enabled is false" not in notes
+    try:
+        # Helm never upgrades crds/: the script applies them first. A CRD missing from the cluster (as a changed one
+        # would be stale) is there after it.
+        kopf_crd = "kopfpeerings.kopf.dev"
+        cluster.kubectl("delete", "crd", kopf_crd, "--ignore-not-found", "--wait=true", timeout=60)
+        env = {**cluster.subprocess_env(), "HELM": cluster.env["HELM"], "KUBECTL": cluster.kubectl_bin}
+        values = values_file(tmp_path, {"resyncSeconds": 45, "prometheusUrl": "http://prometheus.monitoring:9090"})
+        upgraded = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "chart-upgrade.sh"), release, namespace, "--values", values, "--wait"],
+            env=env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr + upgraded.stdout
+        crd = cluster.get_json("crd", kopf_crd)
+        assert any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"]["conditions"])
+        assert "prometheusUrl is not set" not in upgraded.stdout, "the upgrade's NOTES see the new values"
+        history = json.loads(helm(cluster, "history", release, "--namespace", namespace, "-o", "json").stdout)
+        assert [entry["revision"] for entry in history] == [1, 2]
+        deployment = cluster.get_json("deployment", f"{release}-modelapi-operator", namespace=namespace)
+        env_now = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env_now["MODELAPI_OPERATOR_RESYNC_SECONDS"] == "45"
+        assert env_now["MODELAPI_OPERATOR_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "90s")
+    selector = f"app.kubernetes.io/instance={release}"
+    left = cluster.kubectl(
+        "get", "deployments,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets,configmaps",
+        "-l", selector, "-o", "name", namespace=namespace,
+    ).stdout.split()  # fmt: skip
+    left += cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
+    assert not left, f"left behind by helm uninstall: {left}"
+    for crd_name in ("modelapis.serving.modelapi.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        assert cluster.kubectl("get", "crd", crd_name, check=False).returncode == 0, f"{crd_name} kept on uninstall"

@@ -658,7 +658,9 @@ def peered_chart(cluster: Cluster, namespace: str) -> Iterator[str]:
     release = f"p{secrets.token_hex(3)}"
     sets = ("peering.enabled=true", f"peering.name={PEERING}", "activator.enabled=false")  # the operator's identity
     docs = chart_docs(cluster, CHART, release, namespace, *sets)
-    (crd,) = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
+    # the chart's crds/ (helm install applies them before the templates; helm template leaves them out)
+    kopf_crds = yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text())
+    (crd,) = [doc for doc in kopf_crds if doc["metadata"]["name"] == "kopfpeerings.kopf.dev"]
     crd_name = crd["metadata"]["name"]
     created_crd = cluster.kubectl("get", "crd", crd_name, check=False).returncode != 0
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd))

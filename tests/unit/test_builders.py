@@ -214,3 +214,15 @@ def test_revision_depends_on_the_resolved_image() -> None:
     assert compute_revision(spec, OWNER, IMAGES) == compute_revision(
         spec, OWNER, RuntimeImages(cpu="cpu:1", gpu="gpu:2")
     )
+
+
+def test_model_pods_pull_with_the_operators_pull_secrets() -> None:
+    """Chart value runtimeImages.pullSecrets -> MODELAPI_OPERATOR_IMAGE_PULL_SECRETS -> the pod's imagePullSecrets."""
+    spec = _spec(runtime={"image": "registry.example/team/runtime:2"})
+    with_secrets = RuntimeImages(cpu="cpu:1", gpu="gpu:1", pull_secrets=("regcred", "mirror"))
+    pod = build_deployment(spec, OWNER, "abc", with_secrets)["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    plain = build_deployment(spec, OWNER, "abc", IMAGES)["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in plain, "no empty list: the pod template of an install without them is unchanged"
+    # the pods change, so the revision does: a new secret rolls the model like any change of its pods
+    assert compute_revision(spec, OWNER, with_secrets) != compute_revision(spec, OWNER, IMAGES)

@@ -102,3 +102,10 @@ def test_output_names(capsys: pytest.CaptureFixture[str]) -> None:
         "horizontalpodautoscaler/iris",
         "poddisruptionbudget/iris",
     ]
+
+
+def test_pull_secrets_as_the_operator_would_set_them(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["render", "-f", str(IRIS), "--image-pull-secret", "regcred", "--image-pull-secret", "mirror"]
+    assert cli.main(args) == 0
+    (deployment,) = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]

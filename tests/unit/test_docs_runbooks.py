@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "modelapi" / "templates" / "prometheusrule.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERT = re.compile(r"^\s*- alert: (\S+)\s*$")
-RUNBOOK_URL = re.compile(r'^\s*runbook_url: "\{\{ \$\.Values\.monitoring\.runbookBaseUrl \}\}#([a-z0-9-]+)"\s*$')
+RUNBOOK_URL = re.compile(r'^\s*runbook_url: "\{\{ \$runbooks \}\}#([a-z0-9-]+)"\s*$')
 
 
 def alerts_and_anchors() -> dict[str, str | None]:
@@ -34,6 +34,8 @@ def runbook_sections() -> set[str]:
 def test_every_alert_has_a_runbook_url_to_its_own_section() -> None:
     alerts = alerts_and_anchors()
     assert {"ModelAPICanaryAborted", "ModelAPIHighErrorRate", "ModelAPINoReadyReplicas"} <= set(alerts)
+    assert {"ModelAPIOperatorDown", "ModelAPIOperatorReconcileErrors"} <= set(alerts)
+    assert '{{- $runbooks := include "modelapi.runbookBaseUrl" . }}' in RULES.read_text()
     # A Markdown heading's anchor is its text in lower case (the names have no spaces or punctuation).
     wrong = {alert: anchor for alert, anchor in alerts.items() if anchor != alert.lower()}
     assert not wrong, f"alerts whose runbook_url is missing or points elsewhere than #<name in lower case>: {wrong}"
@@ -44,8 +46,14 @@ def test_every_alert_has_a_runbook_url_to_its_own_section() -> None:
     )
 
 
-def test_the_runbook_base_url_is_a_documented_chart_value() -> None:
-    values = yaml.safe_load((ROOT / "charts" / "modelapi" / "values.yaml").read_text())
-    base = values["monitoring"]["runbookBaseUrl"]
-    assert base.startswith("https://")
-    assert base.endswith("docs/runbooks.md")
+def test_the_runbook_base_url_defaults_to_this_file_in_the_charts_source_at_its_release() -> None:
+    """monitoring.runbookBaseUrl empty: <Chart.yaml sources[0]>/blob/v<appVersion>/docs/runbooks.md (the rendered
+    URL is checked by tests/e2e/test_chart.py); a value overrides it."""
+    chart = ROOT / "charts" / "modelapi"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert values["monitoring"]["runbookBaseUrl"] == ""
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    assert meta["sources"][0].startswith("https://")
+    helper = (chart / "templates" / "_helpers.tpl").read_text()
+    assert '(trimSuffix "/" $source) .Chart.AppVersion "docs/runbooks.md"' in helper
+    assert RUNBOOKS.relative_to(ROOT).as_posix() == "docs/runbooks.md"

@@ -10,15 +10,37 @@
 {{- printf "%s-operator" (include "modelapi.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "modelapi.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{/*
+The labels of every object the chart renders (the Kubernetes recommended labels and helm.sh/chart), for one
+component: operator, activator or monitoring. Called with (list $ "operator"). app.kubernetes.io/name is
+modelapi-<component>, never modelapi alone: that value marks the model pods the operator makes (the PodMonitor
+selects it).
+*/}}
+{{- define "modelapi.componentLabels" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: modelapi-{{ $component }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ $component }}
 app.kubernetes.io/part-of: modelapi
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- end -}}
 
-{{/* The operator's own pods: not app.kubernetes.io/name=modelapi, which marks model pods. */}}
+{{- define "modelapi.labels" -}}
+{{- include "modelapi.componentLabels" (list . "operator") -}}
+{{- end -}}
+
+{{- define "modelapi.activatorLabels" -}}
+{{- include "modelapi.componentLabels" (list . "activator") -}}
+{{- end -}}
+
+{{- define "modelapi.monitoringLabels" -}}
+{{- include "modelapi.componentLabels" (list . "monitoring") -}}
+{{- end -}}
+
+{{/* The operator's pods (a subset of modelapi.labels): never app.kubernetes.io/name=modelapi (model pods). */}}
 {{- define "modelapi.selectorLabels" -}}
 app.kubernetes.io/name: modelapi-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -119,7 +141,7 @@ references a credentials Secret by name in the pod spec and never reads it).
 {{- printf "%s-activator" (include "modelapi.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The activator's pods: not app.kubernetes.io/name=modelapi, which marks model pods. */}}
+{{/* The activator's pods (a subset of modelapi.activatorLabels): never app.kubernetes.io/name=modelapi. */}}
 {{- define "modelapi.activatorSelectorLabels" -}}
 app.kubernetes.io/name: modelapi-activator
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -137,4 +159,19 @@ or by a ClusterIP.
 - apiGroups: [""]
   resources: ["pods", "services"]
   verbs: ["list"]
+{{- end -}}
+
+{{/* The base of the alerts' runbook_url: monitoring.runbookBaseUrl, else docs/runbooks.md of the chart's source
+repository at this release's tag. */}}
+{{- define "modelapi.runbookBaseUrl" -}}
+{{- if .Values.monitoring.runbookBaseUrl -}}
+{{- .Values.monitoring.runbookBaseUrl -}}
+{{- else -}}
+{{- $source := required "monitoring.runbookBaseUrl is empty and Chart.yaml has no sources" (first (.Chart.Sources | default list)) -}}
+{{- printf "%s/blob/v%s/%s" (trimSuffix "/" $source) .Chart.AppVersion "docs/runbooks.md" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelapi.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "modelapi.operatorName" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

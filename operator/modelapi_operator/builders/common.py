@@ -21,10 +21,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class RuntimeImages:
-    """The operator's default runtime images (operator settings); spec.runtime.image overrides both."""
+    """The operator's default runtime images (operator settings); spec.runtime.image overrides both. ``pull_secrets``:
+    the Secrets every model pod pulls its image with (operator setting image_pull_secrets)."""
 
     cpu: str
     gpu: str
+    pull_secrets: tuple[str, ...] = ()
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

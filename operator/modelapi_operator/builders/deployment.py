@@ -192,6 +192,8 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
     }
     if spec.storage.service_account_name:
         pod_spec["serviceAccountName"] = spec.storage.service_account_name
+    if images.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in images.pull_secrets]
     if spec.runtime.node_selector:
         pod_spec["nodeSelector"] = dict(spec.runtime.node_selector)
     tolerations = _tolerations(spec)
