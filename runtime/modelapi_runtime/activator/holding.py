@@ -96,7 +96,8 @@ class Holder:
         model.found = asyncio.Event()
 
     async def _poll(self, model: _Model) -> None:
-        asked_at = -1e9
+        asked_at: float | None = None  # when the demand was last written
+        began = time.monotonic()
         while model.waiting > 0:
             try:
                 ready = ready_endpoints(await self.kube.pods(model.target))
@@ -105,9 +106,14 @@ class Holder:
                 ready = []
             if ready:
                 model.ready, model.read_at = ready, time.monotonic()
+                if asked_at is not None:  # the model was at zero (not a refresh of known replicas): say when it woke
+                    log.info(
+                        "replica of %s is ready after %.2f s: forwarding %d held requests",
+                        model.target, model.read_at - began, model.waiting,
+                    )  # fmt: skip
                 self._release(model)
                 return
-            if time.monotonic() - asked_at >= self.settings.demand_seconds:
+            if asked_at is None or time.monotonic() - asked_at >= self.settings.demand_seconds:
                 now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
                 try:
                     await self.kube.ask_for_replica(model.target, now)
