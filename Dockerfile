@@ -13,6 +13,11 @@
 # Every final stage runs as the numeric non-root user 10001 (Pod Security "restricted" can verify a number, not a
 # name), holds one virtualenv copied from a build stage (no compiler, no pip cache, no wheel files), and starts its
 # program in exec form: the Python process is PID 1 and receives SIGTERM itself, so the runtime drains and exits 0.
+#
+# The virtualenvs' bytecode is compiled with --invalidation-mode unchecked-hash: pip's .pyc files name their source's
+# modification time, which a copy between stages may round to another second (buildah did, for 1428 of 2087
+# files); Python then compiles those modules again at every start, and cannot save them on the read-only root. That
+# cost a model pod about 1 s of its start under a 250m CPU limit (benchmarks/autoscaling/RESULTS.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
@@ -36,7 +41,8 @@ COPY --from=wheel /wheels/ /wheels/
 COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
  && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl \
- && /opt/modelapi/bin/pip uninstall -y pip
+ && /opt/modelapi/bin/pip uninstall -y pip \
+ && /opt/modelapi/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/modelapi/lib
 
 FROM ${PYTHON_IMAGE} AS operator
 COPY --from=operator-venv /opt/modelapi /opt/modelapi
@@ -56,7 +62,8 @@ COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python -m venv /opt/modelapi \
  && wheel="$(echo /wheels/*.whl)" \
  && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[runtime]" \
- && /opt/modelapi/bin/pip uninstall -y pip
+ && /opt/modelapi/bin/pip uninstall -y pip \
+ && /opt/modelapi/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/modelapi/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=runtime-venv /opt/modelapi /opt/modelapi
@@ -84,7 +91,8 @@ COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
 RUN python3 -m venv /opt/modelapi \
  && wheel="$(echo /wheels/*.whl)" \
  && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[gpu]" \
- && /opt/modelapi/bin/pip uninstall -y pip
+ && /opt/modelapi/bin/pip uninstall -y pip \
+ && /opt/modelapi/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/modelapi/lib
 
 FROM ${CUDA_IMAGE} AS runtime-gpu
 # The virtualenv links to the distribution's python3: the same package as in the build stage.

@@ -16,6 +16,7 @@ from modelapi_runtime.activator.targets import (
     ready_endpoints,
     resolve,
     services_directory,
+    starting_endpoints,
 )
 
 SERVICES = [
@@ -71,7 +72,15 @@ def test_a_request_that_names_no_single_model_is_refused_with_what_works(headers
     assert words in str(caught.value)
 
 
-def _pod(ip: str, *, ready: bool = True, deleting: bool = False, phase: str = "Running", port: int = 8080) -> Any:
+def _pod(
+    ip: str,
+    *,
+    ready: bool = True,
+    deleting: bool = False,
+    phase: str = "Running",
+    port: int = 8080,
+    container: str = "running",
+) -> Any:
     return {
         "metadata": {"name": ip, **({"deletionTimestamp": "2026-11-30T12:00:00Z"} if deleting else {})},
         "spec": {"containers": [{"name": "runtime", "ports": [{"name": "http", "containerPort": port}]}]},
@@ -79,6 +88,7 @@ def _pod(ip: str, *, ready: bool = True, deleting: bool = False, phase: str = "R
             "phase": phase,
             "podIP": ip,
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": "runtime", "state": {container: {}}}],
         },
     }
 
@@ -93,6 +103,18 @@ def test_only_ready_running_pods_not_being_deleted_answer() -> None:
     ]
     assert ready_endpoints(pods) == [Endpoint("10.0.0.2", 9000), Endpoint("10.0.0.3", 8080)]
     assert Endpoint("fd00::2", 8080).url("/v2/models/x/infer?a=1") == "http://[fd00::2]:8080/v2/models/x/infer?a=1"
+
+
+def test_starting_pods_are_running_not_ready_and_not_being_deleted() -> None:
+    pods = [
+        _pod("10.0.0.3"),  # Ready: not starting
+        _pod("10.0.0.4", ready=False),
+        _pod("10.0.0.5", ready=False, deleting=True),
+        _pod("10.0.0.6", ready=False, phase="Pending"),
+        _pod("10.0.0.7", ready=False, container="waiting"),
+        _pod("10.0.0.2", ready=False, port=9000),
+    ]
+    assert starting_endpoints(pods) == [Endpoint("10.0.0.2", 9000), Endpoint("10.0.0.4", 8080)]
 
 
 def test_the_activator_loads_no_model_code() -> None:

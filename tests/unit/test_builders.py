@@ -95,6 +95,10 @@ def test_probes_and_graceful_shutdown() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "large downloads need minutes"
+    # the kubelet probes readiness at once when the startup probe passes: passing on the loaded model, every second,
+    # makes the pod Ready about a second after the load (a first answer from zero waits for exactly that)
+    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    assert startup["periodSeconds"] == 1
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
 
 

@@ -1,5 +1,5 @@
 """Held requests: per model, one poller reads its pods while requests wait, writes the demand annotation, and
-releases every waiter at once when a replica is ready."""
+releases every waiter at once when a replica is ready (Ready, or running with a runtime that says it is)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiohttp
+
 from modelapi_runtime.activator.kube import Kube, KubeError
 from modelapi_runtime.activator.settings import ActivatorSettings
-from modelapi_runtime.activator.targets import Directory, Endpoint, Target, ready_endpoints, services_directory
+from modelapi_runtime.activator.targets import (
+    READY_PATH,
+    Directory,
+    Endpoint,
+    Target,
+    ready_endpoints,
+    services_directory,
+    starting_endpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ class Holder:
         self.held = 0
         self._models: dict[Target, _Model] = {}
         self._known: tuple[float, Directory] = (-1e9, Directory())
+        self._probes: aiohttp.ClientSession | None = None  # asks starting pods' runtimes whether they are ready
 
     async def known(self) -> Directory:
         """The ModelAPIs and their Services' ClusterIPs (read at most every 5 s; the last answer on an error)."""
@@ -91,23 +102,53 @@ class Holder:
             raise NoSuchModel(str(target))
         return model.ready
 
+    async def _answering(self, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """Of pods that run but are not Ready yet, those whose runtime already says it is ready: the kubelet would
+        mark them Ready at its next probe (up to a period later); held requests need not wait for that."""
+        if not endpoints:
+            return []
+        if self._probes is None or self._probes.closed:
+            timeout = aiohttp.ClientTimeout(total=self.settings.probe_timeout_seconds)
+            self._probes = aiohttp.ClientSession(timeout=timeout)
+
+        async def answers(endpoint: Endpoint, session: aiohttp.ClientSession) -> bool:
+            try:
+                async with session.get(endpoint.url(READY_PATH)) as response:
+                    return response.status == 200
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                return False
+
+        found = await asyncio.gather(*(answers(e, self._probes) for e in endpoints))
+        return [endpoint for endpoint, ok in zip(endpoints, found, strict=True) if ok]
+
+    async def close(self) -> None:
+        if self._probes is not None:
+            await self._probes.close()
+
     def _release(self, model: _Model) -> None:
         model.found.set()
         model.found = asyncio.Event()
 
     async def _poll(self, model: _Model) -> None:
-        asked_at = -1e9
+        asked_at: float | None = None  # when the demand was last written
+        began = time.monotonic()
         while model.waiting > 0:
             try:
-                ready = ready_endpoints(await self.kube.pods(model.target))
+                pods = await self.kube.pods(model.target)
             except KubeError as error:
                 log.warning("pods of %s not read: %s", model.target, error)
-                ready = []
+                pods = []
+            ready = ready_endpoints(pods) or await self._answering(starting_endpoints(pods))
             if ready:
                 model.ready, model.read_at = ready, time.monotonic()
+                if asked_at is not None:  # the model was at zero (not a refresh of known replicas): say when it woke
+                    log.info(
+                        "replica of %s is ready after %.2f s: forwarding %d held requests",
+                        model.target, model.read_at - began, model.waiting,
+                    )  # fmt: skip
                 self._release(model)
                 return
-            if time.monotonic() - asked_at >= self.settings.demand_seconds:
+            if asked_at is None or time.monotonic() - asked_at >= self.settings.demand_seconds:
                 now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
                 try:
                     await self.kube.ask_for_replica(model.target, now)

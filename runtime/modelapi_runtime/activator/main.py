@@ -42,6 +42,7 @@ async def serve(settings: ActivatorSettings) -> None:
     finally:
         for runner in runners:
             await runner.cleanup()
+        await holder.close()
         await kube.close()
 
 

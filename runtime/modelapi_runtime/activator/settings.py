@@ -35,6 +35,12 @@ class ActivatorSettings(BaseSettings):
     poll_seconds: float = Field(
         default=0.25, gt=0, le=10, description="How often the model's pods are read while requests are held."
     )
+    probe_timeout_seconds: float = Field(
+        default=1,
+        gt=0,
+        le=30,
+        description="Timeout of asking a starting pod's runtime whether it is ready (while requests are held).",
+    )
     demand_seconds: float = Field(
         default=2, gt=0, le=60, description="How often the demand annotation is written again while requests wait."
     )

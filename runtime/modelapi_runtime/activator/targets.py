@@ -9,7 +9,7 @@ Services, else a bare ``<name>`` that only one known ModelAPI has.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -17,6 +17,7 @@ TARGET_HEADER: Final = "X-ModelAPI-Target"
 LABEL_NAME: Final = "serving.modelapi.io/name"
 SERVICE_SUFFIXES: Final = ("-stable", "-canary")
 DEFAULT_PORT: Final = 8080
+READY_PATH: Final = "/v2/health/ready"  # the runtime's readiness: 200 once the model is loaded and warmed up
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -134,13 +135,22 @@ def resolve(headers: Mapping[str, str], cluster_domain: str, known: Directory) -
     raise Unplaced(f"several ModelAPIs are named {found!r} ({', '.join(map(str, matches))}): {hint}")
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
+def _running(pod: Mapping[str, Any]) -> bool:
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return False
     status = pod.get("status") or {}
-    if status.get("phase") != "Running" or not status.get("podIP"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return status.get("phase") == "Running" and bool(status.get("podIP"))
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return _running(pod) and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _starting(pod: Mapping[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    running = bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
+    return running and _running(pod) and not _ready(pod)
 
 
 def _http_port(pod: Mapping[str, Any]) -> int:
@@ -151,9 +161,19 @@ def _http_port(pod: Mapping[str, Any]) -> int:
     return DEFAULT_PORT
 
 
-def ready_endpoints(pods: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
-    """The pods that may answer: Running, Ready, not being deleted; on their ``http`` port."""
+def _endpoints(pods: Iterable[Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool]) -> list[Endpoint]:
     return sorted(
-        (Endpoint(str(pod["status"]["podIP"]), _http_port(pod)) for pod in pods if _ready(pod)),
+        (Endpoint(str(pod["status"]["podIP"]), _http_port(pod)) for pod in pods if keep(pod)),
         key=lambda e: (e.address, e.port),
     )
+
+
+def ready_endpoints(pods: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
+    """The pods that may answer: Running, Ready, not being deleted; on their ``http`` port."""
+    return _endpoints(pods, _ready)
+
+
+def starting_endpoints(pods: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
+    """The pods whose containers run but that are not Ready yet (nor being deleted): the activator asks their
+    runtime itself (``READY_PATH``) rather than wait up to a probe period for the kubelet to."""
+    return _endpoints(pods, _starting)

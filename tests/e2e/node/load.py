@@ -25,6 +25,7 @@ class Outcome:
     started_s: float  # seconds since the load began
     ok: bool
     detail: str  # the classification of a good answer, else the status code or exception name
+    latency_s: float = 0.0  # from the request's start to its answer (or failure)
 
 
 @dataclass
@@ -113,12 +114,14 @@ class ConstantLoad:
             self.report.duration_s = time.monotonic() - self._t0
 
     async def _one(self, session: aiohttp.ClientSession, started_s: float) -> None:
+        began = time.monotonic()
         try:
             async with session.post(self.url, data=self.body) as response:
                 payload = await response.read()
+                took = time.monotonic() - began
                 if response.status != 200:
-                    self.report.outcomes.append(Outcome(started_s, False, f"HTTP {response.status}"))
+                    self.report.outcomes.append(Outcome(started_s, False, f"HTTP {response.status}", took))
                     return
-                self.report.outcomes.append(Outcome(started_s, True, self.classify(json.loads(payload))))
+                self.report.outcomes.append(Outcome(started_s, True, self.classify(json.loads(payload)), took))
         except (TimeoutError, aiohttp.ClientError, ValueError) as error:
-            self.report.outcomes.append(Outcome(started_s, False, type(error).__name__))
+            self.report.outcomes.append(Outcome(started_s, False, type(error).__name__, time.monotonic() - began))
