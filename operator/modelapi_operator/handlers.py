@@ -88,7 +88,9 @@ class _State:
     async def reconciler(self) -> Reconciler:
         client = self.kube()
         if self.reconciler_ is None:
-            images = RuntimeImages(cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image)
+            images = RuntimeImages(
+                cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image, node_cache_port=SETTINGS.node_cache_port
+            )
             prometheus = (
                 Prometheus(SETTINGS.prometheus_url, namespace_label=SETTINGS.prometheus_namespace_label)
                 if SETTINGS.prometheus_url

@@ -404,11 +404,14 @@ class Reconciler:
             return None
         if all(value is None for value in phases.values()):
             return None
+        from_store, store_bytes = phases.get("from_store"), phases.get("store_bytes")
         return ColdStart(
             revision=revision,
             download_seconds=phases["download"],
             load_seconds=phases["load"],
             warmup_seconds=phases["warmup"],
+            source=None if from_store is None else ("store" if from_store >= 1 else "cache"),
+            store_bytes=None if store_bytes is None else int(store_bytes),
         )
 
     # -- execute ----------------------------------------------------------------------------------

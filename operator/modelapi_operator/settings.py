@@ -29,6 +29,13 @@ class OperatorSettings(BaseSettings):
         description="The activator's Service as NAMESPACE/NAME (the chart sets it with activator.enabled): models "
         "with minReplicas 0 are sent there while at zero; unset = no scale to zero (they keep 1 replica).",
     )
+    node_cache_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the node cache agent on every node (the chart's nodeCache DaemonSet sets it): model pods "
+        "fetch their artifact through the agent at their node's address; 0 = no node cache (each pod downloads).",
+    )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch (comma-separated); empty = all namespaces."
     )

@@ -210,3 +210,24 @@ def test_revision_depends_on_the_resolved_image() -> None:
     assert compute_revision(spec, OWNER, IMAGES) == compute_revision(
         spec, OWNER, RuntimeImages(cpu="cpu:1", gpu="gpu:2")
     )
+
+
+def test_the_node_cache_is_reached_at_the_pods_node_address_without_anything_privileged() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    images = RuntimeImages(cpu="cpu:1", gpu="gpu:1", node_cache_port=8089)
+    pod = build_deployment(_spec(), OWNER, "abc", images)["spec"]["template"]["spec"]
+    env = pod["containers"][0]["env"]
+    names = [item["name"] for item in env]
+    node_ip = env[names.index("MODELAPI_NODE_IP")]
+    assert node_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    url = env[names.index("MODELAPI_NODE_CACHE_URL")]["value"]
+    assert url == "http://$(MODELAPI_NODE_IP):8089"
+    assert names.index("MODELAPI_NODE_IP") < names.index("MODELAPI_NODE_CACHE_URL"), "Kubernetes expands earlier ones"
+    assert RuntimeSettings(model_uri="s3://b/k", node_cache_url=url.replace("$(MODELAPI_NODE_IP)", "10.0.0.7"))
+    assert all("hostPath" not in volume for volume in pod["volumes"])
+    assert "hostNetwork" not in pod
+
+    without = build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not [item for item in without if item["name"].startswith("MODELAPI_NODE")]
+    assert compute_revision(_spec(), OWNER, IMAGES) != compute_revision(_spec(), OWNER, images)

@@ -21,10 +21,12 @@ class Owner:
 
 @dataclass(frozen=True)
 class RuntimeImages:
-    """The operator's default runtime images (operator settings); spec.runtime.image overrides both."""
+    """The operator's defaults for model pods (operator settings): the runtime images (spec.runtime.image overrides
+    both) and the node cache agent's port (0: none)."""
 
     cpu: str
     gpu: str
+    node_cache_port: int = 0
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

@@ -34,6 +34,10 @@ TERMINATION_GRACE_SECONDS = 45
 TMP_VOLUME_SIZE = "512Mi"
 MiB = 1024 * 1024
 
+# The node's address (status.hostIP), where the node cache agent listens; not a runtime setting itself: the
+# runtime reads MODELAPI_NODE_CACHE_URL, which Kubernetes expands from it.
+NODE_IP_ENV = "MODELAPI_NODE_IP"
+
 ANNOTATION_MODEL_URI = f"{names.GROUP}/model-uri"
 ANNOTATION_MODEL_SHA256 = f"{names.GROUP}/model-sha256"
 
@@ -70,7 +74,17 @@ def _env(name: str, value: str) -> dict[str, str]:
     return {"name": name, "value": value}
 
 
-def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dict[str, Any]]:
+def _node_cache_env(port: int) -> list[dict[str, Any]]:
+    """The node cache agent at this pod's node address (the downward API), or nothing without one."""
+    if not port:
+        return []
+    return [
+        {"name": NODE_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        _env(env_var_name("node_cache_url"), f"http://$({NODE_IP_ENV}):{port}"),
+    ]
+
+
+def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str, node_cache_port: int = 0) -> list[dict[str, Any]]:
     model, runtime, storage = spec.model, spec.runtime, spec.storage
     env: list[dict[str, Any]] = [
         _env(env_var_name("model_uri"), model.uri),
@@ -91,6 +105,7 @@ def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dic
         # Explicit: a GPU pod without a working CUDA provider must fail, never serve slowly on CPU.
         _env(env_var_name("device"), "cuda" if runtime.resources.gpu > 0 else "cpu"),
         _env(env_var_name("model_dir"), MODEL_DIR),
+        *_node_cache_env(node_cache_port),
     ]
     if storage.endpoint:
         env.append(_env(env_var_name("s3_endpoint"), storage.endpoint))
@@ -155,7 +170,7 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
         "image": runtime_image(spec, images),
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve"],
-        "env": _runtime_env(spec, owner.name, revision),
+        "env": _runtime_env(spec, owner.name, revision, images.node_cache_port),
         "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
         "startupProbe": _probe(
