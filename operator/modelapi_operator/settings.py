@@ -29,6 +29,12 @@ class OperatorSettings(BaseSettings):
         description="The activator's Service as NAMESPACE/NAME (the chart sets it with activator.enabled): models "
         "with minReplicas 0 are sent there while at zero; unset = no scale to zero (they keep 1 replica).",
     )
+    max_artifact_size: str = Field(
+        default="",
+        pattern=r"^$|^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Default bound on artifact size for ModelAPIs without spec.storage.maxArtifactSize (a quantity, "
+        "e.g. 20Gi; chart value maxArtifactSize); empty: their cacheSize.",
+    )
     node_cache_port: int = Field(
         default=0,
         ge=0,

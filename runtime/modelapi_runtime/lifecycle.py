@@ -56,6 +56,7 @@ def transfer_options(settings: RuntimeSettings) -> TransferOptions:
         part_size=settings.download_part_mib * 1024 * 1024,
         endpoint=settings.s3_endpoint,
         region=settings.s3_region,
+        max_bytes=settings.max_artifact_bytes,
     )
 
 

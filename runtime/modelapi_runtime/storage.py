@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -48,8 +49,10 @@ from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
     ArtifactError,
     ArtifactNotFound,
+    ArtifactTooLarge,
     ArtifactUnavailable,
     ChecksumMismatch,
+    InsufficientStorage,
     InvalidArtifactSpec,
 )
 
@@ -109,6 +112,7 @@ class TransferOptions:
     part_size: int = 16 * MiB
     endpoint: str | None = None
     region: str | None = None
+    max_bytes: int = 0  # the largest artifact accepted (0: any)
 
 
 class Source(Protocol):
@@ -533,6 +537,7 @@ def fetch(
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)
+    check_room(source.display, info.size, options.max_bytes, shutil.disk_usage(cache_dir).free)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix="pull-")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -551,6 +556,26 @@ def fetch(
     log.info("artifact %s: %d bytes from the %s in %.2fs", source.display, size, pulled.origin, seconds)
     store_bytes = size if pulled.origin == "store" else 0
     return Artifact(blobs / actual, actual, size, True, seconds, pulled.origin, store_bytes)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB ({size} bytes)"
+
+
+def check_room(display: str, size: int | None, max_bytes: int, free: int) -> None:
+    """Refuse an artifact over the bound, or one the disk under the cache cannot hold, before downloading it."""
+    if size is None:
+        return
+    if max_bytes and size > max_bytes:
+        raise ArtifactTooLarge(
+            f"{display}: the artifact is {_gib(size)}, over the bound of {_gib(max_bytes)} (spec.storage."
+            "maxArtifactSize, at most spec.storage.cacheSize); raise them, or use a smaller artifact"
+        )
+    if size > free:
+        raise InsufficientStorage(
+            f"{display}: the artifact is {_gib(size)} and the disk under the model volume has {_gib(free)} free; "
+            "the pod needs a node with more free disk (ephemeral storage)"
+        )
 
 
 def _check(display: str, expected: str | None, actual: str) -> None:

@@ -370,7 +370,10 @@ def test_node_cache_is_a_daemonset_on_the_node_network_that_the_operator_points_
     cluster: Cluster, tmp_path: Path
 ) -> None:
     assert not [d for d in render(cluster, tmp_path, "ops", {}) if d["kind"] == "DaemonSet"], "off by default"
-    values = {"nodeCache": {"enabled": True, "port": 9123, "maxSizeMiB": 2048, "allowedEndpoints": ["http://s3:9000"]}}
+    values = {
+        "nodeCache": {"enabled": True, "port": 9123, "maxSizeMiB": 2048, "allowedEndpoints": ["http://s3:9000"]},
+        "maxArtifactSize": "20Gi",
+    }
     docs = render(cluster, tmp_path, "ops", values)
     (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
     pod = daemonset["spec"]["template"]["spec"]
@@ -390,6 +393,8 @@ def test_node_cache_is_a_daemonset_on_the_node_network_that_the_operator_points_
     (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
     operator_env = {i["name"]: i.get("value") for i in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert operator_env["MODELAPI_OPERATOR_NODE_CACHE_PORT"] == "9123"
+    assert operator_env["MODELAPI_OPERATOR_MAX_ARTIFACT_SIZE"] == "20Gi"
+    assert OperatorSettings.model_validate({"max_artifact_size": "20Gi", "node_cache_port": 9123})
     proc = helm(cluster, "lint", str(CHART), "--strict", "--values", values_file(tmp_path, values))
     assert "0 chart(s) failed" in proc.stdout
 

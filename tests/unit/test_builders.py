@@ -231,3 +231,20 @@ def test_the_node_cache_is_reached_at_the_pods_node_address_without_anything_pri
     without = build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert not [item for item in without if item["name"].startswith("MODELAPI_NODE")]
     assert compute_revision(_spec(), OWNER, IMAGES) != compute_revision(_spec(), OWNER, images)
+
+
+@pytest.mark.parametrize(
+    ("storage", "default", "expected"),
+    [
+        ({}, "", 5 * 1024**3),  # cacheSize (5Gi): more would get the pod evicted while it downloads
+        ({}, "2Gi", 2 * 1024**3),
+        ({"maxArtifactSize": "1Gi"}, "2Gi", 1024**3),  # the spec wins over the chart's default
+        ({"maxArtifactSize": "8Gi"}, "", 5 * 1024**3),  # never more than cacheSize
+        ({"maxArtifactSize": "8Gi", "cacheSize": "10Gi"}, "", 8 * 1024**3),
+    ],
+)
+def test_the_artifact_size_bound_reaches_the_runtime(storage: dict[str, str], default: str, expected: int) -> None:
+    images = RuntimeImages(cpu="cpu:1", gpu="gpu:1", max_artifact_size=default)
+    container = build_deployment(_spec(storage=storage), OWNER, "abc", images)["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in container["containers"][0]["env"]}
+    assert env["MODELAPI_MAX_ARTIFACT_BYTES"] == str(expected)

@@ -27,6 +27,7 @@ class RuntimeImages:
     cpu: str
     gpu: str
     node_cache_port: int = 0
+    max_artifact_size: str = ""  # the default of spec.storage.maxArtifactSize ("": cacheSize)
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

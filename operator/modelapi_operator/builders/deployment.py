@@ -150,6 +150,14 @@ def _resources(spec: ModelAPISpec) -> Manifest:
     return {"requests": requests, "limits": dict(amounts)}
 
 
+def max_artifact_bytes(spec: ModelAPISpec, default: str) -> int:
+    """The bound the runtime checks before a download: spec.storage.maxArtifactSize, else the operator's default,
+    never more than the model volume (a larger artifact would get the pod evicted while it downloads)."""
+    volume = quantity_value(spec.storage.cache_size)
+    bound = spec.storage.max_artifact_size or default
+    return int(min(volume, quantity_value(bound)) if bound else volume)
+
+
 def ephemeral_storage_request(spec: ModelAPISpec) -> str:
     """The model volume's and /tmp's size limits together, in whole MiB."""
     total = quantity_value(spec.storage.cache_size) + quantity_value(TMP_VOLUME_SIZE)
@@ -170,7 +178,10 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
         "image": runtime_image(spec, images),
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve"],
-        "env": _runtime_env(spec, owner.name, revision, images.node_cache_port),
+        "env": [
+            *_runtime_env(spec, owner.name, revision, images.node_cache_port),
+            _env(env_var_name("max_artifact_bytes"), str(max_artifact_bytes(spec, images.max_artifact_size))),
+        ],
         "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
         "startupProbe": _probe(

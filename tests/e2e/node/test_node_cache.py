@@ -98,6 +98,7 @@ def cache_agent(cluster: Cluster, node: dict[str, str]) -> Iterator[Agent]:
     values_path.write_text(yaml.safe_dump(values))
     rendered = subprocess.run(
         [cluster.env["HELM"], "template", "modelapi", str(ROOT / "charts" / "modelapi"), "--namespace", namespace,
+         "--kube-version", cluster.env["KUBE_VERSION"],
          "--values", str(values_path), "--show-only", "templates/node-cache.yaml"],
         capture_output=True, text=True, check=True, env=cluster.subprocess_env(),
     ).stdout  # fmt: skip
