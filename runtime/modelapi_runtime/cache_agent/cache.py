@@ -192,7 +192,7 @@ class NodeCache:
                 fill.entry = entry
                 del self.fills[fill.key]
             log.info("cached %s: %d bytes in %.2fs", fill.key, size, time.perf_counter() - started)
-        except (ArtifactError, OSError) as exc:
+        except Exception as exc:  # any failure: the readers are told and the reservation returned
             failure = exc.message if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
             log.warning("fill of %s failed: %s", fill.key, failure)
             fill.tmp.unlink(missing_ok=True)
