@@ -341,6 +341,8 @@ class S3Source:
 
 def make_s3_client(options: TransferOptions) -> S3Client:
     config = Config(
+        # SigV4 for presigned URLs too (the node cache): botocore would presign with SigV2, which stores refuse
+        signature_version="s3v4",
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"max_attempts": 1, "mode": "standard"},  # retried per part below, within a bound

@@ -223,7 +223,7 @@ def _presign(node: dict[str, str], bucket: str, key: str, secret: str) -> tuple[
         region_name="us-east-1",
         aws_access_key_id=node["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=secret,
-        config=boto3.session.Config(s3={"addressing_style": "path"}),
+        config=boto3.session.Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
     params = {"Bucket": bucket, "Key": key}
     return (
