@@ -297,7 +297,8 @@ def test_cache_a_pod_whose_credentials_cannot_read_the_object_is_refused_the_cac
     never = cache_agent.post(*_presign(node, cluster.s3_bucket, f"{key}.never-uploaded", "not-the-secret"))
     print(f"[node-cache] presigned with a wrong secret: {bad[0]} {bad[2]!r}")
     assert bad[0] == never[0] == 403
-    assert bad[2] == never[2]
+    # the same answer, but for the object's name in the message
+    assert bad[2].replace(b".never-uploaded", b"") == never[2].replace(b".never-uploaded", b"")
     good = cache_agent.post(*_presign(node, cluster.s3_bucket, key, node["AWS_SECRET_ACCESS_KEY"]))
     assert good[0] == 200
     assert good[1]["X-Modelapi-Origin"] == "cache"
