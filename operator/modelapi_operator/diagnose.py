@@ -21,6 +21,8 @@ ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
 ARTIFACT_ACCESS_DENIED: Final = "ArtifactAccessDenied"
 ARTIFACT_UNAVAILABLE: Final = "ArtifactUnavailable"
 CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
+ARTIFACT_TOO_LARGE: Final = "ArtifactTooLarge"
+INSUFFICIENT_STORAGE: Final = "InsufficientStorage"
 MODEL_LOAD_FAILED: Final = "ModelLoadFailed"
 GPU_UNAVAILABLE: Final = "GPUUnavailable"
 INSUFFICIENT_GPU: Final = "InsufficientGPU"
@@ -45,6 +47,8 @@ RUNTIME_REASONS: Final = frozenset(
         ARTIFACT_ACCESS_DENIED,
         ARTIFACT_UNAVAILABLE,
         CHECKSUM_MISMATCH,
+        ARTIFACT_TOO_LARGE,
+        INSUFFICIENT_STORAGE,
         MODEL_LOAD_FAILED,
         GPU_UNAVAILABLE,
     }

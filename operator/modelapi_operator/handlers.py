@@ -90,7 +90,11 @@ class _State:
         client = self.kube()
         if self.reconciler_ is None:
             images = RuntimeImages(
-                cpu=SETTINGS.cpu_image, gpu=SETTINGS.gpu_image, pull_secrets=tuple(SETTINGS.image_pull_secrets)
+                cpu=SETTINGS.cpu_image,
+                gpu=SETTINGS.gpu_image,
+                pull_secrets=tuple(SETTINGS.image_pull_secrets),
+                node_cache_port=SETTINGS.node_cache_port,
+                max_artifact_size=SETTINGS.max_artifact_size,
             )
             prometheus = (
                 Prometheus(SETTINGS.prometheus_url, namespace_label=SETTINGS.prometheus_namespace_label)

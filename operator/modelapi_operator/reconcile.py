@@ -403,13 +403,19 @@ class Reconciler:
         except PrometheusError as error:
             log.info("cold start of %s/%s not read: %s", owner.namespace, owner.name, error)
             return None
-        if all(value is None for value in phases.values()):
+        from_store, store_bytes = phases.get("from_store"), phases.get("store_bytes")
+        # The runtime exports its cold-start gauges (as 0) from its first scrape on, while it still downloads and
+        # loads; where the artifact came from is set only once the start is over: until then there is nothing to
+        # record (and the revision would keep zeros, as it is read once).
+        if from_store is None:
             return None
         return ColdStart(
             revision=revision,
             download_seconds=phases["download"],
             load_seconds=phases["load"],
             warmup_seconds=phases["warmup"],
+            source=None if from_store is None else ("store" if from_store >= 1 else "cache"),
+            store_bytes=None if store_bytes is None else int(store_bytes),
         )
 
     # -- execute ----------------------------------------------------------------------------------

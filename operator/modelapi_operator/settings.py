@@ -42,6 +42,19 @@ class OperatorSettings(BaseSettings):
         description="The activator's Service as NAMESPACE/NAME (the chart sets it with activator.enabled): models "
         "with minReplicas 0 are sent there while at zero; unset = no scale to zero (they keep 1 replica).",
     )
+    max_artifact_size: str = Field(
+        default="",
+        pattern=r"^$|^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Default bound on artifact size for ModelAPIs without spec.storage.maxArtifactSize (a quantity, "
+        "e.g. 20Gi; chart value maxArtifactSize); empty: their cacheSize.",
+    )
+    node_cache_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the node cache agent on every node (the chart's nodeCache DaemonSet sets it): model pods "
+        "fetch their artifact through the agent at their node's address; 0 = no node cache (each pod downloads).",
+    )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch (comma-separated); empty = all namespaces."
     )

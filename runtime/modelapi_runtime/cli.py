@@ -54,6 +54,7 @@ PULL_FIELDS = (
     "s3_region",
     "download_concurrency",
     "download_part_mib",
+    "max_artifact_bytes",
     "log_level",
     "termination_log",
 )

@@ -8,7 +8,9 @@
     │   │   ├── ArtifactNotFound     (reason ArtifactNotFound)
     │   │   ├── ArtifactAccessDenied (reason ArtifactAccessDenied)
     │   │   ├── ArtifactUnavailable  (reason ArtifactUnavailable: timeouts, 5xx, network)
-    │   │   └── ChecksumMismatch     (reason ChecksumMismatch)
+    │   │   ├── ChecksumMismatch     (reason ChecksumMismatch)
+    │   │   ├── ArtifactTooLarge     (reason ArtifactTooLarge: over the bound, known from the HEAD)
+    │   │   └── InsufficientStorage  (reason InsufficientStorage: the node's disk cannot hold it)
     │   ├── InvalidArtifactSpec      (reason InvalidSpec: unsupported scheme, malformed sha256)
     │   ├── ModelLoadFailed          (reason ModelLoadFailed; also a handler module that does not import)
     │   └── GPUUnavailable           (reason GPUUnavailable: --device cuda without an active CUDA provider)
@@ -63,6 +65,14 @@ class ArtifactUnavailable(ArtifactError):
 
 class ChecksumMismatch(ArtifactError):
     reason = "ChecksumMismatch"
+
+
+class ArtifactTooLarge(ArtifactError):
+    reason = "ArtifactTooLarge"
+
+
+class InsufficientStorage(ArtifactError):
+    reason = "InsufficientStorage"
 
 
 class InvalidArtifactSpec(StartupError):

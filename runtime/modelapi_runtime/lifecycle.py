@@ -21,9 +21,10 @@ from modelapi_runtime.handler import Handler, load_handler
 from modelapi_runtime.limits import ByteBudget, default_budget_bytes
 from modelapi_runtime.metrics import Metrics
 from modelapi_runtime.model import Model
+from modelapi_runtime.node_cache import NodeCacheClient
 from modelapi_runtime.service import InferenceService
 from modelapi_runtime.settings import RuntimeSettings
-from modelapi_runtime.storage import TransferOptions, display_uri, fetch
+from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, display_uri, fetch
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class ColdStart:
     load_s: float
     warmup_s: float
     cache_hit: bool
+    origin: ArtifactOrigin = "store"  # the model artifact's: "cache" (the pod's or the node's) or "store"
+    store_bytes: int = 0  # downloaded from the store for this start (model and handler)
+    node_cache_fallback: bool = False  # the node cache was configured but could not be used
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ def transfer_options(settings: RuntimeSettings) -> TransferOptions:
         part_size=settings.download_part_mib * 1024 * 1024,
         endpoint=settings.s3_endpoint,
         region=settings.s3_region,
+        max_bytes=settings.max_artifact_bytes,
     )
 
 
@@ -59,15 +64,16 @@ def load(settings: RuntimeSettings) -> Loaded:
     """Blocking: fetch the artifacts, create the session, run the warm-up inference."""
     cache = Path(settings.model_dir)
     options = transfer_options(settings)
+    node_cache = NodeCacheClient(settings.node_cache_url) if settings.node_cache_url else None
     started = time.perf_counter()
-    artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options)
+    artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options, remote=node_cache)
     handler_path: Path | None = None
-    hit = not artifact.downloaded
+    hit, store_bytes = artifact.origin == "cache", artifact.store_bytes
     if settings.handler:
         if not settings.handler.lower().split("?")[0].endswith(".py"):
             raise ModelLoadFailed(f"{display_uri(settings.handler)}: the handler must be a .py module")
-        h = fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options)
-        handler_path, hit = h.path, hit and not h.downloaded
+        h = fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options, remote=node_cache)
+        handler_path, hit, store_bytes = h.path, hit and h.origin == "cache", store_bytes + h.store_bytes
     download_s = time.perf_counter() - started
 
     t = time.perf_counter()
@@ -80,10 +86,13 @@ def load(settings: RuntimeSettings) -> Loaded:
     model.warm_up()  # a second run measures the steady state (the first pays one-time costs)
     steady_run_s = time.perf_counter() - steady
     log.info(
-        "cold start: download %.3fs (cache hit: %s), load %.3fs, warm-up %.3fs, steady run %.6fs",
-        download_s, hit, load_s, warmup_s, steady_run_s,
+        "cold start: download %.3fs (from the %s, %d bytes from the store), load %.3fs, warm-up %.3fs, "
+        "steady run %.6fs",
+        download_s, artifact.origin, store_bytes, load_s, warmup_s, steady_run_s,
     )  # fmt: skip
-    return Loaded(model, handler, ColdStart(download_s, load_s, warmup_s, hit), steady_run_s)
+    fallback = node_cache is not None and node_cache.fallback is not None
+    cold_start = ColdStart(download_s, load_s, warmup_s, hit, artifact.origin, store_bytes, fallback)
+    return Loaded(model, handler, cold_start, steady_run_s)
 
 
 class Runtime:
@@ -146,6 +155,7 @@ class Runtime:
         m.model_load_seconds.set(cs.load_s)
         m.warmup_seconds.set(cs.warmup_s)
         m.cache_hit.set(1 if cs.cache_hit else 0)
+        m.set_artifact(cs.origin, cs.store_bytes, fallback=cs.node_cache_fallback)
         m.set_info(loaded.model.device)
         if self.freeze_gc:
             # The ~80k objects of the libraries and the model never become garbage: keep them out of

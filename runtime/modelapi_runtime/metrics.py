@@ -12,7 +12,13 @@ Names (all prefixed ``modelapi_``):
 - ``model_load_seconds{model,revision}`` gauge, onnxruntime session creation of this start
 - ``cold_start_download_seconds`` / ``cold_start_load_seconds`` / ``cold_start_warmup_seconds``
   ``{model,revision}`` gauges of this start (the operator copies them to ``status.coldStart``)
-- ``artifact_cache_hit{model,revision}`` gauge, 1 when this start found the artifact in the cache
+- ``artifact_cache_hit{model,revision}`` gauge, 1 when this start found the artifacts in a cache (the pod's or the
+  node's)
+- ``artifact_source{model,revision,source}`` gauge, 1 for where this start's model artifact came from: ``cache``
+  (the pod's or the node's cache) or ``store``
+- ``artifact_store_bytes{model,revision}`` gauge, bytes this start downloaded from the store (0 on a cache hit)
+- ``node_cache_fallback{model,revision}`` gauge, 1 when the node cache was configured but this start downloaded
+  directly (the agent unreachable, refused or out of room; the log says why)
 - ``model_ready{model,revision}`` gauge, 1 while ready
 - ``model_info{model,revision,device}`` gauge, always 1
 
@@ -177,6 +183,13 @@ class Metrics:
         self.load_seconds = gauge("cold_start_load_seconds", "Model load, this start.")
         self.warmup_seconds = gauge("cold_start_warmup_seconds", "Warm-up inference, this start.")
         self.cache_hit = gauge("artifact_cache_hit", "1 when this start found the artifact in the cache.")
+        self.store_bytes = gauge("artifact_store_bytes", "Bytes this start downloaded from the store (0 on a hit).")
+        self.node_cache_fallback = gauge(
+            "node_cache_fallback", "1 when the node cache was configured but this start downloaded directly."
+        )
+        self._source = Gauge(
+            PREFIX + "artifact_source", "Where this start's model artifact came from.", [*labels, "source"], registry=r
+        )
         self.ready = gauge("model_ready", "1 while the model is ready to serve.")
         self._info = Gauge(PREFIX + "model_info", "The loaded model.", [*labels, "device"], registry=r)
         ProcessCollector(registry=r)
@@ -193,6 +206,11 @@ class Metrics:
         self.queue.observe(queue_s)
         self.infer.observe(infer_s)
         self.encode.observe(encode_s)
+
+    def set_artifact(self, source: str, store_bytes: int, *, fallback: bool) -> None:
+        self._source.labels(*self._values, source).set(1)
+        self.store_bytes.set(store_bytes)
+        self.node_cache_fallback.set(1 if fallback else 0)
 
     def set_info(self, device: str) -> None:
         self._info.labels(*self._values, device).set(1)

@@ -103,6 +103,17 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=3600, description="After draining: longest wait for in-flight requests."
     )
+    node_cache_url: str | None = Field(
+        default=None,
+        description="http://HOST:PORT of the node's cache agent (the operator sets it from the pod's status.hostIP "
+        "when the chart's nodeCache is enabled); unset: download from the store directly.",
+    )
+    max_artifact_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Largest artifact accepted, in bytes, checked against the store's HEAD before any download "
+        "(the operator sets spec.storage.maxArtifactSize, capped by cacheSize); 0 = no bound.",
+    )
     download_concurrency: int = Field(default=8, ge=1, le=64, description="Parallel ranged GETs per artifact.")
     download_part_mib: int = Field(default=16, ge=1, le=1024, description="Size of one ranged GET, in MiB.")
     http: HttpLayer = Field(

@@ -7,7 +7,8 @@ is known and matches, so the cache never holds a partial or unverified artifact.
 
 Cache layout under ``cache_dir``::
 
-    blobs/sha256/<hex>      verified artifacts, content-addressed (shared by replicas on a node)
+    blobs/sha256/<hex>      verified artifacts, content-addressed (this pod's own copy; the node's cache
+                            shared by replicas is the cache agent's, modelapi_runtime.cache_agent)
     refs/<sha256(uri)>.json the digest last seen for a URI, with its ETag and size (used when the
                             spec gives no sha256: a HEAD decides whether the cached blob is current)
     tmp/                    partial downloads
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -37,7 +39,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -47,8 +49,10 @@ from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
     ArtifactError,
     ArtifactNotFound,
+    ArtifactTooLarge,
     ArtifactUnavailable,
     ChecksumMismatch,
+    InsufficientStorage,
     InvalidArtifactSpec,
 )
 
@@ -74,6 +78,9 @@ class ObjectInfo:
     ranges: bool  # the source answers byte-range requests
 
 
+ArtifactOrigin = Literal["cache", "store"]
+
+
 @dataclass(frozen=True, slots=True)
 class Artifact:
     path: Path
@@ -81,6 +88,22 @@ class Artifact:
     size: int
     downloaded: bool  # False: a cache hit or a local file read in place
     seconds: float
+    origin: ArtifactOrigin = "cache"  # where the bytes came from: a cache (the pod's, the node's) or the store
+    store_bytes: int = 0  # bytes that left the store for this fetch (0 on any cache hit)
+
+
+@dataclass(frozen=True, slots=True)
+class Pulled:
+    """What a remote fetcher (the node cache) wrote into the temporary file it was given."""
+
+    sha256: str
+    size: int
+    origin: ArtifactOrigin
+
+
+# Fetches the object into the given file through another path (the node cache), or returns None to download it
+# directly; given the source (its credentials) and the object's HEAD as this pod saw it.
+RemoteFetcher = Callable[["Source", "ObjectInfo", Path], Pulled | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,7 @@ class TransferOptions:
     part_size: int = 16 * MiB
     endpoint: str | None = None
     region: str | None = None
+    max_bytes: int = 0  # the largest artifact accepted (0: any)
 
 
 class Source(Protocol):
@@ -188,6 +212,8 @@ class FileSource:
 
 
 class HTTPSource:
+    opener: urllib.request.OpenerDirector = _OPENER
+
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.display = display_uri(uri)
@@ -196,7 +222,7 @@ class HTTPSource:
         request = urllib.request.Request(self.uri, method=method, headers=headers)  # noqa: S310 - scheme checked
         try:
             # urllib applies one timeout to connect and to every blocking read.
-            return _OPENER.open(request, timeout=READ_TIMEOUT_S)
+            return self.opener.open(request, timeout=READ_TIMEOUT_S)
         except urllib.error.HTTPError as exc:
             exc.close()  # it holds the response's socket
             raise self._status_error(exc.code) from None
@@ -315,6 +341,8 @@ class S3Source:
 
 def make_s3_client(options: TransferOptions) -> S3Client:
     config = Config(
+        # SigV4 for presigned URLs too (the node cache): botocore would presign with SigV2, which stores refuse
+        signature_version="s3v4",
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"max_attempts": 1, "mode": "standard"},  # retried per part below, within a bound
@@ -356,8 +384,16 @@ def _parts(size: int, part_size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + part_size, size) - 1
 
 
-def download(source: Source, info: ObjectInfo, dest: Path, options: TransferOptions) -> tuple[str, int]:
+Progress = Callable[[int], None]
+
+
+def download(
+    source: Source, info: ObjectInfo, dest: Path, options: TransferOptions, progress: Progress | None = None
+) -> tuple[str, int]:
     """Write the object to ``dest``; returns (sha256 hex, size). Parallel ranges when possible.
+
+    ``progress`` is told how many bytes from the start of ``dest`` are written and hashed, in order: a reader may
+    read that far while the rest downloads (the node cache streams a fill to pods this way).
 
     The digest is the one stage that must see the bytes in order, so it is the only thing the
     calling thread does: the receiving and the file writes run in other threads (hashlib, socket
@@ -366,13 +402,15 @@ def download(source: Source, info: ObjectInfo, dest: Path, options: TransferOpti
     """
     with dest.open("wb") as out:
         if info.ranges and info.size is not None and info.size > options.part_size:
-            digest, written = _download_ranges(source, info.size, out.fileno(), options)
+            digest, written = _download_ranges(source, info.size, out.fileno(), options, progress)
         else:
             digest, written = _download_stream(source, out)
         out.flush()
         os.fsync(out.fileno())
     if info.size is not None and written != info.size:
         raise ArtifactUnavailable(f"{source.display}: got {written} bytes, expected {info.size}")
+    if progress is not None:
+        progress(written)
     return digest.hexdigest(), written
 
 
@@ -383,7 +421,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def _download_ranges(source: Source, size: int, fd: int, options: TransferOptions) -> tuple[Any, int]:
+def _download_ranges(
+    source: Source, size: int, fd: int, options: TransferOptions, progress: Progress | None = None
+) -> tuple[Any, int]:
     """Workers GET their range and write it at its offset; this thread hashes the parts in order.
 
     At most ``2 x concurrency`` parts are in memory: a part stays until the digest has taken it.
@@ -404,6 +444,8 @@ def _download_ranges(source: Source, size: int, fd: int, options: TransferOption
                 data = pending.popleft().result()
                 digest.update(data)
                 written += len(data)
+                if progress is not None:
+                    progress(written)
                 nxt = next(parts, None)
                 if nxt is not None:
                     pending.append(pool.submit(part, *nxt))
@@ -460,8 +502,13 @@ def fetch(
     *,
     sha256: str | None = None,
     options: TransferOptions | None = None,
+    remote: RemoteFetcher | None = None,
 ) -> Artifact:
-    """The artifact at ``uri`` as a verified local file, from the cache when possible."""
+    """The artifact at ``uri`` as a verified local file, from the cache when possible.
+
+    ``remote`` (the node cache) is asked before a direct download; whatever it writes is verified here like a
+    download (``spec.model.sha256``), so it is trusted for speed, never for integrity.
+    """
     options = options or TransferOptions()
     started = time.perf_counter()
     expected = sha256.lower().strip() if sha256 else None
@@ -492,11 +539,15 @@ def fetch(
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)
+    check_room(source.display, info.size, options.max_bytes, shutil.disk_usage(cache_dir).free)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix="pull-")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        actual, size = download(source, info, tmp, options)
+        pulled = remote(source, info, tmp) if remote is not None else None
+        if pulled is None:
+            pulled = Pulled(*download(source, info, tmp, options), origin="store")
+        actual, size = pulled.sha256, pulled.size
         _check(source.display, expected, actual)
         os.replace(tmp, blobs / actual)
     finally:
@@ -504,8 +555,29 @@ def fetch(
     if info.etag:
         _write_ref(ref, {"etag": info.etag, "size": size, "sha256": actual})
     seconds = time.perf_counter() - started
-    log.info("artifact %s: downloaded %d bytes in %.2fs", source.display, size, seconds)
-    return Artifact(blobs / actual, actual, size, True, seconds)
+    log.info("artifact %s: %d bytes from the %s in %.2fs", source.display, size, pulled.origin, seconds)
+    store_bytes = size if pulled.origin == "store" else 0
+    return Artifact(blobs / actual, actual, size, True, seconds, pulled.origin, store_bytes)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB ({size} bytes)"
+
+
+def check_room(display: str, size: int | None, max_bytes: int, free: int) -> None:
+    """Refuse an artifact over the bound, or one the disk under the cache cannot hold, before downloading it."""
+    if size is None:
+        return
+    if max_bytes and size > max_bytes:
+        raise ArtifactTooLarge(
+            f"{display}: the artifact is {_gib(size)}, over the bound of {_gib(max_bytes)} (spec.storage."
+            "maxArtifactSize, at most spec.storage.cacheSize); raise them, or use a smaller artifact"
+        )
+    if size > free:
+        raise InsufficientStorage(
+            f"{display}: the artifact is {_gib(size)} and the disk under the model volume has {_gib(free)} free; "
+            "the pod needs a node with more free disk (ephemeral storage)"
+        )
 
 
 def _check(display: str, expected: str | None, actual: str) -> None:

@@ -377,6 +377,39 @@ def test_replicas_with_peering_roll_one_at_a_time_with_a_short_lifetime(cluster:
     assert "MODELAPI_OPERATOR_PEERING_PRIORITY" not in env
 
 
+def test_node_cache_is_a_daemonset_on_the_node_network_that_the_operator_points_model_pods_at(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    assert not [d for d in render(cluster, tmp_path, "ops", {}) if d["kind"] == "DaemonSet"], "off by default"
+    values = {
+        "nodeCache": {"enabled": True, "port": 9123, "maxSizeMiB": 2048, "allowedEndpoints": ["http://s3:9000"]},
+        "maxArtifactSize": "20Gi",
+    }
+    docs = render(cluster, tmp_path, "ops", values)
+    (daemonset,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    assert agent["command"] == ["/opt/modelapi/bin/modelapi-cache"]
+    assert agent["image"] == "modelapi/runtime:0.1.0", "the agent ships in the runtime image"
+    assert pod["hostNetwork"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert agent["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {item["name"]: item.get("value") or item.get("valueFrom") for item in agent["env"]}
+    assert env["MODELAPI_CACHE_HOST"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert (env["MODELAPI_CACHE_PORT"], env["MODELAPI_CACHE_MAX_MIB"]) == ("9123", "2048")
+    assert env["MODELAPI_CACHE_ALLOWED_ENDPOINTS"] == "http://s3:9000"
+    (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
+    assert cache["hostPath"] == {"path": "/var/cache/modelapi", "type": "DirectoryOrCreate"}
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
+    operator_env = {i["name"]: i.get("value") for i in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert operator_env["MODELAPI_OPERATOR_NODE_CACHE_PORT"] == "9123"
+    assert operator_env["MODELAPI_OPERATOR_MAX_ARTIFACT_SIZE"] == "20Gi"
+    assert OperatorSettings.model_validate({"max_artifact_size": "20Gi", "node_cache_port": 9123})
+    proc = helm(cluster, "lint", str(CHART), "--strict", "--values", values_file(tmp_path, values))
+    assert "0 chart(s) failed" in proc.stdout
+
+
 def test_alert_rules_are_valid_promql(cluster: Cluster, tmp_path: Path) -> None:
     promtool = cluster.env["PROMTOOL"]  # built with Prometheus by cluster.sh
     docs = render(cluster, tmp_path, "modelapi-system", variant("cluster-wide-everything", "models"))

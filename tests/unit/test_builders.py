@@ -230,3 +230,41 @@ def test_model_pods_pull_with_the_operators_pull_secrets() -> None:
     assert "imagePullSecrets" not in plain, "no empty list: the pod template of an install without them is unchanged"
     # the pods change, so the revision does: a new secret rolls the model like any change of its pods
     assert compute_revision(spec, OWNER, with_secrets) != compute_revision(spec, OWNER, IMAGES)
+
+
+def test_the_node_cache_is_reached_at_the_pods_node_address_without_anything_privileged() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    images = RuntimeImages(cpu="cpu:1", gpu="gpu:1", node_cache_port=8089)
+    pod = build_deployment(_spec(), OWNER, "abc", images)["spec"]["template"]["spec"]
+    env = pod["containers"][0]["env"]
+    names = [item["name"] for item in env]
+    node_ip = env[names.index("MODELAPI_NODE_IP")]
+    assert node_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    url = env[names.index("MODELAPI_NODE_CACHE_URL")]["value"]
+    assert url == "http://$(MODELAPI_NODE_IP):8089"
+    assert names.index("MODELAPI_NODE_IP") < names.index("MODELAPI_NODE_CACHE_URL"), "Kubernetes expands earlier ones"
+    assert RuntimeSettings(model_uri="s3://b/k", node_cache_url=url.replace("$(MODELAPI_NODE_IP)", "10.0.0.7"))
+    assert all("hostPath" not in volume for volume in pod["volumes"])
+    assert "hostNetwork" not in pod
+
+    without = build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not [item for item in without if item["name"].startswith("MODELAPI_NODE")]
+    assert compute_revision(_spec(), OWNER, IMAGES) != compute_revision(_spec(), OWNER, images)
+
+
+@pytest.mark.parametrize(
+    ("storage", "default", "expected"),
+    [
+        ({}, "", 5 * 1024**3),  # cacheSize (5Gi): more would get the pod evicted while it downloads
+        ({}, "2Gi", 2 * 1024**3),
+        ({"maxArtifactSize": "1Gi"}, "2Gi", 1024**3),  # the spec wins over the chart's default
+        ({"maxArtifactSize": "8Gi"}, "", 5 * 1024**3),  # never more than cacheSize
+        ({"maxArtifactSize": "8Gi", "cacheSize": "10Gi"}, "", 8 * 1024**3),
+    ],
+)
+def test_the_artifact_size_bound_reaches_the_runtime(storage: dict[str, str], default: str, expected: int) -> None:
+    images = RuntimeImages(cpu="cpu:1", gpu="gpu:1", max_artifact_size=default)
+    container = build_deployment(_spec(storage=storage), OWNER, "abc", images)["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in container["containers"][0]["env"]}
+    assert env["MODELAPI_MAX_ARTIFACT_BYTES"] == str(expected)

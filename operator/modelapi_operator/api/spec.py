@@ -156,6 +156,12 @@ class StorageSpec(ApiModel):
         "handler): the pod is evicted if they outgrow it. It is also the pod's ephemeral-storage request (plus "
         "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB.",
     )
+    max_artifact_size: Quantity | None = Field(
+        default=None,
+        description="Largest artifact the pods accept, checked against the store's HEAD before any download: a "
+        "larger one fails with reason ArtifactTooLarge naming its size, and a serving revision keeps serving. "
+        "Unset: the operator's default (chart value maxArtifactSize); never more than cacheSize.",
+    )
     service_account_name: ObjectName | None = Field(
         default=None,
         description="Optional ServiceAccount for the model pods, e.g. one bound to a cloud role (IRSA, workload "

@@ -78,6 +78,14 @@ class ColdStart(StatusModel):
     download_seconds: float | None = Field(default=None, description="Artifact download (0 when cached).")
     load_seconds: float | None = Field(default=None, description="Model load into onnxruntime.")
     warmup_seconds: float | None = Field(default=None, description="The warm-up inference.")
+    source: Literal["cache", "store"] | None = Field(
+        default=None,
+        description="Where the revision's replicas got the artifact: store when any of them downloaded it from the "
+        "store, cache when every one read it from a cache (the node cache, or the pod's own).",
+    )
+    store_bytes: int | None = Field(
+        default=None, ge=0, description="Bytes the revision's replicas downloaded from the store, all together."
+    )
 
 
 class ModelAPIStatus(StatusModel):

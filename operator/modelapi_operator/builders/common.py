@@ -21,12 +21,15 @@ class Owner:
 
 @dataclass(frozen=True)
 class RuntimeImages:
-    """The operator's default runtime images (operator settings); spec.runtime.image overrides both. ``pull_secrets``:
-    the Secrets every model pod pulls its image with (operator setting image_pull_secrets)."""
+    """The operator's defaults for model pods (operator settings): the runtime images (spec.runtime.image overrides
+    both), the Secrets every model pod pulls its image with (operator setting image_pull_secrets) and the node cache
+    agent's port (0: none)."""
 
     cpu: str
     gpu: str
     pull_secrets: tuple[str, ...] = ()
+    node_cache_port: int = 0
+    max_artifact_size: str = ""  # the default of spec.storage.maxArtifactSize ("": cacheSize)
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

@@ -38,6 +38,10 @@ TERMINATION_GRACE_SECONDS = 45
 TMP_VOLUME_SIZE = "512Mi"
 MiB = 1024 * 1024
 
+# The node's address (status.hostIP), where the node cache agent listens; not a runtime setting itself: the
+# runtime reads MODELAPI_NODE_CACHE_URL, which Kubernetes expands from it.
+NODE_IP_ENV = "MODELAPI_NODE_IP"
+
 
 def _is_zero(value: int | str) -> bool:
     return value in (0, "0%")
@@ -71,7 +75,17 @@ def _env(name: str, value: str) -> dict[str, str]:
     return {"name": name, "value": value}
 
 
-def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dict[str, Any]]:
+def _node_cache_env(port: int) -> list[dict[str, Any]]:
+    """The node cache agent at this pod's node address (the downward API), or nothing without one."""
+    if not port:
+        return []
+    return [
+        {"name": NODE_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        _env(env_var_name("node_cache_url"), f"http://$({NODE_IP_ENV}):{port}"),
+    ]
+
+
+def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str, node_cache_port: int = 0) -> list[dict[str, Any]]:
     model, runtime, storage = spec.model, spec.runtime, spec.storage
     env: list[dict[str, Any]] = [
         _env(env_var_name("model_uri"), model.uri),
@@ -92,6 +106,7 @@ def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str) -> list[dic
         # Explicit: a GPU pod without a working CUDA provider must fail, never serve slowly on CPU.
         _env(env_var_name("device"), "cuda" if runtime.resources.gpu > 0 else "cpu"),
         _env(env_var_name("model_dir"), MODEL_DIR),
+        *_node_cache_env(node_cache_port),
     ]
     if storage.endpoint:
         env.append(_env(env_var_name("s3_endpoint"), storage.endpoint))
@@ -136,6 +151,14 @@ def _resources(spec: ModelAPISpec) -> Manifest:
     return {"requests": requests, "limits": dict(amounts)}
 
 
+def max_artifact_bytes(spec: ModelAPISpec, default: str) -> int:
+    """The bound the runtime checks before a download: spec.storage.maxArtifactSize, else the operator's default,
+    never more than the model volume (a larger artifact would get the pod evicted while it downloads)."""
+    volume = quantity_value(spec.storage.cache_size)
+    bound = spec.storage.max_artifact_size or default
+    return int(min(volume, quantity_value(bound)) if bound else volume)
+
+
 def ephemeral_storage_request(spec: ModelAPISpec) -> str:
     """The model volume's and /tmp's size limits together, in whole MiB."""
     total = quantity_value(spec.storage.cache_size) + quantity_value(TMP_VOLUME_SIZE)
@@ -156,7 +179,10 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
         "image": runtime_image(spec, images),
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve"],
-        "env": _runtime_env(spec, owner.name, revision),
+        "env": [
+            *_runtime_env(spec, owner.name, revision, images.node_cache_port),
+            _env(env_var_name("max_artifact_bytes"), str(max_artifact_bytes(spec, images.max_artifact_size))),
+        ],
         "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
         "resources": _resources(spec),
         "startupProbe": _probe(

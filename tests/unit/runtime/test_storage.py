@@ -489,3 +489,24 @@ def test_download_gives_up_after_the_attempts(tmp_path: Path, ranges: bool, monk
     info = ObjectInfo(size=5000, etag="e", ranges=ranges)
     with pytest.raises(ArtifactUnavailable):
         download(src, info, tmp_path / "out", TransferOptions(concurrency=2, part_size=1000))
+
+
+def test_an_artifact_over_the_bound_is_refused_from_its_head_before_any_download(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path
+) -> None:
+    url, handler = http_server
+    handler.files["/big.onnx"] = _blob(3 * MiB)
+    options = TransferOptions(concurrency=2, part_size=MiB, max_bytes=2 * MiB)
+    with pytest.raises(storage.ArtifactTooLarge, match=r"is 0\.00 GiB \(3145728 bytes\), over the bound of .*2097152"):
+        fetch(f"{url}/big.onnx", tmp_path, options=options)
+    assert [r for r in handler.requests if r.startswith("GET")] == []  # refused on the HEAD's size alone
+    assert fetch(f"{url}/big.onnx", tmp_path, options=TransferOptions(max_bytes=3 * MiB)).size == 3 * MiB
+
+
+def test_check_room_names_the_size_and_what_is_free() -> None:
+    storage.check_room("s3://b/k", None, 10, 0)  # unknown size (a server without Content-Length): nothing to check
+    storage.check_room("s3://b/k", 10, 0, 10)  # no bound, the disk holds it exactly
+    with pytest.raises(storage.InsufficientStorage, match=r"the disk under the model volume has .*\(99 bytes\) free"):
+        storage.check_room("s3://b/k", 100, 0, 99)
+    with pytest.raises(storage.ArtifactTooLarge, match="s3://b/k: the artifact is"):
+        storage.check_room("s3://b/k", 100, 99, 10**12)

@@ -1,0 +1,250 @@
+"""The node cache on disk: lookups behind the pod's own access check, fills that pods read while they download,
+leases while a pod reads, LRU eviction within the bound, and a digest check of every entry as it is served."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+from modelapi_runtime.cache_agent.index import Entry, Index
+from modelapi_runtime.cache_agent.presigned import PresignedSource, Store, object_key
+from modelapi_runtime.cache_agent.settings import CacheAgentSettings
+from modelapi_runtime.exceptions import ArtifactError, InvalidArtifactSpec
+from modelapi_runtime.storage import ObjectInfo, TransferOptions, display_uri, download
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+CHUNK = 4 * MiB
+
+
+class Busy(Exception):
+    """Another version of the object is being filled right now; the pod downloads itself."""
+
+
+class StreamAborted(Exception):
+    """The bytes cannot be served whole (a corrupt entry, a failed or stalled fill): the connection is cut short."""
+
+
+@dataclass(slots=True)
+class Fill:
+    key: str
+    etag: str
+    size: int
+    tmp: Path
+    written: int = 0
+    done: bool = False
+    failure: str | None = None
+    readers: int = 0
+    entry: Entry | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def advance(self, written: int) -> None:
+        with self.changed:
+            self.written = max(self.written, written)
+            self.changed.notify_all()
+
+    def finish(self, failure: str | None) -> None:
+        with self.changed:
+            self.done, self.failure = True, failure
+            self.changed.notify_all()
+
+
+def _movable(fill: Fill, offset: int) -> bool:
+    """Whether a reader at ``offset`` can go on: the fill ended, or bytes past it are written (all but the last
+    byte, which waits for the fill's verdict)."""
+    return fill.done or (fill.written > offset and offset < fill.size - 1)
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a pod is sent. ``close()`` (always called, once the answer is sent or abandoned) ends its lease."""
+
+    size: int
+    origin: Literal["cache", "store"]
+    sha256: str | None  # known when served from an entry
+    chunks: Iterator[bytes]
+    release: Callable[[], None]
+    closed: bool = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.release()
+
+
+class NodeCache:
+    def __init__(self, settings: CacheAgentSettings) -> None:
+        self.root = Path(settings.dir)
+        self.objects, self.tmp = self.root / "objects", self.root / "tmp"
+        self.store = Store(settings.allowed_endpoints)
+        self.options = TransferOptions(
+            concurrency=settings.download_concurrency, part_size=settings.download_part_mib * MiB
+        )
+        self.stall_s = settings.fill_stall_seconds
+        self.index = Index(settings.max_mib * MiB)
+        self.fills: dict[str, Fill] = {}
+        self.lock = threading.Lock()
+        self._load()
+
+    # -- start-up -----------------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Entries that survived a restart of the agent (verified again when served); partial fills are dropped."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+        for meta in self.objects.glob("*.json"):
+            blob = meta.with_suffix("")
+            try:
+                data = json.loads(meta.read_text())
+                entry = Entry(data["key"], data["etag"], int(data["size"]), data["sha256"], blob.stat().st_mtime)
+                valid = entry.size == blob.stat().st_size and self._blob(entry.key) == blob
+            except (OSError, ValueError, KeyError, TypeError):
+                valid = False
+            if valid:
+                self.index.entries[entry.key] = entry
+            else:
+                meta.unlink(missing_ok=True)
+                blob.unlink(missing_ok=True)
+        for victim in self.index.reserve(0):  # a bound lowered since the last run
+            self._delete(victim.key)
+        log.info("node cache %s: %d entries, %d of %d bytes", self.root, len(self.index.entries),
+                 self.index.used_bytes, self.index.max_bytes)  # fmt: skip
+
+    # -- files --------------------------------------------------------------------------------------------------------
+    def _blob(self, key: str) -> Path:
+        return self.objects / hashlib.sha256(key.encode()).hexdigest()
+
+    def _delete(self, key: str) -> None:
+        blob = self._blob(key)
+        blob.with_suffix(".json").unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+
+    # -- serving ------------------------------------------------------------------------------------------------------
+    def open(self, head_url: str, get_url: str) -> Answer:
+        """The object's bytes for a pod, if the store lets the pod read it. Raises ``ArtifactError`` (the store's
+        answer to the pod's own URLs), ``NoRoom`` (index) or ``Busy``."""
+        key = object_key(head_url)
+        if object_key(get_url) != key:
+            raise InvalidArtifactSpec("the HEAD and GET URLs name different objects")
+        info = self.store.head(head_url)  # the pod's access check: before the cache is looked at
+        etag, size = str(info.etag), int(info.size or 0)
+        with self.lock:
+            entry = self.index.match(key, etag, size)
+            if entry is not None:
+                self.index.lease(key, time.time())
+                return Answer(size, "cache", entry.sha256, self._serve_entry(entry), partial(self._release, entry))
+            fill = self.fills.get(key)
+            if fill is not None:
+                if (fill.etag, fill.size) != (etag, size):
+                    raise Busy(f"{display_uri(get_url)}: another version of the object is being cached")
+                fill.readers += 1
+                return Answer(size, "cache", None, self._follow(fill), partial(self._leave, fill))
+            source = self.store.source(get_url)
+            victims = self.index.reserve(size)
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="fill-")
+            os.close(fd)
+            fill = self.fills[key] = Fill(key, etag, size, Path(name), readers=1)
+        for victim in victims:
+            log.info("evicting %s (%d bytes, least recently used)", victim.key, victim.size)
+            self._delete(victim.key)
+        thread = threading.Thread(target=self._run_fill, args=(fill, source, info), name="fill", daemon=True)
+        thread.start()
+        return Answer(size, "store", None, self._follow(fill), partial(self._leave, fill))
+
+    def _release(self, entry: Entry) -> None:
+        with self.lock:
+            Index.release(entry)
+
+    def _leave(self, fill: Fill) -> None:
+        """A reader of a fill is done: its lease is on the entry once the fill became one."""
+        with self.lock:
+            if fill.entry is not None:
+                Index.release(fill.entry)
+            else:
+                fill.readers -= 1
+
+    def _run_fill(self, fill: Fill, source: PresignedSource, info: ObjectInfo) -> None:
+        started = time.perf_counter()
+        failure: str | None = None
+        try:
+            sha256, size = download(source, info, fill.tmp, self.options, progress=fill.advance)
+            entry = Entry(fill.key, fill.etag, size, sha256, time.time())
+            blob = self._blob(fill.key)
+            os.replace(fill.tmp, blob)
+            meta = {"key": entry.key, "etag": entry.etag, "size": entry.size, "sha256": entry.sha256}
+            blob.with_suffix(".json").write_text(json.dumps(meta))
+            with self.lock:
+                entry.leases = fill.readers
+                self.index.add(entry, fill.size)
+                fill.entry = entry
+                del self.fills[fill.key]
+            log.info("cached %s: %d bytes in %.2fs", fill.key, size, time.perf_counter() - started)
+        except Exception as exc:  # any failure: the readers are told and the reservation returned
+            failure = exc.message if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
+            log.warning("fill of %s failed: %s", fill.key, failure)
+            fill.tmp.unlink(missing_ok=True)
+            with self.lock:
+                self.index.unreserve(fill.size)
+                self.fills.pop(fill.key, None)
+        finally:
+            fill.finish(failure)
+
+    def _follow(self, fill: Fill) -> Iterator[bytes]:
+        """A fill's bytes as they are written and hashed; the last byte only once the fill is a verified entry."""
+        with fill.tmp.open("rb") as f:
+            offset = 0
+            while offset < fill.size:
+                with fill.changed:
+                    if not fill.changed.wait_for(partial(_movable, fill, offset), timeout=self.stall_s):
+                        raise StreamAborted(f"the fill of {fill.key} stalled for {self.stall_s:.0f}s")
+                    if fill.failure is not None:
+                        raise StreamAborted(f"the fill of {fill.key} failed: {fill.failure}")
+                    limit = fill.size if fill.done else min(fill.written, fill.size - 1)
+                while offset < limit:
+                    chunk = os.pread(f.fileno(), min(CHUNK, limit - offset), offset)
+                    if not chunk:
+                        raise StreamAborted(f"the fill of {fill.key} is shorter than its size")
+                    offset += len(chunk)
+                    yield chunk
+
+    def _serve_entry(self, entry: Entry) -> Iterator[bytes]:
+        """The entry's bytes, hashed as they go; the last chunk is sent only when the digest matches (a corrupt
+        entry is dropped and the stream cut short, so the pod asks again and gets a fresh fill)."""
+        digest, held = hashlib.sha256(), b""
+        try:
+            with self._blob(entry.key).open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    if held:
+                        yield held
+                    held = chunk
+        except OSError as exc:
+            self._drop_corrupt(entry, f"unreadable ({exc.strerror})")
+            raise StreamAborted(f"{entry.key}: the cached copy is unreadable") from None
+        if digest.hexdigest() != entry.sha256:
+            self._drop_corrupt(entry, f"sha256 is {digest.hexdigest()}, recorded {entry.sha256}")
+            raise StreamAborted(f"{entry.key}: the cached copy is corrupt")
+        if held:
+            yield held
+        with contextlib.suppress(OSError):
+            os.utime(self._blob(entry.key))  # last use survives a restart of the agent
+
+    def _drop_corrupt(self, entry: Entry, why: str) -> None:
+        log.warning("dropping the cached copy of %s: %s", entry.key, why)
+        with self.lock:
+            if self.index.entries.get(entry.key) is entry:
+                self.index.drop(entry.key)
+                self._delete(entry.key)

@@ -1,0 +1,167 @@
+"""The agent's HTTP server: ``POST /v1/fetch`` (protocol.py) and ``GET /healthz``, a thread per request.
+
+Every pod on the node can connect (the agent listens on the node's address), so requests are bounded: a small JSON
+body read within a timeout, at most ``max_connections`` at once (the rest get 503 at once), and nothing but a
+presigned URL to an allowed endpoint is ever called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import threading
+from typing import Any
+
+from modelapi_runtime.cache_agent.cache import Answer, Busy, NodeCache, StreamAborted
+from modelapi_runtime.cache_agent.index import NoRoom
+from modelapi_runtime.cache_agent.presigned import EndpointNotAllowed
+from modelapi_runtime.cache_agent.protocol import (
+    ENDPOINT_NOT_ALLOWED,
+    FETCH_PATH,
+    HEALTH_PATH,
+    MAX_REQUEST_BYTES,
+    ORIGIN_HEADER,
+    SHA256_HEADER,
+)
+from modelapi_runtime.exceptions import (
+    ArtifactAccessDenied,
+    ArtifactError,
+    ArtifactNotFound,
+    InvalidArtifactSpec,
+)
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 30.0  # to send the request, and for each write of the answer to be taken
+
+
+def error_status(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and reason of a refusal (the one error map of the agent)."""
+    if isinstance(exc, InvalidArtifactSpec):
+        return 400, "BadRequest"
+    if isinstance(exc, EndpointNotAllowed):
+        return 403, ENDPOINT_NOT_ALLOWED
+    if isinstance(exc, ArtifactAccessDenied):
+        return 403, "Forbidden"
+    if isinstance(exc, ArtifactNotFound):
+        return 404, "NotFound"
+    if isinstance(exc, ArtifactError):
+        return 502, "StoreUnavailable"
+    if isinstance(exc, Busy):
+        return 503, "Busy"
+    if isinstance(exc, NoRoom):
+        return 507, "InsufficientStorage"
+    return 500, "InternalError"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "modelapi-cache"
+    sys_version = ""
+    timeout = REQUEST_TIMEOUT_S
+    cache: NodeCache  # set on the subclass made by make_server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _reply(self, status: int, body: dict[str, str]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        if self.path == HEALTH_PATH:
+            self._reply(200, {"status": "ok"})
+        else:
+            self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        if self.path != FETCH_PATH:
+            self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
+            return
+        try:
+            head, get = self._read_request()
+            answer = self.cache.open(head, get)
+        except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom) as exc:
+            status, reason = error_status(exc)
+            message = exc.message if isinstance(exc, ArtifactError | InvalidArtifactSpec) else str(exc)
+            log.info("refused %s: %s %s", self.address_string(), status, message)
+            self._reply(status, {"reason": reason, "message": message})
+            return
+        self._send(answer)
+
+    def _read_request(self) -> tuple[str, str]:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
+            raise InvalidArtifactSpec(f"a JSON body of at most {MAX_REQUEST_BYTES} bytes with its Content-Length")
+        try:
+            body = json.loads(self.rfile.read(int(length)))
+        except ValueError:
+            raise InvalidArtifactSpec("the body is not JSON") from None
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("head", "get")):
+            raise InvalidArtifactSpec('expected {"head": URL, "get": URL}')
+        return body["head"], body["get"]
+
+    def _send(self, answer: Answer) -> None:
+        sent = 0
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(answer.size))
+            self.send_header(ORIGIN_HEADER, answer.origin)
+            if answer.sha256:
+                self.send_header(SHA256_HEADER, answer.sha256)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in answer.chunks:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except StreamAborted as exc:
+            log.warning(
+                "answer to %s cut short after %d of %d bytes: %s", self.address_string(), sent, answer.size, exc
+            )
+        except OSError as exc:  # the pod went away or stopped reading
+            log.info("answer to %s ended after %d of %d bytes: %s", self.address_string(), sent, answer.size, exc)
+        finally:
+            answer.close()
+            self.close_connection = True
+        if sent == answer.size:
+            log.info("served %d bytes (%s) to %s", sent, answer.origin, self.address_string())
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[Handler], max_connections: int) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    b'Content-Length: 61\r\n\r\n{"reason": "Busy", "message": "too many requests; try again"}'
+                )
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_server(cache: NodeCache, host: str, port: int, max_connections: int) -> Server:
+    handler = type("BoundHandler", (Handler,), {"cache": cache})
+    return Server((host, port), handler, max_connections)

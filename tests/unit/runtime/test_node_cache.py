@@ -1,0 +1,403 @@
+"""The node cache over real sockets: the agent's HTTP server, a local store that checks a credential in the query
+(as a presigned URL's), moto's S3 server for presigned S3 URLs, and the runtime's fetch through the agent."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from modelapi_runtime.cache_agent.cache import NodeCache
+from modelapi_runtime.cache_agent.protocol import FETCH_PATH
+from modelapi_runtime.cache_agent.server import Server, make_server
+from modelapi_runtime.cache_agent.settings import CacheAgentSettings
+from modelapi_runtime.exceptions import ArtifactAccessDenied, ChecksumMismatch
+from modelapi_runtime.node_cache import NodeCacheClient
+from modelapi_runtime.storage import TransferOptions, fetch
+
+MiB = 1024 * 1024
+GOOD, BAD = "token=good", "token=bad"
+OPTIONS = TransferOptions(concurrency=4, part_size=MiB)
+
+
+def _blob(size: int, seed: int) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+class _Store(http.server.BaseHTTPRequestHandler):
+    """Objects readable only with ``?token=good`` (403 otherwise, as S3 answers a bad signature)."""
+
+    files: dict[str, bytes] = {}
+    sent: dict[str, int] = {}  # GET body bytes per path
+    delay_s = 0.0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _object(self) -> bytes | None:
+        path, _, query = self.path.partition("?")
+        if query != GOOD:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        data = self.files.get(path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        return data
+
+    def do_HEAD(self) -> None:
+        data = self._object()
+        if data is not None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+    def do_GET(self) -> None:
+        data = self._object()
+        if data is None:
+            return
+        time.sleep(self.delay_s)
+        path = self.path.partition("?")[0]
+        rng = self.headers.get("Range")
+        if rng:
+            start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
+            part = data[start : end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            part = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
+        type(self).sent[path] = type(self).sent.get(path, 0) + len(part)
+
+
+def _serve(server: http.server.HTTPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[str, type[_Store]]]:
+    handler = type("S", (_Store,), {"files": {}, "sent": {}, "delay_s": 0.0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    _serve(server)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Agent:
+    def __init__(self, server: Server, cache: NodeCache) -> None:
+        self.server, self.cache = server, cache
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(self, head: str, get: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.server_address[1], timeout=10)
+        try:
+            conn.request("POST", FETCH_PATH, json.dumps({"head": head, "get": get}))
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def make(endpoints: list[str], max_mib: int = 64) -> Agent:
+        settings = CacheAgentSettings(
+            dir=str(tmp_path / "node-cache"),
+            max_mib=max_mib,
+            allowed_endpoints=endpoints,
+            download_part_mib=1,
+            download_concurrency=4,
+            fill_stall_seconds=5,
+        )
+        cache = NodeCache(settings)
+        server = make_server(cache, "127.0.0.1", 0, 16)
+        _serve(server)
+        servers.append(server)
+        return Agent(server, cache)
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _pod_fetch(uri: str, pod: Path, agent_url: str, **kwargs: Any) -> tuple[Any, NodeCacheClient]:
+    client = NodeCacheClient(agent_url)
+    return fetch(uri, pod, options=OPTIONS, remote=client, **kwargs), client
+
+
+def test_the_first_pod_fills_the_cache_and_the_next_ones_download_nothing(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(3 * MiB + 17, seed=1)
+    handler.files["/m/a.onnx"] = data
+    agent = agent_factory([url])
+    uri = f"{url}/m/a.onnx?{GOOD}"
+
+    first, client = _pod_fetch(uri, tmp_path / "pod-1", agent.url, sha256=hashlib.sha256(data).hexdigest())
+    assert (first.origin, first.store_bytes) == ("store", len(data))
+    assert first.path.read_bytes() == data
+    assert client.fallback is None
+    assert handler.sent["/m/a.onnx"] == len(data)
+
+    for pod in ("pod-2", "pod-3-restarted"):
+        again, client = _pod_fetch(uri, tmp_path / pod, agent.url)
+        assert (again.origin, again.store_bytes) == ("cache", 0)
+        assert again.path.read_bytes() == data
+        assert client.fallback is None
+    assert handler.sent["/m/a.onnx"] == len(data)  # not one more byte left the store
+
+    handler.files["/m/a.onnx"] = data[::-1]  # a new version (new ETag): fetched again, not the stale copy
+    newer, _ = _pod_fetch(uri, tmp_path / "pod-4", agent.url)
+    assert newer.origin == "store"
+    assert newer.path.read_bytes() == data[::-1]
+
+
+def test_pods_that_start_together_share_one_download(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(8 * MiB, seed=2)
+    handler.files["/m/b.onnx"], handler.delay_s = data, 0.1  # the fill lasts while the second pod arrives
+    agent = agent_factory([url])
+    results: dict[str, Any] = {}
+
+    def pod(name: str) -> None:
+        results[name] = _pod_fetch(f"{url}/m/b.onnx?{GOOD}", tmp_path / name, agent.url)[0]
+
+    threads = [threading.Thread(target=pod, args=(f"pod-{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(30)
+    assert sorted(a.origin for a in results.values()) == ["cache", "cache", "store"]
+    assert all(a.path.read_bytes() == data for a in results.values())
+    assert handler.sent["/m/b.onnx"] == len(data)
+
+
+def test_a_pod_whose_credentials_cannot_read_the_object_is_refused_the_cached_copy(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(2 * MiB, seed=3)
+    handler.files["/m/c.onnx"] = data
+    agent = agent_factory([url])
+    _pod_fetch(f"{url}/m/c.onnx?{GOOD}", tmp_path / "pod-1", agent.url)  # cached now
+
+    bad = f"{url}/m/c.onnx?{BAD}"
+    cached = agent.post(bad, bad)
+    handler.files["/m/never-cached.onnx"] = data
+    never = f"{url}/m/never-cached.onnx?{BAD}"
+    uncached = agent.post(never, never)
+    assert cached[0] == uncached[0] == 403
+    assert json.loads(cached[1])["reason"] == json.loads(uncached[1])["reason"] == "Forbidden"
+    assert b"token" not in cached[1]  # the query (a credential) is never echoed
+    assert len(cached[1]) < 1024  # an error, not the artifact
+    # a GET URL the pod could read does not help: the HEAD decides, and both must name the same object
+    assert agent.post(bad, f"{url}/m/c.onnx?{GOOD}")[0] == 403
+    assert agent.post(f"{url}/m/c.onnx?{GOOD}", f"{url}/m/never-cached.onnx?{GOOD}")[0] == 400
+
+    with pytest.raises(ArtifactAccessDenied):  # the runtime says so as a direct download would
+        _pod_fetch(bad, tmp_path / "pod-2", agent.url)
+
+
+def test_a_corrupt_entry_is_detected_dropped_and_fetched_again(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(3 * MiB, seed=4)
+    handler.files["/m/d.onnx"] = data
+    agent = agent_factory([url])
+    uri = f"{url}/m/d.onnx?{GOOD}"
+    _pod_fetch(uri, tmp_path / "pod-1", agent.url)
+    (blob,) = [p for p in (tmp_path / "node-cache" / "objects").iterdir() if p.suffix != ".json"]
+    with blob.open("r+b") as f:  # one flipped byte in the middle
+        f.seek(len(data) // 2)
+        byte = f.read(1)
+        f.seek(len(data) // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    again, client = _pod_fetch(uri, tmp_path / "pod-2", agent.url, sha256=hashlib.sha256(data).hexdigest())
+    assert again.path.read_bytes() == data
+    assert client.fallback is None
+    assert again.origin == "store"  # the agent dropped the copy and filled it again
+    assert handler.sent["/m/d.onnx"] == 2 * len(data)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    third, _ = _pod_fetch(uri, tmp_path / "pod-3", agent.url)
+    assert third.origin == "cache"
+
+
+def test_eviction_under_a_small_bound_never_removes_an_artifact_being_read(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    a, b = _blob(12 * MiB, seed=5), _blob(12 * MiB, seed=6)
+    handler.files["/m/a.onnx"], handler.files["/m/b.onnx"] = a, b
+    agent = agent_factory([url], max_mib=20)  # room for one of them
+    uri_a, uri_b = f"{url}/m/a.onnx?{GOOD}", f"{url}/m/b.onnx?{GOOD}"
+    _pod_fetch(uri_a, tmp_path / "pod-a", agent.url)
+
+    # a pod reading A slowly: the agent cannot finish sending, so A stays leased
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", agent.server.server_address[1]))
+    body = json.dumps({"head": uri_a, "get": uri_a}).encode()
+    reader.sendall(f"POST {FETCH_PATH} HTTP/1.1\r\nHost: agent\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert reader.recv(1024).startswith(b"HTTP/1.1 200")
+    key_a = next(k for k in agent.cache.index.entries if k.endswith("/m/a.onnx"))
+    assert agent.cache.index.entries[key_a].leases == 1
+
+    b_first, client = _pod_fetch(uri_b, tmp_path / "pod-b1", agent.url)
+    assert b_first.path.read_bytes() == b  # served: the pod downloaded it itself
+    assert client.fallback is not None
+    assert "507" in client.fallback
+    assert key_a in agent.cache.index.entries  # A, in use, was not evicted
+
+    reader.close()  # the slow pod goes; its lease ends when the agent's write fails
+    deadline = time.monotonic() + 10
+    while agent.cache.index.entries[key_a].leases and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b_second, client = _pod_fetch(uri_b, tmp_path / "pod-b2", agent.url)
+    assert (b_second.origin, client.fallback) == ("store", None)  # through the agent now: A made room
+    assert key_a not in agent.cache.index.entries
+    assert agent.cache.index.used_bytes <= 20 * MiB
+    b_third, _ = _pod_fetch(uri_b, tmp_path / "pod-b3", agent.url)
+    assert b_third.origin == "cache"
+
+
+def test_an_artifact_larger_than_the_cache_is_downloaded_by_the_pod(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    handler.files["/m/big.onnx"] = _blob(3 * MiB, seed=7)
+    agent = agent_factory([url], max_mib=2)
+    uri = f"{url}/m/big.onnx?{GOOD}"
+    status, body = agent.post(uri, uri)
+    assert status == 507
+    assert "more than the whole cache" in json.loads(body)["message"]
+    artifact, client = _pod_fetch(uri, tmp_path / "pod", agent.url)
+    assert artifact.origin == "store"
+    assert client.fallback is not None
+    assert "507" in client.fallback
+
+
+def test_the_pod_downloads_itself_when_the_agent_is_unreachable_or_may_not_call_the_store(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(MiB, seed=8)
+    handler.files["/m/e.onnx"] = data
+    uri = f"{url}/m/e.onnx?{GOOD}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    artifact, client = _pod_fetch(uri, tmp_path / "pod-1", f"http://127.0.0.1:{closed_port}")
+    assert artifact.path.read_bytes() == data
+    assert artifact.origin == "store"
+    assert client.fallback is not None
+    assert "unreachable" in client.fallback
+
+    elsewhere = agent_factory(["http://127.0.0.1:1"])
+    status, body = elsewhere.post(uri, uri)
+    assert status == 403
+    assert json.loads(body)["reason"] == "EndpointNotAllowed"
+    assert handler.sent["/m/e.onnx"] == len(data)  # the agent never called the store it may not call
+    artifact, client = _pod_fetch(uri, tmp_path / "pod-2", elsewhere.url)
+    assert artifact.path.read_bytes() == data
+    assert client.fallback is not None
+    assert "EndpointNotAllowed" not in client.fallback
+    assert "may not call" in client.fallback
+
+
+def test_the_pod_still_checks_the_spec_digest_of_bytes_from_the_agent(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    handler.files["/m/f.onnx"] = _blob(MiB, seed=9)
+    agent = agent_factory([url])
+    with pytest.raises(ChecksumMismatch):
+        _pod_fetch(f"{url}/m/f.onnx?{GOOD}", tmp_path / "pod", agent.url, sha256="0" * 64)
+
+
+def test_the_agent_survives_a_restart_with_its_entries(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    handler.files["/m/g.onnx"] = _blob(MiB, seed=10)
+    uri = f"{url}/m/g.onnx?{GOOD}"
+    _pod_fetch(uri, tmp_path / "pod-1", agent_factory([url]).url)
+    restarted = agent_factory([url])  # a new agent on the same directory
+    artifact, _ = _pod_fetch(uri, tmp_path / "pod-2", restarted.url)
+    assert artifact.origin == "cache"
+
+
+# --- presigned S3 URLs (moto's S3 server) ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_artifacts_go_through_the_agent_with_urls_presigned_by_the_pod(
+    s3_endpoint: str, agent_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="cache-test")
+    data = _blob(3 * MiB, seed=11)
+    s3.put_object(Bucket="cache-test", Key="iris/1/model.onnx", Body=data)
+    agent = agent_factory([s3_endpoint])
+    options = TransferOptions(concurrency=4, part_size=MiB, endpoint=s3_endpoint, region="us-east-1")
+    origins = []
+    for pod in ("pod-1", "pod-2"):
+        client = NodeCacheClient(agent.url)
+        artifact = fetch("s3://cache-test/iris/1/model.onnx", tmp_path / pod, options=options, remote=client)
+        assert artifact.path.read_bytes() == data
+        assert client.fallback is None
+        origins.append((artifact.origin, artifact.store_bytes))
+    assert origins == [("store", len(data)), ("cache", 0)]
