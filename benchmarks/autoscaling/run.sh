@@ -16,8 +16,12 @@ make -s venv
 
 echo "==> machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "==> commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
+echo "==> load average (1, 5, 15 min) before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "==> versions: $(.venv/bin/python --version 2>&1); $(.venv/bin/pip freeze 2>/dev/null \
   | grep -iE '^(onnxruntime|onnx|numpy|fastapi|uvicorn|aiohttp|kopf|pydantic)==' | tr '\n' ' ')"
+# the whole environment next to the figures (the runtime image installs the same constraints.txt pins)
+.venv/bin/pip freeze --all >"${MODELAPI_BENCH_JSON%.json}.pip-freeze.txt"
+echo "==> pip freeze: ${MODELAPI_BENCH_JSON%.json}.pip-freeze.txt"
 
 # shellcheck disable=SC2016
 flock /tmp/modelapi-real-node.lock bash -c '
@@ -27,3 +31,4 @@ flock /tmp/modelapi-real-node.lock bash -c '
   bash tests/e2e/cluster/cluster.sh down || true
   exit $status
 ' run.sh "$@"
+echo "==> load average (1, 5, 15 min) after: $(cut -d' ' -f1-3 /proc/loadavg)"
