@@ -1,7 +1,7 @@
 """The one module that talks to the Kubernetes API (a small async client on aiohttp, which kopf already uses).
 
 Everything is plain dicts: manifests from the builders go out as server-side apply patches with one
-field manager; reads come back as dicts. Credentials come from kopf's login (see handlers), so the
+field manager; reads come back as dicts. Credentials come from kopf's login (login.py), so the
 operator and its watches use the same identity.
 """
 
@@ -11,7 +11,7 @@ import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -130,10 +130,45 @@ class Credentials:
         return {"Authorization": f"{self.scheme} {self.token}"} if self.token else {}
 
 
-class Kube:
-    """An async Kubernetes API client for dict manifests."""
+class KubeClient(Protocol):
+    """What the reconciler asks of the Kubernetes API: ``Kube`` below, and the unit tests' stand-ins (tests/unit)."""
 
-    def __init__(self, credentials: Credentials, *, timeout_seconds: float = 30) -> None:
+    async def apply(self, manifest: Manifest) -> Manifest: ...
+
+    async def create(self, manifest: Manifest) -> Manifest: ...
+
+    async def get(self, kind: Kind, namespace: str | None, name: str) -> Manifest | None: ...
+
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        *,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Manifest]: ...
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None: ...
+
+    async def scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> None: ...
+
+    async def merge_patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+
+    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    async def post_event(
+        self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
+    ) -> None: ...
+
+
+NOT_LOGGED_IN = "not logged in to the Kubernetes API yet"
+
+
+class Kube:
+    """An async Kubernetes API client for dict manifests (a ``KubeClient``). It may be created before kopf's login
+    (``credentials=None``): a request before ``update_credentials`` fails as a retriable ``KubeError``."""
+
+    def __init__(self, credentials: Credentials | None, *, timeout_seconds: float = 30) -> None:
         self._credentials = credentials
         # Per socket, not per request: the wait for a free pooled connection must not count against the
         # timeout, or a burst of reconciles turns into timeouts and then a retry storm.
@@ -151,6 +186,8 @@ class Kube:
                 self._session = None
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._credentials is None:
+            raise KubeError(0, "Unavailable", NOT_LOGGED_IN)
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._credentials.ssl_context(), limit=32)
             self._session = aiohttp.ClientSession(

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
+from prometheus_client.core import REGISTRY
 from pydantic import ValidationError
 
 from modelapi_operator import metrics
@@ -40,26 +41,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"modelapi-operator: invalid settings:\n{error}\n")
         return 2
 
-    # Imported only to run: `--help` and settings errors stay fast, and handlers read settings at import.
+    # Imported only to run: `--help` and settings errors stay fast.
     import kopf  # noqa: PLC0415
 
-    from modelapi_operator import handlers  # noqa: PLC0415 - registers the handlers
+    from modelapi_operator import handlers  # noqa: F401, PLC0415 - registers the handlers
+    from modelapi_operator.peering import Peer  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    # with the process_* and python_* collectors of the default registry
+    operator_metrics = metrics.OperatorMetrics(REGISTRY)
     if settings.metrics_address:
-        metrics.METRICS.count_watch_restarts(verbose=args.verbose)
-        metrics.serve(metrics.METRICS, settings.metrics_address)
+        operator_metrics.count_watch_restarts(verbose=args.verbose)
+        metrics.serve(operator_metrics, settings.metrics_address)
     # kopf logs whole bodies at debug level and posts its object log lines as Events: no query string in either
     install_log_redaction(logging.getLogger("kopf.objects"))
+    # kopf and the resync loops compare the same identity and priority with the peering objects (peering.py)
+    peer = Peer.create(settings.peering_priority)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        # the same identity and priority the resync loops compare with the peering objects (handlers._standing_by)
-        identity=cast(Any, handlers.PEERING_IDENTITY),
-        priority=handlers.PEERING_PRIORITY,
+        identity=cast(Any, peer.identity),
+        priority=peer.priority,
         liveness_endpoint=args.liveness,
+        # handlers.start makes the operator's context from these (context.py)
+        memo=kopf.Memo(settings=settings, peer=peer, metrics=operator_metrics),
     )
     return 0
 

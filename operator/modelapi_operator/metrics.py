@@ -1,6 +1,6 @@
 """The operator's own Prometheus metrics (docs/metrics.md "The operator's metrics") and their HTTP endpoint.
 
-Reconciles are counted and timed around ``Reconciler.reconcile`` (handlers._reconcile): their outcome, how long they
+Reconciles are counted and timed around ``Reconciler.reconcile`` (triggers.reconcile): their outcome, how long they
 took, why they failed (the API's reason, e.g. Conflict, Forbidden, or the exception's type for anything else), how
 many wait for their turn and how many run. Watch restarts are counted from kopf's own log lines, as kopf has no hook
 for them. Every label takes its values from a small fixed set: no ModelAPI name is a label.
@@ -16,7 +16,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import REGISTRY
 
 PREFIX = "modelapi_operator"
 # kopf's watch-stream logger and the two messages it logs when a watch is re-established for a reason (a resource
@@ -28,7 +27,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class OperatorMetrics:
-    """Every series the operator exports, in one registry."""
+    """Every series the operator exports, in one registry (main.py makes the process's one, on the default registry,
+    and hands it to the handlers through kopf's memo)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -136,6 +136,3 @@ def serve(metrics: OperatorMetrics, address: str) -> None:
     """Serve ``/metrics`` at ``host:port`` from a daemon thread (the Prometheus client's own server)."""
     host, port = parse_address(address)
     start_http_server(port, addr=host, registry=metrics.registry)
-
-
-METRICS = OperatorMetrics(REGISTRY)  # with the process_* and python_* collectors of the default registry

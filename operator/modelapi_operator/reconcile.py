@@ -209,7 +209,7 @@ class Reconciler:
 
     def __init__(
         self,
-        client: kube.Kube,
+        client: kube.KubeClient,
         images: RuntimeImages,
         *,
         gateway_api_installed: bool,

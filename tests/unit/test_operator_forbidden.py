@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from kube_fakes import RefusingKube
 
 from modelapi_operator import kube
 from modelapi_operator.builders import RuntimeImages
@@ -18,53 +19,6 @@ REFUSAL = (
 )
 
 
-class RefusingKube:
-    """Answers like an empty cluster, except that one kind's writes are refused (403), as RBAC would."""
-
-    def __init__(self, refused_kind: str | None, message: str = REFUSAL) -> None:
-        self.refused_kind = refused_kind
-        self.message = message
-        self.statuses: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
-
-    def _check(self, kind: str) -> None:
-        if kind == self.refused_kind:
-            raise kube.Forbidden(403, "Forbidden", self.message)
-
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        self._check(manifest["kind"])
-        return dict(manifest)
-
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        self._check(manifest["kind"])
-        return dict(manifest)
-
-    async def scale(self, kind: kube.Kind, namespace: str, name: str, replicas: int) -> None:
-        self._check(kind.kind)
-
-    async def merge_patch(self, kind: kube.Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        self._check(kind.kind)
-
-    async def delete(self, kind: kube.Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
-        self._check(kind.kind)
-
-    async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return None
-
-    async def list(
-        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
-    ) -> list[dict[str, Any]]:
-        return []
-
-    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.statuses.append(dict(status))
-
-    async def post_event(
-        self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
-    ) -> None:
-        self.events.append((event_type, reason, message))
-
-
 BODY = {
     "apiVersion": "serving.modelapi.io/v1alpha1",
     "kind": "ModelAPI",
@@ -74,7 +28,7 @@ BODY = {
 
 
 def _reconciler(client: RefusingKube) -> Reconciler:
-    return Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)  # type: ignore[arg-type]
+    return Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -82,7 +36,7 @@ def _condition(status: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def test_a_refused_write_is_named_in_status_and_an_event_then_raised_for_a_retry() -> None:
-    client = RefusingKube("PodDisruptionBudget")
+    client = RefusingKube("PodDisruptionBudget", REFUSAL)
     reconciler = _reconciler(client)
     with pytest.raises(kube.Forbidden):
         await reconciler.reconcile(BODY, Observed())

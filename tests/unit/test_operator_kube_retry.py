@@ -95,32 +95,39 @@ async def test_retry_after_is_read_and_bounds_the_delay(
     assert error.retry_delay(soon=10, later=60) == delay
 
 
-async def test_the_handler_asks_kopf_to_retry_after_the_servers_delay(
-    server: TestServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """handlers._reconcile: an API error becomes kopf.TemporaryError with the delay, which kopf's handler retry
-    obeys (and logs with the message)."""
+async def test_the_handler_asks_kopf_to_retry_after_the_servers_delay(server: TestServer) -> None:
+    """triggers.reconcile: an API error becomes kopf.TemporaryError with the delay, which kopf's handler retry
+    obeys (and logs with the message). The operator's context is made as at start-up, logged in to the server."""
     import kopf
+    from kube_fakes import RefusingKube
+    from prometheus_client import CollectorRegistry
 
-    from modelapi_operator import handlers
+    from modelapi_operator import triggers
+    from modelapi_operator.context import OperatorContext, reconciler_for
+    from modelapi_operator.indices import INDEX_NAMES
+    from modelapi_operator.metrics import OperatorMetrics
+    from modelapi_operator.peering import Peer
+    from modelapi_operator.settings import OperatorSettings
 
     error = await refusal(server, "header")
-
-    class FailingReconciler:
-        async def reconcile(self, body: Any, observed: Any) -> None:
-            raise error
-
-    async def reconciler() -> FailingReconciler:
-        return FailingReconciler()
-
-    monkeypatch.setattr(handlers.STATE, "reconciler", reconciler)
-    indices: dict[str, Any] = {name: {} for name in handlers.INDEX_NAMES}
-    body = {"metadata": {"name": "iris", "namespace": "ml", "uid": "u"}}
-    with pytest.raises(kopf.TemporaryError) as raised:
-        await handlers._reconcile(("ml", "iris"), body, indices)
+    settings = OperatorSettings()
+    context = OperatorContext.create(settings, Peer("me", 1), OperatorMetrics(CollectorRegistry()))
+    context.login(kube.Credentials(server=str(server.make_url("/"))))
+    context.reconciler = reconciler_for(RefusingKube("Deployment", error=error), settings)
+    indices: dict[str, Any] = {name: {} for name in INDEX_NAMES}
+    body = {
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "u"},
+        "spec": {"model": {"uri": "s3://models/iris/1/model.onnx"}},
+    }
+    try:
+        with pytest.raises(kopf.TemporaryError) as raised:
+            await triggers.reconcile(context, ("ml", "iris"), body, indices)
+    finally:
+        await context.close()
     assert raised.value.delay == 3
     assert "429 TooManyRequests" in str(raised.value)
     assert "retry in 3 s" in str(raised.value)
+    assert context.reconciler.gateway_api_installed is False  # the server has no such CRD: asked, and told
 
 
 def test_kopf_gets_the_watch_inactivity_timeout_and_peering_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,10 +140,8 @@ def test_kopf_gets_the_watch_inactivity_timeout_and_peering_lifetime(monkeypatch
 
     monkeypatch.setenv("MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS", "12")
     monkeypatch.setenv("MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS", "15")
-    monkeypatch.setattr(handlers, "SETTINGS", OperatorSettings())
     settings = kopf.OperatorSettings()
-    configure: Any = handlers.configure  # kopf's decorator types it as kopf calls it, with every kwarg
-    configure(settings=settings)
+    handlers.configure(settings, OperatorSettings())
     assert settings.watching.inactivity_timeout == 12
     assert settings.peering.lifetime == 15
     # the defaults: kopf's own (Kubernetes sends a bookmark about every 60 s, so a quiet but healthy watch is kept)

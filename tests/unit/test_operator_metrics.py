@@ -14,7 +14,7 @@ import pytest
 from kopf._cogs.clients import watching
 from prometheus_client import CollectorRegistry
 
-from modelapi_operator import handlers, kube
+from modelapi_operator import kube, triggers
 from modelapi_operator.metrics import (
     KOPF_WATCH_LOGGER,
     WATCH_RESTART_MESSAGES,
@@ -33,14 +33,14 @@ def value(metrics: OperatorMetrics, name: str, **labels: str) -> float:
 
 async def test_a_reconcile_is_counted_and_timed_by_result() -> None:
     metrics = OperatorMetrics(CollectorRegistry())
-    with metrics.reconciling(handlers._error_reason):
+    with metrics.reconciling(triggers.error_reason):
         assert value(metrics, "modelapi_operator_reconciles_in_progress") == 1
     with (
         pytest.raises(kube.KubeError),
-        metrics.reconciling(handlers._error_reason),
+        metrics.reconciling(triggers.error_reason),
     ):
         raise kube.KubeError(409, "Conflict", "the object has been modified")
-    with pytest.raises(RuntimeError), metrics.reconciling(handlers._error_reason):
+    with pytest.raises(RuntimeError), metrics.reconciling(triggers.error_reason):
         raise RuntimeError("a bug")
     assert value(metrics, "modelapi_operator_reconciles_total", result="success") == 1
     assert value(metrics, "modelapi_operator_reconciles_total", result="error") == 2
@@ -52,8 +52,8 @@ async def test_a_reconcile_is_counted_and_timed_by_result() -> None:
 
 def test_an_api_reason_that_is_not_a_word_becomes_the_status() -> None:
     """Reasons are label values: only the API's CamelCase words, never a free text."""
-    assert handlers._error_reason(kube.KubeError(0, "Unavailable", "connection refused")) == "Unavailable"
-    assert handlers._error_reason(kube.KubeError(502, "Bad Gateway: <html>", "x")) == "HTTP502"
+    assert triggers.error_reason(kube.KubeError(0, "Unavailable", "connection refused")) == "Unavailable"
+    assert triggers.error_reason(kube.KubeError(502, "Bad Gateway: <html>", "x")) == "HTTP502"
 
 
 async def test_reconciles_that_wait_for_their_turn_are_counted_until_they_get_it() -> None:
@@ -107,7 +107,7 @@ def test_watch_restarts_are_counted_from_kopfs_log_lines(caplog: pytest.LogCaptu
 
 def test_the_endpoint_serves_the_series_over_a_real_socket() -> None:
     metrics = OperatorMetrics(CollectorRegistry())
-    with metrics.reconciling(handlers._error_reason):
+    with metrics.reconciling(triggers.error_reason):
         pass
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -1,5 +1,5 @@
 """Peering (issue 9, item 7): kopf pauses its own watches and handlers while a peer outranks this replica; the
-resync loops are ours, so they apply kopf's rule themselves (handlers.outranked) to the peering objects' status.
+resync loops are ours, so they apply kopf's rule themselves (peering.outranked) to the peering objects' status.
 The e2e side, two operator processes and kill -9, is tests/e2e/test_faults.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelapi_operator.handlers import outranked
+from modelapi_operator.peering import outranked
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 

@@ -2,53 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from modelapi_operator import kube
+from kube_fakes import RecordingKube
+
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.reconcile import Observed, Reconciler
-
-
-class RecordingKube:
-    """Records every call the reconciler makes; answers like an empty cluster."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls.append(("create", manifest["metadata"]["name"]))
-        return dict(manifest)
-
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls.append(("apply", f"{manifest['kind']}/{manifest['metadata']['name']}"))
-        return dict(manifest)
-
-    async def scale(self, kind: kube.Kind, namespace: str, name: str, replicas: int) -> None:
-        self.calls.append(("scale", (name, replicas)))
-
-    async def merge_patch(self, kind: kube.Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        self.calls.append(("merge_patch", (kind.kind, name, patch)))
-
-    async def delete(self, kind: kube.Kind, namespace: str | None, name: str, *, uid: str | None = None) -> None:
-        self.calls.append(("delete", f"{kind.kind}/{name}"))
-
-    async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get", f"{kind.kind}/{name}"))
-        return None
-
-    async def list(
-        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
-    ) -> list[dict[str, Any]]:
-        return []
-
-    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.calls.append(("status", dict(status)))
-
-    async def post_event(
-        self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
-    ) -> None:
-        self.calls.append(("event", (event_type, reason, message)))
 
 
 def _body(spec: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +20,7 @@ def _body(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reconciler(client: RecordingKube) -> Reconciler:
-    return Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)  # type: ignore[arg-type]
+    return Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
 
 
 async def test_an_invalid_spec_touches_no_child_and_reports_once() -> None:

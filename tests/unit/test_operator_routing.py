@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from test_operator_reconcile import RecordingKube, _body
+from kube_fakes import RecordingKube
+from test_operator_reconcile import _body
 
 from modelapi_operator import kube
 from modelapi_operator.api import ModelAPIStatus
@@ -89,7 +90,12 @@ class SlicesKube(RecordingKube):
         return await super().create(manifest)
 
     async def list(
-        self, kind: kube.Kind, namespace: str | None, labels: Mapping[str, str], *, fields: Any = None
+        self,
+        kind: kube.Kind,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        *,
+        fields: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         self.lists.append((kind.kind, labels))
         return self.slices if kind.kind == "EndpointSlice" else []
@@ -97,13 +103,13 @@ class SlicesKube(RecordingKube):
 
 async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[SlicesKube, tuple[str, str]]:
     client = SlicesKube(slices)
-    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)  # type: ignore[arg-type]
+    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
     body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
     await reconciler.reconcile(body, Observed())
     (deployment,) = [m for m in client.created if m["kind"] == "Deployment"]
     deployment = {**deployment, "status": {"replicas": 1, "readyReplicas": 1}}
     revision = deployment["metadata"]["labels"]["serving.modelapi.io/revision"]
-    pod = {
+    pod: dict[str, Any] = {
         "metadata": {
             "name": f"{deployment['metadata']['name']}-5d8c-x1",
             "labels": {**deployment["spec"]["template"]["metadata"]["labels"]},

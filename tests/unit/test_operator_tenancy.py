@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from test_operator_reconcile import RecordingKube
+from kube_fakes import RecordingKube
 
 from modelapi_operator import kube
 from modelapi_operator.api import ModelAPISpec
@@ -162,7 +162,7 @@ def _body(spec: dict[str, Any]) -> dict[str, Any]:
 async def test_a_policy_violation_applies_nothing_and_says_which_rule() -> None:
     client = RecordingKube()
     reconciler = Reconciler(
-        client,  # type: ignore[arg-type]
+        client,
         IMAGES,
         gateway_api_installed=False,
         policy=ClusterPolicy(require_sha256=True),
@@ -194,7 +194,7 @@ def _foreign(kind: str, name: str, **meta: Any) -> dict[str, Any]:
 async def test_an_object_that_is_not_ours_is_left_untouched_and_named() -> None:
     client = ClusterWithObjects({("Service", "iris"): _foreign("Service", "iris")})
     spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
-    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())  # type: ignore[arg-type]
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
     applied = {args for name, args in client.calls if name == "apply"}
     assert "Service/iris" not in applied
     assert {"Service/iris-stable", "HorizontalPodAutoscaler/iris"} <= applied
@@ -210,9 +210,7 @@ async def test_a_labelled_object_of_another_owner_in_the_cache_is_a_conflict_wit
     hpa = {**_foreign("HorizontalPodAutoscaler", "iris", ownerReferences=[other]), "spec": {}}
     client = ClusterWithObjects({})
     spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
-    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(  # type: ignore[arg-type]
-        _body(spec), Observed(hpas=[hpa])
-    )
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed(hpas=[hpa]))
     assert ("get", "HorizontalPodAutoscaler/iris") not in client.calls
     assert ("apply", "HorizontalPodAutoscaler/iris") not in client.calls
     ready = next(c for c in status.conditions if c.type == "Ready")
@@ -230,7 +228,7 @@ async def test_a_deployment_name_taken_by_someone_else_is_neither_applied_nor_sc
             raise kube.KubeError(409, "AlreadyExists", f"deployments.apps {name} already exists")
 
     client = Taken({("Deployment", name): _foreign("Deployment", name)})
-    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())  # type: ignore[arg-type]
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
     assert ("apply", f"Deployment/{name}") not in client.calls
     assert not [args for call, args in client.calls if call == "scale"]
     assert next(c for c in status.conditions if c.type == "Degraded").reason == "NameConflict"
@@ -240,7 +238,7 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
     """At 1,000 ModelAPIs: a reconcile of a ModelAPI whose children are all cached reads nothing from the API."""
     spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
     first = RecordingKube()
-    reconciler = Reconciler(first, IMAGES, gateway_api_installed=False)  # type: ignore[arg-type]
+    reconciler = Reconciler(first, IMAGES, gateway_api_installed=False)
     await reconciler.reconcile(_body(spec), Observed())
     applied: list[dict[str, Any]] = []
 
@@ -249,7 +247,7 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
             applied.append(dict(manifest))
             return await super().apply(manifest)
 
-    reconciler.kube = Remember()  # type: ignore[assignment]
+    reconciler.kube = Remember()
     await reconciler.reconcile(_body(spec), Observed())
     observed = Observed(
         deployments=[m for m in applied if m["kind"] == "Deployment"],
@@ -258,7 +256,7 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
         pdbs=[m for m in applied if m["kind"] == "PodDisruptionBudget"],
     )
     again = RecordingKube()
-    reconciler.kube = again  # type: ignore[assignment]
+    reconciler.kube = again
     await reconciler.reconcile(_body(spec), observed)
     assert [call for call in again.calls if call[0] in ("get", "apply", "create")] == []
 

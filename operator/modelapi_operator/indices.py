@@ -1,0 +1,85 @@
+"""What kopf's indices keep of each child in memory, and a ModelAPI's children read back from them.
+
+The index functions themselves are registered in handlers.py; the shapes they store are built here, so a reconcile
+reads nothing from the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modelapi_operator import names
+from modelapi_operator.reconcile import Observed
+
+Key = tuple[str, str]
+Indices = Mapping[str, kopf.Index[Key, Any]]
+
+INDEX_NAMES = (
+    "modelapis_idx",
+    "deployments_idx",
+    "services_idx",
+    "hpas_idx",
+    "pdbs_idx",
+    "httproutes_idx",
+    "pods_idx",
+    "endpointslices_idx",
+)
+POD_STATUS_FIELDS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
+
+
+def model_key(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
+    """The ModelAPI a child belongs to, from its labels."""
+    model = labels.get(names.LABEL_NAME)
+    return (namespace or "", model) if model else None
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of the object without metadata.managedFields (nothing reads them; a third of the memory)."""
+    copy = {key: body[key] for key in body}
+    meta = copy.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        copy["metadata"] = {key: value for key, value in meta.items() if key != "managedFields"}
+    return copy
+
+
+def child_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
+    key = model_key(namespace, labels)
+    return {key: plain(body)} if key else {}
+
+
+def pod_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
+    """Only what diagnosis reads: pods are the most numerous objects, keep them small."""
+    key = model_key(namespace, labels)
+    if key is None:
+        return {}
+    status = body.get("status") or {}
+    slim = {
+        "metadata": {"name": body["metadata"].get("name"), "labels": dict(labels)},
+        "status": {field: status[field] for field in POD_STATUS_FIELDS if field in status},
+    }
+    return {key: slim}
+
+
+def values(index: kopf.Index[Key, Any], key: Key) -> list[Any]:
+    store = index.get(key)
+    return list(store) if store is not None else []
+
+
+def observed(key: Key, indices: Indices) -> Observed:
+    return Observed(
+        deployments=values(indices["deployments_idx"], key),
+        services=values(indices["services_idx"], key),
+        hpas=values(indices["hpas_idx"], key),
+        pdbs=values(indices["pdbs_idx"], key),
+        httproutes=values(indices["httproutes_idx"], key),
+        pods=values(indices["pods_idx"], key),
+        endpointslices=values(indices["endpointslices_idx"], key),
+    )
+
+
+def of(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index[Key, Any]]:
+    """The indices among a handler's keyword arguments (kopf passes each by its function's name)."""
+    return {name: kwargs[name] for name in INDEX_NAMES}
