@@ -29,22 +29,22 @@ from typing import Any, Final
 from modelapi_operator import names
 from modelapi_operator.api.patterns import quantity_value
 from modelapi_operator.api.status import ConditionStatus
+from modelapi_operator.reasons import (
+    AUTOSCALING_ACTIVE,
+    AUTOSCALING_INACTIVE,
+    AUTOSCALING_LIMITED,
+    AUTOSCALING_PENDING,
+    HPA_SCALING_DISABLED,
+    HPA_TOO_MANY_REPLICAS,
+)
 from modelapi_operator.timestamps import parse_rfc3339
 
-AUTOSCALING_ACTIVE: Final = "AutoscalingActive"
-AUTOSCALING_INACTIVE: Final = "AutoscalingInactive"
-AUTOSCALING_PENDING: Final = "AutoscalingPending"
-AUTOSCALING_LIMITED: Final = "AutoscalingLimited"
 DEFAULT_LIMITED_SECONDS: Final = 60.0
-# The HPA's ScalingLimited reason when its desired count is above maxReplicas.
-HPA_TOO_MANY_REPLICAS: Final = "TooManyReplicas"
 # The HPA controller's default tolerance (--horizontal-pod-autoscaler-tolerance): within it, no change is wanted.
 _TOLERANCE: Final = Decimal("0.1")
 # One pod's requests that a replica costs, in this order.
 _COSTED: Final = ("cpu", "memory", names.GPU_RESOURCE, "ephemeral-storage")
 _QUANTITY = re.compile(r"^(?P<number>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>[A-Za-z]*)$")
-# The HPA's own reason when the Deployment is at 0 replicas: nothing to compute, and nothing wrong.
-HPA_SCALING_DISABLED: Final = "ScalingDisabled"
 
 _WHAT_TO_INSTALL: Final = {
     "cpu": "The resource metrics API (metrics.k8s.io) is served by metrics-server: install it in the cluster",

@@ -23,19 +23,16 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from modelapi_operator.diagnose import (
+from modelapi_operator.diagnose import Failure, diagnose_deployment, diagnose_pods, redact
+from modelapi_operator.reasons import (
+    EVICTED,
     INSUFFICIENT_GPU,
-    Failure,
-    diagnose_deployment,
-    diagnose_pods,
-    redact,
+    POD_CREATION_FAILED,
+    QUOTA_EXCEEDED,
+    UNSCHEDULABLE,
+    WAITING_FOR_CAPACITY,
 )
 
-UNSCHEDULABLE: Final = "Unschedulable"
-WAITING_FOR_CAPACITY: Final = "WaitingForCapacity"
-QUOTA_EXCEEDED: Final = "QuotaExceeded"
-POD_CREATION_FAILED: Final = "PodCreationFailed"
-EVICTED: Final = "Evicted"
 # Reasons that describe progress, not a failure: Progressing=True, Degraded=False.
 PROGRESS_REASONS: Final = frozenset({WAITING_FOR_CAPACITY})
 DEFAULT_GRACE_SECONDS: Final = 20.0

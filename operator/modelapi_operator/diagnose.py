@@ -11,48 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from modelapi_operator.reasons import (
+    CRASH_LOOPING,
+    IMAGE_PULL_FAILED,
+    INSUFFICIENT_GPU,
+    INVALID_SPEC,
+    PROGRESS_DEADLINE_EXCEEDED,
+    RUNTIME_REASONS,
+    SECRET_NOT_FOUND,
+    SERVICE_ACCOUNT_NOT_FOUND,
+)
 from modelapi_operator.redaction import redact_text
 
-# Reasons of docs/conditions.md (condition reason, lastFailure.reason and Event reason).
-INVALID_SPEC: Final = "InvalidSpec"
-ARTIFACT_NOT_FOUND: Final = "ArtifactNotFound"
-ARTIFACT_ACCESS_DENIED: Final = "ArtifactAccessDenied"
-ARTIFACT_UNAVAILABLE: Final = "ArtifactUnavailable"
-CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
-ARTIFACT_TOO_LARGE: Final = "ArtifactTooLarge"
-INSUFFICIENT_STORAGE: Final = "InsufficientStorage"
-MODEL_LOAD_FAILED: Final = "ModelLoadFailed"
-GPU_UNAVAILABLE: Final = "GPUUnavailable"
-INSUFFICIENT_GPU: Final = "InsufficientGPU"
-IMAGE_PULL_FAILED: Final = "ImagePullFailed"
-CRASH_LOOPING: Final = "CrashLooping"
-ROLLOUT_ABORTED: Final = "RolloutAborted"
-PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
-# A dangling reference is named precisely, not as a generic failure.
-SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a password
-SERVICE_ACCOUNT_NOT_FOUND: Final = "ServiceAccountNotFound"
-# Added: the user asked for a rollback; the current spec is not served until it changes.
-ROLLED_BACK: Final = "RolledBack"
-# Added (tenancy): a child's name is taken by an object this ModelAPI does not control (left untouched), and a spec
-# the cluster policy refuses (nothing is applied).
-NAME_CONFLICT: Final = "NameConflict"
-POLICY_VIOLATION: Final = "PolicyViolation"
-
-RUNTIME_REASONS: Final = frozenset(
-    {
-        INVALID_SPEC,
-        ARTIFACT_NOT_FOUND,
-        ARTIFACT_ACCESS_DENIED,
-        ARTIFACT_UNAVAILABLE,
-        CHECKSUM_MISMATCH,
-        ARTIFACT_TOO_LARGE,
-        INSUFFICIENT_STORAGE,
-        MODEL_LOAD_FAILED,
-        GPU_UNAVAILABLE,
-    }
-)
 _IMAGE_PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _TERMINATION = re.compile(r"^\s*([A-Z][A-Za-z]+):\s*(.*)$", re.DOTALL)
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")

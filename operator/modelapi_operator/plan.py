@@ -40,7 +40,8 @@ from modelapi_operator.builders import (
     uses_gateway_api,
     wants_pdb,
 )
-from modelapi_operator.diagnose import ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.diagnose import Failure
+from modelapi_operator.reasons import CANARY_PROMOTED, CANARY_STEP, ROLLBACK_UNAVAILABLE, ROLLED_BACK, ROLLOUT_ABORTED
 from modelapi_operator.revision_record import Aborted, CanaryProgress, Patch, RevisionRecord, Role, patch
 from modelapi_operator.status import EventRecord
 
@@ -326,10 +327,10 @@ class Planner:
         if existing is None or replicas_of(existing) != wanted:
             self.plan.scale[name] = wanted
         if decision.action == "advance":
-            self.plan.events.append(EventRecord("Normal", "CanaryStep", decision.message))
+            self.plan.events.append(EventRecord("Normal", CANARY_STEP, decision.message))
         elif existing is None:
             self.plan.events.append(
-                EventRecord("Normal", "CanaryStep", f"step 1/{len(canary_spec.steps)}: {weight}% of traffic to {name}")
+                EventRecord("Normal", CANARY_STEP, f"step 1/{len(canary_spec.steps)}: {weight}% of traffic to {name}")
             )
         self.plan.canary = self._status(
             name=name,
@@ -377,7 +378,7 @@ class Planner:
         if existing is not None and ready_of(existing) >= stable_replicas and replicas_of(existing) >= stable_replicas:
             # Start over from an empty plan: the HPA moves to the new stable, the old stable becomes the
             # last-known-good, and the previous last-known-good is no longer kept (so it is deleted).
-            self.plan = Plan(events=[EventRecord("Normal", "CanaryPromoted", f"{name} promoted: {why}")])
+            self.plan = Plan(events=[EventRecord("Normal", CANARY_PROMOTED, f"{name} promoted: {why}")])
             self.steady(revision, previous_stable=stable)
             self.shared(canary_weight=None, canary_revision=None)
             return
@@ -432,7 +433,7 @@ def _plan_children(given: PlanInput) -> Plan:
         planner.plan.events.append(
             EventRecord(
                 "Warning",
-                "RollbackUnavailable",
+                ROLLBACK_UNAVAILABLE,
                 "no last-known-good revision to roll back to (one is kept after a canary is promoted)",
             )
         )

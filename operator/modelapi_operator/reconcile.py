@@ -33,13 +33,7 @@ from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED
 from modelapi_operator.canary import Measurement
 from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
 from modelapi_operator.cluster_policy import ClusterPolicy
-from modelapi_operator.diagnose import (
-    INVALID_SPEC,
-    NAME_CONFLICT,
-    POLICY_VIOLATION,
-    SERVICE_ACCOUNT_NOT_FOUND,
-    Failure,
-)
+from modelapi_operator.diagnose import Failure
 from modelapi_operator.plan import (
     Plan,
     PlanInput,
@@ -51,6 +45,13 @@ from modelapi_operator.plan import (
     role_of,
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
+from modelapi_operator.reasons import (
+    INVALID_SPEC,
+    NAME_CONFLICT,
+    PERMISSION_DENIED,
+    POLICY_VIOLATION,
+    SERVICE_ACCOUNT_NOT_FOUND,
+)
 from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.revision_record import RevisionRecord
 from modelapi_operator.routing import routable_pods
@@ -157,10 +158,6 @@ def activator_from_slices(slices: Iterable[Manifest]) -> ActivatorEndpoints | No
     if not addresses or port is None:
         return None
     return ActivatorEndpoints(addresses=tuple(sorted(set(addresses))), port=port, address_type=address_type)
-
-
-# The operator's own identity lacks a permission (its Role was edited or is out of date).
-PERMISSION_DENIED = "PermissionDenied"
 
 
 def forbidden_failure(error: kube.KubeError) -> Failure:

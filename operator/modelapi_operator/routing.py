@@ -7,13 +7,11 @@ endpoint a moment later, and only then do kube-proxy and gateways send it traffi
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from modelapi_operator.builders.service import SERVICE_NAME_LABEL
 
-__all__ = ["ENDPOINTS_NOT_READY", "SERVICE_NAME_LABEL", "not_routable_message", "routable_pods"]
-
-ENDPOINTS_NOT_READY: Final = "EndpointsNotReady"
+__all__ = ["SERVICE_NAME_LABEL", "not_routable_message", "routable_pods"]
 
 Manifest = Mapping[str, Any]
 

@@ -14,30 +14,33 @@ from typing import Literal
 
 from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
-from modelapi_operator.autoscaling import (
+from modelapi_operator.autoscaling import DEFAULT_LIMITED_SECONDS, AutoscalingView, autoscaling_condition
+from modelapi_operator.capacity import PROGRESS_REASONS
+from modelapi_operator.diagnose import Failure
+from modelapi_operator.reasons import (
+    ACTIVATING,
+    AS_EXPECTED,
     AUTOSCALING_INACTIVE,
     AUTOSCALING_LIMITED,
-    DEFAULT_LIMITED_SECONDS,
-    AutoscalingView,
-    autoscaling_condition,
+    CANARY_IN_PROGRESS,
+    ENDPOINTS_NOT_READY,
+    NO_REVISION,
+    PROGRESS_DEADLINE_EXCEEDED,
+    REPLICAS_NOT_READY,
+    REPLICAS_STARTING,
+    ROLLED_BACK,
+    ROLLING_OUT,
+    ROLLOUT_ABORTED,
+    ROLLOUT_COMPLETE,
+    SCALE_TO_ZERO_UNAVAILABLE,
+    SCALED_TO_ZERO,
+    SERVING,
+    canary_step,
 )
-from modelapi_operator.capacity import PROGRESS_REASONS
-from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
-from modelapi_operator.routing import ENDPOINTS_NOT_READY, not_routable_message
+from modelapi_operator.routing import not_routable_message
 from modelapi_operator.timestamps import parse_rfc3339
 from modelapi_operator.zero import ZeroState
 
-SERVING = "Serving"
-ROLLING_OUT = "RollingOut"
-REPLICAS_STARTING = "ReplicasStarting"
-REPLICAS_NOT_READY = "ReplicasNotReady"
-ROLLOUT_COMPLETE = "RolloutComplete"
-AS_EXPECTED = "AsExpected"
-NO_REVISION = "NoRevision"
-CANARY_IN_PROGRESS = "CanaryInProgress"
-SCALED_TO_ZERO = "ScaledToZero"
-ACTIVATING = "Activating"
-SCALE_TO_ZERO_UNAVAILABLE = "ScaleToZeroUnavailable"
 # Failures after which nothing progresses by itself: a human changes the spec.
 FINAL_FAILURES = frozenset({PROGRESS_DEADLINE_EXCEEDED, ROLLOUT_ABORTED, ROLLED_BACK})
 SERVING_ROLES = ("stable", "next", "canary")
@@ -225,7 +228,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     elif waiting is not None:
         progressing = cond("Progressing", "True", waiting.reason, waiting.message)
     elif target is not None and target is not stable and obs.canary is not None:
-        progressing = cond("Progressing", "True", f"CanaryStep{obs.canary.step + 1}", ready.message)
+        progressing = cond("Progressing", "True", canary_step(obs.canary.step + 1), ready.message)
     elif target is not None and target is not stable:
         progressing = cond(
             "Progressing", "True", ROLLING_OUT, ready.message if failure is None else _ready_message(target)

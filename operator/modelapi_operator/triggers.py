@@ -21,7 +21,7 @@ from modelapi_operator import autoscaling, capacity, kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.context import OperatorContext
 from modelapi_operator.indices import Indices, Key, observed, values
-from modelapi_operator.routing import ENDPOINTS_NOT_READY
+from modelapi_operator.reasons import AUTOSCALING_LIMITED, ENDPOINTS_NOT_READY
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def _recheck_autoscaling_limit(
 ) -> None:
     """An HPA held at its maximum changes nothing when it has been so for long enough: look again then."""
     hpa = next((h for h in hpas if h.get("metadata", {}).get("name") == key[1]), None)
-    was_limited = any(
-        c.type == "Autoscaling" and c.reason == autoscaling.AUTOSCALING_LIMITED for c in status.conditions
-    )
+    was_limited = any(c.type == "Autoscaling" and c.reason == AUTOSCALING_LIMITED for c in status.conditions)
     wait = autoscaling.recheck_in(
         autoscaling.read_hpa(hpa),
         was_limited=was_limited,

@@ -9,7 +9,8 @@ The reasons are collected from the code itself, not from a list kept here:
 - every ``reason`` of the runtime's ``StartupError`` classes (what a pod writes to its termination log).
 
 A reason added without a row in docs/conditions.md fails here, and so does a runtime start-up reason the operator
-does not recognise (or one the operator expects that no runtime error carries).
+does not recognise (or one the operator expects that no runtime error carries), a reason defined (or passed as a
+literal) anywhere but ``reasons.py``, and a row of the doc for a reason ``reasons.py`` does not define.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 import modelapi_operator
-from modelapi_operator.diagnose import RUNTIME_REASONS, diagnose_pods
+from modelapi_operator import reasons
+from modelapi_operator.api.status import ConditionType
+from modelapi_operator.diagnose import diagnose_pods
+from modelapi_operator.reasons import RUNTIME_REASONS
 from modelapi_runtime import cli, exceptions
 from modelapi_runtime.settings import RuntimeSettings
 
@@ -64,6 +69,11 @@ def _literal_reasons(tree: ast.Module) -> Iterator[str]:
             yield argument.value
 
 
+def reasons_module() -> set[str]:
+    """The reasons reasons.py defines, read as the operator imports them."""
+    return {value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)}
+
+
 def operator_reasons() -> dict[str, str]:
     """Every reason the operator's code defines or passes as a literal -> the module it comes from."""
     found: dict[str, str] = {}
@@ -93,11 +103,27 @@ def documented_reasons() -> set[str]:
 
 
 def test_the_collector_finds_reasons_of_every_kind() -> None:
-    """The collector itself must not go blind: constants of diagnose.py, status.py and reconcile.py, and literal
-    Event reasons of plan.py, are all seen."""
+    """The collector itself must not go blind: the constants of reasons.py are all seen (and nothing else is one)."""
     found = operator_reasons()
     assert {"InvalidSpec", "Serving", "RolloutComplete", "PermissionDenied", "CanaryPromoted"} <= set(found)
     assert "ModelAPI" not in found
+    assert set(found) == reasons_module()
+    tree = ast.parse("OTHER = 'OtherReason'\nEventRecord('Normal', 'LiteralReason', 'x')\nFailure('Literal2', 'x')")
+    assert [*_module_constants(tree), *_literal_reasons(tree)] == ["OtherReason", "LiteralReason", "Literal2"]
+
+
+def test_every_reason_is_defined_in_reasons_py_and_nowhere_else() -> None:
+    """One module holds the reasons: a constant or a literal reason in another module is one more place to look."""
+    elsewhere = {reason: where for reason, where in operator_reasons().items() if not where.endswith("/reasons.py")}
+    assert not elsewhere, (
+        f"reasons defined outside operator/modelapi_operator/reasons.py (move them there): {elsewhere}"
+    )
+
+
+def test_every_row_of_docs_conditions_is_a_reason_of_reasons_py() -> None:
+    """The doc and the module say the same thing both ways: no row for a reason the operator no longer has."""
+    stale = documented_reasons() - reasons_module() - set(get_args(ConditionType))  # the first table: conditions
+    assert not stale, f"rows of docs/conditions.md for reasons operator/modelapi_operator/reasons.py lacks: {stale}"
 
 
 def test_every_reason_in_the_code_has_a_row_in_docs_conditions() -> None:
@@ -115,7 +141,7 @@ def test_runtime_startup_reasons_are_exactly_the_ones_the_operator_reads() -> No
     runtime = {cls.reason for cls in runtime_startup_errors()}
     assert runtime == RUNTIME_REASONS, (
         f"runtime start-up reasons {sorted(runtime)} and the operator's RUNTIME_REASONS "
-        f"(modelapi_operator/diagnose.py) {sorted(RUNTIME_REASONS)} differ: the operator would show a runtime "
+        f"(modelapi_operator/reasons.py) {sorted(RUNTIME_REASONS)} differ: the operator would show a runtime "
         "failure as a crash loop, or expect a reason no runtime writes"
     )
 

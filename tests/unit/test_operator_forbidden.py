@@ -11,7 +11,8 @@ from kube_fakes import RefusingKube
 
 from modelapi_operator import kube
 from modelapi_operator.builders import RuntimeImages
-from modelapi_operator.reconcile import PERMISSION_DENIED, Observed, Reconciler
+from modelapi_operator.reasons import PERMISSION_DENIED
+from modelapi_operator.reconcile import Observed, Reconciler
 
 REFUSAL = (
     'poddisruptionbudgets.policy "iris" is forbidden: User "system:serviceaccount:ops:modelapi-operator" cannot '
