@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -310,7 +310,8 @@ class Reconciler:
                 body=body,
                 owner=owner,
                 revision=revision,
-                invalid=forbidden_failure(error),
+                invalid=None,
+                forbidden=forbidden_failure(error),
                 deployments=deployments,
                 observed=observed,
                 previous=previous,
@@ -320,13 +321,16 @@ class Reconciler:
         deployments = self._after(
             plan, deployments, skipped={item["metadata"]["name"] for item in foreign if item["kind"] == "Deployment"}
         )
-        problem = name_conflict(foreign, owner) if foreign else await self._check_references(spec, owner)
+        conflict = name_conflict(foreign, owner) if foreign else None
+        missing_reference = None if foreign else await self._check_references(spec, owner)
         cold_start = await self._cold_start(owner, plan.stable_revision, previous)
         return await self._finish(
             body=body,
             owner=owner,
             revision=revision,
-            invalid=problem,
+            invalid=None,
+            conflict=conflict,
+            missing_reference=missing_reference,
             deployments=deployments,
             observed=observed,
             previous=previous,
@@ -583,6 +587,9 @@ class Reconciler:
         previous: ModelAPIStatus,
         plan: Plan,
         cold_start: ColdStart | None = None,
+        forbidden: Failure | None = None,
+        conflict: Failure | None = None,
+        missing_reference: Failure | None = None,
     ) -> ModelAPIStatus:
         now = datetime.now(UTC)
         scaling_up = await self._read_scaling_up(owner, observed.pods, now)
@@ -600,6 +607,9 @@ class Reconciler:
             generation=int(body["metadata"].get("generation") or 0),
             desired_revision=revision,
             invalid=invalid,
+            forbidden=forbidden,
+            conflict=conflict,
+            missing_reference=missing_reference,
             revisions=views,
             url=service_url(owner),
             previous=previous,
@@ -611,10 +621,16 @@ class Reconciler:
             zero_notice=plan.zero.notice if plan.zero is not None else None,
             autoscaling=read_hpa(hpa := _hpa_of(owner, observed), _scale_target(hpa, deployments)),
             autoscaling_limited_seconds=self.autoscaling_limited_seconds,
-            routable=await self._routable(
-                owner, views=views, revision=revision, invalid=invalid, pods=observed.pods, previous=previous
-            ),
         )
+        routable = await self._routable(
+            owner,
+            views=views,
+            revision=revision,
+            failed=observation.modelapi_failure is not None,
+            pods=observed.pods,
+            previous=previous,
+        )
+        observation = replace(observation, routable=routable)
         status, events = compute_status(observation)
         if _comparable(status) != _comparable(previous):
             # A merge patch: None becomes null, which removes a field (e.g. the canary block after a promotion).
@@ -630,7 +646,7 @@ class Reconciler:
         *,
         views: Sequence[RevisionView],
         revision: str | None,
-        invalid: Failure | None,
+        failed: bool,
         pods: Sequence[Manifest],
         previous: ModelAPIStatus,
     ) -> int | None:
@@ -639,7 +655,7 @@ class Reconciler:
         checked, or the slices could not be read (ready replicas decide, as before)."""
         target = next((view for view in views if view.revision == revision), None)
         was_ready = any(c.type == "Ready" and c.status == "True" for c in previous.conditions)
-        if was_ready or invalid is not None or target is None or target.role != "stable":
+        if was_ready or failed or target is None or target.role != "stable":
             return None
         if target.desired < 1 or target.ready < target.desired or target.failure is not None:
             return None

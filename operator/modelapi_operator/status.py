@@ -64,7 +64,7 @@ class RevisionView:
 class Observation:
     generation: int
     desired_revision: str | None  # None when the spec is invalid
-    invalid: Failure | None  # the spec, or an object it references, is wrong: nothing can progress
+    invalid: Failure | None  # the spec is invalid, or the cluster policy refuses it: nothing of it was applied
     revisions: Sequence[RevisionView]  # newest first
     url: str
     previous: ModelAPIStatus
@@ -79,6 +79,15 @@ class Observation:
     # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
     # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
     routable: int | None = None
+    forbidden: Failure | None = None  # the API server refused one of the operator's writes (its RBAC)
+    conflict: Failure | None = None  # a child's name is taken by an object this ModelAPI does not control
+    missing_reference: Failure | None = None  # an object the spec names (a ServiceAccount) does not exist
+
+    @property
+    def modelapi_failure(self) -> Failure | None:
+        """A failure of the ModelAPI itself, found before or while applying: it wins over any revision's, and
+        nothing progresses until it is fixed."""
+        return self.invalid or self.forbidden or self.conflict or self.missing_reference
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ def _ready(
         if obs.canary is not None:
             return "False", CANARY_IN_PROGRESS, f"canary {obs.canary.analysis or ''}{serving}"
         return "False", ROLLING_OUT, f"rolling out {_ready_message(target)}{serving}"
-    if obs.invalid is None and obs.zero_state == "zero":
+    if obs.modelapi_failure is None and obs.zero_state == "zero":
         # Ready: a request is accepted (held by the activator) and served once a replica is up.
         return (
             "True",
@@ -177,7 +186,7 @@ def _ready(
             f"scaled to zero at {obs.zero_since} (no request for a while); the next request starts revision "
             f"{target.name}, held by the activator meanwhile",
         )
-    if obs.invalid is None and obs.zero_state == "waking":
+    if obs.modelapi_failure is None and obs.zero_state == "waking":
         return (
             "True",
             ACTIVATING,
@@ -206,17 +215,22 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         )
 
     fully_serving = (
-        obs.invalid is None
+        obs.modelapi_failure is None
         and target is not None
         and target is stable
         and target.desired >= 1
         and target.ready >= target.desired
     )
-    parked = obs.invalid is None and target is not None and target is stable and obs.zero_state in ("zero", "waking")
+    parked = (
+        obs.modelapi_failure is None
+        and target is not None
+        and target is stable
+        and obs.zero_state in ("zero", "waking")
+    )
     ready = cond("Ready", *_ready(obs, target, stable, cause, fully_serving=fully_serving))
 
-    if obs.invalid is not None:
-        progressing = cond("Progressing", "False", obs.invalid.reason, obs.invalid.message)
+    if obs.modelapi_failure is not None:
+        progressing = cond("Progressing", "False", obs.modelapi_failure.reason, obs.modelapi_failure.message)
     elif failure is not None and failure.reason in FINAL_FAILURES:
         progressing = cond("Progressing", "False", failure.reason, failure.message)
     elif fully_serving and _routed(obs, target):
@@ -255,7 +269,9 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     if failure is not None and (
         last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
     ):
-        failed_revision = None if obs.invalid is not None else (target.name if target and target.failure else None)
+        failed_revision = (
+            None if obs.modelapi_failure is not None else (target.name if target and target.failure else None)
+        )
         if failed_revision is None and stable is not None and stable.failure is not None:
             failed_revision = stable.name
         last_failure = LastFailure(
@@ -305,7 +321,7 @@ def _causes(
 ) -> tuple[Failure | None, Failure | None, Failure | None]:
     """The cause to show, split into a failure (Degraded=True) or progress (capacity being added: Progressing=True,
     Degraded stays False)."""
-    cause = obs.invalid or (target.failure if target else None) or (stable.failure if stable else None)
+    cause = obs.modelapi_failure or (target.failure if target else None) or (stable.failure if stable else None)
     if cause is not None and cause.reason in PROGRESS_REASONS:
         return cause, None, cause
     return cause, cause, None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.diagnose import Failure
 from modelapi_operator.reconcile import is_subset
@@ -130,3 +134,29 @@ def test_selector_with_an_extra_label_is_fixed_by_removing_it() -> None:
     assert exact_map_fix(deployment, {"spec": {"selector": {"matchLabels": {"a": "1", "b": "2"}}}}) == {
         "spec": {"selector": {"matchLabels": {"b": None}}}
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        ("invalid", "PolicyViolation"),
+        ("forbidden", "PermissionDenied"),
+        ("conflict", "NameConflict"),
+        ("missing_reference", "ServiceAccountNotFound"),
+    ],
+)
+def test_a_failure_of_the_modelapi_itself_wins_over_a_serving_revision(field: str, reason: str) -> None:
+    """Each kind of failure of the ModelAPI itself has its own field; each stops everything the same way: Ready,
+    Progressing and Degraded carry it, and lastFailure names no revision."""
+    failure = Failure(reason, f"what went wrong: {field}")
+    observation = replace(_observe(_view("a")), **{field: failure})
+    assert observation.modelapi_failure == failure
+    status, events = compute_status(observation)
+    assert _conditions(status) == {
+        "Ready": ("False", reason),
+        "Progressing": ("False", reason),
+        "Degraded": ("True", reason),
+    }
+    assert status.last_failure is not None
+    assert (status.last_failure.reason, status.last_failure.revision) == (reason, None)
+    assert [e.reason for e in events if e.type == "Warning"] == [reason]
