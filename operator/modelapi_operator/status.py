@@ -4,6 +4,10 @@
 stable one and all its desired replicas are ready. ``Progressing`` is True while a revision rolls
 out or replicas start. ``Degraded`` carries the failure that needs a human. Transition times move
 only when a condition's status changes; an Event is produced for every change of status or reason.
+
+``compute_status`` works out one ``Situation`` from the observation, then asks one small policy per condition
+(``ready_policy``, ``progressing_policy``, ``degraded_policy``, ``autoscaling_policy``) and one for
+``lastFailure`` (``last_failure_policy``); each returns what it decides and nothing else.
 """
 
 from __future__ import annotations
@@ -196,24 +200,23 @@ def _ready(
     return "False", REPLICAS_NOT_READY, _ready_message(target)
 
 
-def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[EventRecord]]:
-    obs = observation
-    views = list(obs.revisions)
-    stable = next((view for view in views if view.role == "stable"), None)
-    target = next((view for view in views if view.revision == obs.desired_revision), None)
+@dataclass(frozen=True)
+class Situation:
+    """What every condition's policy reads, worked out once from an observation."""
+
+    target: RevisionView | None  # the revision of the current generation
+    stable: RevisionView | None
+    cause: Failure | None  # the failure to show, or capacity still being added
+    failure: Failure | None  # a cause that needs a human: Degraded=True
+    waiting: Failure | None  # a cause that is progress (capacity being added): Progressing=True
+    fully_serving: bool  # the current revision is stable with every desired replica ready
+    parked: bool  # the current revision is stable and at zero, or waking from it
+
+
+def situation(obs: Observation) -> Situation:
+    stable = next((view for view in obs.revisions if view.role == "stable"), None)
+    target = next((view for view in obs.revisions if view.revision == obs.desired_revision), None)
     cause, failure, waiting = _causes(obs, target, stable)
-
-    def cond(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> Condition:
-        return _condition(
-            previous=obs.previous,
-            kind=kind,
-            status=status,
-            reason=reason,
-            message=message,
-            generation=obs.generation,
-            now=obs.now,
-        )
-
     fully_serving = (
         obs.modelapi_failure is None
         and target is not None
@@ -227,56 +230,96 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         and target is stable
         and obs.zero_state in ("zero", "waking")
     )
-    ready = cond("Ready", *_ready(obs, target, stable, cause, fully_serving=fully_serving))
+    return Situation(target, stable, cause, failure, waiting, fully_serving, parked)
 
+
+Verdict = tuple[ConditionStatus, str, str]  # a condition's status, reason and message
+
+
+def ready_policy(obs: Observation, now: Situation) -> Verdict:
+    return _ready(obs, now.target, now.stable, now.cause, fully_serving=now.fully_serving)
+
+
+def progressing_policy(obs: Observation, now: Situation, ready: Verdict) -> Verdict:
+    """Whether anything moves: a rollout, a canary step, replicas starting, a model waking; and if not, why."""
+    _, ready_reason, ready_message = ready
+    target, stable, failure = now.target, now.stable, now.failure
     if obs.modelapi_failure is not None:
-        progressing = cond("Progressing", "False", obs.modelapi_failure.reason, obs.modelapi_failure.message)
-    elif failure is not None and failure.reason in FINAL_FAILURES:
-        progressing = cond("Progressing", "False", failure.reason, failure.message)
-    elif fully_serving and _routed(obs, target):
-        progressing = cond("Progressing", "False", ROLLOUT_COMPLETE, ready.message)
-    elif parked and ready.reason == SCALED_TO_ZERO:
-        progressing = cond("Progressing", "False", SCALED_TO_ZERO, ready.message)
-    elif parked and ready.reason == ACTIVATING:
-        progressing = cond("Progressing", "True", ACTIVATING, ready.message)
-    elif waiting is not None:
-        progressing = cond("Progressing", "True", waiting.reason, waiting.message)
-    elif target is not None and target is not stable and obs.canary is not None:
-        progressing = cond("Progressing", "True", canary_step(obs.canary.step + 1), ready.message)
-    elif target is not None and target is not stable:
-        progressing = cond(
-            "Progressing", "True", ROLLING_OUT, ready.message if failure is None else _ready_message(target)
-        )
-    else:
-        progressing = cond("Progressing", "True", REPLICAS_STARTING, ready.message)
+        return "False", obs.modelapi_failure.reason, obs.modelapi_failure.message
+    if failure is not None and failure.reason in FINAL_FAILURES:
+        return "False", failure.reason, failure.message
+    if now.fully_serving and _routed(obs, target):
+        return "False", ROLLOUT_COMPLETE, ready_message
+    if now.parked and ready_reason == SCALED_TO_ZERO:
+        return "False", SCALED_TO_ZERO, ready_message
+    if now.parked and ready_reason == ACTIVATING:
+        return "True", ACTIVATING, ready_message
+    if now.waiting is not None:
+        return "True", now.waiting.reason, now.waiting.message
+    if target is not None and target is not stable and obs.canary is not None:
+        return "True", canary_step(obs.canary.step + 1), ready_message
+    if target is not None and target is not stable:
+        return "True", ROLLING_OUT, ready_message if failure is None else _ready_message(target)
+    return "True", REPLICAS_STARTING, ready_message
 
-    if failure is not None:
-        degraded = cond("Degraded", "True", failure.reason, failure.message)
-    else:
-        degraded = cond("Degraded", "False", AS_EXPECTED, "")
 
-    conditions = [ready, progressing, degraded]
-    if obs.autoscaling is not None:
-        before = next((c for c in obs.previous.conditions if c.type == "Autoscaling"), None)
-        autoscaling = autoscaling_condition(
-            obs.autoscaling,
-            was_limited=before is not None and before.reason == AUTOSCALING_LIMITED,
-            now=parse_rfc3339(obs.now),
-            sustain=obs.autoscaling_limited_seconds,
-        )
-        conditions.append(cond("Autoscaling", *autoscaling))
+def degraded_policy(now: Situation) -> Verdict:
+    """A failure that needs a human, or nothing wrong."""
+    if now.failure is not None:
+        return "True", now.failure.reason, now.failure.message
+    return "False", AS_EXPECTED, ""
+
+
+def autoscaling_policy(obs: Observation, autoscaling: AutoscalingView) -> Verdict:
+    """The stable revision's HPA: can it read its metric, and has it been held at its maximum."""
+    before = next((c for c in obs.previous.conditions if c.type == "Autoscaling"), None)
+    return autoscaling_condition(
+        autoscaling,
+        was_limited=before is not None and before.reason == AUTOSCALING_LIMITED,
+        now=parse_rfc3339(obs.now),
+        sustain=obs.autoscaling_limited_seconds,
+    )
+
+
+def last_failure_policy(obs: Observation, now: Situation) -> LastFailure | None:
+    """The last failure, kept after it clears; a new one (another reason or message) replaces it."""
+    failure, target, stable = now.failure, now.target, now.stable
     last_failure = obs.previous.last_failure
-    if failure is not None and (
-        last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
+    if failure is None or (
+        last_failure is not None and (last_failure.reason, last_failure.message) == (failure.reason, failure.message)
     ):
-        failed_revision = (
-            None if obs.modelapi_failure is not None else (target.name if target and target.failure else None)
+        return last_failure
+    failed_revision = None if obs.modelapi_failure is not None else (target.name if target and target.failure else None)
+    if failed_revision is None and stable is not None and stable.failure is not None:
+        failed_revision = stable.name
+    return LastFailure(reason=failure.reason, message=failure.message, revision=failed_revision, time=obs.now)
+
+
+def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[EventRecord]]:
+    obs = observation
+    views = list(obs.revisions)
+    now = situation(obs)
+
+    def cond(kind: ConditionType, verdict: Verdict) -> Condition:
+        status, reason, message = verdict
+        return _condition(
+            previous=obs.previous,
+            kind=kind,
+            status=status,
+            reason=reason,
+            message=message,
+            generation=obs.generation,
+            now=obs.now,
         )
-        if failed_revision is None and stable is not None and stable.failure is not None:
-            failed_revision = stable.name
-        last_failure = LastFailure(
-            reason=failure.reason, message=failure.message, revision=failed_revision, time=obs.now
-        )
+
+    ready = ready_policy(obs, now)
+    conditions = [
+        cond("Ready", ready),
+        cond("Progressing", progressing_policy(obs, now, ready)),
+        cond("Degraded", degraded_policy(now)),
+    ]
+    if obs.autoscaling is not None:
+        conditions.append(cond("Autoscaling", autoscaling_policy(obs, obs.autoscaling)))
 
     weights = _weights(views, obs.canary)
     status = ModelAPIStatus(
@@ -297,9 +340,9 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
             for view in views
         ],
         canary=obs.canary,
-        last_failure=last_failure,
+        last_failure=last_failure_policy(obs, now),
         cold_start=obs.cold_start or obs.previous.cold_start,
-        scaled_to_zero_at=obs.zero_since if parked else None,
+        scaled_to_zero_at=obs.zero_since if now.parked else None,
     )
     return status, _events(obs.previous, conditions)
 
