@@ -4,14 +4,17 @@ Three situations, read from the role in each revision's record (its Deployment's
 
 - steady: the desired revision is stable (or nothing exists yet); the HPA owns its size;
 - RollingUpdate: a ``next`` revision grows and the stable one shrinks within maxSurge/maxUnavailable,
-  then the next one is promoted and the old one deleted;
+  then the next one is promoted and the old one kept as ``lastKnownGood``;
 - Canary: a ``canary`` revision gets the weight of its step (HTTPRoute weights, or a replica ratio
   behind the ``<name>`` Service), steps advance on time, readiness and analysis, and the canary is
-  promoted (the old stable is kept at zero replicas as ``lastKnownGood``) or aborted (kept at zero,
-  never retried for the same spec).
+  promoted (the old stable is kept as ``lastKnownGood``) or aborted (kept at zero, never retried for the
+  same spec).
 
-A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
-last-known-good revision stable again at once, with no canary.
+Only the newest last-known-good revision is kept (an older one is deleted), at
+``spec.rollout.lastKnownGoodReplicas`` warm replicas while one revision serves, and at zero during a rollout or a
+canary (the ``<name>`` Service then selects every revision of the model, and a warm replica of an old model must
+take no traffic). A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
+last-known-good revision stable again at once, with no canary, after either strategy.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class Plan:
     clear_activation_request: bool = False
     checked: bool = False  # a canary analysis ran (its time is now recorded)
     zero: zero.ZeroDecision | None = None  # scale to zero of the stable revision (steady state only)
+    # The ``<name>`` Service selects the stable revision only: one revision serves and warm replicas of the
+    # last-known-good one are kept (they must take no traffic).
+    main_one_revision: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,11 +170,33 @@ class Planner:
         if role_of(deployment) != role:
             self.plan.annotate.setdefault(deployment["metadata"]["name"], {}).update(patch(RevisionRecord(role=role)))
 
+    def keep_last_known_good(self, *, besides: str, warm: bool) -> None:
+        """Keep the newest last-known-good revision (an older one is not kept, so it is deleted): at its warm size
+        when ``warm`` (one revision serves), else at zero. Not ``besides``, the revision being rolled out: a spec set
+        back to the last-known-good one rolls out its Deployment again, as it is."""
+        good = _newest(self.given.deployments, "lastKnownGood")
+        if good is not None and revision_of(good) != besides:
+            self.keep(good, replicas=self.warm_replicas if warm else 0)
+
+    def demote(self, previous_stable: Manifest) -> None:
+        """The stable revision a promotion replaces becomes the last-known-good one, at its warm size, with the time it
+        stopped serving; the previous last-known-good one is no longer kept (so it is deleted)."""
+        self.keep(previous_stable, self.warm_replicas)
+        if role_of(previous_stable) != "lastKnownGood":
+            demoted = RevisionRecord(role="lastKnownGood", last_served=self.given.now)
+            self.plan.annotate.setdefault(previous_stable["metadata"]["name"], {}).update(patch(demoted))
+
+    @property
+    def warm_replicas(self) -> int:
+        return self.given.spec.rollout.last_known_good_replicas
+
     def shared(self, canary_weight: int | None, canary_revision: str | None) -> None:
         spec, owner, stable = self.given.spec, self.given.owner, self.plan.stable_revision
         activator = self.given.activator if self.plan.zero is not None and self.plan.zero.via_activator else None
         for role in ("main", "stable"):
-            service = build_service(owner, role, stable, via_activator=activator is not None)
+            service = build_service(
+                owner, role, stable, via_activator=activator is not None, one_revision=self.plan.main_one_revision
+            )
             if activator is not None:
                 # The slice first: the Service loses its selector only once the activator is its endpoint.
                 self.plan.apply.append(build_activator_slice(owner, service["metadata"]["name"], stable, activator))
@@ -221,12 +249,11 @@ class Planner:
             self.plan.annotate.setdefault(name, {}).update(decision.record)
         if decision.hpa:
             self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
-        if spec.rollout.strategy == "Canary" and previous_stable is not None:
-            self.keep_with_role(previous_stable, "lastKnownGood", replicas=0)
-        elif spec.rollout.strategy == "Canary":
-            good = _newest(self.given.deployments, "lastKnownGood")
-            if good is not None and revision_of(good) != revision:
-                self.keep(good, replicas=0)
+        if previous_stable is not None:
+            self.demote(previous_stable)
+        else:
+            self.keep_last_known_good(besides=revision, warm=True)
+        self.plan.main_one_revision = self.warm_replicas > 0
 
     def rolling_update(self, stable: Manifest, existing: Manifest | None) -> None:
         """Size both revisions; the HPA is left out until the promotion, so it never resizes either."""
@@ -246,14 +273,20 @@ class Planner:
         )
         failure = aborted_reason(existing)
         if existing is not None and failure is not None:
-            self.keep(existing, replicas=0)
+            # Rolled back (or aborted): goes to zero once the stable revision is fully ready (after a rollback the
+            # restored revision may still be starting, and the ``<name>`` Service still reaches this one's pods).
+            stable_ready = ready_of(stable) >= max(replicas_of(stable), 1)
+            self.keep(existing, replicas=0 if stable_ready else None)
             self.keep(stable, max(replicas_of(stable), spec.autoscaling.min_replicas))
+            self.keep_last_known_good(besides=revision, warm=True)
+            self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(stable) > 0
             self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision_of(stable)))
             self.plan.target_failure = failure
             return
         if step.complete and existing is not None:
-            self.steady(revision)  # promotion: the old revision is not kept, so it is deleted
+            self.steady(revision, previous_stable=stable)  # promotion: the old stable becomes last-known-good
             return
+        self.keep_last_known_good(besides=revision, warm=False)
         incoming = self.ensure(revision, RevisionRecord(role="next", rollout_replicas=total), initial_replicas=0)
         name = incoming["metadata"]["name"]
         if existing is None or replicas_of(existing) != step.new_replicas:
@@ -272,9 +305,6 @@ class Planner:
         self.plan.stable_revision = stable_revision
         self.plan.apply.append(build_hpa(spec.autoscaling, owner, stable_revision))
         self.keep(stable)
-        good = _newest(given.deployments, "lastKnownGood")
-        if good is not None:
-            self.keep(good, replicas=0)
 
         failure = aborted_reason(existing)
         if existing is not None and failure is not None:
@@ -282,10 +312,13 @@ class Planner:
             # rollback the restored revision may still be starting), and stays there until the spec changes.
             stable_ready = ready_of(stable) >= max(replicas_of(stable), 1)
             self.keep(existing, replicas=0 if stable_ready else None)
+            self.keep_last_known_good(besides=revision, warm=True)
+            self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(stable) > 0
             self.plan.target_failure = failure
             self.shared(canary_weight=None, canary_revision=None)
             return
 
+        self.keep_last_known_good(besides=revision, warm=False)
         routing: policy.Routing = (
             "gatewayAPI" if uses_gateway_api(spec, gateway_api_installed=given.gateway_api_installed) else "replicas"
         )
@@ -405,6 +438,9 @@ class Planner:
         self.plan.annotate[stable_name] = patch(RevisionRecord(role="canary", aborted=Aborted(ROLLED_BACK, message)))
         self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
         self.keep_with_role(good, "stable", replicas=total)
+        # Warm replicas of the restored revision serve at once; without any, the ``<name>`` Service keeps reaching
+        # the current revision's pods until the restored ones are ready.
+        self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(good) > 0
         self.plan.apply.append(build_hpa(self.given.spec.autoscaling, self.given.owner, revision_of(good)))
         self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
         self.plan.target_failure = Failure(ROLLED_BACK, message)
@@ -433,7 +469,8 @@ def _plan_children(given: PlanInput) -> Plan:
             EventRecord(
                 "Warning",
                 "RollbackUnavailable",
-                "no last-known-good revision to roll back to (one is kept after a canary is promoted)",
+                "no last-known-good revision to roll back to (one is kept once a rolling update or a canary has "
+                "promoted a new revision, and none right after a rollback)",
             )
         )
     interrupted = aborted_reason(existing)

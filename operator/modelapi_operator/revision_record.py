@@ -32,6 +32,7 @@ SCALED_TO_ZERO_ANNOTATION: Final = f"{names.GROUP}/scaled-to-zero-at"
 ACTIVE_SINCE_ANNOTATION: Final = f"{names.GROUP}/active-since"
 MODEL_URI_ANNOTATION: Final = f"{names.GROUP}/model-uri"
 MODEL_SHA256_ANNOTATION: Final = f"{names.GROUP}/model-sha256"
+LAST_SERVED_ANNOTATION: Final = f"{names.GROUP}/last-served"
 
 CANARY_ANNOTATIONS: Final = (
     STEP_ANNOTATION,
@@ -42,7 +43,8 @@ CANARY_ANNOTATIONS: Final = (
 )
 
 # stable: serves, the HPA sizes it; next: grows in a rolling update; canary: takes a step's share of traffic (or was
-# aborted / rolled back); lastKnownGood: the stable before the last promoted canary, kept at zero for a rollback.
+# aborted / rolled back); lastKnownGood: the stable before the last promotion (a rolling update's or a canary's), kept
+# for a rollback at spec.rollout.lastKnownGoodReplicas (0 by default).
 Role = RevisionRole
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 DEFAULT_ROLE: Final[Role] = "next"
@@ -85,6 +87,7 @@ class RevisionRecord:
     active_since: datetime | None = None  # when it was last woken from zero
     model_uri: str | None = None  # redacted: never a presigned URL's query
     model_sha256: str | None = None
+    last_served: datetime | None = None  # when it stopped serving: when a newer revision was promoted over it
 
     def encode(self) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -104,6 +107,8 @@ class RevisionRecord:
             values[MODEL_URI_ANNOTATION] = self.model_uri
         if self.model_sha256 is not None:
             values[MODEL_SHA256_ANNOTATION] = self.model_sha256
+        if self.last_served is not None:
+            values[LAST_SERVED_ANNOTATION] = rfc3339(self.last_served)
         return values
 
     @classmethod
@@ -122,6 +127,7 @@ class RevisionRecord:
             active_since=parse_rfc3339(text(ACTIVE_SINCE_ANNOTATION)),
             model_uri=text(MODEL_URI_ANNOTATION),
             model_sha256=text(MODEL_SHA256_ANNOTATION),
+            last_served=parse_rfc3339(text(LAST_SERVED_ANNOTATION)),
         )
 
     @classmethod

@@ -180,8 +180,8 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     """`kubectl get mapi -o wide` adds MODEL (the stable revision's URI as status has it: a presigned URL's query
-    redacted) and STRATEGY (the API server's default RollingUpdate when the spec leaves it out); the plain output
-    keeps its columns."""
+    redacted), STRATEGY (the API server's default RollingUpdate when the spec leaves it out) and LASTKNOWNGOOD (none
+    before a first rollout); the plain output keeps its columns."""
     token = "f00dfeedc0ffee"
     uri = f"https://models.example/iris/model.onnx?X-Amz-Signature={token}&X-Amz-Expires=3600"
     _apply(cluster, namespace, _iris(model={"uri": uri}))
@@ -189,7 +189,8 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     wide = cluster.kubectl("get", "mapi", "iris", "-o", "wide", namespace=namespace).stdout
     header, row = wide.splitlines()[:2]
     values = _table_row(header, row)
-    assert list(values)[-2:] == ["MODEL", "STRATEGY"], wide
+    assert list(values)[-3:] == ["MODEL", "STRATEGY", "LASTKNOWNGOOD"], wide
+    assert values["LASTKNOWNGOOD"] in ("", "<none>"), wide
     assert values["MODEL"] == "https://models.example/iris/model.onnx?<redacted>", wide
     assert values["STRATEGY"] == "RollingUpdate", wide
     assert (values["READY"], values["REASON"]) == ("True", "Serving"), wide
@@ -197,3 +198,4 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     plain = cluster.kubectl("get", "mapi", "iris", namespace=namespace).stdout
     assert "MODEL" not in plain, plain
     assert "STRATEGY" not in plain, plain
+    assert "LASTKNOWNGOOD" not in plain, plain
