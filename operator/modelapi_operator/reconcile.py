@@ -55,7 +55,7 @@ from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.revision_record import RevisionRecord
 from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
-from modelapi_operator.timestamps import now_rfc3339
+from modelapi_operator.timestamps import now_rfc3339, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -744,6 +744,7 @@ def _views(
                 desired=replicas_of(deployment),
                 ready=ready_of(deployment),
                 failure=failure,
+                last_served=rfc3339(record.last_served) if record.last_served is not None else None,
             )
         )
     return views

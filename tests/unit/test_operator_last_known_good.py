@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelapi_operator import names
-from modelapi_operator.api import ModelAPISpec
+from modelapi_operator.api import ModelAPISpec, ModelAPIStatus
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
 from modelapi_operator.plan import Plan, PlanInput, plan_children
 from modelapi_operator.revision_record import (
@@ -18,6 +18,7 @@ from modelapi_operator.revision_record import (
     RevisionRecord,
     Role,
 )
+from modelapi_operator.status import Observation, RevisionView, compute_status
 from modelapi_operator.timestamps import rfc3339
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
@@ -213,3 +214,41 @@ def test_a_canary_keeps_the_last_known_good_one_at_zero_while_it_runs() -> None:
     plan = _plan(_spec(3, warm=1, strategy="Canary"), deployments)
     assert plan.scale[_name(1)] == 0
     assert names.LABEL_REVISION not in _main_selector(plan), "a replica-ratio canary needs every revision"
+
+
+def _view(name: str, role: Role, desired: int, ready: int, last_served: str | None = None) -> RevisionView:
+    return RevisionView(
+        name=name,
+        revision=name.rsplit("-", 1)[1],
+        role=role,
+        model_uri=f"s3://models/{name}/model.onnx",
+        sha256=None,
+        desired=desired,
+        ready=ready,
+        last_served=last_served,
+    )
+
+
+def test_status_names_the_last_known_good_revision() -> None:
+    observation = Observation(
+        generation=1,
+        desired_revision="bbb",
+        invalid=None,
+        revisions=[_view("iris-bbb", "stable", 2, 2), _view("iris-aaa", "lastKnownGood", 1, 1, "2026-11-30T11:00:00Z")],
+        url="http://iris.ml.svc.cluster.local",
+        previous=ModelAPIStatus(),
+        now="2026-11-30T12:00:00Z",
+    )
+    status, _ = compute_status(observation)
+    assert status.last_known_good is not None
+    assert status.last_known_good.model_dump(by_alias=True) == {
+        "revision": "iris-aaa",
+        "modelUri": "s3://models/iris-aaa/model.onnx",
+        "sha256": None,
+        "lastServed": "2026-11-30T11:00:00Z",
+        "replicas": 1,
+        "readyReplicas": 1,
+    }
+    assert status.replicas == 2, "warm replicas are not serving replicas"
+    alone = Observation(**{**observation.__dict__, "revisions": [_view("iris-bbb", "stable", 2, 2)]})
+    assert compute_status(alone)[0].last_known_good is None
