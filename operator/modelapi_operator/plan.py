@@ -20,13 +20,13 @@ last-known-good revision stable again at once, with no canary, after either stra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from modelapi_operator import canary as policy
 from modelapi_operator import names, rollout, zero
-from modelapi_operator.api import CanaryStatus, ModelAPISpec
+from modelapi_operator.api import CanaryStatus, ColdStart, ModelAPISpec
 from modelapi_operator.builders import (
     ActivatorEndpoints,
     Manifest,
@@ -88,6 +88,9 @@ class PlanInput:
     activation_requested: bool = False  # the activator holds requests for this model (annotation on the ModelAPI)
     idle: bool | None = None  # Prometheus: no request over scaleToZeroAfterSeconds (None: not asked / no answer)
     activator: ActivatorEndpoints | None = None  # the activator's ready endpoints (None: none installed or ready)
+    # The size of this spec's artifact when a revision already served it (known_artifact_bytes): a new revision's
+    # model volume and ephemeral-storage request are sized from it, and it is recorded on its Deployment.
+    artifact_bytes: int | None = None
 
 
 def revision_of(manifest: Mapping[str, Any]) -> str:
@@ -120,6 +123,21 @@ def _newest(deployments: Sequence[Manifest], role: Role) -> Manifest | None:
     return found[-1] if found else None
 
 
+def known_artifact_bytes(
+    spec: ModelAPISpec, cold_start: ColdStart | None, deployments: Sequence[Manifest]
+) -> int | None:
+    """The artifact's size when a revision of this ModelAPI already loaded this very artifact: the revision whose
+    cold start was measured has the spec's sha256 (content-addressed: without a sha256 the object behind a URI may
+    change), and the spec has no handler (whose size is not measured apart). None otherwise."""
+    model = spec.model
+    if not model.sha256 or model.handler or cold_start is None or cold_start.artifact_bytes is None:
+        return None
+    measured = next((d for d in deployments if revision_of(d) == cold_start.revision), None)
+    if measured is None or RevisionRecord.of(measured).model_sha256 != model.sha256.lower():
+        return None
+    return cold_start.artifact_bytes
+
+
 def aborted_reason(deployment: Mapping[str, Any] | None) -> Failure | None:
     """A revision that was aborted or rolled back stays so until the spec changes (``Reason: message``)."""
     aborted = RevisionRecord.of(deployment).aborted
@@ -135,8 +153,15 @@ class Planner:
         self.by_revision = {revision_of(d): d for d in given.deployments}
 
     # -- building blocks ----------------------------------------------------------------------------
+    def artifact_bytes(self, revision: str) -> int | None:
+        """What this revision's model volume is sized from: fixed when its Deployment was created (recorded on it),
+        so its template never changes once its pods exist."""
+        existing = self.by_revision.get(revision)
+        return RevisionRecord.of(existing).artifact_bytes if existing is not None else self.given.artifact_bytes
+
     def deployment(self, revision: str, record: RevisionRecord) -> Manifest:
-        built = build_deployment(self.given.spec, self.given.owner, revision, self.given.images)
+        spec, owner, images = self.given.spec, self.given.owner, self.given.images
+        built = build_deployment(spec, owner, revision, images, artifact_bytes=self.artifact_bytes(revision))
         return _with_record(built, record)
 
     def ensure(
@@ -151,7 +176,8 @@ class Planner:
         record fields when missing: those are not applied, so a later apply never removes them)."""
         manifest = self.deployment(revision, record)
         if revision not in self.by_revision:
-            created = _with_record(manifest, created_with or RevisionRecord())
+            first = replace(created_with or RevisionRecord(), artifact_bytes=self.given.artifact_bytes)
+            created = _with_record(manifest, first)
             self.plan.create.append({**created, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
         self.plan.apply.append(manifest)
         self.plan.keep_deployments.add(manifest["metadata"]["name"])

@@ -33,6 +33,7 @@ ACTIVE_SINCE_ANNOTATION: Final = f"{names.GROUP}/active-since"
 MODEL_URI_ANNOTATION: Final = f"{names.GROUP}/model-uri"
 MODEL_SHA256_ANNOTATION: Final = f"{names.GROUP}/model-sha256"
 LAST_SERVED_ANNOTATION: Final = f"{names.GROUP}/last-served"
+ARTIFACT_BYTES_ANNOTATION: Final = f"{names.GROUP}/artifact-bytes"
 
 CANARY_ANNOTATIONS: Final = (
     STEP_ANNOTATION,
@@ -88,6 +89,8 @@ class RevisionRecord:
     model_uri: str | None = None  # redacted: never a presigned URL's query
     model_sha256: str | None = None
     last_served: datetime | None = None  # when it stopped serving: when a newer revision was promoted over it
+    # the artifact size its model volume was sized from when it was created (None: sized from spec.storage.cacheSize)
+    artifact_bytes: int | None = None
 
     def encode(self) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -109,6 +112,8 @@ class RevisionRecord:
             values[MODEL_SHA256_ANNOTATION] = self.model_sha256
         if self.last_served is not None:
             values[LAST_SERVED_ANNOTATION] = rfc3339(self.last_served)
+        if self.artifact_bytes is not None:
+            values[ARTIFACT_BYTES_ANNOTATION] = str(self.artifact_bytes)
         return values
 
     @classmethod
@@ -118,6 +123,7 @@ class RevisionRecord:
             return str(value) if value else None
 
         replicas = text(ROLLOUT_REPLICAS_ANNOTATION)
+        size = text(ARTIFACT_BYTES_ANNOTATION)
         return cls(
             role=_ROLE_NAMED.get(text(ROLE_ANNOTATION) or "", DEFAULT_ROLE),
             rollout_replicas=int(replicas) if replicas is not None and replicas.isdigit() else None,
@@ -128,6 +134,7 @@ class RevisionRecord:
             model_uri=text(MODEL_URI_ANNOTATION),
             model_sha256=text(MODEL_SHA256_ANNOTATION),
             last_served=parse_rfc3339(text(LAST_SERVED_ANNOTATION)),
+            artifact_bytes=int(size) if size is not None and size.isdigit() else None,
         )
 
     @classmethod

@@ -155,7 +155,9 @@ class StorageSpec(ApiModel):
         default="5Gi",
         description="Size limit of the pod's model volume (an emptyDir that holds the downloaded artifact and "
         "handler): the pod is evicted if they outgrow it. It is also the pod's ephemeral-storage request (plus "
-        "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB.",
+        "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB. "
+        "A new revision of an artifact a revision already loaded (same model.sha256, no handler) gets the "
+        "artifact's size plus a tenth (at least 64Mi) instead, never more than this.",
     )
     max_artifact_size: Quantity | None = Field(
         default=None,

@@ -87,6 +87,12 @@ class ColdStart(StatusModel):
     store_bytes: int | None = Field(
         default=None, ge=0, description="Bytes the revision's replicas downloaded from the store, all together."
     )
+    artifact_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Size of the revision's artifacts (model and handler) as its replicas found them; a later "
+        "revision of the same artifact (same model.uri and model.sha256, no handler) sizes its model volume from it.",
+    )
 
 
 class LastKnownGood(StatusModel):
