@@ -88,6 +88,22 @@ def test_cpu_larger_than_any_node_is_unschedulable_naming_resources(
     _cleared(cluster, namespace)
 
 
+def test_a_model_volume_larger_than_any_node_disk_is_insufficient_storage(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # The kwok nodes have 1Ti of ephemeral storage: a 2Ti model volume fits on none; the real scheduler says so.
+    _apply(cluster, namespace, _iris(storage={"cacheSize": "2Ti", "maxArtifactSize": "1Gi"}))
+    degraded = _condition(_degraded(cluster, namespace, "InsufficientStorage"), "Degraded")
+    assert "Insufficient ephemeral-storage" in degraded["message"]
+    assert "spec.storage.cacheSize" in degraded["message"]
+    assert not [
+        p for p in cluster.get_json("pods", namespace=namespace)["items"] if (p.get("status") or {}).get("reason")
+    ], "pods wait unscheduled: none is evicted"
+
+    _apply(cluster, namespace, _iris())
+    _cleared(cluster, namespace)
+
+
 def test_resource_quota_refusing_the_pods_is_quota_exceeded_then_clears(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
