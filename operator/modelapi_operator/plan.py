@@ -14,7 +14,8 @@ Only the newest last-known-good revision is kept (an older one is deleted), at
 ``spec.rollout.lastKnownGoodReplicas`` warm replicas while one revision serves, and at zero during a rollout or a
 canary (the ``<name>`` Service then selects every revision of the model, and a warm replica of an old model must
 take no traffic). A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
-last-known-good revision stable again at once, with no canary, after either strategy.
+last-known-good revision stable again at once, with no canary, after either strategy; during a rollout or a canary
+it stops that rollout instead (the stable revision keeps serving).
 """
 
 from __future__ import annotations
@@ -472,6 +473,31 @@ class Planner:
         self.plan.target_failure = Failure(ROLLED_BACK, message)
         self.shared(canary_weight=None, canary_revision=None)
 
+    def stop_rollout(self, stable: Manifest, incoming: Manifest) -> None:
+        """A rollback requested while a new revision rolls out (or runs as a canary) rolls that rollout back: the
+        stable revision, what served before the change, keeps serving at its full size; the new one is marked rolled
+        back (its pods go once the stable one is ready again) and is not retried for this spec. The last-known-good
+        revision stays as it is."""
+        spec, owner = self.given.spec, self.given.owner
+        stable_name, incoming_name = stable["metadata"]["name"], incoming["metadata"]["name"]
+        total = max(
+            replicas_of(stable), RevisionRecord.of(incoming).rollout_replicas or 0, spec.autoscaling.min_replicas
+        )
+        message = (
+            f"rollout of {incoming_name} rolled back on request; {stable_name} keeps serving; change the spec to roll "
+            "forward"
+        )
+        self.plan.clear_rollback_request = True
+        self.plan.stable_revision = revision_of(stable)
+        self.plan.annotate[incoming_name] = patch(RevisionRecord(role="canary", aborted=Aborted(ROLLED_BACK, message)))
+        self.keep(incoming)
+        self.keep(stable, total)
+        self.keep_last_known_good(besides=self.given.revision, warm=False)
+        self.plan.apply.append(build_hpa(spec.autoscaling, owner, revision_of(stable)))
+        self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
+        self.plan.target_failure = Failure(ROLLED_BACK, message)
+        self.shared(canary_weight=None, canary_revision=None)
+
 
 def plan_children(given: PlanInput) -> Plan:
     plan = _plan_children(given)
@@ -487,6 +513,10 @@ def _plan_children(given: PlanInput) -> Plan:
     existing = planner.by_revision.get(given.revision)
     good = _newest(deployments, "lastKnownGood")
     if given.rollback_requested:
+        in_progress = existing is not None and aborted_reason(existing) is None
+        if stable is not None and existing is not None and in_progress and revision_of(existing) != revision_of(stable):
+            planner.stop_rollout(stable, existing)  # a rollout or a canary in progress: it is what is rolled back
+            return planner.plan
         if stable is not None and good is not None:
             planner.rollback(stable, good)
             return planner.plan

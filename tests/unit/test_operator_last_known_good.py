@@ -252,3 +252,40 @@ def test_status_names_the_last_known_good_revision() -> None:
     assert status.replicas == 2, "warm replicas are not serving replicas"
     alone = Observation(**{**observation.__dict__, "revisions": [_view("iris-bbb", "stable", 2, 2)]})
     assert compute_status(alone)[0].last_known_good is None
+
+
+def test_a_rollback_during_a_rolling_update_rolls_that_rollout_back_and_never_restarts_it() -> None:
+    deployments = [
+        _deployment(1, _role("lastKnownGood"), 0, 0, age=48),
+        _deployment(2, _role("stable"), 1, 1, age=24),
+        _deployment(3, RevisionRecord(role="next", rollout_replicas=2), 2, 1, age=1),
+    ]
+    stopped = _plan(_spec(3), deployments, rollback_requested=True)
+    assert stopped.clear_rollback_request
+    assert stopped.stable_revision == compute_revision(_spec(2), OWNER, IMAGES), "what served before the change"
+    assert stopped.scale == {_name(2): 2}, "back to the rollout's full size"
+    assert not stopped.create
+    assert stopped.keep_deployments == {_name(1), _name(2), _name(3)}, "the last-known-good one is untouched"
+    assert stopped.target_failure is not None
+    assert stopped.target_failure.reason == "RolledBack"
+
+    after = _apply(stopped, deployments)
+    for item in after:
+        if item["metadata"]["name"] == _name(2):
+            item["status"] = {"readyReplicas": 2}
+    settled = _plan(_spec(3), after)
+    assert settled.scale == {_name(3): 0}, "its pods go once the stable one is whole again"
+    assert not settled.create
+    assert settled.stable_revision == compute_revision(_spec(2), OWNER, IMAGES), "the same spec is not rolled again"
+
+
+def test_a_rollback_during_a_canary_rolls_the_canary_back_not_the_stable() -> None:
+    deployments = [_deployment(2, _role("stable"), 2, 2, age=24), _deployment(3, _role("canary"), 1, 1, age=1)]
+    spec = _spec(3, strategy="Canary")
+    stopped = _plan(spec, deployments, rollback_requested=True)
+    assert stopped.stable_revision == compute_revision(_spec(2), OWNER, IMAGES)
+    assert stopped.canary is None
+    after = _apply(stopped, deployments)
+    settled = _plan(spec, after)
+    assert settled.canary is None, "the canary does not start over"
+    assert settled.scale == {_name(3): 0}

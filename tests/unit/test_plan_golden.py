@@ -180,6 +180,19 @@ def rolling_rollback() -> Plan:
     return _plan(spec, [_serving(spec), _last_known_good(_spec(OLD_URI))], rollback_requested=True)
 
 
+def rollback_during_rollout() -> Plan:
+    """A rollback request half way through a rolling update: that rollout is rolled back, the stable revision sized
+    back to the full count, the last-known-good one untouched."""
+    spec = _spec(NEW_URI)
+    incoming = _observed(
+        spec, RevisionRecord(role="next", rollout_replicas=2), replicas=2, ready=1, created=T0 - timedelta(minutes=1)
+    )
+    current = _observed(
+        _spec(OLD_URI), RevisionRecord(role="stable"), replicas=1, ready=1, created=T0 - timedelta(days=1)
+    )
+    return _plan(spec, [current, incoming, _last_known_good(_spec(OLDEST_URI))], rollback_requested=True)
+
+
 def warm_last_known_good() -> Plan:
     """One revision serves with lastKnownGoodReplicas 1: the last-known-good one keeps a warm replica, and the
     ``<name>`` Service selects the stable revision only (the warm replica takes no traffic)."""
@@ -214,6 +227,7 @@ PHASES = {
     "scaled-to-zero": scaled_to_zero,
     "rolling-promote": rolling_promote,
     "rolling-rollback": rolling_rollback,
+    "rollback-during-rollout": rollback_during_rollout,
     "warm-last-known-good": warm_last_known_good,
     "warm-during-rollout": warm_during_rollout,
 }
@@ -287,6 +301,10 @@ def test_each_phase_is_the_one_its_name_says() -> None:
     main = next(m for m in warm.apply if m["kind"] == "Service" and m["metadata"]["name"] == OWNER.name)
     assert main["spec"]["selector"][names.LABEL_REVISION] == compute_revision(_spec(NEW_URI, warm=1), OWNER, IMAGES)
     assert warm.scale == {names.revision_name(OWNER.name, compute_revision(_spec(OLD_URI, warm=1), OWNER, IMAGES)): 1}
+    stopped = rollback_during_rollout()
+    assert stopped.scale == {old: 2}
+    assert stopped.stable_revision == compute_revision(_spec(OLD_URI), OWNER, IMAGES)
+    assert oldest in stopped.keep_deployments
     during = warm_during_rollout()
     assert not during.main_one_revision
     assert during.scale[oldest] == 0
