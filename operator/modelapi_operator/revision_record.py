@@ -2,8 +2,9 @@
 
 The record lives in the Deployment's annotations, so a restarted operator carries on where it stopped: the revision's
 role in a rollout, the size a rolling update aims at, a canary's progress, why it was aborted or rolled back, when it
-went to zero or woke, and which model it serves. Those annotations are a stored API (clusters keep them across operator
-upgrades): their keys never change. Every other module reads and writes them through :class:`RevisionRecord`.
+went to zero or woke, which model it serves, when it last served and the artifact size its model volume was sized
+from. Those annotations are a stored API (clusters keep them across operator upgrades): their keys never change.
+Every other module reads and writes them through :class:`RevisionRecord`.
 
 ``decode`` never fails: a missing or garbled value reads as its default (role ``next``, no canary progress, no abort,
 warm). ``encode`` writes only the fields that are set; :func:`patch` also removes fields (a merge patch).
