@@ -4,7 +4,8 @@ A revision that cannot get capacity says so at once, with the cluster's own word
 
 - ``Unschedulable``: pods have stayed ``PodScheduled=False`` (reason ``Unschedulable``) for longer than a grace
   (a scheduler often places a pod a moment after its first attempt failed); the message quotes the scheduler and
-  names the spec field its complaint is about (resources, nodeSelector, tolerations, gpu);
+  names the spec field its complaint is about (resources, nodeSelector, tolerations, gpu); ``InsufficientStorage``
+  when disk is all it lacks (``Insufficient ephemeral-storage``: no node has the model volume the pods request);
 - ``WaitingForCapacity``: the same, but a cluster autoscaler announced a scale-up for those pods (its
   ``TriggeredScaleUp`` Event): capacity is being added, so this is progress, not a failure (``Degraded=False``);
 - ``QuotaExceeded``: the ReplicaSet cannot create pods because a ResourceQuota or a LimitRange refuses them
@@ -27,6 +28,7 @@ from modelapi_operator.diagnose import Failure, diagnose_deployment, diagnose_po
 from modelapi_operator.reasons import (
     EVICTED,
     INSUFFICIENT_GPU,
+    INSUFFICIENT_STORAGE,
     POD_CREATION_FAILED,
     QUOTA_EXCEEDED,
     UNSCHEDULABLE,
@@ -41,11 +43,12 @@ _MESSAGE_LIMIT = 600
 Manifest = Mapping[str, Any]
 
 # What a scheduler message is about -> the field of the ModelAPI to change.
+_STORAGE_FIELD: Final = "spec.storage.cacheSize (each pod requests it plus 512Mi as ephemeral-storage)"
 _FIELDS: Final = (
     ("nvidia.com/gpu", "spec.runtime.resources.gpu"),
     ("insufficient cpu", "spec.runtime.resources.cpu"),
     ("insufficient memory", "spec.runtime.resources.memory"),
-    ("insufficient ephemeral-storage", "spec.storage.cacheSize (each pod requests it plus 512Mi as ephemeral-storage)"),
+    ("insufficient ephemeral-storage", _STORAGE_FIELD),
     ("node affinity/selector", "spec.runtime.nodeSelector (no node has those labels)"),
     ("untolerated taint", "spec.runtime.tolerations (the nodes' taints are not tolerated)"),
     ("had taint", "spec.runtime.tolerations (the nodes' taints are not tolerated)"),
@@ -129,6 +132,14 @@ def scheduling_failure(
             f"the scheduler said for pod {_name(first)}: {said}",
         )
     fields = field_to_change(said)
+    if fields == [_STORAGE_FIELD]:
+        return Failure(
+            INSUFFICIENT_STORAGE,
+            f"{count} unschedulable for more than {grace:g} s: no node has the disk the pods request for the model "
+            f"volume; the scheduler said for pod {_name(first)}: {said}. Lower {_STORAGE_FIELD} to what the artifact "
+            "needs, or add nodes with more ephemeral storage. The pods wait unscheduled (never evicted half-way); a "
+            "revision that serves keeps serving.",
+        )
     change = (
         f" Change {' or '.join(fields)}." if fields else " Add capacity, or change the spec.runtime fields it names."
     )

@@ -190,6 +190,8 @@ def _printer_columns() -> list[dict[str, Any]]:
             "jsonPath": '.status.revisions[?(@.role=="stable")].modelUri',
         },
         {"name": "Strategy", "type": "string", "priority": 1, "jsonPath": ".spec.rollout.strategy"},
+        # What the rollback annotation returns to.
+        {"name": "LastKnownGood", "type": "string", "priority": 1, "jsonPath": ".status.lastKnownGood.revision"},
     ]
 
 

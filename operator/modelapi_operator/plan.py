@@ -4,26 +4,30 @@ Three situations, read from the role in each revision's record (its Deployment's
 
 - steady: the desired revision is stable (or nothing exists yet); the HPA owns its size;
 - RollingUpdate: a ``next`` revision grows and the stable one shrinks within maxSurge/maxUnavailable,
-  then the next one is promoted and the old one deleted;
+  then the next one is promoted and the old one kept as ``lastKnownGood``;
 - Canary: a ``canary`` revision gets the weight of its step (HTTPRoute weights, or a replica ratio
   behind the ``<name>`` Service), steps advance on time, readiness and analysis, and the canary is
-  promoted (the old stable is kept at zero replicas as ``lastKnownGood``) or aborted (kept at zero,
-  never retried for the same spec).
+  promoted (the old stable is kept as ``lastKnownGood``) or aborted (kept at zero, never retried for the
+  same spec).
 
-A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
-last-known-good revision stable again at once, with no canary.
+Only the newest last-known-good revision is kept (an older one is deleted), at
+``spec.rollout.lastKnownGoodReplicas`` warm replicas while one revision serves, and at zero during a rollout or a
+canary (the ``<name>`` Service then selects every revision of the model, and a warm replica of an old model must
+take no traffic). A rollback requested with the ``serving.modelapi.io/rollback: "true"`` annotation makes the
+last-known-good revision stable again at once, with no canary, after either strategy; during a rollout or a canary
+it stops that rollout instead (the stable revision keeps serving).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from modelapi_operator import canary as policy
 from modelapi_operator import names, rollout, zero
-from modelapi_operator.api import CanaryStatus, ModelAPISpec
+from modelapi_operator.api import CanaryStatus, ColdStart, ModelAPISpec
 from modelapi_operator.builders import (
     ActivatorEndpoints,
     Manifest,
@@ -66,6 +70,9 @@ class Plan:
     clear_activation_request: bool = False
     checked: bool = False  # a canary analysis ran (its time is now recorded)
     zero: zero.ZeroDecision | None = None  # scale to zero of the stable revision (steady state only)
+    # The ``<name>`` Service selects the stable revision only: one revision serves and warm replicas of the
+    # last-known-good one are kept (they must take no traffic).
+    main_one_revision: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,9 @@ class PlanInput:
     activation_requested: bool = False  # the activator holds requests for this model (annotation on the ModelAPI)
     idle: bool | None = None  # Prometheus: no request over scaleToZeroAfterSeconds (None: not asked / no answer)
     activator: ActivatorEndpoints | None = None  # the activator's ready endpoints (None: none installed or ready)
+    # The size of this spec's artifact when a revision already served it (known_artifact_bytes): a new revision's
+    # model volume and ephemeral-storage request are sized from it, and it is recorded on its Deployment.
+    artifact_bytes: int | None = None
 
 
 def revision_of(manifest: Mapping[str, Any]) -> str:
@@ -115,6 +125,21 @@ def _newest(deployments: Sequence[Manifest], role: Role) -> Manifest | None:
     return found[-1] if found else None
 
 
+def known_artifact_bytes(
+    spec: ModelAPISpec, cold_start: ColdStart | None, deployments: Sequence[Manifest]
+) -> int | None:
+    """The artifact's size when a revision of this ModelAPI already loaded this very artifact: the revision whose
+    cold start was measured has the spec's sha256 (content-addressed: without a sha256 the object behind a URI may
+    change), and the spec has no handler (whose size is not measured apart). None otherwise."""
+    model = spec.model
+    if not model.sha256 or model.handler or cold_start is None or cold_start.artifact_bytes is None:
+        return None
+    measured = next((d for d in deployments if revision_of(d) == cold_start.revision), None)
+    if measured is None or RevisionRecord.of(measured).model_sha256 != model.sha256.lower():
+        return None
+    return cold_start.artifact_bytes
+
+
 def aborted_reason(deployment: Mapping[str, Any] | None) -> Failure | None:
     """A revision that was aborted or rolled back stays so until the spec changes (``Reason: message``)."""
     aborted = RevisionRecord.of(deployment).aborted
@@ -130,8 +155,15 @@ class Planner:
         self.by_revision = {revision_of(d): d for d in given.deployments}
 
     # -- building blocks ----------------------------------------------------------------------------
+    def artifact_bytes(self, revision: str) -> int | None:
+        """What this revision's model volume is sized from: fixed when its Deployment was created (recorded on it),
+        so its template never changes once its pods exist."""
+        existing = self.by_revision.get(revision)
+        return RevisionRecord.of(existing).artifact_bytes if existing is not None else self.given.artifact_bytes
+
     def deployment(self, revision: str, record: RevisionRecord) -> Manifest:
-        built = build_deployment(self.given.spec, self.given.owner, revision, self.given.images)
+        spec, owner, images = self.given.spec, self.given.owner, self.given.images
+        built = build_deployment(spec, owner, revision, images, artifact_bytes=self.artifact_bytes(revision))
         return _with_record(built, record)
 
     def ensure(
@@ -146,7 +178,8 @@ class Planner:
         record fields when missing: those are not applied, so a later apply never removes them)."""
         manifest = self.deployment(revision, record)
         if revision not in self.by_revision:
-            created = _with_record(manifest, created_with or RevisionRecord())
+            first = replace(created_with or RevisionRecord(), artifact_bytes=self.given.artifact_bytes)
+            created = _with_record(manifest, first)
             self.plan.create.append({**created, "spec": {"replicas": initial_replicas, **manifest["spec"]}})
         self.plan.apply.append(manifest)
         self.plan.keep_deployments.add(manifest["metadata"]["name"])
@@ -165,11 +198,33 @@ class Planner:
         if role_of(deployment) != role:
             self.plan.annotate.setdefault(deployment["metadata"]["name"], {}).update(patch(RevisionRecord(role=role)))
 
+    def keep_last_known_good(self, *, besides: str, warm: bool) -> None:
+        """Keep the newest last-known-good revision (an older one is not kept, so it is deleted): at its warm size
+        when ``warm`` (one revision serves), else at zero. Not ``besides``, the revision being rolled out: a spec set
+        back to the last-known-good one rolls out its Deployment again, as it is."""
+        good = _newest(self.given.deployments, "lastKnownGood")
+        if good is not None and revision_of(good) != besides:
+            self.keep(good, replicas=self.warm_replicas if warm else 0)
+
+    def demote(self, previous_stable: Manifest) -> None:
+        """The stable revision a promotion replaces becomes the last-known-good one, at its warm size, with the time it
+        stopped serving; the previous last-known-good one is no longer kept (so it is deleted)."""
+        self.keep(previous_stable, self.warm_replicas)
+        if role_of(previous_stable) != "lastKnownGood":
+            demoted = RevisionRecord(role="lastKnownGood", last_served=self.given.now)
+            self.plan.annotate.setdefault(previous_stable["metadata"]["name"], {}).update(patch(demoted))
+
+    @property
+    def warm_replicas(self) -> int:
+        return self.given.spec.rollout.last_known_good_replicas
+
     def shared(self, canary_weight: int | None, canary_revision: str | None) -> None:
         spec, owner, stable = self.given.spec, self.given.owner, self.plan.stable_revision
         activator = self.given.activator if self.plan.zero is not None and self.plan.zero.via_activator else None
         for role in ("main", "stable"):
-            service = build_service(owner, role, stable, via_activator=activator is not None)
+            service = build_service(
+                owner, role, stable, via_activator=activator is not None, one_revision=self.plan.main_one_revision
+            )
             if activator is not None:
                 # The slice first: the Service loses its selector only once the activator is its endpoint.
                 self.plan.apply.append(build_activator_slice(owner, service["metadata"]["name"], stable, activator))
@@ -222,12 +277,11 @@ class Planner:
             self.plan.annotate.setdefault(name, {}).update(decision.record)
         if decision.hpa:
             self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision))
-        if spec.rollout.strategy == "Canary" and previous_stable is not None:
-            self.keep_with_role(previous_stable, "lastKnownGood", replicas=0)
-        elif spec.rollout.strategy == "Canary":
-            good = _newest(self.given.deployments, "lastKnownGood")
-            if good is not None and revision_of(good) != revision:
-                self.keep(good, replicas=0)
+        if previous_stable is not None:
+            self.demote(previous_stable)
+        else:
+            self.keep_last_known_good(besides=revision, warm=True)
+        self.plan.main_one_revision = self.warm_replicas > 0
 
     def rolling_update(self, stable: Manifest, existing: Manifest | None) -> None:
         """Size both revisions; the HPA is left out until the promotion, so it never resizes either."""
@@ -247,14 +301,20 @@ class Planner:
         )
         failure = aborted_reason(existing)
         if existing is not None and failure is not None:
-            self.keep(existing, replicas=0)
+            # Rolled back (or aborted): goes to zero once the stable revision is fully ready (after a rollback the
+            # restored revision may still be starting, and the ``<name>`` Service still reaches this one's pods).
+            stable_ready = ready_of(stable) >= max(replicas_of(stable), 1)
+            self.keep(existing, replicas=0 if stable_ready else None)
             self.keep(stable, max(replicas_of(stable), spec.autoscaling.min_replicas))
+            self.keep_last_known_good(besides=revision, warm=True)
+            self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(stable) > 0
             self.plan.apply.append(build_hpa(spec.autoscaling, self.given.owner, revision_of(stable)))
             self.plan.target_failure = failure
             return
         if step.complete and existing is not None:
-            self.steady(revision)  # promotion: the old revision is not kept, so it is deleted
+            self.steady(revision, previous_stable=stable)  # promotion: the old stable becomes last-known-good
             return
+        self.keep_last_known_good(besides=revision, warm=False)
         incoming = self.ensure(revision, RevisionRecord(role="next", rollout_replicas=total), initial_replicas=0)
         name = incoming["metadata"]["name"]
         if existing is None or replicas_of(existing) != step.new_replicas:
@@ -273,9 +333,6 @@ class Planner:
         self.plan.stable_revision = stable_revision
         self.plan.apply.append(build_hpa(spec.autoscaling, owner, stable_revision))
         self.keep(stable)
-        good = _newest(given.deployments, "lastKnownGood")
-        if good is not None:
-            self.keep(good, replicas=0)
 
         failure = aborted_reason(existing)
         if existing is not None and failure is not None:
@@ -283,10 +340,13 @@ class Planner:
             # rollback the restored revision may still be starting), and stays there until the spec changes.
             stable_ready = ready_of(stable) >= max(replicas_of(stable), 1)
             self.keep(existing, replicas=0 if stable_ready else None)
+            self.keep_last_known_good(besides=revision, warm=True)
+            self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(stable) > 0
             self.plan.target_failure = failure
             self.shared(canary_weight=None, canary_revision=None)
             return
 
+        self.keep_last_known_good(besides=revision, warm=False)
         routing: policy.Routing = (
             "gatewayAPI" if uses_gateway_api(spec, gateway_api_installed=given.gateway_api_installed) else "replicas"
         )
@@ -406,7 +466,35 @@ class Planner:
         self.plan.annotate[stable_name] = patch(RevisionRecord(role="canary", aborted=Aborted(ROLLED_BACK, message)))
         self.keep(stable)  # keeps serving until the restored revision is ready, then goes to zero
         self.keep_with_role(good, "stable", replicas=total)
+        # Warm replicas of the restored revision serve at once; without any, the ``<name>`` Service keeps reaching
+        # the current revision's pods until the restored ones are ready.
+        self.plan.main_one_revision = self.warm_replicas > 0 and ready_of(good) > 0
         self.plan.apply.append(build_hpa(self.given.spec.autoscaling, self.given.owner, revision_of(good)))
+        self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
+        self.plan.target_failure = Failure(ROLLED_BACK, message)
+        self.shared(canary_weight=None, canary_revision=None)
+
+    def stop_rollout(self, stable: Manifest, incoming: Manifest) -> None:
+        """A rollback requested while a new revision rolls out (or runs as a canary) rolls that rollout back: the
+        stable revision, what served before the change, keeps serving at its full size; the new one is marked rolled
+        back (its pods go once the stable one is ready again) and is not retried for this spec. The last-known-good
+        revision stays as it is."""
+        spec, owner = self.given.spec, self.given.owner
+        stable_name, incoming_name = stable["metadata"]["name"], incoming["metadata"]["name"]
+        total = max(
+            replicas_of(stable), RevisionRecord.of(incoming).rollout_replicas or 0, spec.autoscaling.min_replicas
+        )
+        message = (
+            f"rollout of {incoming_name} rolled back on request; {stable_name} keeps serving; change the spec to roll "
+            "forward"
+        )
+        self.plan.clear_rollback_request = True
+        self.plan.stable_revision = revision_of(stable)
+        self.plan.annotate[incoming_name] = patch(RevisionRecord(role="canary", aborted=Aborted(ROLLED_BACK, message)))
+        self.keep(incoming)
+        self.keep(stable, total)
+        self.keep_last_known_good(besides=self.given.revision, warm=False)
+        self.plan.apply.append(build_hpa(spec.autoscaling, owner, revision_of(stable)))
         self.plan.events.append(EventRecord("Warning", ROLLED_BACK, message))
         self.plan.target_failure = Failure(ROLLED_BACK, message)
         self.shared(canary_weight=None, canary_revision=None)
@@ -426,6 +514,10 @@ def _plan_children(given: PlanInput) -> Plan:
     existing = planner.by_revision.get(given.revision)
     good = _newest(deployments, "lastKnownGood")
     if given.rollback_requested:
+        in_progress = existing is not None and aborted_reason(existing) is None
+        if stable is not None and existing is not None and in_progress and revision_of(existing) != revision_of(stable):
+            planner.stop_rollout(stable, existing)  # a rollout or a canary in progress: it is what is rolled back
+            return planner.plan
         if stable is not None and good is not None:
             planner.rollback(stable, good)
             return planner.plan
@@ -434,7 +526,8 @@ def _plan_children(given: PlanInput) -> Plan:
             EventRecord(
                 "Warning",
                 ROLLBACK_UNAVAILABLE,
-                "no last-known-good revision to roll back to (one is kept after a canary is promoted)",
+                "no last-known-good revision to roll back to (one is kept once a rolling update or a canary has "
+                "promoted a new revision, and none right after a rollback)",
             )
         )
     interrupted = aborted_reason(existing)

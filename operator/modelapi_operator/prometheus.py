@@ -76,14 +76,15 @@ class Prometheus:
 
     async def cold_start(self, *, namespace: str, model: str, revision: str) -> dict[str, float | None]:
         """The slowest replica's download, load and warm-up seconds for one revision; ``store_bytes``, what its
-        replicas downloaded from the store together, and ``from_store``, 1 when any of them did (0 when all read a
-        cache)."""
+        replicas downloaded from the store together, ``from_store``, 1 when any of them did (0 when all read a
+        cache), and ``artifact_bytes``, the size of its artifacts."""
         selector = self._selector(namespace, model, revision)
         found = {
             phase: await self.query(f"max(modelapi_cold_start_{phase}_seconds{{{selector}}})")
             for phase in ("download", "load", "warmup")
         }
         found["store_bytes"] = await self.query(f"sum(modelapi_artifact_store_bytes{{{selector}}})")
+        found["artifact_bytes"] = await self.query(f"max(modelapi_artifact_bytes{{{selector}}})")
         found["from_store"] = await self.query(
             f'max(modelapi_artifact_source{{{selector},source="store"}}) or '
             f'(0 * max(modelapi_artifact_source{{{selector},source="cache"}}))'

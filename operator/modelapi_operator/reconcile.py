@@ -38,6 +38,7 @@ from modelapi_operator.plan import (
     Plan,
     PlanInput,
     analysis_target,
+    known_artifact_bytes,
     plan_children,
     ready_of,
     replicas_of,
@@ -56,7 +57,7 @@ from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.revision_record import RevisionRecord
 from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
-from modelapi_operator.timestamps import now_rfc3339
+from modelapi_operator.timestamps import now_rfc3339, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,7 @@ class Reconciler:
                 activation_requested=bool(annotations.get(names.ACTIVATE_ANNOTATION)),
                 idle=await self._idle(spec, owner, deployments, revision, now),
                 activator=await self.activator_endpoints() if spec.autoscaling.scales_to_zero else None,
+                artifact_bytes=known_artifact_bytes(spec, previous.cold_start, deployments),
             )
         )
         try:
@@ -405,6 +407,7 @@ class Reconciler:
             log.info("cold start of %s/%s not read: %s", owner.namespace, owner.name, error)
             return None
         from_store, store_bytes = phases.get("from_store"), phases.get("store_bytes")
+        size = phases.get("artifact_bytes")
         # The runtime exports its cold-start gauges (as 0) from its first scrape on, while it still downloads and
         # loads; where the artifact came from is set only once the start is over: until then there is nothing to
         # record (and the revision would keep zeros, as it is read once).
@@ -417,6 +420,7 @@ class Reconciler:
             warmup_seconds=phases["warmup"],
             source=None if from_store is None else ("store" if from_store >= 1 else "cache"),
             store_bytes=None if store_bytes is None else int(store_bytes),
+            artifact_bytes=None if size is None else int(size),
         )
 
     # -- execute ----------------------------------------------------------------------------------
@@ -757,6 +761,7 @@ def _views(
                 desired=replicas_of(deployment),
                 ready=ready_of(deployment),
                 failure=failure,
+                last_served=rfc3339(record.last_served) if record.last_served is not None else None,
             )
         )
     return views

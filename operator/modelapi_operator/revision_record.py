@@ -2,8 +2,9 @@
 
 The record lives in the Deployment's annotations, so a restarted operator carries on where it stopped: the revision's
 role in a rollout, the size a rolling update aims at, a canary's progress, why it was aborted or rolled back, when it
-went to zero or woke, and which model it serves. Those annotations are a stored API (clusters keep them across operator
-upgrades): their keys never change. Every other module reads and writes them through :class:`RevisionRecord`.
+went to zero or woke, which model it serves, when it last served and the artifact size its model volume was sized
+from. Those annotations are a stored API (clusters keep them across operator upgrades): their keys never change.
+Every other module reads and writes them through :class:`RevisionRecord`.
 
 ``decode`` never fails: a missing or garbled value reads as its default (role ``next``, no canary progress, no abort,
 warm). ``encode`` writes only the fields that are set; :func:`patch` also removes fields (a merge patch).
@@ -32,6 +33,8 @@ SCALED_TO_ZERO_ANNOTATION: Final = f"{names.GROUP}/scaled-to-zero-at"
 ACTIVE_SINCE_ANNOTATION: Final = f"{names.GROUP}/active-since"
 MODEL_URI_ANNOTATION: Final = f"{names.GROUP}/model-uri"
 MODEL_SHA256_ANNOTATION: Final = f"{names.GROUP}/model-sha256"
+LAST_SERVED_ANNOTATION: Final = f"{names.GROUP}/last-served"
+ARTIFACT_BYTES_ANNOTATION: Final = f"{names.GROUP}/artifact-bytes"
 
 CANARY_ANNOTATIONS: Final = (
     STEP_ANNOTATION,
@@ -42,7 +45,8 @@ CANARY_ANNOTATIONS: Final = (
 )
 
 # stable: serves, the HPA sizes it; next: grows in a rolling update; canary: takes a step's share of traffic (or was
-# aborted / rolled back); lastKnownGood: the stable before the last promoted canary, kept at zero for a rollback.
+# aborted / rolled back); lastKnownGood: the stable before the last promotion (a rolling update's or a canary's), kept
+# for a rollback at spec.rollout.lastKnownGoodReplicas (0 by default).
 Role = RevisionRole
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 DEFAULT_ROLE: Final[Role] = "next"
@@ -85,6 +89,9 @@ class RevisionRecord:
     active_since: datetime | None = None  # when it was last woken from zero
     model_uri: str | None = None  # redacted: never a presigned URL's query
     model_sha256: str | None = None
+    last_served: datetime | None = None  # when it stopped serving: when a newer revision was promoted over it
+    # the artifact size its model volume was sized from when it was created (None: sized from spec.storage.cacheSize)
+    artifact_bytes: int | None = None
 
     def encode(self) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -104,6 +111,10 @@ class RevisionRecord:
             values[MODEL_URI_ANNOTATION] = self.model_uri
         if self.model_sha256 is not None:
             values[MODEL_SHA256_ANNOTATION] = self.model_sha256
+        if self.last_served is not None:
+            values[LAST_SERVED_ANNOTATION] = rfc3339(self.last_served)
+        if self.artifact_bytes is not None:
+            values[ARTIFACT_BYTES_ANNOTATION] = str(self.artifact_bytes)
         return values
 
     @classmethod
@@ -113,6 +124,7 @@ class RevisionRecord:
             return str(value) if value else None
 
         replicas = text(ROLLOUT_REPLICAS_ANNOTATION)
+        size = text(ARTIFACT_BYTES_ANNOTATION)
         return cls(
             role=_ROLE_NAMED.get(text(ROLE_ANNOTATION) or "", DEFAULT_ROLE),
             rollout_replicas=int(replicas) if replicas is not None and replicas.isdigit() else None,
@@ -122,6 +134,8 @@ class RevisionRecord:
             active_since=parse_rfc3339(text(ACTIVE_SINCE_ANNOTATION)),
             model_uri=text(MODEL_URI_ANNOTATION),
             model_sha256=text(MODEL_SHA256_ANNOTATION),
+            last_served=parse_rfc3339(text(LAST_SERVED_ANNOTATION)),
+            artifact_bytes=int(size) if size is not None and size.isdigit() else None,
         )
 
     @classmethod

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from modelapi_operator.api import CanaryStatus, ColdStart, Condition, LastFailure, ModelAPIStatus, RevisionStatus
+from modelapi_operator.api import (
+    CanaryStatus,
+    ColdStart,
+    Condition,
+    LastFailure,
+    LastKnownGood,
+    ModelAPIStatus,
+    RevisionStatus,
+)
 from modelapi_operator.api.status import ConditionStatus, ConditionType, RevisionRole
 from modelapi_operator.autoscaling import DEFAULT_LIMITED_SECONDS, AutoscalingView, autoscaling_condition
 from modelapi_operator.capacity import PROGRESS_REASONS
@@ -62,6 +70,7 @@ class RevisionView:
     desired: int
     ready: int
     failure: Failure | None = None
+    last_served: str | None = None  # a last-known-good revision: when it stopped serving (RFC 3339)
 
 
 @dataclass(frozen=True)
@@ -340,11 +349,27 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
             for view in views
         ],
         canary=obs.canary,
+        last_known_good=_last_known_good(views),
         last_failure=last_failure_policy(obs, now),
         cold_start=obs.cold_start or obs.previous.cold_start,
         scaled_to_zero_at=obs.zero_since if now.parked else None,
     )
     return status, _events(obs.previous, conditions)
+
+
+def _last_known_good(views: Sequence[RevisionView]) -> LastKnownGood | None:
+    """The newest last-known-good revision (the one a rollback returns to)."""
+    good = next((view for view in views if view.role == "lastKnownGood"), None)
+    if good is None:
+        return None
+    return LastKnownGood(
+        revision=good.name,
+        model_uri=good.model_uri,
+        sha256=good.sha256,
+        last_served=good.last_served,
+        replicas=good.desired,
+        ready_replicas=good.ready,
+    )
 
 
 def _is_problem(condition: Condition) -> bool:

@@ -40,6 +40,7 @@ class ColdStart:
     origin: ArtifactOrigin = "store"  # the model artifact's: "cache" (the pod's or the node's) or "store"
     store_bytes: int = 0  # downloaded from the store for this start (model and handler)
     node_cache_fallback: bool = False  # the node cache was configured but could not be used
+    artifact_bytes: int = 0  # the size of the artifacts (model and handler), wherever they came from
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +69,13 @@ def load(settings: RuntimeSettings) -> Loaded:
     started = time.perf_counter()
     artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options, remote=node_cache)
     handler_path: Path | None = None
-    hit, store_bytes = artifact.origin == "cache", artifact.store_bytes
+    hit, store_bytes, artifact_bytes = artifact.origin == "cache", artifact.store_bytes, artifact.size
     if settings.handler:
         if not settings.handler.lower().split("?")[0].endswith(".py"):
             raise ModelLoadFailed(f"{display_uri(settings.handler)}: the handler must be a .py module")
         h = fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options, remote=node_cache)
         handler_path, hit, store_bytes = h.path, hit and h.origin == "cache", store_bytes + h.store_bytes
+        artifact_bytes += h.size
     download_s = time.perf_counter() - started
 
     t = time.perf_counter()
@@ -91,7 +93,7 @@ def load(settings: RuntimeSettings) -> Loaded:
         download_s, artifact.origin, store_bytes, load_s, warmup_s, steady_run_s,
     )  # fmt: skip
     fallback = node_cache is not None and node_cache.fallback is not None
-    cold_start = ColdStart(download_s, load_s, warmup_s, hit, artifact.origin, store_bytes, fallback)
+    cold_start = ColdStart(download_s, load_s, warmup_s, hit, artifact.origin, store_bytes, fallback, artifact_bytes)
     return Loaded(model, handler, cold_start, steady_run_s)
 
 
@@ -156,6 +158,7 @@ class Runtime:
         m.warmup_seconds.set(cs.warmup_s)
         m.cache_hit.set(1 if cs.cache_hit else 0)
         m.set_artifact(cs.origin, cs.store_bytes, fallback=cs.node_cache_fallback)
+        m.artifact_bytes.set(cs.artifact_bytes)
         m.set_info(loaded.model.device)
         if self.freeze_gc:
             # The ~80k objects of the libraries and the model never become garbage: keep them out of

@@ -17,6 +17,8 @@ Names (all prefixed ``modelapi_``):
 - ``artifact_source{model,revision,source}`` gauge, 1 for where this start's model artifact came from: ``cache``
   (the pod's or the node's cache) or ``store``
 - ``artifact_store_bytes{model,revision}`` gauge, bytes this start downloaded from the store (0 on a cache hit)
+- ``artifact_bytes{model,revision}`` gauge, the size of this start's artifacts (model and handler), wherever they came
+  from: the operator sizes the model volume of a later revision of the same artifact from it
 - ``node_cache_fallback{model,revision}`` gauge, 1 when the node cache was configured but this start downloaded
   directly (the agent unreachable, refused or out of room; the log says why)
 - ``model_ready{model,revision}`` gauge, 1 while ready
@@ -184,6 +186,7 @@ class Metrics:
         self.warmup_seconds = gauge("cold_start_warmup_seconds", "Warm-up inference, this start.")
         self.cache_hit = gauge("artifact_cache_hit", "1 when this start found the artifact in the cache.")
         self.store_bytes = gauge("artifact_store_bytes", "Bytes this start downloaded from the store (0 on a hit).")
+        self.artifact_bytes = gauge("artifact_bytes", "Size of this start's artifacts (model and handler).")
         self.node_cache_fallback = gauge(
             "node_cache_fallback", "1 when the node cache was configured but this start downloaded directly."
         )

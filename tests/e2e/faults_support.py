@@ -98,7 +98,7 @@ class Expected:
     uri: str
     replicas: int
     pdb: bool = True
-    last_known_good: str | None = None  # the previous model URI kept at 0 replicas after a canary
+    last_known_good: str | None = None  # the previous model URI kept at 0 replicas after a promotion
 
 
 @dataclass
@@ -143,7 +143,7 @@ def convergence_problems(body: Mapping[str, Any], expected: Expected) -> list[st
 
 def child_problems(cluster: Cluster, namespace: str, expected: Mapping[str, Expected]) -> list[str]:
     """Duplicates, orphans and missing children: every child is owned by an existing ModelAPI, each ModelAPI has
-    exactly one stable Deployment (plus its last-known-good after a canary), its Services, HPA and PDB, and as many
+    exactly one stable Deployment (plus its last-known-good after a promotion), its Services, HPA and PDB, and as many
     pods as its stable revision wants."""
     problems = []
     bodies = modelapis(cluster, namespace)

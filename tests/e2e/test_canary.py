@@ -9,6 +9,7 @@ counts) are checked against the API server, the analysis reads the runtimes' own
 
 from __future__ import annotations
 
+import hashlib
 import random
 import runpy
 import signal
@@ -455,3 +456,47 @@ def test_canary_rollback_annotation_restores_last_known_good(
         timeout=30,
         what="HPA on the restored revision",
     )
+
+
+def test_a_new_revision_of_a_measured_artifact_gets_a_model_volume_sized_from_it(
+    cluster: Cluster, namespace: str, s3: Any, secret: dict[str, str], operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """The runtime reports its artifact's size (modelapi_artifact_bytes), Prometheus scrapes it, the operator records
+    it in status.coldStart; a runtime change (same sha256) then creates a revision whose model volume and
+    ephemeral-storage request are that size plus 64Mi of headroom instead of cacheSize."""
+    artifacts = Artifacts(cluster, s3, namespace)
+    body = _model_bytes(0.0)
+    manifest = _manifest("iris", artifacts.put("sized/model.onnx", body), cluster, {"steps": [{"weight": 50}]})
+    manifest["spec"]["model"]["sha256"] = hashlib.sha256(body).hexdigest()
+    manifest["spec"]["rollout"] = {"strategy": "RollingUpdate"}
+    manifest["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2}
+    _apply(cluster, namespace, manifest)
+    _wait_ready(cluster, namespace, "iris")
+    first = _deployment_with_role(cluster, namespace, "stable")
+    assert first is not None
+    volumes = first["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "models")["emptyDir"]["sizeLimit"] == "5Gi", "nothing known yet"
+    runtime = RuntimeProcess(cluster, first, tmp_path / "first", secret).start()
+    try:
+        wait_until(
+            lambda: (_status(cluster, namespace, "iris").get("coldStart") or {}).get("artifactBytes") == len(body),
+            timeout=90,
+            what="status.coldStart.artifactBytes from the runtime's metrics",
+        )
+        manifest["spec"]["runtime"]["threads"] = 2
+        _apply(cluster, namespace, manifest)
+
+        def sized() -> dict[str, Any] | None:
+            for item in cluster.get_json("deployments", namespace=namespace)["items"]:
+                if "serving.modelapi.io/artifact-bytes" in (item["metadata"].get("annotations") or {}):
+                    return item  # type: ignore[no-any-return]
+            return None
+
+        second = wait_until(sized, timeout=60, what="the new revision created with the artifact's size")
+    finally:
+        runtime.stop()
+    assert second["metadata"]["annotations"]["serving.modelapi.io/artifact-bytes"] == str(len(body))
+    pod = second["spec"]["template"]["spec"]
+    assert next(v for v in pod["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"] == "65Mi"
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "577Mi"
+    _wait_ready(cluster, namespace, "iris")

@@ -88,6 +88,22 @@ def test_cpu_larger_than_any_node_is_unschedulable_naming_resources(
     _cleared(cluster, namespace)
 
 
+def test_a_model_volume_larger_than_any_node_disk_is_insufficient_storage(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    # The kwok nodes have 1Ti of ephemeral storage: a 2Ti model volume fits on none; the real scheduler says so.
+    _apply(cluster, namespace, _iris(storage={"cacheSize": "2Ti", "maxArtifactSize": "1Gi"}))
+    degraded = _condition(_degraded(cluster, namespace, "InsufficientStorage"), "Degraded")
+    assert "Insufficient ephemeral-storage" in degraded["message"]
+    assert "spec.storage.cacheSize" in degraded["message"]
+    assert not [
+        p for p in cluster.get_json("pods", namespace=namespace)["items"] if (p.get("status") or {}).get("reason")
+    ], "pods wait unscheduled: none is evicted"
+
+    _apply(cluster, namespace, _iris())
+    _cleared(cluster, namespace)
+
+
 def test_resource_quota_refusing_the_pods_is_quota_exceeded_then_clears(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -180,8 +196,8 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     """`kubectl get mapi -o wide` adds MODEL (the stable revision's URI as status has it: a presigned URL's query
-    redacted) and STRATEGY (the API server's default RollingUpdate when the spec leaves it out); the plain output
-    keeps its columns."""
+    redacted), STRATEGY (the API server's default RollingUpdate when the spec leaves it out) and LASTKNOWNGOOD (none
+    before a first rollout); the plain output keeps its columns."""
     token = "f00dfeedc0ffee"
     uri = f"https://models.example/iris/model.onnx?X-Amz-Signature={token}&X-Amz-Expires=3600"
     _apply(cluster, namespace, _iris(model={"uri": uri}))
@@ -189,7 +205,8 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     wide = cluster.kubectl("get", "mapi", "iris", "-o", "wide", namespace=namespace).stdout
     header, row = wide.splitlines()[:2]
     values = _table_row(header, row)
-    assert list(values)[-2:] == ["MODEL", "STRATEGY"], wide
+    assert list(values)[-3:] == ["MODEL", "STRATEGY", "LASTKNOWNGOOD"], wide
+    assert values["LASTKNOWNGOOD"] in ("", "<none>"), wide
     assert values["MODEL"] == "https://models.example/iris/model.onnx?<redacted>", wide
     assert values["STRATEGY"] == "RollingUpdate", wide
     assert (values["READY"], values["REASON"]) == ("True", "Serving"), wide
@@ -197,3 +214,4 @@ def test_kubectl_get_wide_shows_the_model_uri_redacted_and_the_strategy(
     plain = cluster.kubectl("get", "mapi", "iris", namespace=namespace).stdout
     assert "MODEL" not in plain, plain
     assert "STRATEGY" not in plain, plain
+    assert "LASTKNOWNGOOD" not in plain, plain

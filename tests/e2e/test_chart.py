@@ -493,9 +493,14 @@ def exercise_iris(cluster: Cluster, models: str) -> None:
     manifest["spec"]["model"]["uri"] = "s3://models/iris/2/model.onnx"
     cluster.kubectl("apply", "-f", "-", namespace=models, input=yaml.safe_dump(manifest))
     body = wait_ready(cluster, models, "iris")
-    (revision,) = body["status"]["revisions"]
+    revision = next(r for r in body["status"]["revisions"] if r["role"] == "stable")
     assert revision["name"] != first
-    wait_until(lambda: deployments(cluster, models) == {revision["name"]}, timeout=30, what="old revision deleted")
+    assert body["status"]["lastKnownGood"]["revision"] == first
+    wait_until(
+        lambda: deployments(cluster, models) == {revision["name"], first},
+        timeout=30,
+        what="the old revision kept as last-known-good",
+    )
     events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=models)
     assert "Serving" in {event["reason"] for event in events["items"]}
     cluster.kubectl("delete", "modelapi", "iris", "--wait=true", namespace=models, timeout=60)

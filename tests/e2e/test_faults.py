@@ -88,6 +88,11 @@ def operators(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Oper
         process.stop()
 
 
+def _rolled(before: str, after: str, replicas: int = 1) -> Expected:
+    """A ModelAPI rolled from ``before`` to ``after``: the old revision stays as its last-known-good one."""
+    return Expected(after, replicas, last_known_good=before)
+
+
 def _ready(body: dict[str, Any]) -> bool:
     ready = condition(body, "Ready")
     return ready.get("status") == "True" and ready.get("observedGeneration") == body["metadata"]["generation"]
@@ -153,7 +158,7 @@ def test_fault_kill9_operator_at_random_points_converges(
     killed_for = time.monotonic() - began
 
     expected = {n: Expected(uri(n, 2), replicas[n], last_known_good=uri(n, 1)) for n in canaries}
-    expected |= {n: Expected(uri(n, 2), replicas[n]) for n in rolling[:half]}
+    expected |= {n: Expected(uri(n, 2), replicas[n], last_known_good=uri(n, 1)) for n in rolling[:half]}
     expected |= {n: Expected(uri(n, 1), replicas[n]) for n in rolling[half:]}
     converge_began = time.monotonic()
     bodies = wait_converged(cluster, namespace, expected, timeout=180, what="convergence after the last restart")
@@ -383,7 +388,7 @@ def test_fault_control_plane_restart_under_load_converges(
     changed, added = names[:10], [f"n{i:02d}" for i in range(5)]
     apply_all(cluster, namespace, [modelapi(n, uri(n, 2)) for n in changed] + [modelapi(n, uri(n, 1)) for n in added])
     back = time.monotonic()
-    expected = {n: Expected(uri(n, 2 if n in changed else 1), 1) for n in names + added}
+    expected = {n: _rolled(uri(n, 1), uri(n, 2)) if n in changed else Expected(uri(n, 1), 1) for n in names + added}
     wait_converged(
         cluster, namespace, expected, timeout=CONVERGE_AFTER_OUTAGE_S, what=f"convergence after {component} restart"
     )
@@ -546,7 +551,9 @@ def test_fault_api_429_and_5xx_are_retried_with_backoff_and_converge(
     proxy.inject(Faults(statuses=OUTAGE_STATUSES, share=0.3, writes_only=True, retry_after=1))
     later = first[2:]
     apply_all(cluster, namespace, [modelapi(n, _uri(n, 2)) for n in later])
-    expected = {n: Expected(_uri(n, 2 if n in changed + later else 1), 1) for n in first + added}
+    expected = {
+        n: _rolled(_uri(n, 1), _uri(n, 2)) if n in changed + later else Expected(_uri(n, 1), 1) for n in first + added
+    }
     wait_converged(cluster, namespace, expected, timeout=120, what="convergence with 30 % of the writes failing")
     flaky = time.monotonic() - flaky_began
     writes = [r for r in proxy.records() if r.at > flaky_began and r.write]
@@ -628,7 +635,7 @@ def test_fault_silent_watch_is_detected_and_reestablished(
     first_write = wait_until(
         acted_on, timeout=SILENT_WATCH_TIMEOUT_S + 10, interval=0.2, what="the operator writing for the new ModelAPI"
     )
-    expected = {"quiet": Expected(_uri("quiet", 2), 1), "other": Expected(_uri("other", 1), 1)}
+    expected = {"quiet": _rolled(_uri("quiet", 1), _uri("quiet", 2)), "other": Expected(_uri("other", 1), 1)}
     expected["late"] = Expected(_uri("late", 1), 1)
     wait_converged(
         cluster, namespace, expected, timeout=SILENT_WATCH_TIMEOUT_S + 30, what="convergence after the silence"
@@ -748,7 +755,7 @@ def test_fault_two_replicas_with_peering_one_acts_and_kill9_hands_over(
         lambda: "Resuming operations after the pause" in b.log(), timeout=PEERING_LIFETIME_S + 20, what="B taking over"
     )
     took_over = time.monotonic() - killed
-    expected |= {"m0": Expected(_uri("m0", 2), 1), "m3": Expected(_uri("m3", 1), 1)}
+    expected |= {"m0": _rolled(_uri("m0", 1), _uri("m0", 2)), "m3": Expected(_uri("m3", 1), 1)}
     wait_converged(cluster, namespace, expected, timeout=PEERING_LIFETIME_S + 30, what="convergence with B acting")
     converged_after_kill = time.monotonic() - killed
     assert _acting(proxy_b.records(), since=killed)
@@ -769,7 +776,10 @@ def test_fault_two_replicas_with_peering_one_acts_and_kill9_hands_over(
     assert ((modelapis(cluster, namespace)["c0"].get("status") or {}).get("canary") or {}).get("weight") == 50
     wait_until(lambda: "Resuming operations after the pause" in a.log()[a_mark:], timeout=30, what="A acting again")
     apply_all(cluster, namespace, [modelapi("m1", _uri("m1", 2))])
-    expected |= {"m1": Expected(_uri("m1", 2), 1), "c0": Expected(_uri("c0", 2), 2, last_known_good=_uri("c0", 1))}
+    expected |= {
+        "m1": _rolled(_uri("m1", 1), _uri("m1", 2)),
+        "c0": Expected(_uri("c0", 2), 2, last_known_good=_uri("c0", 1)),
+    }
     wait_converged(cluster, namespace, expected, timeout=90, what="A finishing the canary and applying m1")
     # B's canary tick (1 s) and resync (5 s) had the canary's promotion due in B's memory too: one more resync
     # period passes without B doing anything but heartbeats (a request in flight at the pause may end just after it;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,19 +122,30 @@ def test_iris_example_becomes_ready_with_every_child(
     operator.assert_alive()
 
 
-def test_model_change_rolls_out_a_new_revision_and_removes_the_old(
+def _roles(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {revision["role"]: revision for revision in body["status"]["revisions"]}
+
+
+def test_model_change_rolls_out_a_new_revision_and_keeps_the_old_as_last_known_good(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
     first = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
     _apply(cluster, namespace, _iris(model={"uri": "s3://models/iris/2/model.onnx"}, autoscaling={"minReplicas": 2}))
     body = _wait_ready(cluster, namespace, "iris")
-    (revision,) = body["status"]["revisions"]
+    roles = _roles(body)
+    revision = roles["stable"]
+    assert set(roles) == {"stable", "lastKnownGood"}
     assert revision["name"] != first
     assert revision["modelUri"] == "s3://models/iris/2/model.onnx"
+    assert (roles["lastKnownGood"]["name"], roles["lastKnownGood"]["weight"]) == (first, 0)
+    good = body["status"]["lastKnownGood"]
+    assert (good["revision"], good["modelUri"], good["replicas"]) == (first, "s3://models/iris/1/model.onnx", 0)
+    assert good["lastServed"]
     wait_until(
-        lambda: set(_deployments(cluster, namespace)) == {revision["name"]}, timeout=30, what="old revision deleted"
+        lambda: _deployments(cluster, namespace)[first]["spec"]["replicas"] == 0, timeout=30, what="old revision at 0"
     )
+    assert set(_deployments(cluster, namespace)) == {revision["name"], first}
     assert cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["scaleTargetRef"]["name"] == revision["name"]
     assert body["status"]["readyReplicas"] == 2
     reasons = [
@@ -151,11 +163,145 @@ def test_model_change_rolls_out_a_new_revision_and_removes_the_old(
     )
     body = _wait_ready(cluster, namespace, "iris")
     assert body["status"]["revisions"][0]["name"] == revision["name"]
+    assert body["status"]["lastKnownGood"]["revision"] == first
     wait_until(
         lambda: cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["maxReplicas"] == 4,
         timeout=30,
         what="HPA updated",
     )
+
+
+def _rolled_back(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body = _mapi(cluster, namespace, "iris")
+        stable = _roles(body).get("stable") if body.get("status") else None
+        rolled = _condition(body, "Degraded").get("reason") == "RolledBack"
+        return body if rolled and stable and stable["readyReplicas"] >= 1 else None
+
+    result: dict[str, Any] = wait_until(done, timeout=60, interval=1, what="rolled back, the restored revision ready")
+    return result
+
+
+def _main_selector(cluster: Cluster, namespace: str) -> dict[str, str]:
+    selector: dict[str, str] = cluster.get_json("service", "iris", namespace=namespace)["spec"]["selector"]
+    return selector
+
+
+def test_rollback_after_a_rolling_update_serves_the_old_revision_again_without_a_new_one(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
+    first = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    _apply(cluster, namespace, _iris(model={"uri": "s3://models/iris/2/model.onnx"}, autoscaling={"minReplicas": 2}))
+    second = _roles(_wait_ready(cluster, namespace, "iris"))["stable"]["name"]
+    wait_until(
+        lambda: _deployments(cluster, namespace)[first]["spec"]["replicas"] == 0, timeout=30, what="old revision at 0"
+    )
+    uids = {name: d["metadata"]["uid"] for name, d in _deployments(cluster, namespace).items()}
+
+    cluster.kubectl("annotate", "modelapi", "iris", "serving.modelapi.io/rollback=true", namespace=namespace)
+    body = _rolled_back(cluster, namespace)
+    roles = _roles(body)
+    assert roles["stable"]["name"] == first
+    assert roles["stable"]["modelUri"] == "s3://models/iris/1/model.onnx"
+    assert "lastKnownGood" not in body["status"], "nothing left to roll back to"
+    assert "serving.modelapi.io/rollback" not in (
+        _mapi(cluster, namespace, "iris")["metadata"].get("annotations") or {}
+    )
+    wait_until(
+        lambda: (
+            _deployments(cluster, namespace)[second]["spec"]["replicas"] == 0
+            and _deployments(cluster, namespace)[first]["status"].get("readyReplicas") == 2
+        ),
+        timeout=60,
+        what="the restored revision at 2 ready replicas, the rolled-back one at 0",
+    )
+    after = {name: d["metadata"]["uid"] for name, d in _deployments(cluster, namespace).items()}
+    assert after == uids, "no revision was created or re-created: the kept Deployment serves again"
+    assert cluster.get_json("hpa", "iris", namespace=namespace)["spec"]["scaleTargetRef"]["name"] == first
+
+    def serving_pods() -> set[str] | None:
+        slices = cluster.get_json("endpointslices", "-l", "kubernetes.io/service-name=iris", namespace=namespace)
+        ready = {
+            endpoint["targetRef"]["name"]
+            for item in slices["items"]
+            for endpoint in item.get("endpoints") or []
+            if (endpoint.get("conditions") or {}).get("ready")
+        }
+        return ready if len(ready) == 2 and all(pod.startswith(f"{first}-") for pod in ready) else None
+
+    wait_until(serving_pods, timeout=30, what="the <name> Service's ready endpoints: the restored revision's pods")
+
+    # A second request has nothing to return to: an Event says so and nothing changes.
+    cluster.kubectl("annotate", "modelapi", "iris", "serving.modelapi.io/rollback=true", namespace=namespace)
+    wait_until(
+        lambda: (
+            "RollbackUnavailable"
+            in {
+                e["reason"]
+                for e in cluster.get_json("events", namespace=namespace)["items"]
+                if e["involvedObject"]["kind"] == "ModelAPI"
+            }
+        ),
+        timeout=30,
+        what="RollbackUnavailable Event",
+    )
+    assert _roles(_mapi(cluster, namespace, "iris"))["stable"]["name"] == first
+
+
+def test_warm_last_known_good_replicas_take_no_traffic_and_serve_a_rollback_at_once(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    warm = {"lastKnownGoodReplicas": 1}
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}, rollout=warm))
+    first = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    v2 = {"uri": "s3://models/iris/2/model.onnx"}
+    _apply(cluster, namespace, _iris(model=v2, autoscaling={"minReplicas": 2}, rollout=warm))
+    second = _roles(_wait_ready(cluster, namespace, "iris"))["stable"]["name"]
+
+    def warm_ready() -> dict[str, Any] | None:
+        good = _mapi(cluster, namespace, "iris")["status"].get("lastKnownGood") or {}
+        return good if good.get("readyReplicas") == 1 else None
+
+    good = wait_until(warm_ready, timeout=60, what="one warm replica of the last-known-good revision")
+    assert (good["revision"], good["replicas"]) == (first, 1)
+    revision_label = "serving.modelapi.io/revision"
+    assert _main_selector(cluster, namespace)[revision_label] == second.rsplit("-", 1)[1], "the warm one takes none"
+
+    cluster.kubectl("annotate", "modelapi", "iris", "serving.modelapi.io/rollback=true", namespace=namespace)
+    body = _rolled_back(cluster, namespace)
+    assert _roles(body)["stable"]["name"] == first
+    assert _main_selector(cluster, namespace)[revision_label] == first.rsplit("-", 1)[1]
+    assert set(_deployments(cluster, namespace)) == {first, second}
+
+
+def test_a_rollback_during_a_stuck_rollout_rolls_it_back_and_the_old_revision_keeps_serving(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
+    old = _wait_ready(cluster, namespace, "iris")["status"]["revisions"][0]["name"]
+    stuck = _iris(
+        autoscaling={"minReplicas": 2},
+        model={"uri": "s3://models/iris/2/model.onnx"},
+        runtime={"nodeSelector": {"pool": "none"}},
+    )
+    _apply(cluster, namespace, stuck)
+    wait_until(lambda: "next" in _roles(_mapi(cluster, namespace, "iris")), timeout=60, what="rollout in progress")
+    cluster.kubectl("annotate", "modelapi", "iris", "serving.modelapi.io/rollback=true", namespace=namespace)
+    body = _rolled_back(cluster, namespace)
+    assert _roles(body)["stable"]["name"] == old
+    incoming = next(r["name"] for r in body["status"]["revisions"] if r["name"] != old)
+    wait_until(
+        lambda: (
+            _deployments(cluster, namespace)[incoming]["spec"]["replicas"] == 0
+            and _deployments(cluster, namespace)[old]["status"].get("readyReplicas") == 2
+        ),
+        timeout=60,
+        what="the stuck revision at 0, the old one whole",
+    )
+    time.sleep(6)  # a resync passes: the same spec is not rolled out again
+    assert _deployments(cluster, namespace)[incoming]["spec"]["replicas"] == 0
+    assert _condition(_mapi(cluster, namespace, "iris"), "Degraded")["reason"] == "RolledBack"
 
 
 def test_deleted_or_edited_children_are_restored(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
@@ -260,10 +406,14 @@ def test_a_revision_that_cannot_schedule_leaves_the_old_one_serving_across_an_op
     _apply(cluster, namespace, fixed)  # changed while no operator runs: nothing may be lost
     operator.start()
     body = _wait_ready(cluster, namespace, "iris", timeout=120)
-    (revision,) = body["status"]["revisions"]
+    roles = _roles(body)
+    revision = roles["stable"]
     assert revision["modelUri"] == "s3://models/iris/2/model.onnx"
+    assert roles["lastKnownGood"]["name"] == old
     wait_until(
-        lambda: set(_deployments(cluster, namespace)) == {revision["name"]}, timeout=30, what="one revision left"
+        lambda: set(_deployments(cluster, namespace)) == {revision["name"], old},
+        timeout=30,
+        what="the stuck revision deleted, the old one kept as last-known-good",
     )
 
 

@@ -17,9 +17,11 @@ class RecordingKube:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.created_manifests: list[Mapping[str, Any]] = []
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("create", manifest["metadata"]["name"]))
+        self.created_manifests.append(manifest)
         return dict(manifest)
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

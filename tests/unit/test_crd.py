@@ -117,9 +117,20 @@ def test_resource_names_columns_and_subresources() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Reason", "URL", "Replicas", "Canary", "Revision", "Age", "Model", "Strategy"]
+    assert columns == [
+        "Ready",
+        "Reason",
+        "URL",
+        "Replicas",
+        "Canary",
+        "Revision",
+        "Age",
+        "Model",
+        "Strategy",
+        "LastKnownGood",
+    ]
     wide = [column["name"] for column in version["additionalPrinterColumns"] if column.get("priority") == 1]
-    assert wide == ["Model", "Strategy"]
+    assert wide == ["Model", "Strategy", "LastKnownGood"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     assert set(status) >= {

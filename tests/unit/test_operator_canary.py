@@ -12,10 +12,12 @@ from modelapi_operator.plan import Plan, PlanInput, plan_children
 from modelapi_operator.revision_record import (
     ABORTED_ANNOTATION,
     FAILED_CHECKS_ANNOTATION,
+    LAST_SERVED_ANNOTATION,
     ROLE_ANNOTATION,
     STEP_ANNOTATION,
     RevisionRecord,
 )
+from modelapi_operator.timestamps import rfc3339
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
 IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1")
@@ -181,7 +183,10 @@ def test_promotion_keeps_the_old_stable_as_last_known_good() -> None:
     assert [e.reason for e in promoted.events] == ["CanaryPromoted"]
     assert promoted.stable_revision == compute_revision(spec, OWNER, IMAGES)
     assert _kinds(promoted)[f"Deployment/{canary_name}"] == "stable"
-    assert promoted.annotate == {f"iris-{STABLE}": {ROLE_ANNOTATION: "lastKnownGood"}}
+    demoted_at = rfc3339(T0 + timedelta(seconds=61))
+    assert promoted.annotate == {
+        f"iris-{STABLE}": {ROLE_ANNOTATION: "lastKnownGood", LAST_SERVED_ANNOTATION: demoted_at}
+    }
     assert promoted.scale == {f"iris-{STABLE}": 0}
     assert promoted.canary is None
     hpa = next(m for m in promoted.apply if m["kind"] == "HorizontalPodAutoscaler")

@@ -89,7 +89,6 @@ def test_past_the_grace_unschedulable_quotes_the_scheduler_and_names_the_field()
         (CPU, "spec.runtime.resources.cpu"),
         ("0/1 nodes are available: 1 Insufficient memory.", "spec.runtime.resources.memory"),
         ("0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: ml}.", "spec.runtime.tolerations"),
-        ("0/2 nodes are available: 2 Insufficient ephemeral-storage.", "spec.storage.cacheSize"),
     ],
 )
 def test_the_field_to_change_follows_the_scheduler(message: str, field: str) -> None:
@@ -97,6 +96,19 @@ def test_the_field_to_change_follows_the_scheduler(message: str, field: str) -> 
     assert failure is not None
     assert failure.reason == "Unschedulable"
     assert field in failure.message
+
+
+def test_a_node_without_the_disk_is_insufficient_storage_naming_the_cache_size() -> None:
+    message = "0/2 nodes are available: 2 Insufficient ephemeral-storage. preemption: 0/2 nodes are available."
+    failure = capacity.scheduling_failure([_pending("iris-abc-1", message, 60)], NOW, 20)
+    assert failure is not None
+    assert failure.reason == "InsufficientStorage"
+    assert "Insufficient ephemeral-storage" in failure.message
+    assert "spec.storage.cacheSize" in failure.message
+    both = "0/2 nodes are available: 1 Insufficient cpu, 2 Insufficient ephemeral-storage."
+    mixed = capacity.scheduling_failure([_pending("iris-abc-1", both, 60)], NOW, 20)
+    assert mixed is not None
+    assert mixed.reason == "Unschedulable", "more than disk is missing: the generic reason names every field"
 
 
 def test_a_triggered_scale_up_is_waiting_for_capacity_not_a_failure() -> None:

@@ -6,8 +6,10 @@ from typing import Any
 
 from kube_fakes import RecordingKube
 
-from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.api import ModelAPISpec
+from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
 from modelapi_operator.reconcile import Observed, Reconciler
+from modelapi_operator.revision_record import ARTIFACT_BYTES_ANNOTATION, RevisionRecord
 
 
 def _body(spec: dict[str, Any]) -> dict[str, Any]:
@@ -57,3 +59,26 @@ async def test_a_new_modelapi_creates_every_child_and_a_missing_account_is_named
     assert (degraded.status, degraded.reason) == ("True", "ServiceAccountNotFound")
     assert "spec.storage.serviceAccountName" in degraded.message
     assert status.observed_generation == 2
+
+
+async def test_a_new_revision_of_a_measured_artifact_is_sized_from_the_recorded_cold_start() -> None:
+    """The seam from status.coldStart (what the runtime reported through Prometheus) to the new revision's pods."""
+    client = RecordingKube()
+    reconciler = _reconciler(client)
+    model = {"uri": "s3://models/iris/1/model.onnx", "sha256": "b" * 64}
+    serving_spec = {"model": model, "storage": {"cacheSize": "10Gi"}}
+    owner, images = Owner(name="iris", namespace="ml", uid="uid-1"), RuntimeImages(cpu="cpu:1", gpu="gpu:1")
+    revision = compute_revision(ModelAPISpec.model_validate(serving_spec), owner, images)
+    serving = build_deployment(ModelAPISpec.model_validate(serving_spec), owner, revision, images)
+    serving["metadata"]["annotations"] |= RevisionRecord(role="stable").encode()
+    serving["metadata"]["creationTimestamp"] = "2026-11-29T12:00:00Z"
+    serving["spec"] = {"replicas": 1, **serving["spec"]}
+    serving["status"] = {"readyReplicas": 1}
+    body = _body({**serving_spec, "runtime": {"threads": 2}})  # a runtime change: a new revision, same artifact
+    body["status"] = {"coldStart": {"revision": revision, "artifactBytes": 300 * 1024 * 1024}}
+    await reconciler.reconcile(body, Observed(deployments=[serving]))
+    (created,) = client.created_manifests
+    assert created["metadata"]["annotations"][ARTIFACT_BYTES_ANNOTATION] == str(300 * 1024 * 1024)
+    pod = created["spec"]["template"]["spec"]
+    assert next(v for v in pod["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"] == "364Mi"
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "876Mi"

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.builders import ActivatorEndpoints, Owner, RuntimeImages, build_deployment, compute_revision
 from modelapi_operator.canary import Measurement
 from modelapi_operator.plan import Plan, PlanInput, plan_children
-from modelapi_operator.revision_record import CanaryProgress, RevisionRecord, Role
+from modelapi_operator.revision_record import ROLE_ANNOTATION, CanaryProgress, RevisionRecord, Role
 from modelapi_operator.timestamps import rfc3339
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -34,13 +35,15 @@ STEPS = [{"weight": 10, "pauseSeconds": 60}, {"weight": 50, "pauseSeconds": 60}]
 ANALYSIS = {"intervalSeconds": 30, "maxErrorRate": 0.05, "failureLimit": 2}
 
 
-def _spec(uri: str, *, canary: bool = False, min_replicas: int = 2) -> ModelAPISpec:
+def _spec(uri: str, *, canary: bool = False, min_replicas: int = 2, warm: int = 0) -> ModelAPISpec:
     autoscaling: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": 4}
     if min_replicas == 0:
         autoscaling["scaleToZeroAfterSeconds"] = 300
     rollout: dict[str, Any] = {"strategy": "RollingUpdate"}
     if canary:
         rollout = {"strategy": "Canary", "canary": {"steps": STEPS, "analysis": ANALYSIS}}
+    if warm:
+        rollout["lastKnownGoodReplicas"] = warm
     return ModelAPISpec.model_validate({"model": {"uri": uri}, "autoscaling": autoscaling, "rollout": rollout})
 
 
@@ -147,6 +150,67 @@ def rollback() -> Plan:
     return _plan(spec, [_serving(spec), good], rollback_requested=True)
 
 
+OLDEST_URI = "s3://models/iris/0/model.onnx"
+
+
+def _last_known_good(spec: ModelAPISpec, *, replicas: int = 0) -> dict[str, Any]:
+    record = RevisionRecord(role="lastKnownGood", last_served=T0 - timedelta(days=1))
+    return _observed(spec, record, replicas=replicas, ready=replicas, created=T0 - timedelta(days=2))
+
+
+def rolling_promote() -> Plan:
+    """A rolling update complete (the next revision has all its replicas ready, the old one none): the next one is
+    stable, the old one becomes last-known-good with the time it stopped serving, the older last-known-good goes."""
+    spec = _spec(NEW_URI)
+    incoming = _observed(
+        spec,
+        RevisionRecord(role="next", rollout_replicas=2),
+        replicas=2,
+        ready=2,
+        created=T0 - timedelta(minutes=1),
+    )
+    old = _observed(_spec(OLD_URI), RevisionRecord(role="stable"), replicas=0, ready=0, created=T0 - timedelta(days=1))
+    return _plan(spec, [old, incoming, _last_known_good(_spec(OLDEST_URI))])
+
+
+def rolling_rollback() -> Plan:
+    """A rollback request after a rolling update: the last-known-good revision is scaled back up as stable, with no
+    new revision; the current one keeps its pods (the ``<name>`` Service reaches them) until the restored is ready."""
+    spec = _spec(NEW_URI)
+    return _plan(spec, [_serving(spec), _last_known_good(_spec(OLD_URI))], rollback_requested=True)
+
+
+def rollback_during_rollout() -> Plan:
+    """A rollback request half way through a rolling update: that rollout is rolled back, the stable revision sized
+    back to the full count, the last-known-good one untouched."""
+    spec = _spec(NEW_URI)
+    incoming = _observed(
+        spec, RevisionRecord(role="next", rollout_replicas=2), replicas=2, ready=1, created=T0 - timedelta(minutes=1)
+    )
+    current = _observed(
+        _spec(OLD_URI), RevisionRecord(role="stable"), replicas=1, ready=1, created=T0 - timedelta(days=1)
+    )
+    return _plan(spec, [current, incoming, _last_known_good(_spec(OLDEST_URI))], rollback_requested=True)
+
+
+def warm_last_known_good() -> Plan:
+    """One revision serves with lastKnownGoodReplicas 1: the last-known-good one keeps a warm replica, and the
+    ``<name>`` Service selects the stable revision only (the warm replica takes no traffic)."""
+    spec = _spec(NEW_URI, warm=1)
+    return _plan(spec, [_serving(spec), _last_known_good(_spec(OLD_URI, warm=1))])
+
+
+def warm_during_rollout() -> Plan:
+    """A rolling update with lastKnownGoodReplicas 1: the warm replica goes (the ``<name>`` Service selects every
+    revision while two serve), and the Service selects every revision again."""
+    spec = _spec(NEW_URI, warm=1)
+    current = _spec(OLD_URI, warm=1)
+    incoming = _observed(
+        spec, RevisionRecord(role="next", rollout_replicas=2), replicas=1, ready=0, created=T0 - timedelta(minutes=1)
+    )
+    return _plan(spec, [_serving(current), incoming, _last_known_good(_spec(OLDEST_URI, warm=1), replicas=1)])
+
+
 def scaled_to_zero() -> Plan:
     """minReplicas 0, idle past scaleToZeroAfterSeconds, an activator ready: the Services point at the activator."""
     spec = _spec(OLD_URI, min_replicas=0)
@@ -161,6 +225,11 @@ PHASES = {
     "abort": abort,
     "rollback": rollback,
     "scaled-to-zero": scaled_to_zero,
+    "rolling-promote": rolling_promote,
+    "rolling-rollback": rolling_rollback,
+    "rollback-during-rollout": rollback_during_rollout,
+    "warm-last-known-good": warm_last_known_good,
+    "warm-during-rollout": warm_during_rollout,
 }
 
 
@@ -180,6 +249,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "clearActivationRequest": plan.clear_activation_request,
         "analysisChecked": plan.checked,
         "zero": {**asdict(plan.zero), "record": dict(plan.zero.record)} if plan.zero else None,
+        "mainServiceOneRevision": plan.main_one_revision,
     }
 
 
@@ -217,3 +287,24 @@ def test_each_phase_is_the_one_its_name_says() -> None:
     zero_plan = scaled_to_zero()
     assert zero_plan.zero is not None
     assert zero_plan.zero.state == "zero"
+    old, new = (names.revision_name(OWNER.name, compute_revision(_spec(u), OWNER, IMAGES)) for u in (OLD_URI, NEW_URI))
+    oldest = names.revision_name(OWNER.name, compute_revision(_spec(OLDEST_URI), OWNER, IMAGES))
+    promoted = rolling_promote()
+    assert promoted.stable_revision == compute_revision(_spec(NEW_URI), OWNER, IMAGES)
+    assert promoted.annotate[old][ROLE_ANNOTATION] == "lastKnownGood"
+    assert promoted.keep_deployments == {old, new}, "the older last-known-good one is deleted"
+    restored = rolling_rollback()
+    assert not restored.create, "a rollback creates no revision"
+    assert restored.scale == {old: 2}
+    assert restored.annotate[old] == {ROLE_ANNOTATION: "stable"}
+    warm = warm_last_known_good()
+    main = next(m for m in warm.apply if m["kind"] == "Service" and m["metadata"]["name"] == OWNER.name)
+    assert main["spec"]["selector"][names.LABEL_REVISION] == compute_revision(_spec(NEW_URI, warm=1), OWNER, IMAGES)
+    assert warm.scale == {names.revision_name(OWNER.name, compute_revision(_spec(OLD_URI, warm=1), OWNER, IMAGES)): 1}
+    stopped = rollback_during_rollout()
+    assert stopped.scale == {old: 2}
+    assert stopped.stable_revision == compute_revision(_spec(OLD_URI), OWNER, IMAGES)
+    assert oldest in stopped.keep_deployments
+    during = warm_during_rollout()
+    assert not during.main_one_revision
+    assert during.scale[oldest] == 0

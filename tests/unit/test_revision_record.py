@@ -16,6 +16,8 @@ FULL = RevisionRecord(
     active_since=T0,
     model_uri="s3://models/iris/1/model.onnx?<redacted>",
     model_sha256="ab" * 32,
+    last_served=T0,
+    artifact_bytes=1_073_741_824,
 )
 
 
@@ -34,6 +36,8 @@ def test_the_keys_are_the_stored_api_of_existing_clusters() -> None:
         "serving.modelapi.io/active-since": "2026-11-30T12:00:00Z",
         "serving.modelapi.io/model-uri": "s3://models/iris/1/model.onnx?<redacted>",
         "serving.modelapi.io/model-sha256": "ab" * 32,
+        "serving.modelapi.io/last-served": "2026-11-30T12:00:00Z",
+        "serving.modelapi.io/artifact-bytes": "1073741824",
     }
 
 
@@ -61,6 +65,8 @@ def test_garbled_values_read_as_their_defaults_never_as_an_error() -> None:
             "serving.modelapi.io/canary-step-check-passed": "yes",
             "serving.modelapi.io/active-since": "soon",
             "serving.modelapi.io/aborted": "",
+            "serving.modelapi.io/last-served": "a while ago",
+            "serving.modelapi.io/artifact-bytes": "1Gi",
         }
     )
     assert garbled == RevisionRecord(role="next", canary=CanaryProgress())

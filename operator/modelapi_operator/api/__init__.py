@@ -23,6 +23,7 @@ from modelapi_operator.api.status import (
     ColdStart,
     Condition,
     LastFailure,
+    LastKnownGood,
     ModelAPIStatus,
     RevisionStatus,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "EnvVar",
     "GatewayRef",
     "LastFailure",
+    "LastKnownGood",
     "ModelAPI",
     "ModelAPISpec",
     "ModelAPIStatus",

@@ -21,6 +21,7 @@ NAME_MAX = 253
 SCALE_TO_ZERO_MIN_SECONDS = 30
 SCALE_TO_ZERO_MAX_SECONDS = 86_400
 SCALE_TO_ZERO_DEFAULT_SECONDS = 300
+MAX_LAST_KNOWN_GOOD_REPLICAS = 10  # warm replicas of a revision that serves nothing: a cost bound, not a scaling one
 
 ArtifactScheme = CelRule(
     cel=p.cel_matches(p.ARTIFACT_SCHEME),
@@ -154,7 +155,9 @@ class StorageSpec(ApiModel):
         default="5Gi",
         description="Size limit of the pod's model volume (an emptyDir that holds the downloaded artifact and "
         "handler): the pod is evicted if they outgrow it. It is also the pod's ephemeral-storage request (plus "
-        "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB.",
+        "512Mi for /tmp), so the scheduler places it where the disk fits. Raise it for artifacts above ~4.5 GiB. "
+        "A new revision of an artifact a revision already loaded (same model.sha256, no handler) gets the "
+        "artifact's size plus a tenth (at least 64Mi) instead, never more than this.",
     )
     max_artifact_size: Quantity | None = Field(
         default=None,
@@ -541,6 +544,15 @@ class RolloutSpec(ApiModel):
         json_schema_extra={"x-kubernetes-int-or-string": True},
     )
     canary: CanarySpec | None = Field(default=None, description=CanarySpec.__doc__)
+    last_known_good_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_LAST_KNOWN_GOOD_REPLICAS,
+        description="Warm replicas of the last-known-good revision (the stable one before the last promotion, kept "
+        "after either strategy for a rollback). 0 keeps it at zero replicas: a rollback starts its pods (from the "
+        "node cache when the artifact is still there). Each warm replica costs what one pod of that revision "
+        "requests (cpu, memory, gpu, ephemeral-storage) and serves no traffic. Needs autoscaling.minReplicas >= 1.",
+    )
 
     __rules__ = (
         CelRule(
@@ -559,6 +571,10 @@ class RolloutSpec(ApiModel):
     )
 
 
+def _keeps_warm_at_zero(spec: ModelAPISpec) -> bool:
+    return spec.rollout.last_known_good_replicas > 0 and spec.autoscaling.min_replicas == 0
+
+
 class ModelAPISpec(ApiModel):
     """A model served as an autoscaled, monitored, zero-downtime HTTP API."""
 
@@ -567,3 +583,15 @@ class ModelAPISpec(ApiModel):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description=RuntimeSpec.__doc__)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description=AutoscalingSpec.__doc__)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description=RolloutSpec.__doc__)
+
+    __rules__ = (
+        CelRule(
+            cel="!has(self.rollout) || !has(self.rollout.lastKnownGoodReplicas) || "
+            "self.rollout.lastKnownGoodReplicas == 0 || !has(self.autoscaling) || "
+            "!has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas > 0",
+            message="rollout.lastKnownGoodReplicas needs autoscaling.minReplicas >= 1: a model that scales to zero "
+            "keeps no warm replica of an older revision",
+            check=lambda s: not _keeps_warm_at_zero(s),
+            field="rollout",
+        ),
+    )

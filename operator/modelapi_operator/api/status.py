@@ -35,7 +35,8 @@ class RevisionStatus(StatusModel):
     name: str = Field(description="The revision's Deployment name, <name>-<revision>.")
     role: RevisionRole = Field(
         description="stable (serves traffic), next (replacing stable in a RollingUpdate), canary, or lastKnownGood "
-        "(kept at 0 replicas)."
+        "(the stable one before the last promotion, kept for a rollback at rollout.lastKnownGoodReplicas, 0 by "
+        "default; it takes no traffic)."
     )
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic this revision receives.")
     model_uri: str = Field(description="The model URI of this revision.")
@@ -86,6 +87,26 @@ class ColdStart(StatusModel):
     store_bytes: int | None = Field(
         default=None, ge=0, description="Bytes the revision's replicas downloaded from the store, all together."
     )
+    artifact_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Size of the revision's artifacts (model and handler) as its replicas found them; a later "
+        "revision of the same artifact (same model.uri and model.sha256, no handler) sizes its model volume from it.",
+    )
+
+
+class LastKnownGood(StatusModel):
+    """The revision a rollback returns to: the stable one before the last promotion (after a RollingUpdate or a
+    canary), kept with rollout.lastKnownGoodReplicas warm replicas (0 by default)."""
+
+    revision: str = Field(description="Its Deployment name, <name>-<revision>.")
+    model_uri: str = Field(description="Its model URI (a presigned URL's query string is left out).")
+    sha256: str | None = Field(default=None, description="Its model checksum, when set.")
+    last_served: str | None = Field(
+        default=None, description="When it last served traffic: when a newer revision replaced it (RFC 3339)."
+    )
+    replicas: int = Field(default=0, ge=0, description="Its warm replicas (rollout.lastKnownGoodReplicas).")
+    ready_replicas: int = Field(default=0, ge=0, description="Its warm replicas that are ready.")
 
 
 class ModelAPIStatus(StatusModel):
@@ -104,6 +125,11 @@ class ModelAPIStatus(StatusModel):
         default_factory=list, description="Newest first: at most stable, canary and last-known-good."
     )
     canary: CanaryStatus | None = Field(default=None, description="The canary in progress, if any.")
+    last_known_good: LastKnownGood | None = Field(
+        default=None,
+        description="The revision the rollback annotation (serving.modelapi.io/rollback) returns to; absent when none "
+        "is kept.",
+    )
     last_failure: LastFailure | None = Field(default=None, description="The most recent failure.")
     cold_start: ColdStart | None = Field(default=None, description="Cold-start timings of the newest replica.")
     scaled_to_zero_at: str | None = Field(

@@ -37,6 +37,10 @@ TERMINATION_GRACE_SECONDS = 45
 # /tmp is scratch space only (the runtime's read-only root needs one writable place); the artifact goes to MODEL_DIR.
 TMP_VOLUME_SIZE = "512Mi"
 MiB = 1024 * 1024
+# A model volume sized from a known artifact: its size plus a tenth (at least 64 MiB) for the download's small files
+# (its reference record, a partial file is the artifact itself), never more than spec.storage.cacheSize.
+ARTIFACT_HEADROOM_SHARE = 0.1
+ARTIFACT_HEADROOM_MIN = 64 * MiB
 
 # The node's address (status.hostIP), where the node cache agent listens; not a runtime setting itself: the
 # runtime reads MODELAPI_NODE_CACHE_URL, which Kubernetes expands from it.
@@ -140,28 +144,45 @@ def _probe(path: str, *, period: int, timeout: int, failures: int) -> Manifest:
     }
 
 
-def _resources(spec: ModelAPISpec) -> Manifest:
+def model_volume_bytes(spec: ModelAPISpec, artifact_bytes: int | None = None) -> int:
+    """The model volume's size limit: spec.storage.cacheSize, or, when the artifact's size is known, that size plus
+    headroom (whole MiB), never more than cacheSize."""
+    bound = int(quantity_value(spec.storage.cache_size))
+    if artifact_bytes is None:
+        return bound
+    sized = artifact_bytes + max(math.ceil(artifact_bytes * ARTIFACT_HEADROOM_SHARE), ARTIFACT_HEADROOM_MIN)
+    return min(bound, math.ceil(sized / MiB) * MiB)
+
+
+def _model_volume_limit(spec: ModelAPISpec, artifact_bytes: int | None) -> str:
+    """cacheSize as written when the artifact is unknown (so templates of older revisions never change), else MiB."""
+    if artifact_bytes is None:
+        return spec.storage.cache_size
+    return f"{model_volume_bytes(spec, artifact_bytes) // MiB}Mi"
+
+
+def _resources(spec: ModelAPISpec, artifact_bytes: int | None = None) -> Manifest:
     resources = spec.runtime.resources
     amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpu > 0:
         amounts[names.GPU_RESOURCE] = str(resources.gpu)
     # requests == limits: Guaranteed QoS, and the CPU quota the runtime derives its threads from. Disk is requested
     # (both volumes at their size limits), never limited: a container limit would also count its logs.
-    requests = {**amounts, "ephemeral-storage": ephemeral_storage_request(spec)}
+    requests = {**amounts, "ephemeral-storage": ephemeral_storage_request(spec, artifact_bytes)}
     return {"requests": requests, "limits": dict(amounts)}
 
 
-def max_artifact_bytes(spec: ModelAPISpec, default: str) -> int:
+def max_artifact_bytes(spec: ModelAPISpec, default: str, artifact_bytes: int | None = None) -> int:
     """The bound the runtime checks before a download: spec.storage.maxArtifactSize, else the operator's default,
     never more than the model volume (a larger artifact would get the pod evicted while it downloads)."""
-    volume = quantity_value(spec.storage.cache_size)
+    volume = model_volume_bytes(spec, artifact_bytes)
     bound = spec.storage.max_artifact_size or default
-    return int(min(volume, quantity_value(bound)) if bound else volume)
+    return min(volume, int(quantity_value(bound))) if bound else volume
 
 
-def ephemeral_storage_request(spec: ModelAPISpec) -> str:
+def ephemeral_storage_request(spec: ModelAPISpec, artifact_bytes: int | None = None) -> str:
     """The model volume's and /tmp's size limits together, in whole MiB."""
-    total = quantity_value(spec.storage.cache_size) + quantity_value(TMP_VOLUME_SIZE)
+    total = model_volume_bytes(spec, artifact_bytes) + quantity_value(TMP_VOLUME_SIZE)
     return f"{math.ceil(total / MiB)}Mi"
 
 
@@ -172,8 +193,11 @@ def _tolerations(spec: ModelAPISpec) -> list[Manifest]:
     return tolerations
 
 
-def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: RuntimeImages) -> Manifest:
-    """The pod template of one revision. Pure: the same inputs give the same template."""
+def build_pod_template(
+    spec: ModelAPISpec, owner: Owner, revision: str, images: RuntimeImages, artifact_bytes: int | None = None
+) -> Manifest:
+    """The pod template of one revision. Pure: the same inputs give the same template. ``artifact_bytes``: the
+    artifact's size when known (the model volume and the ephemeral-storage request are sized from it)."""
     container: Manifest = {
         "name": names.RUNTIME_CONTAINER,
         "image": runtime_image(spec, images),
@@ -181,10 +205,13 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
         "args": ["serve"],
         "env": [
             *_runtime_env(spec, owner.name, revision, images.node_cache_port),
-            _env(env_var_name("max_artifact_bytes"), str(max_artifact_bytes(spec, images.max_artifact_size))),
+            _env(
+                env_var_name("max_artifact_bytes"),
+                str(max_artifact_bytes(spec, images.max_artifact_size, artifact_bytes)),
+            ),
         ],
         "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
-        "resources": _resources(spec),
+        "resources": _resources(spec, artifact_bytes),
         "startupProbe": _probe(
             "/v2/health/ready", period=STARTUP_PERIOD_SECONDS, timeout=5, failures=STARTUP_FAILURE_THRESHOLD
         ),
@@ -215,7 +242,7 @@ def build_pod_template(spec: ModelAPISpec, owner: Owner, revision: str, images: 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [
-            {"name": "models", "emptyDir": {"sizeLimit": spec.storage.cache_size}},
+            {"name": "models", "emptyDir": {"sizeLimit": _model_volume_limit(spec, artifact_bytes)}},
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_VOLUME_SIZE}},
         ],
     }
@@ -248,6 +275,7 @@ def build_deployment(
     images: RuntimeImages,
     *,
     replicas: int | None = None,
+    artifact_bytes: int | None = None,
 ) -> Manifest:
     """The Deployment ``<name>-<revision>``.
 
@@ -269,7 +297,7 @@ def build_deployment(
         },
         "revisionHistoryLimit": 1,
         "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
-        "template": build_pod_template(spec, owner, revision, images),
+        "template": build_pod_template(spec, owner, revision, images, artifact_bytes),
     }
     if replicas is not None:
         deployment_spec = {"replicas": replicas, **deployment_spec}

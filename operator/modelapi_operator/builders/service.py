@@ -21,12 +21,16 @@ def service_name(owner: Owner, role: ServiceRole) -> str:
     return owner.name
 
 
-def build_service(owner: Owner, role: ServiceRole, revision: str, *, via_activator: bool = False) -> Manifest:
+def build_service(
+    owner: Owner, role: ServiceRole, revision: str, *, via_activator: bool = False, one_revision: bool = False
+) -> Manifest:
     """``main`` selects every revision of the model (so a rolling update or a replica-ratio canary
-    never leaves clients without ready endpoints); ``stable`` and ``canary`` select ``revision`` only
+    never leaves clients without ready endpoints), or only ``revision`` with ``one_revision`` (warm replicas of the
+    last-known-good revision exist and must take no traffic); ``stable`` and ``canary`` select ``revision`` only
     and are the HTTPRoute's weighted backends. ``via_activator`` (the model is at zero): no selector, so
     the endpoints are the operator's EndpointSlice of activator pods (build_activator_slice)."""
-    selector = model_selector(owner) if role == "main" else revision_selector(owner, revision)
+    every_revision = role == "main" and not one_revision
+    selector = model_selector(owner) if every_revision else revision_selector(owner, revision)
     spec: Manifest = {"type": "ClusterIP"}
     if not via_activator:
         spec["selector"] = selector

@@ -231,6 +231,8 @@ async def test_metrics_exposed_with_bounded_labels(serve: ServeFactory, model_di
         'modelapi_model_info{device="cpu"',
     ):
         assert name in text, name
+    size = (model_dir / "affine.onnx").stat().st_size
+    assert f'modelapi_artifact_bytes{{model="m",revision="rev-1"}} {float(size)}' in text, "the operator sizes from it"
 
 
 async def test_no_log_line_per_request(serve: ServeFactory, model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
