@@ -23,6 +23,7 @@ from modelapi_operator.autoscaling import (
 )
 from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import PROGRESS_DEADLINE_EXCEEDED, ROLLED_BACK, ROLLOUT_ABORTED, Failure
+from modelapi_operator.expose import EXPOSE_PROBLEMS
 from modelapi_operator.routing import ENDPOINTS_NOT_READY, not_routable_message
 from modelapi_operator.timestamps import parse_rfc3339
 from modelapi_operator.zero import ZeroState
@@ -76,6 +77,8 @@ class Observation:
     # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
     # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
     routable: int | None = None
+    # spec.expose: the Exposed condition (status, reason, message) and the external URL (None while not exposed)
+    exposed: tuple[tuple[Literal["True", "False"], str, str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
             sustain=obs.autoscaling_limited_seconds,
         )
         conditions.append(cond("Autoscaling", *autoscaling))
+    if obs.exposed is not None:
+        conditions.append(cond("Exposed", *obs.exposed[0]))
     last_failure = obs.previous.last_failure
     if failure is not None and (
         last_failure is None or (last_failure.reason, last_failure.message) != (failure.reason, failure.message)
@@ -263,7 +268,7 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     status = ModelAPIStatus(
         observed_generation=obs.generation,
         conditions=conditions,
-        url=obs.url,
+        url=(obs.exposed[1] if obs.exposed is not None else None) or obs.url,
         replicas=sum(view.desired for view in views if _serves(view)),
         ready_replicas=sum(view.ready for view in views if _serves(view)),
         revisions=[
@@ -288,8 +293,10 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
 def _is_problem(condition: Condition) -> bool:
     """A condition value that needs a human: Degraded, an HPA that cannot read its metric, or one held at its
     maximum (capacity-bound: a decision about cost, not a failure)."""
-    return (condition.type == "Degraded" and condition.status == "True") or (
-        condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED)
+    return (
+        (condition.type == "Degraded" and condition.status == "True")
+        or (condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED))
+        or (condition.type == "Exposed" and condition.reason in EXPOSE_PROBLEMS)
     )
 
 
