@@ -51,7 +51,18 @@ def render(name: str, namespace: str = "default") -> list[dict[str, Any]]:
 
 def test_every_example_file_is_covered() -> None:
     manifests = sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.glob("*/*.yaml"))
-    assert manifests == sorted([f"{name}/model.yaml" for name in MODELAPI_EXAMPLES] + ["argocd/application.yaml"])
+    others = [
+        "argocd/application.yaml",
+        "gateway/gateway.yaml",
+    ]  # the Gateway: applied by tests/e2e/node/test_gateway.py
+    assert manifests == sorted([f"{name}/model.yaml" for name in MODELAPI_EXAMPLES] + others)
+
+
+def test_gateway_example_passes_server_side_dry_run(cluster: Cluster, namespace: str) -> None:
+    gateway = yaml.safe_load((EXAMPLES / "gateway" / "gateway.yaml").read_text())
+    gateway["metadata"]["namespace"] = namespace
+    proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(gateway))
+    assert "(server dry run)" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("name", MODELAPI_EXAMPLES)
