@@ -140,3 +140,90 @@ def test_canary_weights_split_traffic_through_the_gateway_over_http_and_https(
     # Traefik serves every Gateway's listeners on its shared entry points: this route (PathPrefix /, no host) would
     # catch the next test's unclaimed paths while its namespace is being deleted
     cluster.kubectl("delete", "gateway", gateway["metadata"]["name"], "--wait=true", namespace=restricted)
+
+
+def _exposed(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    def accepted() -> dict[str, Any] | None:
+        body: dict[str, Any] = cluster.get_json("modelapi", name, namespace=namespace)
+        return body if _condition(body, "Exposed").get("status") == "True" else None
+
+    result: dict[str, Any] = wait_until(accepted, timeout=90, interval=1, what=f"{name} Exposed through the Gateway")
+    return result
+
+
+def _v2_body() -> str:
+    data = [value for row in FLOWERS for value in row]
+    return json.dumps({"inputs": [{"name": "input", "shape": [len(FLOWERS), 4], "datatype": "FP32", "data": data}]})
+
+
+def test_two_models_share_a_host_through_the_gateway_with_spec_expose_over_http_and_https(
+    cluster: Cluster,
+    node: dict[str, str],
+    operator: OperatorProcess,
+    restricted: str,
+    models: Models,
+    tmp_path: Path,
+) -> None:
+    ca = _tls_secret(cluster, restricted, tmp_path)
+    gateway = _gateway(cluster, restricted)
+    address = gateway["status"]["addresses"][0]["value"]
+    shared = {"hostname": TLS_HOST, "gateway": {"name": gateway["metadata"]["name"]}}
+    small = {"autoscaling": {"minReplicas": 1, "maxReplicas": 1}}
+    _apply(cluster, restricted, _manifest("iris-a", models.put("v1", 0.0), node, **small, expose=shared))
+    _apply(
+        cluster,
+        restricted,
+        _manifest("iris-b", models.put("v2", 5.0), node, **small, expose={**shared, "pathPrefix": "/team-b"}),
+    )
+    for name in ("iris-a", "iris-b"):
+        _wait_ready(cluster, restricted, name)
+    a, b = _exposed(cluster, restricted, "iris-a"), _exposed(cluster, restricted, "iris-b")
+    # the route attaches to both listeners (no sectionName): HTTP on port 80 is the address status.url gives
+    assert a["status"]["url"] == f"http://{TLS_HOST}"
+    assert b["status"]["url"] == f"http://{TLS_HOST}/team-b"
+
+    http, https = node["GATEWAY_HTTP_PORT"], node["GATEWAY_HTTPS_PORT"]
+    resolve = ["--resolve", f"{TLS_HOST}:{http}:{address}", "--resolve", f"{TLS_HOST}:{https}:{address}"]
+    json_header = ["-H", "Content-Type: application/json"]
+    v1 = json.dumps({"instances": FLOWERS})
+
+    def post(url: str, body: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return _curl(*resolve, *json_header, "-w", "\n%{http_code}", "-d", body, *extra, url)
+
+    def answer(proc: subprocess.CompletedProcess[str]) -> tuple[int, Any]:
+        assert proc.returncode == 0, proc.stderr
+        text, _, code = proc.stdout.rpartition("\n")
+        return int(code), json.loads(text) if text.startswith("{") else text
+
+    def routed() -> bool:  # Traefik has both routes with a ready endpoint each
+        return all(
+            answer(post(url, v1))[0] == 200
+            for url in (
+                f"http://{TLS_HOST}/v1/models/iris-a:predict",
+                f"http://{TLS_HOST}/team-b/v1/models/iris-b:predict",
+            )
+        )
+
+    wait_until(routed, timeout=60, interval=1, what="both models answering through the Gateway")
+    for _ in range(5):  # each path reaches its own model, never the other one
+        code, got = answer(post(f"{a['status']['url']}/v1/models/iris-a:predict", v1))
+        assert (code, models.classify(got)) == (200, "v1")
+        code, got = answer(post(f"{b['status']['url']}/v1/models/iris-b:predict", v1))
+        assert (code, models.classify(got)) == (200, "v2")
+    # v2 under the prefix (removed before the model), and the model's metadata at /v1/models/<name>
+    code, got = answer(post(f"http://{TLS_HOST}/team-b/v2/models/iris-b/infer", _v2_body()))
+    assert code == 200, got
+    predictions = [got["outputs"][0]["data"][i : i + 3] for i in range(0, 6, 3)]
+    assert models.classify({"predictions": predictions}) == "v2"
+    meta = _curl(*resolve, "-w", "\n%{http_code}", f"http://{TLS_HOST}/v1/models/iris-a")
+    assert answer(meta)[0] == 200, meta.stdout
+    # paths that belong to neither route: the other model's path without its prefix, another model's name
+    for path in ("/v1/models/iris-b:predict", "/team-b/v1/models/iris-a:predict", "/v1/models/other:predict"):
+        code, _ = answer(post(f"http://{TLS_HOST}{path}", v1))
+        assert code == 404, path
+    # HTTPS on the same host: the test CA verifies the listener's certificate
+    code, got = answer(post(f"https://{TLS_HOST}/v1/models/iris-a:predict", v1, "--cacert", str(ca)))
+    assert (code, models.classify(got)) == (200, "v1")
+    code, got = answer(post(f"https://{TLS_HOST}/team-b/v1/models/iris-b:predict", v1, "--cacert", str(ca)))
+    assert (code, models.classify(got)) == (200, "v2")
+    print(f"[node] iris-a at {a['status']['url']}, iris-b at {b['status']['url']} through {address} (HTTP and HTTPS)")
