@@ -35,6 +35,7 @@ from modelapi_operator.builders import (
     RuntimeImages,
     build_activator_slice,
     build_deployment,
+    build_expose_route,
     build_hpa,
     build_httproute,
     build_pdb,
@@ -93,6 +94,8 @@ class PlanInput:
     # The size of this spec's artifact when a revision already served it (known_artifact_bytes): a new revision's
     # model volume and ephemeral-storage request are sized from it, and it is recorded on its Deployment.
     artifact_bytes: int | None = None
+    # spec.expose: False while another ModelAPI's route holds the same host and paths (the first keeps them)
+    expose_allowed: bool = True
 
 
 def revision_of(manifest: Mapping[str, Any]) -> str:
@@ -234,12 +237,11 @@ class Planner:
         if wants_pdb(spec.autoscaling):
             self.plan.apply.append(build_pdb(owner, stable))
         canary_spec = spec.rollout.canary
-        if (
-            canary_spec is not None
-            and canary_spec.gateway is not None
-            and uses_gateway_api(spec, gateway_api_installed=self.given.gateway_api_installed)
-        ):
+        split = uses_gateway_api(spec, gateway_api_installed=self.given.gateway_api_installed)
+        if canary_spec is not None and canary_spec.gateway is not None and split:
             self.plan.apply.append(build_httproute(canary_spec.gateway, owner, stable, canary_weight))
+        if spec.expose is not None and self.given.gateway_api_installed and self.given.expose_allowed:
+            self.plan.apply.append(build_expose_route(spec.expose, owner, stable, canary_weight, split=split))
 
     # -- situations ---------------------------------------------------------------------------------
     def steady(

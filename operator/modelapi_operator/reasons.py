@@ -89,3 +89,13 @@ HPA_SCALING_DISABLED: Final = "ScalingDisabled"  # its reason when the Deploymen
 def canary_step(step: int) -> str:
     """Progressing's reason while a canary is at ``step`` (counted from 1): CanaryStep1, CanaryStep2, ..."""
     return f"{CANARY_STEP}{step}"
+
+
+# -- spec.expose (the Exposed condition) ---------------------------------------------------------------------
+EXPOSED: Final = "Exposed"  # True: the Gateway accepted the route; requests reach the model from outside
+GATEWAY_NOT_FOUND: Final = "GatewayNotFound"  # the Gateway spec.expose names does not exist (or cannot be read)
+LISTENER_NOT_FOUND: Final = "ListenerNotFound"  # the Gateway has no listener of that sectionName
+HOST_PATH_TAKEN: Final = "HostPathTaken"  # another ModelAPI's route holds the same host and paths (the first keeps it)
+ROUTE_PENDING: Final = "RoutePending"  # the route exists; the Gateway has not accepted it yet
+ROUTE_NOT_ACCEPTED: Final = "RouteNotAccepted"  # the Gateway refused the route (its message says why)
+GATEWAY_API_NOT_INSTALLED: Final = "GatewayAPINotInstalled"  # the cluster has no Gateway API CRDs

@@ -22,11 +22,14 @@ from modelapi_operator import kube, names, zero
 from modelapi_operator.api import ColdStart, ModelAPISpec, ModelAPIStatus, format_validation_error
 from modelapi_operator.autoscaling import DEFAULT_LIMITED_SECONDS, read_hpa
 from modelapi_operator.builders import (
+    EXPOSE_LABEL,
     ActivatorEndpoints,
     Manifest,
     Owner,
     RuntimeImages,
     compute_revision,
+    expose_route_name,
+    gateway_of,
     service_url,
 )
 from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
@@ -34,6 +37,7 @@ from modelapi_operator.canary import Measurement
 from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.diagnose import Failure
+from modelapi_operator.expose import Exposure, claim_holder, exposed_condition
 from modelapi_operator.plan import (
     Plan,
     PlanInput,
@@ -281,6 +285,7 @@ class Reconciler:
             )
         revision = compute_revision(spec, owner, self.images)
         now = datetime.now(UTC)
+        exposure = await self._exposure(spec, owner)
         annotations = meta.get("annotations") or {}
         plan = plan_children(
             PlanInput(
@@ -298,6 +303,7 @@ class Reconciler:
                 idle=await self._idle(spec, owner, deployments, revision, now),
                 activator=await self.activator_endpoints() if spec.autoscaling.scales_to_zero else None,
                 artifact_bytes=known_artifact_bytes(spec, previous.cold_start, deployments),
+                expose_allowed=exposure is None or exposure.holder is None,
             )
         )
         try:
@@ -338,7 +344,38 @@ class Reconciler:
             previous=previous,
             plan=plan,
             cold_start=cold_start,
+            exposure=exposure,
         )
+
+    async def _exposure(self, spec: ModelAPISpec, owner: Owner) -> Exposure | None:
+        """spec.expose as the cluster has it: the Gateway, this ModelAPI's route and who else claims its address.
+
+        Every expose route is listed (one list, by label, across namespaces; in this namespace only when the
+        operator may not list them all)."""
+        if spec.expose is None:
+            return None
+        if not self.gateway_api_installed:
+            return Exposure(spec.expose, owner, False, gateway=None, route=None, holder=None)
+        try:
+            routes = await self.kube.list(kube.HTTPROUTE, None, {EXPOSE_LABEL: "true"})
+        except kube.Forbidden:
+            routes = await self.kube.list(kube.HTTPROUTE, owner.namespace, {EXPOSE_LABEL: "true"})
+        namespace, name = gateway_of(spec.expose, owner)
+        try:
+            gateway = await self.kube.get(kube.GATEWAY, namespace, name)
+        except kube.Forbidden:
+            gateway = None  # the operator may not read it: reported as not found, with its name
+        route_name = expose_route_name(owner.name)
+        own = next(
+            (
+                route
+                for route in routes
+                if route["metadata"]["name"] == route_name and route["metadata"].get("namespace") == owner.namespace
+            ),
+            None,
+        )
+        holder = claim_holder(spec.expose, owner, routes)
+        return Exposure(spec.expose, owner, True, gateway=gateway, route=own, holder=holder)
 
     async def _measure(
         self, spec: ModelAPISpec, owner: Owner, deployments: Sequence[Manifest], revision: str, now: datetime
@@ -594,6 +631,7 @@ class Reconciler:
         forbidden: Failure | None = None,
         conflict: Failure | None = None,
         missing_reference: Failure | None = None,
+        exposure: Exposure | None = None,
     ) -> ModelAPIStatus:
         now = datetime.now(UTC)
         scaling_up = await self._read_scaling_up(owner, observed.pods, now)
@@ -625,6 +663,7 @@ class Reconciler:
             zero_notice=plan.zero.notice if plan.zero is not None else None,
             autoscaling=read_hpa(hpa := _hpa_of(owner, observed), _scale_target(hpa, deployments)),
             autoscaling_limited_seconds=self.autoscaling_limited_seconds,
+            exposed=None if exposure is None else exposed_condition(exposure, service_url(owner)),
         )
         routable = await self._routable(
             owner,

@@ -29,6 +29,7 @@ from modelapi_operator.api.status import ConditionStatus, ConditionType, Revisio
 from modelapi_operator.autoscaling import DEFAULT_LIMITED_SECONDS, AutoscalingView, autoscaling_condition
 from modelapi_operator.capacity import PROGRESS_REASONS
 from modelapi_operator.diagnose import Failure
+from modelapi_operator.expose import EXPOSE_PROBLEMS
 from modelapi_operator.reasons import (
     ACTIVATING,
     AS_EXPECTED,
@@ -92,6 +93,8 @@ class Observation:
     # Pods of the current revision listed as ready endpoints of the ``<name>`` Service; None when not checked
     # (Ready was already True, or the EndpointSlices could not be read): then ready replicas decide alone.
     routable: int | None = None
+    # spec.expose: the Exposed condition (status, reason, message) and the external URL (None while not exposed)
+    exposed: tuple[tuple[Literal["True", "False"], str, str], str | None] | None = None
     forbidden: Failure | None = None  # the API server refused one of the operator's writes (its RBAC)
     conflict: Failure | None = None  # a child's name is taken by an object this ModelAPI does not control
     missing_reference: Failure | None = None  # an object the spec names (a ServiceAccount) does not exist
@@ -329,12 +332,14 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
     ]
     if obs.autoscaling is not None:
         conditions.append(cond("Autoscaling", autoscaling_policy(obs, obs.autoscaling)))
+    if obs.exposed is not None:
+        conditions.append(cond("Exposed", obs.exposed[0]))
 
     weights = _weights(views, obs.canary)
     status = ModelAPIStatus(
         observed_generation=obs.generation,
         conditions=conditions,
-        url=obs.url,
+        url=(obs.exposed[1] if obs.exposed is not None else None) or obs.url,
         replicas=sum(view.desired for view in views if _serves(view)),
         ready_replicas=sum(view.ready for view in views if _serves(view)),
         revisions=[
@@ -375,8 +380,10 @@ def _last_known_good(views: Sequence[RevisionView]) -> LastKnownGood | None:
 def _is_problem(condition: Condition) -> bool:
     """A condition value that needs a human: Degraded, an HPA that cannot read its metric, or one held at its
     maximum (capacity-bound: a decision about cost, not a failure)."""
-    return (condition.type == "Degraded" and condition.status == "True") or (
-        condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED)
+    return (
+        (condition.type == "Degraded" and condition.status == "True")
+        or (condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED))
+        or (condition.type == "Exposed" and condition.reason in EXPOSE_PROBLEMS)
     )
 
 

@@ -542,6 +542,7 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("delete", "horizontalpodautoscalers.autoscaling", ns),
         ("patch", "poddisruptionbudgets.policy", ns),
         ("create", "httproutes.gateway.networking.k8s.io", ns),
+        ("get", "gateways.gateway.networking.k8s.io", ns),  # spec.expose: GatewayNotFound, status.url's scheme/port
         ("watch", "pods", ns),
         ("create", "events", ns),
         ("list", "events", ns),
@@ -560,6 +561,7 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("delete", "pods", ns),
         ("create", "pods/exec", ns),
         ("update", "deployments.apps", ns),
+        ("patch", "gateways.gateway.networking.k8s.io", ns),  # a Gateway is only read
         ("create", "modelapis.serving.modelapi.io", ns),
         ("delete", "modelapis.serving.modelapi.io", ns),
         ("update", "modelapis.serving.modelapi.io/status", ns),

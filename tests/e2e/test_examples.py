@@ -1,8 +1,9 @@
 """Every file in examples/ on the real local cluster.
 
 - each ModelAPI example renders (`modelapi render -f`) and it and its children pass a server-side dry-run;
-- mlp, gpu, canary and gateway are applied for real with the operator running and become Ready (iris is applied for
-  real by test_operator.py and by the chart's e2e test);
+- mlp, gpu, canary, gateway and expose are applied for real with the operator running and become Ready (iris is
+  applied for real by test_operator.py and by the chart's e2e test);
+- the gateway example's Gateway passes a server-side dry-run (tests/e2e/node/test_gateway.py applies it for real);
 - the Argo CD Application's source (path + include glob) resolves to ModelAPI examples that the API server accepts;
 - the mlp example's build script makes a model that onnxruntime runs at its batch size.
 """
@@ -24,8 +25,8 @@ from .processes import run_demo, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-MODELAPI_EXAMPLES = ["iris", "mlp", "gpu", "canary", "gateway"]
-APPLIED_HERE = ["mlp", "gpu", "canary", "gateway"]
+MODELAPI_EXAMPLES = ["iris", "mlp", "gpu", "canary", "gateway", "expose"]
+APPLIED_HERE = ["mlp", "gpu", "canary", "gateway", "expose"]
 BIN = Path(sys.executable).parent
 
 
@@ -51,7 +52,18 @@ def render(name: str, namespace: str = "default") -> list[dict[str, Any]]:
 
 def test_every_example_file_is_covered() -> None:
     manifests = sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.glob("*/*.yaml"))
-    assert manifests == sorted([f"{name}/model.yaml" for name in MODELAPI_EXAMPLES] + ["argocd/application.yaml"])
+    others = [
+        "argocd/application.yaml",
+        "gateway/gateway.yaml",
+    ]  # the Gateway: applied by tests/e2e/node/test_gateway.py
+    assert manifests == sorted([f"{name}/model.yaml" for name in MODELAPI_EXAMPLES] + others)
+
+
+def test_gateway_example_passes_server_side_dry_run(cluster: Cluster, namespace: str) -> None:
+    gateway = yaml.safe_load((EXAMPLES / "gateway" / "gateway.yaml").read_text())
+    gateway["metadata"]["namespace"] = namespace
+    proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(gateway))
+    assert "(server dry run)" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("name", MODELAPI_EXAMPLES)
@@ -74,6 +86,13 @@ def test_example_renders_what_it_promises(name: str) -> None:
         route = kinds["HTTPRoute"]
         assert route["spec"]["parentRefs"][0]["name"] == "public"
         assert route["spec"]["parentRefs"][0]["namespace"] == "gateway"
+    if name == "expose":
+        route = kinds["HTTPRoute"]
+        assert route["metadata"]["name"] == "iris-public-expose"
+        assert route["spec"]["hostnames"] == ["models.example.test"]
+        assert route["spec"]["parentRefs"][0]["namespace"] == "gateway"
+        paths = [rule["matches"][0]["path"]["value"] for rule in route["spec"]["rules"]]
+        assert paths == ["/v1/models/iris-public", "/v1/models/iris-public:predict", "/v2/models/iris-public"]
     if name in {"iris", "canary", "mlp"}:
         assert "HTTPRoute" not in kinds
 
@@ -126,6 +145,12 @@ def test_examples_become_ready(cluster: Cluster, namespace: str, operator: subpr
     assert "iris-gw-stable" in backends
     hpa = cluster.get_json("hpa", "mlp", namespace=namespace)
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "modelapi_inflight_requests"
+    # no Gateway gateway/public on this cluster: Ready inside the cluster, and Exposed says which Gateway is missing
+    public = cluster.get_json("modelapi", "iris-public", namespace=namespace)["status"]
+    exposed = next(c for c in public["conditions"] if c["type"] == "Exposed")
+    assert (exposed["status"], exposed["reason"]) == ("False", "GatewayNotFound"), exposed
+    assert "Gateway gateway/public not found" in exposed["message"]
+    assert public["url"] == f"http://iris-public.{namespace}.svc.cluster.local"
 
 
 # ---- the Argo CD Application ------------------------------------------------------------------------------------

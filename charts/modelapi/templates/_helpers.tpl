@@ -135,6 +135,10 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get"]
+# spec.expose: the Gateway it names is read (GatewayNotFound; its listener's protocol and port make status.url).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways"]
+  verbs: ["get"]
 {{- end -}}
 
 {{- define "modelapi.activatorName" -}}

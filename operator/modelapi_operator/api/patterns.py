@@ -31,6 +31,10 @@ ENDPOINT_URL: Final = r"^https?://[^/@\s]+(/\S*)?$"
 ENV_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 SECRET_LIKE_ENV_NAME: Final = r"(?i)(password|passwd|secret|token|api_?key|private_?key|credential)"  # noqa: S105
 RESERVED_ENV_NAME: Final = r"^(MODELAPI_|AWS_ACCESS_KEY_ID$|AWS_SECRET_ACCESS_KEY$|AWS_SESSION_TOKEN$)"
+# A host name a Gateway listener matches (Gateway API's PreciseHostname: a DNS-1123 subdomain, no wildcard).
+HOSTNAME: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A URL path prefix: "/" and segments of unreserved characters, no trailing "/" (the model paths follow it).
+PATH_PREFIX: Final = r"^(/[A-Za-z0-9._~-]+)+$"
 PERCENT: Final = r"^(100|[1-9]?[0-9])%$"
 REGION: Final = r"^[a-z0-9-]+$"
 

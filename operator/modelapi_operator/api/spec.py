@@ -485,6 +485,39 @@ class GatewayRef(ApiModel):
     )
 
 
+class ExposeSpec(ApiModel):
+    """An address outside the cluster: an HTTPRoute `<name>-expose` on a Gateway's listener that routes this
+    model's paths (`/v1/models/<name>`, `/v2/models/<name>`, after `pathPrefix`) on `hostname`. Several ModelAPIs
+    may share a hostname; status.url becomes this address once the route is accepted."""
+
+    hostname: Annotated[
+        str,
+        Field(max_length=253),
+        p.regex_rule(
+            p.HOSTNAME,
+            "must be a DNS host name (lowercase letters, digits, '-' and '.'; no wildcard, no port), e.g. "
+            "models.example.com",
+        ),
+    ] = Field(description="Host name the route matches (the HTTP Host header, or the TLS server name).")
+    path_prefix: (
+        Annotated[
+            str,
+            Field(max_length=200),
+            p.regex_rule(
+                p.PATH_PREFIX,
+                "must be a path such as /team-a: '/' then letters, digits, '.', '_', '~' or '-' per segment, no "
+                "trailing '/'",
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Path before the model's paths (/team-a -> /team-a/v1/models/<name>); removed before the "
+        "request reaches the model.",
+    )
+    gateway: GatewayRef = Field(description="The Gateway (and optionally its listener) the route attaches to.")
+
+
 class CanarySpec(ApiModel):
     """Canary settings: used when rollout.strategy is Canary."""
 
@@ -583,6 +616,7 @@ class ModelAPISpec(ApiModel):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description=RuntimeSpec.__doc__)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description=AutoscalingSpec.__doc__)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description=RolloutSpec.__doc__)
+    expose: ExposeSpec | None = Field(default=None, description=ExposeSpec.__doc__)
 
     __rules__ = (
         CelRule(

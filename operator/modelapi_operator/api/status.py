@@ -8,7 +8,7 @@ from pydantic import Field
 
 from modelapi_operator.api.base import StatusModel
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Autoscaling"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Autoscaling", "Exposed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RevisionRole = Literal["stable", "next", "canary", "lastKnownGood"]
 
@@ -17,8 +17,9 @@ class Condition(StatusModel):
     """A metav1.Condition: the state of one aspect of the ModelAPI."""
 
     type: ConditionType = Field(
-        description="Ready, Progressing, Degraded, or Autoscaling (whether the HorizontalPodAutoscaler can read its "
-        "metric, and reason AutoscalingLimited when it is held at maxReplicas; absent for a fixed size)."
+        description="Ready, Progressing, Degraded, Autoscaling (whether the HorizontalPodAutoscaler can read its "
+        "metric, and reason AutoscalingLimited when it is held at maxReplicas; absent for a fixed size), or Exposed "
+        "(with spec.expose: whether requests reach the model through its Gateway)."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="A CamelCase reason from the documented set.")
@@ -116,9 +117,15 @@ class ModelAPIStatus(StatusModel):
         default=None, description="The ModelAPI's own metadata.generation that this status describes."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing and Degraded; Autoscaling when minReplicas < maxReplicas."
+        default_factory=list,
+        description="Ready, Progressing and Degraded; Autoscaling when minReplicas < maxReplicas; Exposed with "
+        "spec.expose.",
     )
-    url: str | None = Field(default=None, description="In-cluster URL of the model's Service.")
+    url: str | None = Field(
+        default=None,
+        description="Base URL of the model: its address through the Gateway (spec.expose) once the route is "
+        "accepted, else the in-cluster URL of its Service.",
+    )
     replicas: int | None = Field(default=None, description="Desired replicas of the stable revision.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas of the stable revision.")
     revisions: list[RevisionStatus] = Field(

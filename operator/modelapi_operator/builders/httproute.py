@@ -24,7 +24,7 @@ def uses_gateway_api(spec: ModelAPISpec, *, gateway_api_installed: bool) -> bool
     return canary.traffic_routing == "auto" and gateway_api_installed
 
 
-def _parent_ref(gateway: GatewayRef) -> dict[str, Any]:
+def parent_ref(gateway: GatewayRef) -> dict[str, Any]:
     ref: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
     if gateway.namespace:
         ref["namespace"] = gateway.namespace
@@ -37,17 +37,24 @@ def _backend(name: str, weight: int) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, "port": names.SERVICE_PORT, "weight": weight}
 
 
+def backends(model_name: str, canary_weight: int | None, *, split: bool = True) -> list[dict[str, Any]]:
+    """``split``: ``<name>-stable`` (and ``<name>-canary`` with ``canary_weight``); else the ``<name>`` Service."""
+    if not split:
+        return [_backend(model_name, 100)]
+    refs = [_backend(names.stable_service_name(model_name), 100 - (canary_weight or 0))]
+    if canary_weight is not None:
+        refs.append(_backend(names.canary_service_name(model_name), canary_weight))
+    return refs
+
+
 def build_httproute(gateway: GatewayRef, owner: Owner, stable_revision: str, canary_weight: int | None) -> Manifest:
     """``canary_weight`` None: all traffic to ``<name>-stable``; else split stable/canary by weight."""
-    backends = [_backend(names.stable_service_name(owner.name), 100 - (canary_weight or 0))]
-    if canary_weight is not None:
-        backends.append(_backend(names.canary_service_name(owner.name), canary_weight))
     return {
         "apiVersion": f"{GATEWAY_GROUP}/v1",
         "kind": "HTTPRoute",
         "metadata": object_meta(owner.name, owner, stable_revision),
         "spec": {
-            "parentRefs": [_parent_ref(gateway)],
+            "parentRefs": [parent_ref(gateway)],
             "rules": [
                 {
                     "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
@@ -59,7 +66,7 @@ def build_httproute(gateway: GatewayRef, owner: Owner, stable_revision: str, can
                             },
                         }
                     ],
-                    "backendRefs": backends,
+                    "backendRefs": backends(owner.name, canary_weight),
                 }
             ],
         },

@@ -3,12 +3,13 @@
 #   etcd (Debian) -> kube-apiserver -> kube-controller-manager -> kube-scheduler (built from the Go modules pinned
 #   in gomod/) -> kwok with two fake nodes -> CRDs (ours, Gateway API, ServiceMonitor) -> versitygw (S3) -> Prometheus
 #   (built from gomod-metrics/, metrics.sh). With MODELAPI_NODE=real, a real node instead of the fake ones:
-#   containerd, kubelet, kube-proxy (node.sh), then CoreDNS, metrics-server and prometheus-adapter (metrics.sh).
+#   containerd, kubelet, kube-proxy and a Gateway API data plane (node.sh, gateway.sh), then CoreDNS, metrics-server and prometheus-adapter (metrics.sh).
 #
 #   cluster.sh build   build (or find in the cache) every binary; prints the bin directory, then the metrics pipeline's
 #                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
 #                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
-#                      and the registry's, a fourth; and it builds the images `images` pushes)
+#                      the registry's, a fourth; the gateway's (Traefik, gateway.sh), a fifth; and it builds the
+#                      images `images` pushes)
 #   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator) and push
 #                      them to the running cluster's registry (`up` does it too; this is for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
@@ -36,7 +37,7 @@ K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
-GATEWAY_API_VERSION=v1.3.0
+GATEWAY_API_VERSION=v1.4.0
 PROM_OPERATOR_VERSION=v0.85.0
 
 CACHE_ROOT="${MODELAPI_CACHE:-$HOME/.cache/modelapi}"
@@ -617,6 +618,7 @@ build)
 	if [[ $NODE_MODE == real ]]; then
 		node_build
 		registry_build
+		gateway_build
 		node_build_images >/dev/null
 	fi
 	;;

@@ -4,7 +4,7 @@
 #   -> a local OCI registry (CNCF distribution, built from the Go module proxy) on the bridge address -> the images
 #   (pause, and the project's Dockerfile targets `runtime` and `operator`, built by buildah on a debootstrap-made
 #   base) pushed to it; containerd pulls every image from it, as a cluster does -> a second S3 gateway on the bridge
-#   address, so pods reach the same bucket.
+#   address, so pods reach the same bucket -> a Gateway API data plane (Traefik, gateway.sh) on the bridge address.
 #
 # Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
 # the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
@@ -35,6 +35,8 @@ NODE_OPERATOR_IMAGE=$NODE_REGISTRY/modelapi/operator:dev
 NODE_PAUSE_IMAGE=$NODE_REGISTRY/modelapi/pause:3.10
 NODE_PAUSE_LOCAL=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
+# shellcheck source=SCRIPTDIR/gateway.sh
+source "$HERE/gateway.sh"
 
 node_capable() { # can this machine run a real node? If not, say why on stdout and return 1
 	local why=""
@@ -395,9 +397,10 @@ node_network_up() { # svc_cidr; called by cluster.sh up before the apiserver, wh
 }
 
 node_up() { # bin_dir; called by cluster.sh up after the control plane, Prometheus and S3 are up (and the bridge)
-	local cbin="$1" nbin rbin n="$RUN_DIR/node" t0=$SECONDS
+	local cbin="$1" nbin rbin gbin n="$RUN_DIR/node" t0=$SECONDS
 	nbin="$(node_build)"
 	rbin="$(registry_build)"
+	gbin="$(gateway_build)"
 	mkdir -p "$n"
 	node_registry_up "$rbin"
 	node_push_images
@@ -418,6 +421,7 @@ node_up() { # bin_dir; called by cluster.sh up after the control plane, Promethe
 	start versitygw-node "$cbin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
 		--port "$NODE_IP:$S3_PORT" posix "$RUN_DIR/s3"
 	wait_for versitygw-node 30 curl -s -o /dev/null "http://$NODE_IP:$S3_PORT"
+	gateway_up "$gbin"
 	cat >"$n/env" <<ENV
 MODELAPI_NODE=real
 NODE_NAME=$NODE_NAME
@@ -430,6 +434,7 @@ NODE_S3_ENDPOINT_URL=http://$NODE_IP:$S3_PORT
 NODE_BIN=$nbin
 CONTAINERD_ADDRESS=$n/containerd/containerd.sock
 CRI_ENDPOINT=unix://$n/containerd/containerd.sock
+$(cat "$n/gateway/env")
 ENV
 	log "real node $NODE_NAME Ready in $((SECONDS - t0)) s (images from the registry $NODE_REGISTRY)"
 }
@@ -441,7 +446,7 @@ node_remove_pods() {
 	[[ -S "$n/containerd/containerd.sock" ]] || return 0
 	stop_one kube-proxy
 	stop_one kubelet
-	crictl="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null)/crictl"
+	crictl="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null || true)/crictl"
 	if [[ -x $crictl ]] && alive containerd; then
 		log "removing the real node's pods"
 		"$crictl" --runtime-endpoint "unix://$n/containerd/containerd.sock" --timeout 30s rmp --all --force >/dev/null 2>&1 || true
@@ -485,7 +490,7 @@ node_down() { # after every process is stopped
 	fi
 	# kube-proxy's chains (KUBE-*), and the CNI plugins' (CNI-*), in the filter and nat tables
 	local bin
-	bin="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null)"
+	bin="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null || true)"
 	if [[ -x $bin/kube-proxy ]]; then "$bin/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true; fi
 	node_flush_chains
 	if [[ -f $n/sysctl.saved ]]; then
