@@ -454,11 +454,12 @@ class _FlakySource:
     def stat(self) -> ObjectInfo:
         return ObjectInfo(size=len(self.data), etag="e", ranges=True)
 
-    def read_range(self, start: int, end: int) -> bytes:
-        if start == self.bad_start and self.fail_range > 0:
-            self.fail_range -= 1
-            raise ArtifactUnavailable("range failed")
-        return self.data[start : end + 1]
+    def read_range(self, start: int, end: int) -> Iterator[bytes]:
+        for i in range(start, end + 1, 300):
+            if start == self.bad_start and self.fail_range > 0 and i >= start + 300:  # midway, after some bytes
+                self.fail_range -= 1
+                raise ArtifactUnavailable("range failed")
+            yield self.data[i : min(i + 300, end + 1)]
 
     def stream(self) -> Iterator[bytes]:
         self.streams += 1
