@@ -37,6 +37,7 @@ SIZES = [int(s) for s in os.environ.get("MODELAPI_BENCH_MIBS", "256,1024").split
 LINK_MIB_S = float(os.environ.get("MODELAPI_BENCH_LINK_MIB_S", "64"))  # each connection's cap on the throttled link
 TRANSFER_MIBS = [int(s) for s in os.environ.get("MODELAPI_BENCH_TRANSFER_MIBS", "1024").split(",") if s]
 POLL_S = 0.25
+CPU = "500m"  # per pod, as the real-node cache tests: two replicas, a restarted pod and the agent fit the 2-CPU node
 GOAL_HIT_OVER_LOAD_S = 2.0  # a cache hit reaches Ready within the model's load time + 2 s
 GOAL_PARALLEL_X = 3.0  # a cold download at least 3x one get_object stream where the link is the limit
 RESULTS: dict[str, Any] = {}
@@ -139,7 +140,7 @@ def test_time_to_ready_cold_hit_and_restart(
 
     def apply(replicas: int) -> Callable[[], None]:
         manifest = _manifest(
-            name, uri, node, runtime={"resources": {"cpu": "1", "memory": memory}},
+            name, uri, node, runtime={"resources": {"cpu": CPU, "memory": memory}},
             autoscaling={"minReplicas": replicas, "maxReplicas": replicas},
         )  # fmt: skip
         return lambda: _apply(cluster, restricted, manifest)
@@ -179,7 +180,7 @@ def test_time_to_ready_cold_hit_and_restart(
         runs["agent"] = {k: after.get(k, 0.0) - agent_before.get(k, 0.0) for k in sorted(after)}
     RESULTS[f"{mib} MiB"] = runs
 
-    _say(f"{mib} MiB artifact ({size} bytes), 1 CPU, {memory}, node cache on:")
+    _say(f"{mib} MiB artifact ({size} bytes), {CPU} CPU, {memory}, node cache on:")
     for label, run in runs.items():
         if "ready_s" not in run:
             continue
