@@ -116,7 +116,8 @@ def _agent_metrics(agent: Agent) -> dict[str, float]:
         text = response.read().decode()
     totals: dict[str, float] = {}
     for name, number in re.findall(r"^(modelapi_cache_\w+?)(?:\{[^}]*\})? ([0-9.e+-]+)$", text, re.M):
-        totals[name] = totals.get(name, 0.0) + float(number)
+        if not name.endswith("_created"):  # a timestamp, not a count
+            totals[name] = totals.get(name, 0.0) + float(number)
     return totals
 
 
@@ -182,7 +183,7 @@ def test_time_to_ready_cold_hit_and_restart(
 
     _say(f"{mib} MiB artifact ({size} bytes), {CPU} CPU, {memory}, node cache on:")
     for label, run in runs.items():
-        if "ready_s" not in run:
+        if not isinstance(run, dict) or "ready_s" not in run:
             continue
         over_load = run["pod_to_ready_s"] - run["load_s"] - run["warmup_s"]
         _say(f"  {label:36} Ready after {run['ready_s']:6.2f} s (pod seen -> Ready {run['pod_to_ready_s']:6.2f} s) = "
