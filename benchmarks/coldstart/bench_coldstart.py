@@ -34,8 +34,11 @@ pytestmark = pytest.mark.node
 
 MiB = 1024 * 1024
 SIZES = [int(s) for s in os.environ.get("MODELAPI_BENCH_MIBS", "256,1024").split(",") if s]
-LINK_MIB_S = float(os.environ.get("MODELAPI_BENCH_LINK_MIB_S", "64"))  # each connection's cap on the throttled link
-TRANSFER_MIBS = [int(s) for s in os.environ.get("MODELAPI_BENCH_TRANSFER_MIBS", "1024").split(",") if s]
+# each connection's cap on the throttled link (MiB/s): 64 as a remote store's connection, 16 where a loaded machine
+# cannot move much more than one 64 MiB/s stream itself (RESULTS.md)
+LINK_CAPS = [float(s) for s in os.environ.get("MODELAPI_BENCH_LINK_MIB_S", "16,64").split(",") if s]
+TRANSFER_MIBS = [int(s) for s in os.environ.get("MODELAPI_BENCH_TRANSFER_MIBS", "512").split(",") if s]
+LINKS = [(mib, cap) for mib in TRANSFER_MIBS for cap in LINK_CAPS]
 POLL_S = 0.25
 CPU = "500m"  # per pod, as the real-node cache tests: two replicas, a restarted pod and the agent fit the 2-CPU node
 GOAL_HIT_OVER_LOAD_S = 2.0  # a cache hit reaches Ready within the model's load time + 2 s
@@ -213,10 +216,12 @@ def _agent_serves_metrics(agent: Agent) -> bool:
         return False
 
 
-@pytest.mark.parametrize("mib", TRANSFER_MIBS, ids=[f"{m}MiB" for m in TRANSFER_MIBS])
-def test_cold_download_on_a_capped_link_against_one_stream(cluster: Cluster, s3: Any, tmp_path: Path, mib: int) -> None:
+@pytest.mark.parametrize(("mib", "cap"), LINKS, ids=[f"{m}MiB-{c:g}MiBps" for m, c in LINKS])
+def test_cold_download_on_a_capped_link_against_one_stream(
+    cluster: Cluster, s3: Any, tmp_path: Path, mib: int, cap: float
+) -> None:
     """The runtime's download (the same ``download`` the node cache agent fills with: 8 ranged GETs of 16 MiB) and one
-    get_object stream, each through a proxy that caps every connection at LINK_MIB_S, as a remote store does."""
+    get_object stream, each through a proxy that caps every connection at ``cap`` MiB/s, as a remote store does."""
     key = f"bench-coldstart/link-{int(time.time())}-{mib}.bin"
     blob = tmp_path / "blob"
     with blob.open("wb") as f:  # the content does not matter to a transfer: a sparse file uploads fast
@@ -227,16 +232,16 @@ def test_cold_download_on_a_capped_link_against_one_stream(cluster: Cluster, s3:
     lines: list[str] = []
     one, default = ("one get_object stream", 1, mib * MiB + 1), ("8 parallel ranges of 16 MiB (default)", 8, 16 * MiB)
     try:
-        with throttled(cluster.s3_endpoint_url, LINK_MIB_S) as proxy:
+        with throttled(cluster.s3_endpoint_url, cap) as proxy:
             os.environ.setdefault("AWS_ACCESS_KEY_ID", cluster.env["AWS_ACCESS_KEY_ID"])
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", cluster.env["AWS_SECRET_ACCESS_KEY"])
-            transfers(lines.append, f"each connection capped at {LINK_MIB_S:g} MiB/s", uri, proxy, mib * MiB,
+            transfers(lines.append, f"each connection capped at {cap:g} MiB/s", uri, proxy, mib * MiB,
                       tmp_path, [one, default])  # fmt: skip
     finally:
         s3.delete_object(Bucket=cluster.s3_bucket, Key=key)
     for line in lines:
         _say(line)
     speedup = float(re.search(r"default ([0-9.]+)x", lines[-1]).group(1))  # type: ignore[union-attr]
-    RESULTS[f"link {mib} MiB"] = {"lines": lines, "speedup": speedup, "cap_mib_s": LINK_MIB_S}
-    _say(f"goal, cold download >= {GOAL_PARALLEL_X:.0f}x one stream ({mib} MiB, {LINK_MIB_S:g} MiB/s per "
+    RESULTS[f"link {mib} MiB at {cap:g} MiB/s"] = {"lines": lines, "speedup": speedup, "cap_mib_s": cap}
+    _say(f"goal, cold download >= {GOAL_PARALLEL_X:.0f}x one stream ({mib} MiB, {cap:g} MiB/s per "
          f"connection): {speedup:.2f}x, {'met' if speedup >= GOAL_PARALLEL_X else 'NOT met'}")  # fmt: skip

@@ -5,7 +5,7 @@
 #   bash benchmarks/coldstart/run.sh                  # 256 MiB and 1 GiB models, and the capped-link download
 #   bash benchmarks/coldstart/run.sh -k link          # only the capped-link download (pytest -k)
 # MODELAPI_BENCH_MIBS: model sizes in MiB (256,1024); MODELAPI_BENCH_TRANSFER_MIBS: sizes of the capped-link download
-# (1024); MODELAPI_BENCH_LINK_MIB_S: each connection's cap (64); MODELAPI_BENCH_JSON=FILE keeps the figures (default
+# (512); MODELAPI_BENCH_LINK_MIB_S: each connection's caps (16,64); MODELAPI_BENCH_JSON=FILE keeps the figures (default
 # /tmp/modelapi-coldstart-bench-<time>.json, with the whole pip freeze next to it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
