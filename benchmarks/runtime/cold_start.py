@@ -116,6 +116,8 @@ def throttled(endpoint: str, mib_per_s: float) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ class AgentSource:
     def stat(self) -> ObjectInfo:  # pragma: no cover - the pod's own HEAD is used
         raise NotImplementedError
 
-    def read_range(self, start: int, end: int) -> bytes:  # pragma: no cover - one stream only
+    def read_range(self, start: int, end: int) -> Iterator[bytes]:  # pragma: no cover - one stream only
         raise NotImplementedError
 
     def _post(self) -> tuple[http.client.HTTPConnection, Any]:

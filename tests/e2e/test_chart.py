@@ -408,6 +408,22 @@ def test_node_cache_is_a_daemonset_on_the_node_network_that_the_operator_points_
     assert env["MODELAPI_CACHE_ALLOWED_ENDPOINTS"] == "http://s3:9000"
     (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
     assert cache["hostPath"] == {"path": "/var/cache/modelapi", "type": "DirectoryOrCreate"}
+    # its metrics are scraped as the model pods' are: the annotations, and a PodMonitor with monitoring.podMonitor
+    annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9123",
+        "prometheus.io/path": "/metrics",
+    }
+    assert not [d for d in docs if d["kind"] == "PodMonitor"]
+    monitored = render(cluster, tmp_path, "ops", {**values, "monitoring": {"podMonitor": {"enabled": True}}})
+    monitors = {d["metadata"]["name"]: d["spec"] for d in monitored if d["kind"] == "PodMonitor"}
+    assert monitors["modelapi-node-cache"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/instance": "modelapi",
+        "app.kubernetes.io/component": "node-cache",
+    }
+    assert monitors["modelapi-node-cache"]["podMetricsEndpoints"][0]["port"] == "http"
+    assert set(monitors) == {"modelapi-models", "modelapi-node-cache"}
     (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
     operator_env = {i["name"]: i.get("value") for i in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert operator_env["MODELAPI_OPERATOR_NODE_CACHE_PORT"] == "9123"

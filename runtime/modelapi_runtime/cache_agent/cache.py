@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from modelapi_runtime.cache_agent.index import Entry, Index
+from modelapi_runtime.cache_agent.metrics import AgentMetrics
 from modelapi_runtime.cache_agent.presigned import PresignedSource, Store, object_key
 from modelapi_runtime.cache_agent.settings import CacheAgentSettings
 from modelapi_runtime.exceptions import ArtifactError, InvalidArtifactSpec
@@ -85,7 +86,8 @@ class Answer:
 
 
 class NodeCache:
-    def __init__(self, settings: CacheAgentSettings) -> None:
+    def __init__(self, settings: CacheAgentSettings, metrics: AgentMetrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.root = Path(settings.dir)
         self.objects, self.tmp = self.root / "objects", self.root / "tmp"
         self.store = Store(settings.allowed_endpoints)
@@ -97,6 +99,13 @@ class NodeCache:
         self.fills: dict[str, Fill] = {}
         self.lock = threading.Lock()
         self._load()
+        self.metrics.watch(self._held)
+
+    def _held(self) -> tuple[int, int, int, int]:
+        """(entries, their bytes, bytes reserved by fills, the bound), for the metrics."""
+        with self.lock:
+            held = sum(e.size for e in self.index.entries.values())
+            return len(self.index.entries), held, self.index.reserved, self.index.max_bytes
 
     # -- start-up -----------------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -145,18 +154,22 @@ class NodeCache:
             entry = self.index.match(key, etag, size)
             if entry is not None:
                 self.index.lease(key, time.time())
+                self.metrics.hits.inc()
                 return Answer(size, "cache", entry.sha256, self._serve_entry(entry), partial(self._release, entry))
             fill = self.fills.get(key)
             if fill is not None:
                 if (fill.etag, fill.size) != (etag, size):
                     raise Busy(f"{display_uri(get_url)}: another version of the object is being cached")
                 fill.readers += 1
+                self.metrics.hits.inc()
                 return Answer(size, "cache", None, self._follow(fill), partial(self._leave, fill))
             source = self.store.source(get_url)
             victims = self.index.reserve(size)
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix="fill-")
             os.close(fd)
             fill = self.fills[key] = Fill(key, etag, size, Path(name), readers=1)
+        self.metrics.misses.inc()
+        self.metrics.evictions.inc(len(victims))
         for victim in victims:
             log.info("evicting %s (%d bytes, least recently used)", victim.key, victim.size)
             self._delete(victim.key)
@@ -191,10 +204,12 @@ class NodeCache:
                 self.index.add(entry, fill.size)
                 fill.entry = entry
                 del self.fills[fill.key]
+            self.metrics.store_bytes.inc(size)
             log.info("cached %s: %d bytes in %.2fs", fill.key, size, time.perf_counter() - started)
         except Exception as exc:  # any failure: the readers are told and the reservation returned
             failure = exc.message if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
             log.warning("fill of %s failed: %s", fill.key, failure)
+            self.metrics.store_bytes.inc(fill.written)  # at least these came from the store
             fill.tmp.unlink(missing_ok=True)
             with self.lock:
                 self.index.unreserve(fill.size)
@@ -244,6 +259,7 @@ class NodeCache:
 
     def _drop_corrupt(self, entry: Entry, why: str) -> None:
         log.warning("dropping the cached copy of %s: %s", entry.key, why)
+        self.metrics.corrupt.inc()
         with self.lock:
             if self.index.entries.get(entry.key) is entry:
                 self.index.drop(entry.key)

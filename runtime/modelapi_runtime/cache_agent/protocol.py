@@ -1,5 +1,7 @@
 """The wire contract between a model pod (``modelapi_runtime.node_cache``) and its node's cache agent.
 
+``GET /metrics``: the agent's Prometheus metrics (docs/metrics.md).
+
 ``POST /v1/fetch`` with a JSON body ``{"head": URL, "get": URL}``: presigned URLs of one object (for an https://
 artifact URI, the URI itself twice). Answers:
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 FETCH_PATH = "/v1/fetch"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"  # Prometheus text format (cache_agent.metrics)
 ORIGIN_HEADER = "X-Modelapi-Origin"
 SHA256_HEADER = "X-Modelapi-Sha256"
 MAX_REQUEST_BYTES = 64 * 1024  # two presigned URLs fit many times over

@@ -1,4 +1,5 @@
-"""The agent's HTTP server: ``POST /v1/fetch`` (protocol.py) and ``GET /healthz``, a thread per request.
+"""The agent's HTTP server: ``POST /v1/fetch`` (protocol.py), ``GET /healthz`` and ``GET /metrics``, a thread per
+request.
 
 Every pod on the node can connect (the agent listens on the node's address), so requests are bounded: a small JSON
 body read within a timeout, at most ``max_connections`` at once (the rest get 503 at once), and nothing but a
@@ -14,6 +15,8 @@ import logging
 import threading
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from modelapi_runtime.cache_agent.cache import Answer, Busy, NodeCache, StreamAborted
 from modelapi_runtime.cache_agent.index import NoRoom
 from modelapi_runtime.cache_agent.presigned import EndpointNotAllowed
@@ -22,6 +25,7 @@ from modelapi_runtime.cache_agent.protocol import (
     FETCH_PATH,
     HEALTH_PATH,
     MAX_REQUEST_BYTES,
+    METRICS_PATH,
     ORIGIN_HEADER,
     SHA256_HEADER,
 )
@@ -79,6 +83,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == HEALTH_PATH:
             self._reply(200, {"status": "ok"})
+        elif self.path == METRICS_PATH:
+            self._send_metrics()
         else:
             self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
 
@@ -93,9 +99,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             status, reason = error_status(exc)
             message = exc.message if isinstance(exc, ArtifactError | InvalidArtifactSpec) else str(exc)
             log.info("refused %s: %s %s", self.address_string(), status, message)
+            self.cache.metrics.refusals.labels(reason).inc()
             self._reply(status, {"reason": reason, "message": message})
             return
         self._send(answer)
+
+    def _send_metrics(self) -> None:
+        data = self.cache.metrics.exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _read_request(self) -> tuple[str, str]:
         length = self.headers.get("Content-Length", "")
@@ -132,6 +147,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             answer.close()
             self.close_connection = True
+            self.cache.metrics.served_bytes.labels(answer.origin).inc(sent)
         if sent == answer.size:
             log.info("served %d bytes (%s) to %s", sent, answer.origin, self.address_string())
 
@@ -142,10 +158,12 @@ class Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[Handler], max_connections: int) -> None:
         super().__init__(address, handler)
+        self.metrics = handler.cache.metrics
         self.slots = threading.BoundedSemaphore(max_connections)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
+            self.metrics.refusals.labels("Busy").inc()
             with contextlib.suppress(OSError):
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"

@@ -64,6 +64,13 @@ class Agent:
         except AssertionError:
             return False
 
+    def metrics(self) -> dict[str, float]:
+        """The agent's own metrics (GET /metrics): each modelapi_cache_* series, labels included, to its value."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        series = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("modelapi_cache_"))
+        return {name: float(value) for name, value in series}
+
     def post(self, head: str, get: str, timeout: float = 120) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
@@ -241,6 +248,7 @@ def test_cache_a_second_replica_and_a_replaced_pod_download_nothing(
 ) -> None:  # fmt: skip
     path = _large_model(tmp_path / "large.onnx", ARTIFACT_MIB, 1.0)
     size = path.stat().st_size
+    counters = cache_agent.metrics()
     uri = _upload(cluster, s3, path, f"e2e-node/{restricted}/large/model.onnx")
     path.unlink()
     memory = f"{max(1024, 3 * ARTIFACT_MIB)}Mi"
@@ -268,6 +276,16 @@ def test_cache_a_second_replica_and_a_replaced_pod_download_nothing(
     timings = wait_until(cold_start, timeout=90, interval=2, what="status.coldStart with its source")
     print(f"[node-cache] status.coldStart: {timings}")
     assert (timings["source"], timings["storeBytes"]) in {("store", size), ("cache", 0)}
+
+    # the agent's own metrics saw it: one fill from the store, two pods served from the cache
+    moved = {k: v - counters.get(k, 0.0) for k, v in cache_agent.metrics().items()}
+    print(f"[node-cache] the agent's metrics moved by: {moved}")
+    assert moved["modelapi_cache_misses_total"] == 1
+    assert moved["modelapi_cache_hits_total"] == 2
+    assert moved["modelapi_cache_store_bytes_total"] == size
+    assert moved['modelapi_cache_served_bytes_total{origin="store"}'] == size
+    assert moved['modelapi_cache_served_bytes_total{origin="cache"}'] == 2 * size
+    assert cache_agent.metrics()["modelapi_cache_bytes"] >= size
 
 
 def test_cache_a_pod_whose_credentials_cannot_read_the_object_is_refused_the_cached_copy(

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -401,3 +402,71 @@ def test_s3_artifacts_go_through_the_agent_with_urls_presigned_by_the_pod(
         assert client.fallback is None
         origins.append((artifact.origin, artifact.store_bytes))
     assert origins == [("store", len(data)), ("cache", 0)]
+
+
+def _agent_metrics(agent: Agent) -> dict[str, float]:
+    """The agent's GET /metrics, each series (name with its labels) to its value."""
+    conn = http.client.HTTPConnection("127.0.0.1", agent.server.server_address[1], timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    series = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("modelapi_cache_"))
+    return {name: float(value) for name, value in series if not name.split("{")[0].endswith("_created")}
+
+
+def test_the_agent_metrics_count_hits_misses_bytes_evictions_and_refusals(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    one, two = _blob(3 * MiB, seed=8), _blob(2 * MiB, seed=9)
+    handler.files["/m/one.onnx"], handler.files["/m/two.onnx"] = one, two
+    agent = agent_factory([url], max_mib=4)  # room for one of them at a time
+    empty = _agent_metrics(agent)
+    assert empty["modelapi_cache_hits_total"] == empty["modelapi_cache_misses_total"] == 0
+    assert empty["modelapi_cache_entries"] == empty["modelapi_cache_bytes"] == 0
+    assert empty["modelapi_cache_max_bytes"] == 4 * MiB
+
+    _pod_fetch(f"{url}/m/one.onnx?{GOOD}", tmp_path / "pod-1", agent.url)  # a miss: filled from the store
+    _pod_fetch(f"{url}/m/one.onnx?{GOOD}", tmp_path / "pod-2", agent.url)  # a hit
+    assert agent.post(f"{url}/m/one.onnx?{BAD}", f"{url}/m/one.onnx?{BAD}")[0] == 403
+    moved = _agent_metrics(agent)
+    assert moved["modelapi_cache_misses_total"] == 1
+    assert moved["modelapi_cache_hits_total"] == 1
+    assert moved["modelapi_cache_store_bytes_total"] == len(one)
+    assert moved['modelapi_cache_served_bytes_total{origin="store"}'] == len(one)
+    assert moved['modelapi_cache_served_bytes_total{origin="cache"}'] == len(one)
+    assert moved['modelapi_cache_refusals_total{reason="Forbidden"}'] == 1
+    assert (moved["modelapi_cache_entries"], moved["modelapi_cache_bytes"]) == (1, len(one))
+    assert moved["modelapi_cache_evictions_total"] == 0
+
+    _pod_fetch(f"{url}/m/two.onnx?{GOOD}", tmp_path / "pod-3", agent.url)  # evicts the first
+    evicted = _agent_metrics(agent)
+    assert evicted["modelapi_cache_evictions_total"] == 1
+    assert (evicted["modelapi_cache_entries"], evicted["modelapi_cache_bytes"]) == (1, len(two))
+    assert evicted["modelapi_cache_misses_total"] == 2
+    assert evicted["modelapi_cache_reserved_bytes"] == 0
+
+    (blob,) = [p for p in (tmp_path / "node-cache" / "objects").iterdir() if p.suffix != ".json"]
+    blob.write_bytes(b"\0" * len(two))  # corrupt on disk: dropped when served, filled again
+    _pod_fetch(f"{url}/m/two.onnx?{GOOD}", tmp_path / "pod-4", agent.url)
+    assert _agent_metrics(agent)["modelapi_cache_corrupt_entries_total"] == 1
+
+
+def test_every_agent_series_has_a_row_in_docs_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from modelapi_runtime.cache_agent.metrics import PREFIX, AgentMetrics
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
+    families = AgentMetrics(CollectorRegistry()).registry.collect()
+    names = [f.name + ("_total" if f.type == "counter" else "") for f in families if f.name.startswith(PREFIX)]
+    assert len(names) == 11
+    missing = [name for name in names if f"| `{name}` |" not in doc]
+    assert not missing, f"node cache agent series without a row in docs/metrics.md: {missing}"
+    documented = set(re.findall(rf"^\| `({PREFIX}\w+)` \|", doc, re.M))
+    assert documented == set(names), f"rows in docs/metrics.md for series the agent does not export: {documented}"

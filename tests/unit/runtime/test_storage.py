@@ -454,11 +454,12 @@ class _FlakySource:
     def stat(self) -> ObjectInfo:
         return ObjectInfo(size=len(self.data), etag="e", ranges=True)
 
-    def read_range(self, start: int, end: int) -> bytes:
-        if start == self.bad_start and self.fail_range > 0:
-            self.fail_range -= 1
-            raise ArtifactUnavailable("range failed")
-        return self.data[start : end + 1]
+    def read_range(self, start: int, end: int) -> Iterator[bytes]:
+        for i in range(start, end + 1, 300):
+            if start == self.bad_start and self.fail_range > 0 and i >= start + 300:  # midway, after some bytes
+                self.fail_range -= 1
+                raise ArtifactUnavailable("range failed")
+            yield self.data[i : min(i + 300, end + 1)]
 
     def stream(self) -> Iterator[bytes]:
         self.streams += 1
@@ -489,6 +490,32 @@ def test_download_gives_up_after_the_attempts(tmp_path: Path, ranges: bool, monk
     info = ObjectInfo(size=5000, etag="e", ranges=ranges)
     with pytest.raises(ArtifactUnavailable):
         download(src, info, tmp_path / "out", TransferOptions(concurrency=2, part_size=1000))
+
+
+class _ShortRanges(_FlakySource):
+    """Answers every range one byte short (a server that cuts its answer), or one byte long."""
+
+    def __init__(self, data: bytes, delta: int) -> None:
+        super().__init__(data)
+        self.delta, self.reads = delta, 0
+
+    def read_range(self, start: int, end: int) -> Iterator[bytes]:
+        self.reads += 1
+        yield self.data[start : end + 1 + self.delta] if self.delta < 0 else self.data[start : end + 1] + b"x"
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_range_answered_short_or_long_is_retried_then_refused(
+    tmp_path: Path, delta: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.0)
+    src = _ShortRanges(os.urandom(4000), delta)
+    with pytest.raises(ArtifactUnavailable, match="short read" if delta < 0 else "more bytes"):
+        download(
+            src, ObjectInfo(4000, "e", ranges=True), tmp_path / "out", TransferOptions(concurrency=1, part_size=1000)
+        )
+    # the first part's attempts, and the second part's if it started before the first gave up
+    assert src.reads in (storage.ATTEMPTS, 2 * storage.ATTEMPTS)
 
 
 def test_an_artifact_over_the_bound_is_refused_from_its_head_before_any_download(
