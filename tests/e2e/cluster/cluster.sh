@@ -29,7 +29,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
-GOMOD_DIR="$HERE/gomod"
+# MODELAPI_GOMOD_DIR: another wrapper module, another Kubernetes version (make test-compat: gomod-compat/, the oldest
+# minor the chart claims); its binaries get a cache directory of their own (the key hashes go.mod and go.sum)
+GOMOD_DIR="${MODELAPI_GOMOD_DIR:-$HERE/gomod}"
 
 # ---- pinned versions (the Kubernetes version is the one gomod/go.mod requires) ----------------------------------
 K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v1\./ {print $2}' "$GOMOD_DIR/go.mod" | head -1)"
