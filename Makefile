@@ -85,7 +85,7 @@ constraints: ## re-resolve constraints.txt from pyproject.toml in a scratch venv
 	.constraints-venv/bin/pip install -q --upgrade pip && .constraints-venv/bin/pip install -q -e '.[dev]'
 	{ sed -n '/^#/p' constraints.txt | sed '/CUDA build/,$$d'; .constraints-venv/bin/pip freeze --exclude-editable | grep -vi '^modelapi'; \
 	  sed -n '/CUDA build/,$$p' constraints.txt; } > constraints.txt.new && mv constraints.txt.new constraints.txt && rm -rf .constraints-venv
-	@echo "wrote constraints.txt (check the onnxruntime-gpu line by hand: its newest release)"
+	@echo "wrote constraints.txt (the CUDA section is kept: re-pin onnxruntime-gpu and the nvidia-* wheels of its [cuda,cudnn] extras by hand)"
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

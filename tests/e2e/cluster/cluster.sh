@@ -9,8 +9,9 @@
 #                      (Prometheus, promtool; MODELAPI_NODE=real: also metrics-server, prometheus-adapter, CoreDNS) on
 #                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
 #                      and the registry's, a fourth; and it builds the images `images` pushes)
-#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator) and push
-#                      them to the running cluster's registry (`up` does it too; this is for a rebuild while up)
+#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator,
+#                      runtime-gpu) and push them to the running cluster's registry (`up` does it too; this is
+#                      for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
