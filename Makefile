@@ -55,7 +55,7 @@ test: lint types layers test-unit test-e2e test-e2e-node ## everything CI runs
 COMPAT_CLUSTER_DIR ?= $(CURDIR)/tests/e2e/cluster/.run-compat
 test-compat: $(STAMP) ## the kwok tier on the oldest Kubernetes minor the chart claims (gomod-compat/; PYTEST_ARGS=... passes through)
 	MODELAPI_GOMOD_DIR=$(CURDIR)/tests/e2e/cluster/gomod-compat MODELAPI_CLUSTER_DIR=$(COMPAT_CLUSTER_DIR) \
-		$(BIN)/pytest tests/e2e --ignore=tests/e2e/node $(PYTEST_ARGS)
+		MODELAPI_KEEP_CLUSTER=$(or $(MODELAPI_KEEP_CLUSTER),0) $(BIN)/pytest tests/e2e --ignore=tests/e2e/node $(PYTEST_ARGS)
 
 crds: $(STAMP) ## regenerate crds/modelapi.yaml from the pydantic API
 	$(BIN)/python -m modelapi_operator.crd > crds/modelapi.yaml.tmp
