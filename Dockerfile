@@ -2,13 +2,13 @@
 # modelapi images, one file, three targets:
 #   operator      the kopf operator             docker build --target operator    -t modelapi/operator:0.1.0 .
 #   runtime       the model server (CPU)        docker build --target runtime     -t modelapi/runtime:0.1.0 .
-#   runtime-gpu   the model server (CUDA)       docker build --target runtime-gpu -t modelapi/runtime-gpu:0.1.0 .
+#   runtime-gpu   the model server (CUDA 13)    docker build --target runtime-gpu -t modelapi/runtime-gpu:0.1.0 .
 # (buildah: `buildah bud --target runtime -t modelapi/runtime:0.1.0 .`)
 #
 # Base images are build arguments, so a mirror, a pinned digest or a debootstrap-made base can stand in:
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
-# The Python of PYTHON_IMAGE must be 3.11+; CUDA_IMAGE must bring CUDA 12 + cuDNN 9 (what the onnxruntime-gpu wheels
-# on the package index are built against) and a Python 3.11+ from its distribution.
+# The Python of PYTHON_IMAGE must be 3.11+ on glibc 2.28+ (the onnxruntime-gpu and NVIDIA wheels' manylinux tag). Every
+# target builds on it: the CUDA libraries of `runtime-gpu` come from wheels too (see there), not from a CUDA base image.
 #
 # Every final stage runs as the numeric non-root user 10001 (Pod Security "restricted" can verify a number, not a
 # name), holds one virtualenv copied from a build stage (no compiler, no pip cache, no wheel files), and starts its
@@ -20,7 +20,6 @@
 # cost a model pod about 1 s of its start under a 250m CPU limit (benchmarks/autoscaling/RESULTS.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # ---- the project's wheel (one distribution with both packages) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS wheel
@@ -79,33 +78,37 @@ ENTRYPOINT ["/opt/modelapi/bin/modelapi-runtime"]
 CMD ["serve"]
 
 # ---- runtime (CUDA) ---------------------------------------------------------------------------------------------
-# The [gpu] extra brings onnxruntime-gpu instead of the CPU wheel (both install the `onnxruntime` module).
-FROM ${CUDA_IMAGE} AS runtime-gpu-venv
-# The distribution's python3 follows the base image, which is the pinned thing here (DL3008).
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
+# No CUDA base image: the [gpu] extra brings onnxruntime-gpu with its `cuda` and `cudnn` extras, so the CUDA runtime,
+# cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN libraries its CUDA provider was built against come as NVIDIA's wheels, at the
+# versions of constraints.txt (onnxruntime-gpu 1.31: CUDA 13, cuDNN 9). Only the driver's libcuda.so.1 is not in the
+# image: on a GPU node the NVIDIA container toolkit (or GKE's driver mount under /usr/local/nvidia) provides it, and
+# CUDA 13 needs a driver of the 580 series or newer (NVIDIA_REQUIRE_CUDA makes the toolkit refuse an older one at
+# container start instead of a CUDA error at the first session).
+FROM ${PYTHON_IMAGE} AS runtime-gpu-venv
 COPY --from=wheel /wheels/ /wheels/
 COPY --from=wheel /src/constraints.txt /tmp/constraints.txt
-RUN python3 -m venv /opt/modelapi \
+RUN python -m venv /opt/modelapi \
  && wheel="$(echo /wheels/*.whl)" \
  && /opt/modelapi/bin/pip install --no-cache-dir -c /tmp/constraints.txt "${wheel}[gpu]" \
  && /opt/modelapi/bin/pip uninstall -y pip \
  && /opt/modelapi/bin/python -m compileall -q -f --invalidation-mode unchecked-hash /opt/modelapi/lib
 
-FROM ${CUDA_IMAGE} AS runtime-gpu
-# The virtualenv links to the distribution's python3: the same package as in the build stage.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 \
- && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /models && chown 10001:10001 /models
+FROM ${PYTHON_IMAGE} AS runtime-gpu
 COPY --from=runtime-gpu-venv /opt/modelapi /opt/modelapi
+# The dynamic loader learns the wheels' library folders (site-packages/nvidia/*/lib) from ld.so.conf.d, so every
+# process finds them as the CUDA provider does, `ldd` included; /usr/local/nvidia/lib64 is where GKE mounts the
+# driver (the CUDA images' LD_LIBRARY_PATH, kept for it).
+RUN find /opt/modelapi/lib -type d -path '*/site-packages/nvidia/*/lib' | sort >/etc/ld.so.conf.d/modelapi-nvidia.conf \
+ && test -s /etc/ld.so.conf.d/modelapi-nvidia.conf \
+ && ldconfig \
+ && mkdir -p /models && chown 10001:10001 /models
 ENV PATH=/opt/modelapi/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MODELAPI_MODEL_DIR=/models
+    MODELAPI_MODEL_DIR=/models \
+    LD_LIBRARY_PATH=/usr/local/nvidia/lib64 \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA=cuda>=13.0
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["/opt/modelapi/bin/modelapi-runtime"]

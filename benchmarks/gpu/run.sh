@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The prepared GPU check (runtime/README.md, "GPU"). Finishes in a few minutes on one GPU.
 #
-# Needs: wheels for onnxruntime-gpu (and the CUDA/cuDNN runtime wheels it wants) plus the
-# project's dependencies in a git-ignored folder, by default ./gpu-wheels (override: WHEELS=DIR);
-# the device machine has no package registry. Prepare on a connected machine with e.g.
-#   pip download -d gpu-wheels onnxruntime-gpu onnx numpy 'nvidia-cudnn-cu12' 'nvidia-cublas-cu12' \
-#       'nvidia-cuda-runtime-cu12' 'nvidia-cufft-cu12' 'nvidia-curand-cu12' -r <(python - <<<'...')
-#   pip wheel --no-deps -w gpu-wheels .
+# Needs: the runtime-gpu image's environment as wheels in a git-ignored folder, by default ./gpu-wheels (override:
+# WHEELS=DIR), since the device machine has no package registry: modelapi's wheel and `modelapi[gpu]` at the versions
+# of constraints.txt (onnxruntime-gpu and the NVIDIA CUDA/cuDNN wheels of its [cuda,cudnn] extras, the same pins the
+# image installs), plus onnx for the test model. Prepare them on a connected machine for the device's Python with
+#   benchmarks/gpu/wheels.sh gpu-wheels 3.12
+# The CUDA libraries are found as in the image: the wheels' site-packages/nvidia/*/lib folders, first on the
+# library path (the image lists them in ld.so.conf.d); only the driver comes from the machine.
 # What it checks and measures (results: $OUT/gpu-results.md and stdout):
 #   1. the runtime started with --device cuda reports the CUDA provider active (modelapi_model_info{device="cuda"});
 #   2. a 2048-4096-4096-1000 MLP: batch-1 vs dynamic batching at 16 connections (goal >= 3x req/s, p95 no worse);
@@ -34,10 +35,9 @@ if [ "$DRY" = 1 ]; then
 else
 log "venv from $WHEELS"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" onnxruntime-gpu onnx numpy
-"$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" --no-build-isolation --no-deps -e . ||
-  "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" modelapi
-"$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" fastapi 'uvicorn[standard]' boto3 prometheus-client orjson pydantic pydantic-settings
+"$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" -c constraints.txt 'modelapi[gpu]' onnx
+LD_LIBRARY_PATH="$(find "$VENV/lib" -type d -path '*/site-packages/nvidia/*/lib' | sort | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
 "$VENV/bin/python" - <<'PY'
 import onnxruntime as ort
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())

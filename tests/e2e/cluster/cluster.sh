@@ -10,8 +10,9 @@
 #                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
 #                      the registry's, a fourth; the gateway's (Traefik, gateway.sh), a fifth; and it builds the
 #                      images `images` pushes)
-#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator) and push
-#                      them to the running cluster's registry (`up` does it too; this is for a rebuild while up)
+#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator,
+#                      runtime-gpu) and push them to the running cluster's registry (`up` does it too; this is
+#                      for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -30,7 +31,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
-GOMOD_DIR="$HERE/gomod"
+# MODELAPI_GOMOD_DIR: another wrapper module, another Kubernetes version (make test-compat: gomod-compat/, the oldest
+# minor the chart claims); its binaries get a cache directory of their own (the key hashes go.mod and go.sum)
+GOMOD_DIR="${MODELAPI_GOMOD_DIR:-$HERE/gomod}"
 
 # ---- pinned versions (the Kubernetes version is the one gomod/go.mod requires) ----------------------------------
 K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v1\./ {print $2}' "$GOMOD_DIR/go.mod" | head -1)"

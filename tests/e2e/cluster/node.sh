@@ -2,9 +2,10 @@
 # A real node for the local cluster (e2e tier B), sourced by cluster.sh when MODELAPI_NODE=real:
 #   containerd + runc + CNI plugins (Debian) -> kubelet and kube-proxy (built from the wrapper module in gomod-node/)
 #   -> a local OCI registry (CNCF distribution, built from the Go module proxy) on the bridge address -> the images
-#   (pause, and the project's Dockerfile targets `runtime` and `operator`, built by buildah on a debootstrap-made
-#   base) pushed to it; containerd pulls every image from it, as a cluster does -> a second S3 gateway on the bridge
-#   address, so pods reach the same bucket -> a Gateway API data plane (Traefik, gateway.sh) on the bridge address.
+#   (pause, and the project's Dockerfile targets `runtime`, `operator` and `runtime-gpu`, built by buildah on a
+#   debootstrap-made base) pushed to it; containerd pulls every image from it, as a cluster does -> a second S3
+#   gateway on the bridge address, so pods reach the same bucket -> a Gateway API data plane (Traefik, gateway.sh)
+#   on the bridge address.
 #
 # Addresses: pods get 10.245.0.0/24 on the bridge mapi0 (gateway 10.245.0.1, which is also the node's address);
 # the Service range is routed into that bridge; a FORWARD rule drops anything from the pod range that would leave
@@ -32,6 +33,7 @@ NODE_REGISTRY=$NODE_IP:5000
 # is built under a local name in buildah's storage and pushed to the registry under the reference.
 NODE_RUNTIME_IMAGE=$NODE_REGISTRY/modelapi/runtime:dev
 NODE_OPERATOR_IMAGE=$NODE_REGISTRY/modelapi/operator:dev
+NODE_RUNTIME_GPU_IMAGE=$NODE_REGISTRY/modelapi/runtime-gpu:dev
 NODE_PAUSE_IMAGE=$NODE_REGISTRY/modelapi/pause:3.10
 NODE_PAUSE_LOCAL=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
@@ -189,8 +191,8 @@ node_pause_image() { # Kubernetes' own pause.c (from the module zip), linked sta
 	rm -rf "$work"
 }
 
-node_image() { # target: a target of the project's Dockerfile (runtime, operator), rebuilt when anything in its
-	# build context changes; prints the path of its docker-archive tarball
+node_image() { # target: a target of the project's Dockerfile (runtime, operator, runtime-gpu), rebuilt when
+	# anything in its build context changes; prints the path of its docker-archive tarball
 	local target="$1" images="$CACHE_ROOT/node-images" hash out local_name="localhost/modelapi/$1:dev"
 	hash="$(
 		cd "$ROOT" && {
@@ -227,12 +229,14 @@ node_image() { # target: a target of the project's Dockerfile (runtime, operator
 # image ID, so another checkout's build under the same local name cannot interfere), uncompressed: the layers stay
 # on this machine, and gzip would cost more time than the copy.
 node_build_images() { # prints TARBALL=REFERENCE for each image pods use
-	local pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar" runtime_tar operator_tar
+	local pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar" runtime_tar operator_tar gpu_tar
 	mkdir -p "$CACHE_ROOT/node-images"
 	node_pause_image "$pause_tar"
 	runtime_tar="$(node_image runtime)" || die "could not build the runtime image"
 	operator_tar="$(node_image operator)" || die "could not build the operator image"
-	printf '%s\n' "$pause_tar=$NODE_PAUSE_IMAGE" "$runtime_tar=$NODE_RUNTIME_IMAGE" "$operator_tar=$NODE_OPERATOR_IMAGE"
+	gpu_tar="$(node_image runtime-gpu)" || die "could not build the runtime-gpu image"
+	printf '%s\n' "$pause_tar=$NODE_PAUSE_IMAGE" "$runtime_tar=$NODE_RUNTIME_IMAGE" "$operator_tar=$NODE_OPERATOR_IMAGE" \
+		"$gpu_tar=$NODE_RUNTIME_GPU_IMAGE"
 }
 
 node_push_images() {
@@ -429,6 +433,7 @@ NODE_IP=$NODE_IP
 NODE_POD_CIDR=$NODE_POD_CIDR
 NODE_RUNTIME_IMAGE=$NODE_RUNTIME_IMAGE
 NODE_OPERATOR_IMAGE=$NODE_OPERATOR_IMAGE
+NODE_RUNTIME_GPU_IMAGE=$NODE_RUNTIME_GPU_IMAGE
 NODE_REGISTRY=$NODE_REGISTRY
 NODE_S3_ENDPOINT_URL=http://$NODE_IP:$S3_PORT
 NODE_BIN=$nbin
