@@ -68,6 +68,12 @@ class InferenceService:
         self.max_json_values = max_json_values
         self.max_tensor_elements = max_tensor_elements
         self.inflight = 0
+        # v2 binary requests: decoding remembered per header (not with a handler: it sees and may change the payload)
+        self._binary_headers = (
+            None
+            if handler is not None
+            else codec.BinaryHeaders(model.inputs, max_elements=max_tensor_elements, max_values=max_json_values)
+        )
         self._inflight_gauge = metrics.inflight
         # large bodies are decoded here, one at a time (threads start on first use)
         self._offload = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -191,10 +197,13 @@ class InferenceService:
             decoded = await self._off_loop(self._decode_v2, body, header_length, not preprocess)
         else:
             head, binary = codec.split_binary(body, header_length)
-            payload = codec.parse_json(head, self.max_json_values)
-            decoded = codec.decode_v2(
-                payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
-            )
+            if binary is not None and self._binary_headers is not None:
+                decoded = self._binary_headers.decode(head, binary)
+            else:
+                payload = codec.parse_json(head, self.max_json_values)
+                decoded = codec.decode_v2(
+                    payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
+                )
         if preprocess:
             payload = decoded.payload
             decoded = self._preprocessed(payload | {"inputs": _v2_inputs(payload, decoded)})
