@@ -178,7 +178,7 @@ class InferenceCycle:
 
     __slots__ = (
         "admitted", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
-        "keep_alive", "kind", "message_event", "more_body", "name", "protocol", "request_id", "response_complete",
+        "keep_alive", "kind", "more_body", "name", "protocol", "request_id", "response_complete",
         "service", "size", "started",
     )  # fmt: skip
 
@@ -207,7 +207,6 @@ class InferenceCycle:
         self.response_complete = False
         self.disconnected = False
         self.admitted = False
-        self.message_event = self  # uvicorn calls message_event.set() when the connection is lost
         self.service: InferenceService | None = None  # set once begun
         self.started = 0.0
 
@@ -260,8 +259,15 @@ class InferenceCycle:
         else:
             self._fail(RequestTimeout(message))
 
+    @property
+    def message_event(self) -> InferenceCycle:
+        """uvicorn calls ``cycle.message_event.set()`` when the connection is lost. A property, not an attribute
+        holding the cycle (or a helper holding it back): either is a reference cycle, which only the garbage
+        collector frees, one per request."""
+        return self
+
     def set(self) -> None:
-        """``message_event.set()``: uvicorn's call when the connection is lost."""
+        """``message_event.set()``: the connection is lost."""
         self.connection_lost()
 
     def connection_lost(self) -> None:
