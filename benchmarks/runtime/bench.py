@@ -385,7 +385,7 @@ def main() -> int:
         table += [
             "Open loop (vegeta, a constant rate of half KServe's closed-loop req/s, "
             f"{args.open_loop_duration} s; modelapi in its default configuration, and with batching 16/2ms on the "
-            "MLP, where a request may wait up to 2 ms for company by design):",
+            "MLP: work-conserving, a request that finds the model idle runs at once):",
             "",
             "| model | case | server | rate req/s | p50 ms | p99 ms | success |",
             "|---|---|---|---:|---:|---:|---:|",

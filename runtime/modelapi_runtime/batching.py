@@ -1,9 +1,15 @@
 """Dynamic batching: concurrent requests merged along the first axis, results split back.
 
-A worker task takes the first waiting request, then gathers more until ``max_batch_size`` rows or
-``max_latency`` has passed since that first one. Requests whose inputs differ in dtype or in the
-non-batch dimensions are run as separate groups. When a merged run fails, each request of the group
-is retried alone, so one bad request never fails its batch-mates.
+Work-conserving: a request that finds the model idle runs at once, with whatever else is waiting (up to
+``max_batch_size`` rows); a lone request is never held back for company. Requests that arrive while a batch runs
+form the next batch, which starts as soon as the model is free. The window (``max_latency_s``) only caps how long
+that next batch stays open while the model is busy: once its first request has waited that long it closes, and
+later arrivals form the one after. A model run on the event loop (fast models) is never busy while requests arrive,
+so there every batch is what arrived during the previous run's loop turn.
+
+Requests whose inputs differ in dtype or in the non-batch dimensions are run as separate groups. When a merged run
+fails, each request of the group is retried alone, so one bad request never fails its batch-mates. A request whose
+client left (its future cancelled) is dropped before its batch runs.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelapi_runtime.exceptions import InferenceFailed
+from modelapi_runtime.exceptions import InferenceFailed, Overloaded
 from modelapi_runtime.tensors import Array
 
 RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
@@ -61,6 +68,11 @@ class ModelRunner:
         result = self._run(inputs)
         return result, time.perf_counter() - started
 
+    def run_untimed(self, inputs: Mapping[str, Array], rows: int) -> dict[str, Array]:
+        """:meth:`run_inline` for a caller that times the run itself."""
+        self._observe_batch(rows)
+        return self._run(inputs)
+
     async def __call__(self, inputs: Mapping[str, Array], rows: int) -> tuple[dict[str, Array], float]:
         if self._executor is None:
             return self.run_inline(inputs, rows)
@@ -78,68 +90,109 @@ class ModelRunner:
 
 
 class Batcher:
+    """One worker task takes the waiting requests in batches and runs them (see the module's docstring)."""
+
     def __init__(self, execute: ModelRunner, max_batch_size: int, max_latency_s: float) -> None:
         self._execute = execute
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._carry: _Item | None = None
+        self._waiting: deque[_Item] = deque()
+        self._wakeup: asyncio.Future[None] | None = None  # the worker sleeps on it; submit and a finished run wake it
+        self._running: asyncio.Task[None] | None = None  # the batch running off the loop (model busy)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._worker(), name="modelapi-batcher")
 
     async def stop(self) -> None:
+        """Stop the worker; a batch still running finishes, requests still waiting are refused (503)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._running is not None:
+            await asyncio.wait({self._running})  # the batch on the model thread finishes and is answered
+            self._running = None
+        while self._waiting:
+            item = self._waiting.popleft()
+            if not item.future.done():
+                item.future.set_exception(Overloaded("the server is stopping; retry on another replica"))
 
     async def submit(self, inputs: Mapping[str, Array], rows: int) -> tuple[dict[str, Array], Timing]:
-        loop = asyncio.get_running_loop()
-        item = _Item(inputs, rows, loop.create_future(), time.perf_counter())
-        self._queue.put_nowait(item)
+        item = _Item(inputs, rows, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._waiting.append(item)
+        self._wake()
         return await item.future, item.timing
 
-    async def _next(self, timeout: float | None) -> _Item | None:
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
+    def _wake(self, _done: object = None) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until a request arrives or a run ends (or ``timeout`` seconds pass)."""
+        wakeup = self._wakeup = asyncio.get_running_loop().create_future()
         try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            if timeout is not None and timeout <= 0:
-                return None
-        if timeout is None:
-            return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
+            if timeout is None:
+                await wakeup
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup, timeout)
+        finally:
+            self._wakeup = None
+
+    def _busy(self) -> bool:
+        return self._running is not None and not self._running.done()
+
+    def _take(self, batch: list[_Item], rows: int) -> int:
+        """Move waiting requests into ``batch`` while they fit in ``max_batch_size`` rows; the new row count."""
+        waiting = self._waiting
+        while waiting:
+            item = waiting[0]
+            if item.future.done():  # the client left while it waited
+                waiting.popleft()
+                continue
+            if batch and rows + item.rows > self.max_batch_size:
+                break  # starts the next batch
+            batch.append(waiting.popleft())
+            rows += item.rows
+        return rows
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
-            assert first is not None
-            batch, rows = [first], first.rows
-            deadline = loop.time() + self.max_latency_s
-            while rows < self.max_batch_size:
-                item = await self._next(deadline - loop.time())
-                if item is None:
-                    break
-                if rows + item.rows > self.max_batch_size:
-                    self._carry = item  # starts the next batch
-                    break
-                batch.append(item)
-                rows += item.rows
-            groups: dict[object, list[_Item]] = {}
-            for item in batch:
-                if not item.future.done():  # the client may have gone
-                    groups.setdefault(item.key, []).append(item)
-            for group in groups.values():
-                await self._run_group(group)
+        batch: list[_Item] = []
+        try:
+            while True:
+                rows = self._take(batch, 0)
+                if not batch:
+                    await self._sleep(None)
+                    continue
+                if self._busy():  # the model is busy: the batch stays open for more, at most the window
+                    closes = batch[0].enqueued + self.max_latency_s
+                    while rows < self.max_batch_size and self._busy():
+                        left = closes - time.perf_counter()
+                        if left <= 0:
+                            break
+                        await self._sleep(left)
+                        rows = self._take(batch, rows)
+                    while self._busy():  # closed: it runs once the model is free
+                        await self._sleep(None)
+                taken, batch = batch, []
+                if self._execute.inline:
+                    await self._run_batch(taken)
+                else:
+                    running = self._running = asyncio.get_running_loop().create_task(self._run_batch(taken))
+                    running.add_done_callback(self._wake)
+        finally:  # stopped: a batch not yet dispatched goes back to the front of the line (stop refuses it)
+            self._waiting.extendleft(reversed(batch))
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        groups: dict[object, list[_Item]] = {}
+        for item in batch:
+            if not item.future.done():  # the client may have gone
+                groups.setdefault(item.key, []).append(item)
+        for group in groups.values():
+            await self._run_group(group)
 
     async def _run_group(self, group: list[_Item]) -> None:
         started = time.perf_counter()

@@ -150,7 +150,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._phase == BODY and not self.pipeline and not drains(self._content_length()):
             self.transport.close()  # answered before its (large) body was received: do not read and drop it
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)

@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from modelapi_runtime.app import RuntimeApp
@@ -49,7 +49,8 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         coroutine.send(None)
     except StopIteration as done:
-        return cast(T, done.value)
+        result: T = done.value
+        return result
     coroutine.close()
     raise RuntimeError("a coroutine expected to finish at once suspended")
 
@@ -107,12 +108,12 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
             if cycle is not None:
                 self.inference = cycle
                 previous = self.cycle
-                self.cycle = cast(RequestResponseCycle, cycle)
+                self.cycle = cycle  # type: ignore[assignment]  # duck-typed (see the module's docstring)
                 if previous is None or previous.response_complete:
                     cycle.begin()
                 else:  # pipelined behind a request still in progress: uvicorn starts it in turn
                     self.flow.pause_reading()
-                    self.pipeline.appendleft((self.cycle, self.app))
+                    self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
                 return
         url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
         HttpToolsProtocol.on_message_begin(self)  # uvicorn's scope for this request
@@ -167,18 +168,6 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
         return InferenceCycle(self, endpoint, matched, content_length, header_length, request_id, keep_alive)
 
 
-class _ConnectionLost:
-    """``message_event`` of an :class:`InferenceCycle`: uvicorn calls ``set()`` when the connection is lost."""
-
-    __slots__ = ("cycle",)
-
-    def __init__(self, cycle: InferenceCycle) -> None:
-        self.cycle = cycle
-
-    def set(self) -> None:
-        self.cycle.connection_lost()
-
-
 class InferenceCycle:
     """One inference request on an :class:`InferenceHttpProtocol` connection.
 
@@ -189,7 +178,7 @@ class InferenceCycle:
 
     __slots__ = (
         "admitted", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
-        "keep_alive", "kind", "message_event", "more_body", "name", "protocol", "request_id", "response_complete",
+        "keep_alive", "kind", "more_body", "name", "protocol", "request_id", "response_complete",
         "service", "size", "started",
     )  # fmt: skip
 
@@ -218,7 +207,6 @@ class InferenceCycle:
         self.response_complete = False
         self.disconnected = False
         self.admitted = False
-        self.message_event = _ConnectionLost(self)
         self.service: InferenceService | None = None  # set once begun
         self.started = 0.0
 
@@ -271,6 +259,17 @@ class InferenceCycle:
         else:
             self._fail(RequestTimeout(message))
 
+    @property
+    def message_event(self) -> InferenceCycle:
+        """uvicorn calls ``cycle.message_event.set()`` when the connection is lost. A property, not an attribute
+        holding the cycle (or a helper holding it back): either is a reference cycle, which only the garbage
+        collector frees, one per request."""
+        return self
+
+    def set(self) -> None:
+        """``message_event.set()``: the connection is lost."""
+        self.connection_lost()
+
     def connection_lost(self) -> None:
         if self.disconnected and self.more_body and self.service is not None and not self.response_complete:
             self.response_complete = True  # the client left before its body arrived: counted, never answered
@@ -287,21 +286,17 @@ class InferenceCycle:
             self.held += self.endpoint.admit(service, body, self.header_length)
             self.admitted = True
             inference = self.endpoint.infer(service, self.kind, body, self.header_length)
+            if not service.never_waits or len(body) > OFFLOAD_ABOVE_BYTES:
+                task = asyncio.get_running_loop().create_task(self._process_later(inference))
+                tasks = self.protocol.tasks  # uvicorn's graceful shutdown waits for these
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                return
+            reply = run_now(inference)
         except Exception as exc:
             self._fail(exc)
             return
-        if service.never_waits and len(body) <= OFFLOAD_ABOVE_BYTES:
-            try:
-                reply = run_now(inference)
-            except Exception as exc:
-                self._fail(exc)
-                return
-            self._succeed(reply.body, reply.content_type, reply.header_length)
-            return
-        task = asyncio.get_running_loop().create_task(self._process_later(inference))
-        tasks = self.protocol.tasks  # uvicorn's graceful shutdown waits for these
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self._succeed(reply.body, reply.content_type, reply.header_length)
 
     async def _process_later(self, inference: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -330,7 +325,14 @@ class InferenceCycle:
         self.service = None
 
     def _respond(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
-        self._release()
+        if self.admitted:  # _release, inlined
+            self.admitted = False
+            assert self.service is not None
+            self.service.release()
+        if self.held:
+            self.budget.used -= self.held
+            self.held = 0
+        self.service = None
         self.response_complete = True
         self.chunks = []
         self.endpoint.record(status, self.started)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Coroutine
 from typing import Any
 
@@ -102,6 +103,8 @@ class InferenceEndpoint:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.name = runtime.settings.name
+        self.metrics = runtime.metrics
         self.limit = runtime.settings.max_request_bytes
         self.budget = runtime.budget
         self.max_json_values = runtime.settings.max_json_values
@@ -109,7 +112,9 @@ class InferenceEndpoint:
 
     def open(self, name: str, content_length: bytes | None) -> InferenceService:
         """The service for ``name``; refuses a declared body over the limit before any of it is read."""
-        service = self.runtime.service_for(name)
+        service = self.runtime.service
+        if service is None or name != self.name:
+            service = self.runtime.service_for(name)  # raises ModelNotFound or NotReady
         if content_length is not None and content_length.isdigit() and int(content_length) > self.limit:
             raise PayloadTooLarge(f"request body of {int(content_length)} bytes exceeds the limit of {self.limit}")
         return service
@@ -157,9 +162,16 @@ class InferenceEndpoint:
         return status, extra, body
 
     def record(self, status: int, started: float) -> None:
-        metrics = self.runtime.metrics
-        metrics.count(status)
-        metrics.request_seconds.observe(time.perf_counter() - started)
+        metrics = self.metrics
+        counter = metrics.codes.get(status)
+        if counter is None:
+            metrics.count(status)
+        else:
+            counter.value += 1
+        seconds = time.perf_counter() - started
+        histogram = metrics.request_seconds  # LoopHistogram.observe, inlined
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched

@@ -68,6 +68,13 @@ class InferenceService:
         self.max_json_values = max_json_values
         self.max_tensor_elements = max_tensor_elements
         self.inflight = 0
+        # v2 binary requests: decoding remembered per header (not with a handler: it sees and may change the payload)
+        self._binary_headers = (
+            None
+            if handler is not None
+            else codec.BinaryHeaders(model.inputs, max_elements=max_tensor_elements, max_values=max_json_values)
+        )
+        self._inflight_gauge = metrics.inflight
         # large bodies are decoded here, one at a time (threads start on first use)
         self._offload = ThreadPoolExecutor(1, thread_name_prefix="decode")
         inline = model.device == "cpu" and steady_run_s < INLINE_BELOW_S
@@ -106,11 +113,11 @@ class InferenceService:
         if self.inflight >= self.max_queue:
             raise Overloaded(f"{self.inflight} requests in progress (max {self.max_queue}); retry shortly")
         self.inflight += 1
-        self.metrics.inflight.inc()
+        self._inflight_gauge.value += 1
 
     def release(self) -> None:
         self.inflight -= 1
-        self.metrics.inflight.dec()
+        self._inflight_gauge.value -= 1
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the decode thread (for a large request)."""
@@ -160,14 +167,20 @@ class InferenceService:
                 decoded = codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
             payload = decoded.payload
         t1 = time.perf_counter()
-        outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
-        t2 = time.perf_counter()
+        if self.never_waits and not big:  # on the loop, nothing to await: timed by t1 and t2
+            outputs = self._runner.run_untimed(decoded.inputs, decoded.rows or 1)
+            t2 = time.perf_counter()
+            queue_s, infer_s = 0.0, t2 - t1
+        else:
+            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
+            t2 = time.perf_counter()
+            queue_s, infer_s = timing.queue_s, timing.infer_s
         if self.handler is not None and self.handler.has_postprocess:
             out = self._postprocessed(outputs, payload)
         else:
             names = self.model.output_names
             out = await self._off_loop(codec.encode_v1, outputs, names) if big else codec.encode_v1(outputs, names)
-        m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
+        m.observe_phases(t1 - t0, queue_s, infer_s, time.perf_counter() - t2)
         return Reply(out)
 
     def _decode_v2(self, body: bytes, header_length: str | None, strict: bool) -> codec.Decoded:
@@ -184,16 +197,25 @@ class InferenceService:
             decoded = await self._off_loop(self._decode_v2, body, header_length, not preprocess)
         else:
             head, binary = codec.split_binary(body, header_length)
-            payload = codec.parse_json(head, self.max_json_values)
-            decoded = codec.decode_v2(
-                payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
-            )
+            if binary is not None and self._binary_headers is not None:
+                decoded = self._binary_headers.decode(head, binary)
+            else:
+                payload = codec.parse_json(head, self.max_json_values)
+                decoded = codec.decode_v2(
+                    payload, binary, self.model.inputs, strict=not preprocess, max_elements=self.max_tensor_elements
+                )
         if preprocess:
             payload = decoded.payload
             decoded = self._preprocessed(payload | {"inputs": _v2_inputs(payload, decoded)})
         t1 = time.perf_counter()
-        outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
-        t2 = time.perf_counter()
+        if self.never_waits and not big:  # on the loop, nothing to await: timed by t1 and t2
+            outputs = self._runner.run_untimed(decoded.inputs, decoded.rows or 1)
+            t2 = time.perf_counter()
+            queue_s, infer_s = 0.0, t2 - t1
+        else:
+            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
+            t2 = time.perf_counter()
+            queue_s, infer_s = timing.queue_s, timing.infer_s
         if self.handler is not None and self.handler.has_postprocess:
             reply = Reply(self._postprocessed(outputs, decoded.payload))
         else:
@@ -220,7 +242,7 @@ class InferenceService:
                     binary=decoded.binary,
                 )
             reply = Reply(data, OCTETS if header_len is not None else JSON, header_len)
-        m.observe_phases(t1 - t0, timing.queue_s, timing.infer_s, time.perf_counter() - t2)
+        m.observe_phases(t1 - t0, queue_s, infer_s, time.perf_counter() - t2)
         return reply
 
     def metadata(self) -> dict[str, Any]:

@@ -39,7 +39,10 @@ class RuntimeSettings(BaseSettings):
     host: str = Field(default="0.0.0.0", description="Address to bind.")  # noqa: S104 - a server in a pod
     max_batch_size: int = Field(default=1, ge=1, le=4096, description="Dynamic batching size; 1 = off.")
     max_latency_ms: float = Field(
-        default=5.0, ge=0, le=10_000, description="Longest wait to fill a batch, in milliseconds."
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Longest time a batch stays open while the model is busy, in ms (never a wait when idle).",
     )
     threads: int = Field(default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = derived.")
     device: Device = Field(default="auto", description="auto (CUDA when active), cpu, or cuda (fail if absent).")

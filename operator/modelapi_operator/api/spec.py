@@ -187,11 +187,16 @@ class ResourcesSpec(ApiModel):
 
 
 class BatchingSpec(ApiModel):
-    """Dynamic batching: concurrent requests are merged into one model call."""
+    """Dynamic batching: concurrent requests are merged into one model call (a request that finds the model idle runs
+    at once; those that arrive while it is busy form the next batch)."""
 
     max_batch_size: int = Field(default=1, ge=1, le=4096, description="Largest batch; 1 turns batching off.")
     max_latency_ms: float = Field(
-        default=5.0, ge=0, le=10_000, description="Longest time a request waits for a batch to fill, in ms."
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Longest time a batch stays open for more requests while the model is busy, in ms; a request "
+        "that finds the model idle is never held back.",
     )
 
 

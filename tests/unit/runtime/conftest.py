@@ -39,6 +39,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_models.int_identity(d / "int.onnx")
     onnx_models.fixed(d / "fixed.onnx")
     onnx_models.mlp(d / "mlp.onnx", (16, 32, 4))
+    onnx_models.slow(d / "slow.onnx")
     return d
 
 

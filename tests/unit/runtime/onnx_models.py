@@ -101,3 +101,36 @@ def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 256, 10), seed: int = 0)
         initializer=inits,
     )
     return _save(graph, path)
+
+
+def slow(path: Path, layers: int = 384, seed: int = 0) -> Path:
+    """A model that takes a few hundred milliseconds per row (each row becomes 256 rows of 256 values through ``layers``
+    256x256 MatMuls sharing one weight): x: float32 [N, 4] -> y: [N, 4]. It runs on the model thread, not the loop,
+    so requests stay in progress while it runs."""
+    rng = np.random.default_rng(seed)
+    wide, square = 256 * 256, 256
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((4, wide)) / 2).astype(np.float32), "w_in"),
+        numpy_helper.from_array(np.eye(square, dtype=np.float32), "w"),
+        numpy_helper.from_array((rng.standard_normal((wide, 4)) / wide).astype(np.float32), "w_out"),
+        numpy_helper.from_array(np.array([-1, square], dtype=np.int64), "rows_of_256"),
+        numpy_helper.from_array(np.array([-1, wide], dtype=np.int64), "back"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_in"], ["h"]),
+        helper.make_node("Reshape", ["h", "rows_of_256"], ["s0"]),
+    ]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"s{i}", "w"], [f"s{i + 1}"]))
+    nodes += [
+        helper.make_node("Reshape", [f"s{layers}", "back"], ["b"]),
+        helper.make_node("MatMul", ["b", "w_out"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=inits,
+    )
+    return _save(graph, path)

@@ -197,8 +197,8 @@ async def test_load_failure_is_reported_not_served(serve: ServeFactory, tmp_path
 
 
 async def test_overload_answers_503_with_retry_after(serve: ServeFactory, model_dir: Path) -> None:
-    # Batching with a long window keeps the first request queued, so the second exceeds max_queue=1.
-    s = await serve(model_dir / "affine.onnx", max_batch_size=8, max_latency_ms=300, max_queue=1)
+    # The slow model keeps the first request in progress (on the model thread), so the second exceeds max_queue=1.
+    s = await serve(model_dir / "slow.onnx", max_queue=1)
     body = {"instances": [[1, 2, 3, 4]]}
     first = asyncio.create_task(s.client.post("/v1/models/m:predict", json=body))
     await asyncio.sleep(0.05)

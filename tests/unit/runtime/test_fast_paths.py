@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from modelapi_runtime import codec
-from modelapi_runtime.exceptions import InferenceFailed, InvalidInput
+from modelapi_runtime.exceptions import InferenceFailed, InvalidInput, RequestError
 from modelapi_runtime.metrics import LATENCY_BUCKETS, Metrics
 from modelapi_runtime.model import Model
 from modelapi_runtime.tensors import TensorSpec
@@ -122,3 +122,65 @@ async def test_server_app_freezes_the_loaded_heap(model_dir: Path, tmp_path: Pat
             assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+TWO_INPUTS = (TensorSpec("a", "FP32", (None, 2)), TensorSpec("b", "INT64", (None,)))
+
+
+def _binary_request(a: np.ndarray, b: np.ndarray, **extra: object) -> tuple[bytes, memoryview]:
+    head = orjson.dumps({
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": list(a.shape), "parameters": {"binary_data_size": a.nbytes}},
+            {"name": "b", "datatype": "INT64", "shape": list(b.shape), "parameters": {"binary_data_size": b.nbytes}},
+        ],
+        "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        **extra,
+    })  # fmt: skip
+    return head, memoryview(a.tobytes() + b.tobytes())
+
+
+def test_a_remembered_binary_header_decodes_each_request_s_own_data_as_the_full_decode_does() -> None:
+    headers = codec.BinaryHeaders(TWO_INPUTS, max_elements=1000, max_values=None)
+    rng = np.random.default_rng(0)
+    for i in range(3):  # the same header bytes, new tensor values each time
+        a, b = rng.standard_normal((3, 2)).astype(np.float32), rng.integers(0, 9, 3)
+        head, binary = _binary_request(a, b, id="same")
+        got = headers.decode(head, binary)
+        want = codec.decode_v2(orjson.loads(head), binary, TWO_INPUTS)
+        assert len(headers._known) == 1
+        for name, value in want.inputs.items():
+            assert got.inputs[name].dtype == value.dtype
+            np.testing.assert_array_equal(got.inputs[name], value)
+        np.testing.assert_array_equal(got.inputs["a"], a)
+        np.testing.assert_array_equal(got.inputs["b"], b)
+        assert (got.rows, got.request_id, got.outputs, got.binary) == (3, "same", ["y"], {"y"}), i
+
+
+def test_a_remembered_binary_header_with_a_binary_part_of_another_length_is_refused_as_before() -> None:
+    headers = codec.BinaryHeaders(TWO_INPUTS, max_elements=1000, max_values=None)
+    head, binary = _binary_request(np.zeros((2, 2), np.float32), np.zeros(2, np.int64))
+    headers.decode(head, binary)
+    for cut in (binary[:-8], memoryview(binary.tobytes() + b"\0" * 8)):
+        with pytest.raises(RequestError) as remembered:
+            headers.decode(head, cut)
+        with pytest.raises(RequestError) as full:
+            codec.decode_v2(orjson.loads(head), cut, TWO_INPUTS)
+        assert (type(remembered.value), str(remembered.value)) == (type(full.value), str(full.value))
+
+
+def test_binary_headers_keep_only_valid_all_binary_headers_and_a_bounded_number() -> None:
+    headers = codec.BinaryHeaders(TWO_INPUTS, max_elements=1000, max_values=None)
+    a, b = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
+    head, binary = _binary_request(a, b, parameters={"bad": True})
+    bad_head = head.replace(b'"FP32"', b'"FP16"')
+    with pytest.raises(InvalidInput):
+        headers.decode(bad_head, binary)
+    json_data = orjson.dumps({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
+        {"name": "b", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
+    ]})  # fmt: skip
+    headers.decode(json_data, memoryview(b.tobytes()))
+    assert headers._known == {}  # neither a refused header nor one with JSON data
+    for i in range(codec.BinaryHeaders.MAX_ENTRIES * 2 + 5):
+        headers.decode(*_binary_request(a, b, id=str(i)))
+        assert 1 <= len(headers._known) <= codec.BinaryHeaders.MAX_ENTRIES
