@@ -7,6 +7,10 @@ that next batch stays open while the model is busy: once its first request has w
 later arrivals form the one after. A model run on the event loop (fast models) is never busy while requests arrive,
 so there every batch is what arrived during the previous run's loop turn.
 
+``fill_when_idle`` (opt-in) applies the window even when the model is idle: a batch waits up to ``max_latency_s``
+from its first request to fill, as an accelerator that runs a full batch in the time of one may prefer; at low load
+every request then waits the window.
+
 Requests whose inputs differ in dtype or in the non-batch dimensions are run as separate groups. When a merged run
 fails, each request of the group is retried alone, so one bad request never fails its batch-mates. A request whose
 client left (its future cancelled) is dropped before its batch runs.
@@ -92,10 +96,13 @@ class ModelRunner:
 class Batcher:
     """One worker task takes the waiting requests in batches and runs them (see the module's docstring)."""
 
-    def __init__(self, execute: ModelRunner, max_batch_size: int, max_latency_s: float) -> None:
+    def __init__(
+        self, execute: ModelRunner, max_batch_size: int, max_latency_s: float, *, fill_when_idle: bool = False
+    ) -> None:
         self._execute = execute
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
+        self.fill_when_idle = fill_when_idle  # the window applies even when the model is idle (opt-in)
         self._waiting: deque[_Item] = deque()
         self._wakeup: asyncio.Future[None] | None = None  # the worker sleeps on it; submit and a finished run wake it
         self._running: asyncio.Task[None] | None = None  # the batch running off the loop (model busy)
@@ -167,9 +174,9 @@ class Batcher:
                 if not batch:
                     await self._sleep(None)
                     continue
-                if self._busy():  # the model is busy: the batch stays open for more, at most the window
+                if self._busy() or self.fill_when_idle:  # the batch stays open for more, at most the window
                     closes = batch[0].enqueued + self.max_latency_s
-                    while rows < self.max_batch_size and self._busy():
+                    while rows < self.max_batch_size and (self._busy() or self.fill_when_idle):
                         left = closes - time.perf_counter()
                         if left <= 0:
                             break

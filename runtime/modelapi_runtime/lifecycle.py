@@ -144,6 +144,7 @@ class Runtime:
             handler=loaded.handler,
             max_batch_size=s.max_batch_size,
             max_latency_s=s.max_latency_ms / 1000,
+            fill_when_idle=s.batch_fill_when_idle,
             max_queue=s.max_queue,
             steady_run_s=loaded.steady_run_s,
             max_json_values=s.max_json_values,

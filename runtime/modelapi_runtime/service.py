@@ -58,6 +58,7 @@ class InferenceService:
         steady_run_s: float = 0.0,
         max_json_values: int | None = None,
         max_tensor_elements: int = 2**31 - 1,
+        fill_when_idle: bool = False,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -81,7 +82,9 @@ class InferenceService:
         self._executor = None if inline else ThreadPoolExecutor(1, thread_name_prefix="infer")
         self._runner = ModelRunner(model.run, self._executor, metrics.batch_size.observe)
         self._batcher = (
-            Batcher(self._runner, max_batch_size, max_latency_s) if max_batch_size > 1 and model.batchable else None
+            Batcher(self._runner, max_batch_size, max_latency_s, fill_when_idle=fill_when_idle)
+            if max_batch_size > 1 and model.batchable
+            else None
         )
         # No batcher and no worker thread: ``infer_v1``/``infer_v2`` on a body up to OFFLOAD_ABOVE_BYTES finish
         # without suspending, so a caller may run their coroutines to completion in one step (no task; see

@@ -44,6 +44,11 @@ class RuntimeSettings(BaseSettings):
         le=10_000,
         description="Longest time a batch stays open while the model is busy, in ms (never a wait when idle).",
     )
+    batch_fill_when_idle: bool = Field(
+        default=False,
+        description="Hold a batch open for up to max_latency_ms even when the model is idle (fuller batches for an "
+        "accelerator that needs them; every request then waits up to the window at low load).",
+    )
     threads: int = Field(default=0, ge=0, le=1024, description="onnxruntime intra-op threads; 0 = derived.")
     device: Device = Field(default="auto", description="auto (CUDA when active), cpu, or cuda (fail if absent).")
     model_dir: str = Field(default="/models", description="Writable directory for downloaded artifacts (the cache).")

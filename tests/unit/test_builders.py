@@ -268,3 +268,16 @@ def test_the_artifact_size_bound_reaches_the_runtime(storage: dict[str, str], de
     container = build_deployment(_spec(storage=storage), OWNER, "abc", images)["spec"]["template"]["spec"]
     env = {item["name"]: item.get("value") for item in container["containers"][0]["env"]}
     assert env["MODELAPI_MAX_ARTIFACT_BYTES"] == str(expected)
+
+
+def test_batching_fill_when_idle_reaches_the_runtime_only_when_set() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    default = _spec(runtime={"batching": {"maxBatchSize": 8}})
+    assert "MODELAPI_BATCH_FILL_WHEN_IDLE" not in {e["name"] for e in _container(default)["env"]}
+    filled = _spec(runtime={"batching": {"maxBatchSize": 8, "maxLatencyMs": 100, "fillWhenIdle": True}})
+    env = {item["name"]: item["value"] for item in _container(filled)["env"] if "value" in item}
+    assert env["MODELAPI_BATCH_FILL_WHEN_IDLE"] == "true"
+    assert RuntimeSettings.model_validate(
+        {"model_uri": "s3://models/iris/1/model.onnx", "batch_fill_when_idle": env["MODELAPI_BATCH_FILL_WHEN_IDLE"]}
+    ).batch_fill_when_idle

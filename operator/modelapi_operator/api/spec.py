@@ -196,7 +196,13 @@ class BatchingSpec(ApiModel):
         ge=0,
         le=10_000,
         description="Longest time a batch stays open for more requests while the model is busy, in ms; a request "
-        "that finds the model idle is never held back.",
+        "that finds the model idle is never held back (unless fillWhenIdle).",
+    )
+    fill_when_idle: bool = Field(
+        default=False,
+        description="Hold every batch open for up to maxLatencyMs, even when the model is idle, to run fuller "
+        "batches (for an accelerator that runs a full batch in about the time of one row); at low load each request "
+        "then waits up to the window.",
     )
 
 

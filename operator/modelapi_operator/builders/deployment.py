@@ -112,6 +112,8 @@ def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str, node_cache_
         _env(env_var_name("model_dir"), MODEL_DIR),
         *_node_cache_env(node_cache_port),
     ]
+    if runtime.batching.fill_when_idle:  # only when set: a default spec's pod template (and revision) stays the same
+        env.append(_env(env_var_name("batch_fill_when_idle"), "true"))
     if storage.endpoint:
         env.append(_env(env_var_name("s3_endpoint"), storage.endpoint))
     if storage.region:

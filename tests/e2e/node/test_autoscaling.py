@@ -152,12 +152,13 @@ def test_autoscaling_on_cpu_adds_replicas_under_load_and_removes_them_after_with
 def test_autoscaling_on_in_flight_requests_adds_replicas_under_load_and_removes_them_after_without_a_failed_request(
     cluster: Cluster, node: dict[str, str], operator: OperatorProcess, restricted: str, models: Models
 ) -> None:
-    """Requests wait up to 100 ms for a batch to fill, so 80 req/s keep about 8 in flight: 4 replicas at 2 each."""
+    """With fillWhenIdle, requests wait up to 100 ms for a batch to fill even on an idle model, so 80 req/s keep about
+    8 in flight: 4 replicas at 2 each (without it, batching is work-conserving and a fast model holds almost none)."""
     name = "inflight-scaled"
     spec = {
         "runtime": {
             "resources": {"cpu": "250m", "memory": "384Mi"},
-            "batching": {"maxBatchSize": 256, "maxLatencyMs": 100},
+            "batching": {"maxBatchSize": 256, "maxLatencyMs": 100, "fillWhenIdle": True},
         },
         "autoscaling": {
             "minReplicas": 1,

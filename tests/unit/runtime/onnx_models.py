@@ -104,9 +104,9 @@ def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 256, 10), seed: int = 0)
 
 
 def slow(path: Path, layers: int = 384, seed: int = 0) -> Path:
-    """A model that takes a few hundred milliseconds per row (each row becomes 256 rows of 256 values through ``layers``
-    256x256 MatMuls sharing one weight): x: float32 [N, 4] -> y: [N, 4]. It runs on the model thread, not the loop,
-    so requests stay in progress while it runs."""
+    """A model that takes tens of milliseconds per row on two idle cores, more under load (each row becomes 256 rows
+    of 256 values through ``layers`` 256x256 MatMuls sharing one weight): x: float32 [N, 4] -> y: [N, 4]. It runs on
+    the model thread, not the loop, so requests stay in progress while it runs."""
     rng = np.random.default_rng(seed)
     wide, square = 256 * 256, 256
     inits = [

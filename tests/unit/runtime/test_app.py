@@ -200,7 +200,8 @@ async def test_overload_answers_503_with_retry_after(serve: ServeFactory, model_
     # The slow model keeps the first request in progress (on the model thread), so the second exceeds max_queue=1.
     s = await serve(model_dir / "slow.onnx", max_queue=1)
     body = {"instances": [[1, 2, 3, 4]]}
-    first = asyncio.create_task(s.client.post("/v1/models/m:predict", json=body))
+    # 32 rows: about a second on the model thread (tens of ms a row on two idle cores), whatever the machine's load
+    first = asyncio.create_task(s.client.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]] * 32}))
     await asyncio.sleep(0.05)
     r = await s.client.post("/v1/models/m:predict", json=body)
     assert r.status_code == 503

@@ -170,3 +170,30 @@ async def test_stop_answers_the_running_batch_and_refuses_the_waiting_ones(execu
     with pytest.raises(Overloaded):
         await waiting
     assert model.runs == [1]
+
+
+async def test_fill_when_idle_holds_an_idle_models_batch_open_for_the_window_then_runs_what_came() -> None:
+    """Opt-in: the window applies with the model idle too, so requests 50 ms apart share one run; a lone one waits."""
+    model = Model()
+    runner = ModelRunner(model, None, lambda n: None)
+    batcher = await started(Batcher(runner, max_batch_size=16, max_latency_s=0.3, fill_when_idle=True))
+    try:
+        t0 = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(row(1), 1))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.submit(row(2), 1))
+        (out1, timing1), (out2, _) = await asyncio.gather(first, second)
+        together = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        await batcher.submit(row(3), 1)
+        alone = time.perf_counter() - t1
+        full = await asyncio.gather(*(batcher.submit(row(v), 1) for v in range(16)))  # full: runs before the window
+    finally:
+        await batcher.stop()
+    assert model.runs == [2, 1, 16]
+    np.testing.assert_array_equal(out1["y"], [[2, 2]])
+    np.testing.assert_array_equal(out2["y"], [[4, 4]])
+    assert 0.25 <= together < 2.0, f"the first batch ran after {together:.3f} s, not at the 0.3 s window"
+    assert timing1.queue_s >= 0.25
+    assert 0.25 <= alone < 2.0, f"a lone request ran after {alone:.3f} s, not at the window"
+    assert len(full) == 16

@@ -176,8 +176,9 @@ def test_requests_the_fast_layer_leaves_to_uvicorn(model_dir: Path, tmp_path: Pa
 def test_overload_is_503_with_retry_after(model_dir: Path, tmp_path: Path) -> None:
     uri = (model_dir / "slow.onnx").as_uri()
     with live_server(uri, str(tmp_path), max_queue=1) as server, server.connect() as first, server.connect() as second:
-        first.sendall(request("POST", "/v1/models/m:predict", V1))
-        time.sleep(0.05)  # the slow model runs it on the model thread for a few hundred ms
+        # 32 rows of the slow model: the model thread runs it for about a second (tens of ms a row on two idle cores)
+        first.sendall(request("POST", "/v1/models/m:predict", orjson.dumps({"instances": [[1, 2, 3, 4]] * 32})))
+        time.sleep(0.05)
         second.sendall(request("POST", "/v1/models/m:predict", V1))
         status, headers, _ = read_response(second)
         assert (status, headers["retry-after"]) == (503, "1")
