@@ -188,7 +188,7 @@ class ResourcesSpec(ApiModel):
 
 class BatchingSpec(ApiModel):
     """Dynamic batching: concurrent requests are merged into one model call (a request that finds the model idle runs
-    at once; those that arrive while it is busy form the next batch)."""
+    at once, unless fillWhenIdle; those that arrive while it is busy form the next batch)."""
 
     max_batch_size: int = Field(default=1, ge=1, le=4096, description="Largest batch; 1 turns batching off.")
     max_latency_ms: float = Field(
