@@ -33,7 +33,7 @@ lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff format --check .
 
 # the operator's API stand-ins and the tests that hand them to the reconciler: they must be kube.KubeClients
-TYPED_TESTS := tests/unit/kube_fakes.py $(addprefix tests/unit/test_operator_,context.py forbidden.py kube_retry.py \
+TYPED_TESTS := tests/unit/operator/kube_fakes.py $(addprefix tests/unit/operator/test_operator_,context.py forbidden.py kube_retry.py \
 	reconcile.py routing.py tenancy.py)
 
 types: $(STAMP) ## mypy --strict on both packages, and on the tests that stand in for the Kubernetes API

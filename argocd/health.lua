@@ -3,7 +3,7 @@
 --
 -- Reads only what the operator promises in its status: the conditions Ready, Progressing and
 -- Degraded (metav1.Condition shape) and observedGeneration. Tested against status fixtures in
--- tests/unit/argocd/ by tests/unit/test_argocd_health.py, in a real Lua 5.1 interpreter.
+-- tests/unit/project/argocd/ by tests/unit/project/test_argocd_health.py, in a real Lua 5.1 interpreter.
 --
 --   no status yet, or a status older than the spec   -> Progressing (the operator has not looked at this spec)
 --   Degraded=True                                    -> Degraded    (a human is needed: reason and message)

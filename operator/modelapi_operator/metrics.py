@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 PREFIX = "modelapi_operator"
 # kopf's watch-stream logger and the two messages it logs when a watch is re-established for a reason (a resource
 # version the API server has forgotten, 410 Gone; or no event, not even a bookmark, within the inactivity timeout).
-# tests/unit/test_operator_metrics.py checks that the installed kopf still logs them.
+# tests/unit/operator/test_operator_metrics.py checks that the installed kopf still logs them.
 KOPF_WATCH_LOGGER = "kopf._cogs.clients.watching"
 WATCH_RESTART_MESSAGES = {"Restarting the watch-stream": "gone", "is inactive, reconnecting": "inactive"}
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

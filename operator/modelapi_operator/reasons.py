@@ -1,6 +1,6 @@
 """Every reason the operator writes on a ModelAPI (condition reasons, ``status.lastFailure.reason``, Event reasons),
 and the ones it reads from others, each with its meaning. docs/conditions.md has a row for each (what to do about
-it); tests/unit/test_docs_reasons.py keeps the two, and the runtime's start-up reasons, the same.
+it); tests/unit/project/test_docs_reasons.py keeps the two, and the runtime's start-up reasons, the same.
 
 No other module of the operator defines a reason: they import it from here.
 """
@@ -27,7 +27,7 @@ INSUFFICIENT_STORAGE: Final = "InsufficientStorage"  # the node's disk cannot ho
 MODEL_LOAD_FAILED: Final = "ModelLoadFailed"  # onnxruntime could not load it, or the handler does not import
 GPU_UNAVAILABLE: Final = "GPUUnavailable"  # a GPU model without an active CUDA provider
 # The runtime's StartupError reasons (runtime/modelapi_runtime/exceptions.py; the runtime may not import the
-# operator, so tests/unit/test_docs_reasons.py checks that both sets are the same strings).
+# operator, so tests/unit/project/test_docs_reasons.py checks that both sets are the same strings).
 RUNTIME_REASONS: Final = frozenset(
     {
         INVALID_SPEC,

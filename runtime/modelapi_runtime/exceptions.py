@@ -45,7 +45,7 @@ class ModelAPIError(Exception):
 
 class StartupError(ModelAPIError):
     """The runtime cannot become ready; ``reason`` is a condition reason of docs/conditions.md. The runtime may not
-    import the operator: tests/unit/test_docs_reasons.py checks that these reasons are the operator's
+    import the operator: tests/unit/project/test_docs_reasons.py checks that these reasons are the operator's
     ``RUNTIME_REASONS`` (operator/modelapi_operator/reasons.py), string for string."""
 
 

@@ -129,7 +129,7 @@ def test_ready_only_once_the_service_lists_the_pods_as_ready_endpoints(
 ) -> None:
     """On kwok too the EndpointSlice controller lists pods from their readiness; when Ready turns True every pod of
     the serving revision is already a ready endpoint of the `iris` Service (the reverse order is refused in the
-    unit tests: tests/unit/test_operator_routing.py)."""
+    unit tests: tests/unit/operator/test_operator_routing.py)."""
     _apply(cluster, namespace, _iris(autoscaling={"minReplicas": 2}))
     body = _wait_ready(cluster, namespace, "iris")
     slices = cluster.get_json("endpointslices", "-l", "kubernetes.io/service-name=iris", namespace=namespace)[

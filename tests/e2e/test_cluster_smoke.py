@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELAPI_CRD = ROOT / "crds" / "modelapi.yaml"
-INVALID_CASES = ROOT / "tests" / "unit" / "invalid_cases"
+INVALID_CASES = ROOT / "tests" / "unit" / "operator" / "invalid_cases"
 
 MINIMAL_MODELAPI = """\
 apiVersion: serving.modelapi.io/v1alpha1

@@ -10,7 +10,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-golden",
         action="store_true",
         default=False,
-        help="rewrite tests/unit/golden/*/expected.yaml from the current planner and builders (review the diff!)",
+        help="rewrite tests/unit/operator/golden/*/expected.yaml from the planner and builders (review the diff!)",
     )
 
 

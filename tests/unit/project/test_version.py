@@ -12,7 +12,7 @@ import yaml
 
 from modelapi_operator import settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modelapi"
 
 

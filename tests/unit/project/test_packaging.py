@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCES = {"modelapi_operator": ROOT / "operator", "modelapi_runtime": ROOT / "runtime"}
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 # Imported, yet part of a declared dependency's own API, which pins it (FastAPI pins Starlette, boto3 pins botocore,

@@ -1,7 +1,7 @@
 """The Argo CD health check (argocd/health.lua) in a real Lua 5.1 interpreter, as Argo CD runs it.
 
-Each fixture in tests/unit/argocd/*.yaml is a ModelAPI (``object``) and the health Argo CD must show for it
-(``expected``). The object goes to Lua as a table literal; tests/unit/argocd/runner.lua sets it as the global
+Each fixture in tests/unit/project/argocd/*.yaml is a ModelAPI (``object``) and the health Argo CD must show for it
+(``expected``). The object goes to Lua as a table literal; tests/unit/project/argocd/runner.lua sets it as the global
 ``obj`` and runs the script. Lua comes from Debian's ``lua5.1`` (installed here when missing and we are root).
 
 Run this file as a script to regenerate argocd/argocd-cm.yaml from argocd/health.lua.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEALTH_LUA = ROOT / "argocd" / "health.lua"
 ARGOCD_CM = ROOT / "argocd" / "argocd-cm.yaml"
 CM_KEY = "resource.customizations.health.serving.modelapi.io_ModelAPI"
@@ -119,7 +119,7 @@ def argocd_cm_text() -> str:
     body = "\n".join(("    " + line) if line else "" for line in lines)
     return (
         "# Argo CD health check for ModelAPI, as a patch of argocd-cm (generated from health.lua by\n"
-        "# `python tests/unit/test_argocd_health.py`; a unit test keeps them identical). Apply:\n"
+        "# `python tests/unit/project/test_argocd_health.py`; a unit test keeps them identical). Apply:\n"
         "#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file argocd/argocd-cm.yaml\n"
         "apiVersion: v1\n"
         "kind: ConfigMap\n"
@@ -136,7 +136,7 @@ def argocd_cm_text() -> str:
 
 
 def test_argocd_cm_embeds_the_tested_script() -> None:
-    assert ARGOCD_CM.read_text() == argocd_cm_text(), "stale: run `python tests/unit/test_argocd_health.py`"
+    assert ARGOCD_CM.read_text() == argocd_cm_text(), "stale: run `python tests/unit/project/test_argocd_health.py`"
     assert yaml.safe_load(ARGOCD_CM.read_text())["data"][CM_KEY] == HEALTH_LUA.read_text()
 
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_runtime.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modelapi"
 
 

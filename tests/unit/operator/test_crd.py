@@ -9,7 +9,7 @@ import yaml
 
 from modelapi_operator.crd import build_crd, render_crd_yaml
 
-CRD_PATH = Path(__file__).parents[2] / "crds" / "modelapi.yaml"
+CRD_PATH = Path(__file__).parents[3] / "crds" / "modelapi.yaml"
 
 
 def _schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import yaml
 
 from modelapi_operator import cli
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 IRIS = ROOT / "examples" / "iris" / "model.yaml"
 
 

@@ -138,7 +138,7 @@ def test_image_pull_secrets_setting() -> None:
 
 
 def test_every_operator_series_has_a_row_in_docs_metrics() -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
     metrics = OperatorMetrics(CollectorRegistry())
     names = [family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()]
     assert len(names) == 7

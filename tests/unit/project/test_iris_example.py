@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "iris" / "build_model.py"
+EXAMPLE = Path(__file__).parents[3] / "examples" / "iris" / "build_model.py"
 
 
 def test_iris_model_builds_and_predicts(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 ``modelapi render`` is the planner with nothing observed (test_builders_golden.py); these are the same planner over
 Deployments shaped like the API server's, one case per phase: steady, rolling, a canary at a step, promote, abort,
 rollback and scaled to zero. Run ``pytest tests/unit --update-golden`` after an intended change and review the diff of
-tests/unit/golden/plan-*/expected.yaml like any other change of behaviour.
+tests/unit/operator/golden/plan-*/expected.yaml like any other change of behaviour.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The invalid-manifest corpus in tests/unit/invalid_cases/, shared with the e2e suite.
+"""The invalid-manifest corpus in tests/unit/operator/invalid_cases/, shared with the e2e suite.
 
 Each file is a complete ModelAPI manifest whose first comment lines say which field is wrong
 (``# field:``), which words the error must contain (``# message:``), and whether the CRD itself

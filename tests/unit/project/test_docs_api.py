@@ -12,7 +12,7 @@ import yaml
 
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API_DOC = ROOT / "docs" / "api.md"
 # A path in the first cell of a Markdown table row: | `spec.model.uri` | ...
 DOC_ROW = re.compile(r"^\|\s*`([^`]+)`")

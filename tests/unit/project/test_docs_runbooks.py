@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "charts" / "modelapi" / "templates" / "prometheusrule.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERT = re.compile(r"^\s*- alert: (\S+)\s*$")

@@ -1,5 +1,5 @@
 """spec.expose: the API's validation, the route's builder, who holds a host and paths, the Exposed condition, and
-the planner's output with it (golden files tests/unit/golden/plan-exposed-*/expected.yaml)."""
+the planner's output with it (golden files tests/unit/operator/golden/plan-exposed-*/expected.yaml)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_bad_expose_fields_are_refused_with_the_field_and_what_to_write(
 
 
 def test_the_crd_validates_expose_with_the_same_rules() -> None:
-    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "modelapi.yaml").read_text())
+    crd = yaml.safe_load((Path(__file__).parents[3] / "crds" / "modelapi.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["expose"]
     assert schema["required"] == ["gateway", "hostname"] or set(schema["required"]) == {"gateway", "hostname"}
     rules = yaml.safe_dump(schema)

@@ -31,7 +31,7 @@ from modelapi_operator.reasons import RUNTIME_REASONS
 from modelapi_runtime import cli, exceptions
 from modelapi_runtime.settings import RuntimeSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OPERATOR = Path(modelapi_operator.__file__).parent
 CONDITIONS_DOC = ROOT / "docs" / "conditions.md"
 NOT_REASONS = {"names.py"}  # identifiers of the API (group, kind, label keys), never a reason

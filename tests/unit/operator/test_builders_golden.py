@@ -2,7 +2,7 @@
 reviewed as a diff; test_plan_golden.py has the planner's whole output for each rollout phase.
 
 Run ``pytest tests/unit --update-golden`` after an intended change and review the diff of
-tests/unit/golden/*/expected.yaml like any other change of behaviour.
+tests/unit/operator/golden/*/expected.yaml like any other change of behaviour.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCANNED = ("operator", "runtime", "benchmarks", "scripts", "tests", "charts", "Makefile", "Dockerfile")
 SUFFIXES = {".py", ".sh", ".yaml", ".yml", ".tpl", ".txt", ".toml", ".json", ""}
 SKIPPED_DIRS = {".venv", "__pycache__", ".run", ".run-node", "node_modules", ".git", ".mypy_cache", ".ruff_cache"}
