@@ -334,25 +334,28 @@ class BinaryHeaders:
 
     Such a request's header (names, datatypes, shapes, byte sizes, requested outputs, id) decides everything that
     :func:`decode_v2` checks except the binary part's length, and clients with fixed shapes send the same header
-    bytes again and again. The first time a header is seen it is decoded and validated in full; when that
-    succeeds, what it decided (each tensor's dtype, shape and place in the binary part) is kept under the exact
-    header bytes, and a later request with the same header and a binary part of the same length gets its tensors
-    as views at those places without parsing the JSON again. Anything else (another length, a header never seen
-    or not kept, JSON data in the header) takes the full decode, which answers errors as always. At most
-    ``MAX_ENTRIES`` headers of at most ``MAX_HEADER_BYTES`` are kept; when full the memory starts over, so a client
-    sending ever new headers costs a dictionary lookup per request and bounded memory.
+    bytes again and again. A header is decoded and validated in full the first and second time it is seen; when
+    that succeeds the second time, what it decided (each tensor's dtype, shape and place in the binary part) is
+    kept under the exact header bytes, and a later request with the same header and a binary part of the same
+    length gets its tensors as views at those places without parsing the JSON again. Anything else (another
+    length, a header not kept, JSON data in the header) takes the full decode, which answers errors as always.
+    A header seen once leaves only its bytes (in ``_seen``): a client that puts a new id in every header keeps no
+    decoded request alive past its answer (which the garbage collector would then walk), and pays two set
+    lookups. At most ``MAX_ENTRIES`` headers of at most ``MAX_HEADER_BYTES`` are kept in each; when full, that
+    memory starts over.
     """
 
     MAX_ENTRIES = 64
     MAX_HEADER_BYTES = 2048
 
-    __slots__ = ("_known", "max_elements", "max_values", "specs")
+    __slots__ = ("_known", "_seen", "max_elements", "max_values", "specs")
 
     def __init__(self, specs: Sequence[TensorSpec], *, max_elements: int, max_values: int | None) -> None:
         self.specs = specs
         self.max_elements = max_elements
         self.max_values = max_values
         self._known: dict[bytes, _BinaryLayout] = {}
+        self._seen: set[bytes] = set()  # headers decoded once, not (yet) kept
 
     def decode(self, head: bytes, binary: memoryview) -> Decoded:
         known = self._known.get(head)
@@ -364,6 +367,11 @@ class BinaryHeaders:
         payload = parse_json(head, self.max_values)
         decoded = decode_v2(payload, binary, self.specs, max_elements=self.max_elements)
         if _LITTLE_ENDIAN and len(head) <= self.MAX_HEADER_BYTES:
+            if head not in self._seen:
+                if len(self._seen) >= self.MAX_ENTRIES:
+                    self._seen.clear()
+                self._seen.add(head)
+                return decoded
             layout = _BinaryLayout.of(decoded, payload["inputs"], len(binary))
             if layout is not None:
                 if len(self._known) >= self.MAX_ENTRIES:

@@ -147,7 +147,7 @@ def test_a_remembered_binary_header_decodes_each_request_s_own_data_as_the_full_
         head, binary = _binary_request(a, b, id="same")
         got = headers.decode(head, binary)
         want = codec.decode_v2(orjson.loads(head), binary, TWO_INPUTS)
-        assert len(headers._known) == 1
+        assert len(headers._known) == (1 if i else 0)  # kept from its second time
         for name, value in want.inputs.items():
             assert got.inputs[name].dtype == value.dtype
             np.testing.assert_array_equal(got.inputs[name], value)
@@ -173,17 +173,31 @@ def test_binary_headers_keep_only_valid_all_binary_headers_and_a_bounded_number(
     a, b = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
     head, binary = _binary_request(a, b, parameters={"bad": True})
     bad_head = head.replace(b'"FP32"', b'"FP16"')
-    with pytest.raises(InvalidInput):
-        headers.decode(bad_head, binary)
     json_data = orjson.dumps({"inputs": [
         {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
         {"name": "b", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
     ]})  # fmt: skip
-    headers.decode(json_data, memoryview(b.tobytes()))
+    for _ in range(3):
+        with pytest.raises(InvalidInput):
+            headers.decode(bad_head, binary)
+        headers.decode(json_data, memoryview(b.tobytes()))
     assert headers._known == {}  # neither a refused header nor one with JSON data
     for i in range(codec.BinaryHeaders.MAX_ENTRIES * 2 + 5):
-        headers.decode(*_binary_request(a, b, id=str(i)))
+        for _ in range(2):
+            headers.decode(*_binary_request(a, b, id=str(i)))
         assert 1 <= len(headers._known) <= codec.BinaryHeaders.MAX_ENTRIES
+        assert len(headers._seen) <= codec.BinaryHeaders.MAX_ENTRIES
+
+
+def test_headers_sent_once_keep_no_decoded_request() -> None:
+    """A client with a new id in every header: nothing decoded is kept (only a bounded set of header bytes)."""
+    headers = codec.BinaryHeaders(TWO_INPUTS, max_elements=1000, max_values=None)
+    a, b = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
+    for i in range(codec.BinaryHeaders.MAX_ENTRIES * 3):
+        got = headers.decode(*_binary_request(a, b, id=str(i)))
+        assert got.request_id == str(i)
+        assert headers._known == {}
+        assert 1 <= len(headers._seen) <= codec.BinaryHeaders.MAX_ENTRIES
 
 
 # JSON values (as orjson decodes them) that each dtype may or may not accept: numbers, bools, integers at and past
