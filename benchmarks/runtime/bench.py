@@ -2,7 +2,9 @@
 
 One command, same run, same machine: every server is pinned to one core (taskset), the load generator to
 another. Two phases per case:
-- closed loop: wrk with 16 connections, as fast as the server answers (req/s, server CPU per request);
+- closed loop: wrk with 16 connections, as fast as the server answers (req/s, server CPU per request); the case
+  "v2 binary, new id" puts a new request id in the binary request's JSON header every time, so that no header is
+  ever seen twice (closed loop only);
 - open loop: vegeta at a fixed rate, half of the KServe peer's closed-loop maximum, against our default
   configuration (and batching, on the MLP) and KServe (p50 and p99 at the same offered load: at saturation a
   closed-loop p99 only restates the throughput ratio).
@@ -125,12 +127,36 @@ wrk.headers["Content-Type"] = "{ctype}"
 {extra}
 """
 
+# The body's request id (a fixed-width placeholder in its JSON header) replaced by a counter on every request: the
+# header's bytes differ each time while its length stays the same (Inference-Header-Content-Length is fixed).
+NEW_ID_LUA = """
+local f = io.open("{body}", "rb")
+local body = f:read("*a")
+f:close()
+local at = string.find(body, "{placeholder}", 1, true)
+local head, tail = string.sub(body, 1, at - 1), string.sub(body, at + {width})
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["Inference-Header-Content-Length"] = "{header_len}"
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, head .. string.format("%0{width}d", n % 10^{width}) .. tail)
+end
+"""
+ID_PLACEHOLDER = "0" * 10
+NEW_ID = "v2 binary, new id"  # the case whose header changes on every request
+
 
 def wrk(url: str, body: Path, header_len: int | None, duration: int, workdir: Path) -> Result:
-    extra = f'wrk.headers["Inference-Header-Content-Length"] = "{header_len}"' if header_len else ""
-    ctype = "application/octet-stream" if header_len else "application/json"
     script = workdir / f"{body.stem}.lua"
-    script.write_text(LUA.format(body=body, ctype=ctype, extra=extra))
+    if body.stem.startswith("v2b_new_id"):
+        script.write_text(NEW_ID_LUA.format(body=body, placeholder=ID_PLACEHOLDER, width=len(ID_PLACEHOLDER),
+                                            header_len=header_len))  # fmt: skip
+    else:
+        extra = f'wrk.headers["Inference-Header-Content-Length"] = "{header_len}"' if header_len else ""
+        ctype = "application/octet-stream" if header_len else "application/json"
+        script.write_text(LUA.format(body=body, ctype=ctype, extra=extra))
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
     out = subprocess.run([*cmd, "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -199,6 +225,11 @@ def bodies(workdir: Path, features: int) -> dict[str, tuple[Path, int | None]]:
     binary = workdir / f"v2b_{features}.bin"
     binary.write_bytes(header + x.tobytes())
     out["v2 binary"] = (binary, len(header))
+    # The same request with an "id" that the wrk script changes on every request (NEW_ID_LUA): no two headers alike.
+    header = json.dumps({"id": ID_PLACEHOLDER, **json.loads(header)}).encode()
+    binary = workdir / f"v2b_new_id_{features}.bin"
+    binary.write_bytes(header + x.tobytes())
+    out[NEW_ID] = (binary, len(header))
     return out
 
 
@@ -300,7 +331,7 @@ def main() -> int:
                 path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
                 results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
                                      f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
-            if args.baseline:
+            if args.baseline and case != NEW_ID:  # (kept short: the baseline's binary decode had no memory)
                 port = free_port()
                 label = f"modelapi baseline ({git_commit(args.baseline)})"
                 cmd = [py, "-m", "modelapi_runtime.cli", "serve", "--model-uri", path.as_uri(), "--name", "m",
@@ -314,7 +345,7 @@ def main() -> int:
                 if base and now:
                     ratios.append(f"{model_label} {case}: modelapi / {label} = {now.rps / base.rps:.3f}x req/s, "
                                   f"{now.cpu_us:.1f} vs {base.cpu_us:.1f} us server CPU per request")  # fmt: skip
-            if case != "v2 binary":
+            if not case.startswith("v2 binary"):
                 port = free_port()
                 results["plain FastAPI"] = run(
                     "plain FastAPI", model_label, case,
@@ -329,7 +360,7 @@ def main() -> int:
                     f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
                 )  # fmt: skip
             kserve_result = results.get("KServe")
-            if kserve_py and vegeta_bin and kserve_result:
+            if kserve_py and vegeta_bin and kserve_result and case != NEW_ID:  # vegeta repeats one body
                 rate = max(1, int(kserve_result.rps / 2))
                 for label, extra in variants:  # our default configuration, and batching where the case has it
                     if label == UVICORN_LAYER:

@@ -33,7 +33,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CASES = ("v1 JSON", "v2 JSON", "v2 binary")
+CASES = ("v1 JSON", "v2 JSON", "v2 binary", "v2 binary, new id")
+DISTINCT_IDS = 4096  # "v2 binary, new id": this many requests, each with its own id, sent in turn
 
 
 class NullTransport(asyncio.Transport):
@@ -66,8 +67,10 @@ class NullTransport(asyncio.Transport):
         return 0
 
 
-def requests(features: int) -> dict[str, bytes]:
-    """One whole HTTP/1.1 request per case (one row of ``features`` float32 values)."""
+def requests(features: int) -> dict[str, list[bytes]]:
+    """Whole HTTP/1.1 requests per case (one row of ``features`` float32 values), sent in turn: one request for
+    each case but "v2 binary, new id", whose requests differ in their header's id (no header is seen twice in a
+    row of fewer than ``DISTINCT_IDS`` requests)."""
     values = [0.25 * (i % 7) - 0.5 for i in range(features)]
     v1 = json.dumps({"instances": [values]}).encode()
     tensor = {"name": "x", "shape": [1, features], "datatype": "FP32"}
@@ -82,15 +85,15 @@ def requests(features: int) -> dict[str, bytes]:
         return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: %s\r\n%sContent-Length: %d\r\n\r\n"
                 % (path, ctype, extra, len(body))) + body  # fmt: skip
 
+    def binary(head: bytes) -> bytes:
+        extra = b"Inference-Header-Content-Length: %d\r\n" % len(head)
+        return post(b"/v2/models/m/infer", b"application/octet-stream", head + raw, extra)
+
     return {
-        "v1 JSON": post(b"/v1/models/m:predict", b"application/json", v1),
-        "v2 JSON": post(b"/v2/models/m/infer", b"application/json", v2),
-        "v2 binary": post(
-            b"/v2/models/m/infer",
-            b"application/octet-stream",
-            head + raw,
-            b"Inference-Header-Content-Length: %d\r\n" % len(head),
-        ),
+        "v1 JSON": [post(b"/v1/models/m:predict", b"application/json", v1)],
+        "v2 JSON": [post(b"/v2/models/m/infer", b"application/json", v2)],
+        "v2 binary": [binary(head)],
+        "v2 binary, new id": [binary(b'{"id": "%08d", ' % i + head[1:]) for i in range(DISTINCT_IDS)],
     }
 
 
@@ -117,20 +120,21 @@ async def measure(model: Path, features: int, count: int, repeat: int, clock: st
             await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
         now = time.thread_time if clock == "cpu" else time.perf_counter
-        for case, request in requests(features).items():
+        for case, sent in requests(features).items():
             protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
             transport = NullTransport()
             protocol.connection_made(transport)
-            for _ in range(count // 10):  # warm-up
+            turns = (sent * (count // len(sent) + 1))[:count]  # the requests in turn, built before the clock starts
+            for request in turns[: count // 10]:  # warm-up
                 protocol.data_received(request)
             best = float("inf")
             for _ in range(repeat):
                 started = now()
-                for _ in range(count):
+                for request in turns:
                     protocol.data_received(request)
                 best = min(best, (now() - started) / count)
                 await asyncio.sleep(0)
-            if transport.writes < count * repeat or transport.closing:
+            if transport.writes < count // 10 + count * repeat or transport.closing:
                 raise SystemExit(f"{case}: not every request was answered on a kept-alive connection")
             protocol.connection_lost(None)
             out[case] = best * 1e6

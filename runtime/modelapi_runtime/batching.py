@@ -49,8 +49,10 @@ class _Item:
     timing: Timing = field(default_factory=Timing)
 
     @property
-    def key(self) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
-        return tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(self.inputs.items()))
+    def key(self) -> tuple[tuple[str, np.dtype[np.generic], tuple[int, ...]], ...]:
+        """Requests with equal keys can be merged: the same inputs, dtypes and non-batch dimensions. (A list, not a
+        generator, and the dtype itself, not its ``str``: about half the cost, once per request.)"""
+        return tuple([(k, v.dtype, v.shape[1:]) for k, v in sorted(self.inputs.items())])
 
 
 class ModelRunner:

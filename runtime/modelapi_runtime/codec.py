@@ -7,7 +7,9 @@ malformed bodies. Encoding hands numpy arrays to orjson directly (no ``tolist()`
 
 from __future__ import annotations
 
+import itertools
 import math
+import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,30 @@ MAX_NDIM = 32  # dimensions of one v2 input (numpy's own limit is 64)
 
 # Which JSON-decoded numpy kinds may be converted to a target kind without losing meaning.
 _ACCEPTS: dict[str, str] = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "O": "USO"}
+
+# struct's code for each dtype that JSON numbers can be packed into directly ("=": native byte order, standard sizes,
+# which are numpy's). struct refuses what to_array refuses: a string, null, list or object; a float where an integer
+# is expected; an integer outside the type's range; a float too large for the type. orjson's integers lie within
+# int64/uint64 and JSON has no NaN or infinity, so what struct accepts numpy accepts too. BOOL is not here: struct
+# packs any value at all as a bool.
+_STRUCT_CODES: dict[np.dtype[np.generic], str] = {
+    np.dtype(t): code
+    for t, code in (
+        (np.float16, "e"),
+        (np.float32, "f"),
+        (np.float64, "d"),
+        (np.int8, "b"),
+        (np.int16, "h"),
+        (np.int32, "i"),
+        (np.int64, "q"),
+        (np.uint8, "B"),
+        (np.uint16, "H"),
+        (np.uint32, "I"),
+        (np.uint64, "Q"),
+    )
+}
+_PACK_FROM = 64  # fewer numbers than this: np.asarray costs no more than packed()'s checks
+_PACK_ROWS_FROM = 8  # innermost lists this long are packed one by one; shorter ones all together
 
 
 @dataclass(slots=True)
@@ -89,6 +115,53 @@ def to_array(value: Any, spec: TensorSpec, what: str) -> Array:
         raise InvalidInput(f"{what}: values do not fit {spec.datatype} ({exc})") from None
 
 
+def json_array(value: Any, spec: TensorSpec, what: str) -> Array:
+    """A decoded JSON value as an array of ``spec``'s dtype: :func:`packed` when it applies, else :func:`to_array`
+    (which decides every other case and words the errors)."""
+    arr = packed(value, spec.dtype)
+    return arr if arr is not None else to_array(value, spec, what)
+
+
+def packed(value: Any, dtype: np.dtype[np.generic]) -> Array | None:
+    """``value`` as an array of ``dtype`` when it is a rectangular nest of lists of at least ``_PACK_FROM`` JSON
+    numbers that fit ``dtype``; None otherwise. The lists above the numbers are checked (type and length, level by
+    level, in C), then each innermost list is packed by one ``struct`` call straight into the array's memory: no
+    dtype discovery over every number (what ``np.asarray`` does first), and no float64 array on the way to float32.
+    """
+    code = _STRUCT_CODES.get(dtype)
+    if code is None or type(value) is not list:
+        return None
+    shape: list[int] = []
+    item: Any = value
+    while type(item) is list:
+        if not item or len(shape) == MAX_NDIM:
+            return None  # an empty list, or nesting numpy may refuse: to_array answers those as before
+        shape.append(len(item))
+        item = item[0]
+    if math.prod(shape) < _PACK_FROM:
+        return None  # numpy is as quick
+    rows: list[Any] = value  # the lists (or numbers) one level down
+    for depth, width in enumerate(shape[1:], 2):  # every list at this level holds lists of the same length
+        if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
+            return None
+        if depth < len(shape):
+            rows = list(itertools.chain.from_iterable(rows))
+    if len(shape) == 1:
+        rows = [value]
+    arr = np.empty(shape, dtype)
+    width = shape[-1]
+    try:
+        if width >= _PACK_ROWS_FROM:  # one call per row: no list of every number on the way
+            fmt, step = f"={width}{code}", width * dtype.itemsize
+            for i, row in enumerate(rows):
+                struct.pack_into(fmt, arr.data, i * step, *row)
+        else:
+            struct.pack_into(f"={arr.size}{code}", arr.data, 0, *list(itertools.chain.from_iterable(rows)))
+    except (struct.error, OverflowError):  # something else than a number, or a number out of range
+        return None  # to_array words the error
+    return arr
+
+
 def _kind_name(a: Array) -> str:
     return {"U": "strings", "S": "bytes", "O": "mixed or nested values", "V": "records"}.get(a.dtype.kind, a.dtype.name)
 
@@ -136,7 +209,7 @@ def decode_v1(payload: dict[str, Any], specs: Sequence[TensorSpec]) -> Decoded:
         raise InvalidInput('v1 requests carry a non-empty "instances" list')
     if len(specs) == 1:
         spec = specs[0]
-        arr = to_array(instances, spec, "instances")
+        arr = json_array(instances, spec, "instances")
         if not spec.batched and arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
             arr = arr[0]  # one instance of a model without a batch axis
         _check_shape(arr, spec, "instances")
@@ -152,7 +225,7 @@ def decode_v1(payload: dict[str, Any], specs: Sequence[TensorSpec]) -> Decoded:
                 column = [i[spec.name] for i in instances]
             except KeyError:
                 raise InvalidInput(f"an instance lacks input {spec.name!r}") from None
-            arr = to_array(column, spec, f"input {spec.name!r}")
+            arr = json_array(column, spec, f"input {spec.name!r}")
             _check_shape(arr, spec, f"input {spec.name!r}")
             inputs[spec.name] = arr
     return Decoded(inputs=inputs, rows=_rows(inputs, specs), payload=payload)
@@ -231,7 +304,7 @@ def decode_v2(
         else:
             if "data" not in item:
                 raise InvalidInput(f"input {name!r}: no data")
-            arr = to_array(item["data"], spec, f"input {name!r}")
+            arr = json_array(item["data"], spec, f"input {name!r}")
             if arr.size != count:
                 raise InvalidInput(f"input {name!r}: {arr.size} values for shape {shape} ({count})")
         arr = arr.reshape(shape)
@@ -261,25 +334,28 @@ class BinaryHeaders:
 
     Such a request's header (names, datatypes, shapes, byte sizes, requested outputs, id) decides everything that
     :func:`decode_v2` checks except the binary part's length, and clients with fixed shapes send the same header
-    bytes again and again. The first time a header is seen it is decoded and validated in full; when that
-    succeeds, what it decided (each tensor's dtype, shape and place in the binary part) is kept under the exact
-    header bytes, and a later request with the same header and a binary part of the same length gets its tensors
-    as views at those places without parsing the JSON again. Anything else (another length, a header never seen
-    or not kept, JSON data in the header) takes the full decode, which answers errors as always. At most
-    ``MAX_ENTRIES`` headers of at most ``MAX_HEADER_BYTES`` are kept; when full the memory starts over, so a client
-    sending ever new headers costs a dictionary lookup per request and bounded memory.
+    bytes again and again. A header is decoded and validated in full the first and second time it is seen; when
+    that succeeds the second time, what it decided (each tensor's dtype, shape and place in the binary part) is
+    kept under the exact header bytes, and a later request with the same header and a binary part of the same
+    length gets its tensors as views at those places without parsing the JSON again. Anything else (another
+    length, a header not kept, JSON data in the header) takes the full decode, which answers errors as always.
+    A header seen once leaves only its bytes (in ``_seen``): a client that puts a new id in every header keeps no
+    decoded request alive past its answer (which the garbage collector would then walk), and pays two set
+    lookups. At most ``MAX_ENTRIES`` headers of at most ``MAX_HEADER_BYTES`` are kept in each; when full, that
+    memory starts over.
     """
 
     MAX_ENTRIES = 64
     MAX_HEADER_BYTES = 2048
 
-    __slots__ = ("_known", "max_elements", "max_values", "specs")
+    __slots__ = ("_known", "_seen", "max_elements", "max_values", "specs")
 
     def __init__(self, specs: Sequence[TensorSpec], *, max_elements: int, max_values: int | None) -> None:
         self.specs = specs
         self.max_elements = max_elements
         self.max_values = max_values
         self._known: dict[bytes, _BinaryLayout] = {}
+        self._seen: set[bytes] = set()  # headers decoded once, not (yet) kept
 
     def decode(self, head: bytes, binary: memoryview) -> Decoded:
         known = self._known.get(head)
@@ -291,6 +367,11 @@ class BinaryHeaders:
         payload = parse_json(head, self.max_values)
         decoded = decode_v2(payload, binary, self.specs, max_elements=self.max_elements)
         if _LITTLE_ENDIAN and len(head) <= self.MAX_HEADER_BYTES:
+            if head not in self._seen:
+                if len(self._seen) >= self.MAX_ENTRIES:
+                    self._seen.clear()
+                self._seen.add(head)
+                return decoded
             layout = _BinaryLayout.of(decoded, payload["inputs"], len(binary))
             if layout is not None:
                 if len(self._known) >= self.MAX_ENTRIES:

@@ -147,7 +147,7 @@ def test_a_remembered_binary_header_decodes_each_request_s_own_data_as_the_full_
         head, binary = _binary_request(a, b, id="same")
         got = headers.decode(head, binary)
         want = codec.decode_v2(orjson.loads(head), binary, TWO_INPUTS)
-        assert len(headers._known) == 1
+        assert len(headers._known) == (1 if i else 0)  # kept from its second time
         for name, value in want.inputs.items():
             assert got.inputs[name].dtype == value.dtype
             np.testing.assert_array_equal(got.inputs[name], value)
@@ -173,14 +173,107 @@ def test_binary_headers_keep_only_valid_all_binary_headers_and_a_bounded_number(
     a, b = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
     head, binary = _binary_request(a, b, parameters={"bad": True})
     bad_head = head.replace(b'"FP32"', b'"FP16"')
-    with pytest.raises(InvalidInput):
-        headers.decode(bad_head, binary)
     json_data = orjson.dumps({"inputs": [
         {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
         {"name": "b", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
     ]})  # fmt: skip
-    headers.decode(json_data, memoryview(b.tobytes()))
+    for _ in range(3):
+        with pytest.raises(InvalidInput):
+            headers.decode(bad_head, binary)
+        headers.decode(json_data, memoryview(b.tobytes()))
     assert headers._known == {}  # neither a refused header nor one with JSON data
     for i in range(codec.BinaryHeaders.MAX_ENTRIES * 2 + 5):
-        headers.decode(*_binary_request(a, b, id=str(i)))
+        for _ in range(2):
+            headers.decode(*_binary_request(a, b, id=str(i)))
         assert 1 <= len(headers._known) <= codec.BinaryHeaders.MAX_ENTRIES
+        assert len(headers._seen) <= codec.BinaryHeaders.MAX_ENTRIES
+
+
+def test_headers_sent_once_keep_no_decoded_request() -> None:
+    """A client with a new id in every header: nothing decoded is kept (only a bounded set of header bytes)."""
+    headers = codec.BinaryHeaders(TWO_INPUTS, max_elements=1000, max_values=None)
+    a, b = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
+    for i in range(codec.BinaryHeaders.MAX_ENTRIES * 3):
+        got = headers.decode(*_binary_request(a, b, id=str(i)))
+        assert got.request_id == str(i)
+        assert headers._known == {}
+        assert 1 <= len(headers._seen) <= codec.BinaryHeaders.MAX_ENTRIES
+
+
+# JSON values (as orjson decodes them) that each dtype may or may not accept: numbers, bools, integers at and past
+# every range's ends, floats where integers belong, strings, null, objects, ragged and over-deep nests, empty lists.
+_JSON_VALUES: list[object] = [
+    [[0.5, -1.25, 3.0]],
+    [[1, 2, 3], [4, 5, 6]],
+    [[True, False, 2]],
+    [[[1.5, 2.5], [3.5, 4.5]], [[5.0, 6.0], [7.0, 8.0]]],
+    [[0.1 * i for i in range(40)] for _ in range(3)],
+    list(range(-3, 20)),
+    [[1.0, "2", 3.0]],
+    [[1.0, None, 3.0]],
+    [[1.0, {"a": 1}, 3.0]],
+    [[1.0, [2.0], 3.0]],
+    [[1.0, 2.0], [3.0]],
+    [[1.0, 2.0], 3.0],
+    [[[1.0, 2.0]], [3.0, 4.0]],
+    [[], []],
+    [[1.0], []],
+    [[1e39, 0.0]],
+    [[-3.4e38, 3.4e38]],
+    [[70000.0, 1.0]],
+    [[1.5, 2]],
+    [[127, -128, 255, 256]],
+    [[-1, 0, 1]],
+    [[32767, -32768, 65535, 65536]],
+    [[2**31 - 1, -(2**31), 2**32 - 1, 2**32]],
+    [[2**63 - 1, -(2**63)]],
+    [[2**63, 2**64 - 1]],
+    [[2**63, -1]],
+    ["a", "b"],
+    [None],
+]
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
+                                      "UINT32", "UINT64", "BOOL", "BYTES"])  # fmt: skip
+def test_packing_json_numbers_decides_as_to_array_does(datatype: str) -> None:
+    """json_array's struct fast path accepts exactly what to_array accepts, with the same values, and leaves every
+    refusal (and its wording) to to_array. Each value is tried as it is (too few numbers to pack) and repeated
+    along its first axis (enough)."""
+    for small in _JSON_VALUES:
+        assert isinstance(small, list)
+        # as the request decoder hands it over
+        for value in (orjson.loads(orjson.dumps(small)), orjson.loads(orjson.dumps(small * 40))):
+            _assert_same_decision(value, datatype)
+
+
+def _assert_same_decision(value: object, datatype: str) -> None:
+    spec = TensorSpec("x", datatype, (None,) * 3)
+    try:
+        want: np.ndarray | str = codec.to_array(value, spec, "x")
+    except InvalidInput as exc:
+        want = str(exc)
+    try:
+        got: np.ndarray | str = codec.json_array(value, spec, "x")
+    except InvalidInput as exc:
+        got = str(exc)
+    if isinstance(want, str):
+        assert got == want, value
+    else:
+        assert isinstance(got, np.ndarray), value
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), value
+        np.testing.assert_array_equal(got, want, err_msg=str(value))
+
+
+def test_rectangular_json_numbers_take_the_packed_path() -> None:
+    rows = np.random.default_rng(0).standard_normal((4, 784)).astype(np.float32)
+    got = codec.packed(orjson.loads(orjson.dumps(rows.tolist())), np.dtype(np.float32))
+    assert got is not None
+    np.testing.assert_array_equal(got, rows)
+    narrow = np.arange(64).reshape(8, 4, 2).tolist()
+    for value, dtype in ((narrow, np.int64), (list(range(64)), np.uint8)):
+        got = codec.packed(value, np.dtype(dtype))
+        assert got is not None
+        assert got.tolist() == value
+    assert codec.packed([1.0] * 64, np.dtype(np.bool_)) is None
+    assert codec.packed([[1.0, 2.0]] * 32 + [[3.0]], np.dtype(np.float32)) is None
