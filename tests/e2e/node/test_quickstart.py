@@ -247,6 +247,7 @@ def test_the_readme_quickstart_runs_as_written_and_answers(
             f"--- its output:\n{outputs.get(failed, '')[-3000:]}\n--- stderr:\n{run.stderr[-3000:]}"
         )
     print(run.stdout[-4000:])
+    assert settings["AWS_SECRET_ACCESS_KEY"] not in run.stdout + run.stderr, "the quickstart never prints a credential"
 
     # the answers, as the README shows them and as the model gives them
     shown = quickstart.answers
