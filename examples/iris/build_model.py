@@ -1,14 +1,20 @@
 """Build the iris example model: 4 float inputs -> 3 class probabilities (a fixed linear layer + softmax).
 
-    python examples/iris/build_model.py model.onnx
+    python examples/iris/build_model.py model.onnx                      # a local file
+    python examples/iris/build_model.py s3://models/iris/1/model.onnx   # uploaded to S3 (boto3)
+
+An s3:// destination is written with boto3 and its usual settings: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL for a store other than AWS S3 (MinIO, Ceph, ...), addressed path-style as
+the runtime does.
 
 The weights are a small hand-made linear classifier over (sepal length, sepal width, petal length,
 petal width); it is a real ONNX model that onnxruntime serves, small enough to build in tests.
-Needs the `onnx` package (in modelapi's dev extras).
+Needs the `onnx` package, and `boto3` for S3 (both in modelapi's dev extras).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import onnx
@@ -44,11 +50,29 @@ def build_iris_model() -> onnx.ModelProto:
     return model
 
 
+def upload(body: bytes, uri: str) -> None:
+    import boto3  # noqa: PLC0415 - only for an s3:// destination
+    from botocore.config import Config  # noqa: PLC0415
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise SystemExit(f"build_model.py: {uri} is not s3://BUCKET/KEY")
+    # path-style on a custom endpoint, as the runtime addresses it (virtual hosts need DNS most stores lack)
+    config = Config(s3={"addressing_style": "path"}) if os.environ.get("AWS_ENDPOINT_URL") else None
+    boto3.client("s3", config=config).put_object(Bucket=bucket, Key=key, Body=body)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        sys.stderr.write("usage: build_model.py OUTPUT.onnx\n")
+        sys.stderr.write("usage: build_model.py OUTPUT.onnx | s3://BUCKET/KEY\n")
         return 2
-    onnx.save(build_iris_model(), argv[0])
+    body = build_iris_model().SerializeToString()
+    if argv[0].startswith("s3://"):
+        upload(body, argv[0])
+        print(f"uploaded the iris model ({len(body)} bytes) to {argv[0]}")
+    else:
+        with open(argv[0], "wb") as out:
+            out.write(body)
     return 0
 
 

@@ -39,8 +39,10 @@ INFLIGHT_METRIC: Final = "modelapi_inflight_requests"
 
 STABLE_SUFFIX: Final = "-stable"
 CANARY_SUFFIX: Final = "-canary"
-# A ModelAPI's name may not end with these: its ``<name>`` Service would be another ModelAPI's stable or canary one.
-RESERVED_NAME_SUFFIXES: Final = (STABLE_SUFFIX, CANARY_SUFFIX)
+EXPOSE_SUFFIX: Final = "-expose"
+# A ModelAPI's name may not end with these: its ``<name>`` Service would be another ModelAPI's stable or canary one,
+# its ``<name>`` HTTPRoute (a Gateway API canary) another ModelAPI's expose route.
+RESERVED_NAME_SUFFIXES: Final = (STABLE_SUFFIX, CANARY_SUFFIX, EXPOSE_SUFFIX)
 
 
 def revision_name(model_name: str, revision: str) -> str:

@@ -39,11 +39,13 @@ CHART = ROOT / "charts" / "modelapi"
 IRIS = ROOT / "examples" / "iris" / "model.yaml"
 KOPF_CRDS = CHART / "crds" / "kopf-peerings.yaml"
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+RUNBOOKS = "https://wiki.example/modelapi/runbooks"  # monitoring.runbookBaseUrl, needed with the alerts
 MONITORING = {
     "monitoring": {
         "podMonitor": {"enabled": True},
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
+        "runbookBaseUrl": RUNBOOKS,
         "grafanaDashboard": {"enabled": True},
         "kubeStateMetrics": {"enabled": True},
         "prometheusAdapterRules": {"enabled": True},
@@ -796,22 +798,25 @@ def test_the_schema_accepts_the_defaults_and_every_documented_variant(cluster: C
     assert "0 chart(s) failed" in helm(cluster, "lint", str(CHART), "--strict", *sets).stdout
 
 
-def test_alerts_link_to_the_runbooks_of_the_installed_release_unless_told_otherwise(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def test_alerts_link_to_the_runbooks_where_the_installer_serves_them(cluster: Cluster, tmp_path: Path) -> None:
     def runbook_urls(values: dict[str, Any]) -> set[str]:
         docs = render(cluster, tmp_path, "modelapi-system", values)
         (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
         return {r["annotations"]["runbook_url"] for group in rule["spec"]["groups"] for r in group["rules"]}
 
-    on = {"monitoring": {"prometheusRule": {"enabled": True}}}
-    default = f"{CHART_META['sources'][0]}/blob/v{CHART_META['appVersion']}/docs/runbooks.md#"
+    on = {"monitoring": {"prometheusRule": {"enabled": True}, "runbookBaseUrl": "https://wiki.example/modelapi"}}
     urls = runbook_urls(on)
     assert len(urls) == 7
-    assert all(url.startswith(default) for url in urls), urls
-    assert f"{default}modelapioperatordown" in urls
-    own = {"monitoring": {"prometheusRule": {"enabled": True}, "runbookBaseUrl": "https://wiki.example/modelapi"}}
-    assert all(url.startswith("https://wiki.example/modelapi#") for url in runbook_urls(own))
+    assert all(url.startswith("https://wiki.example/modelapi#") for url in urls), urls
+    assert "https://wiki.example/modelapi#modelapioperatordown" in urls
+    # the chart names no source repository (no guessed address): without a base the install stops and says why
+    values = tmp_path / "no-runbooks.yaml"
+    values.write_text(yaml.safe_dump({"monitoring": {"prometheusRule": {"enabled": True}}}))
+    kube = ["--kube-version", cluster.env["KUBE_VERSION"]]
+    refused = helm(cluster, "template", "m", str(CHART), *kube, "--values", str(values), check=False)
+    assert refused.returncode != 0
+    assert "monitoring.prometheusRule.enabled needs monitoring.runbookBaseUrl" in refused.stderr, refused.stderr
+    assert f"modelapi v{CHART_META['appVersion']}" in refused.stderr
     without_metrics = runbook_urls({**on, "metrics": {"enabled": False}})
     assert not any("modelapioperator" in url for url in without_metrics), "no operator alerts without its metrics"
 

@@ -16,6 +16,8 @@ from .conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelapi"
+# the alerts need a runbook base (the chart names no source repository)
+ALERTS_ON = "monitoring.prometheusRule.enabled=true,monitoring.runbookBaseUrl=https://wiki.example/runbooks"
 
 PARKED = 'modelapi_status_condition{namespace="ml",name="parked",type="Ready",reason="ScaledToZero"}'
 BROKEN = 'modelapi_status_condition{namespace="ml",name="broken",type="Ready",reason="CrashLooping"}'
@@ -46,7 +48,7 @@ NO_READY_TEST = {
 
 def test_no_ready_replicas_fires_for_a_broken_model_but_not_for_one_at_zero(cluster: Cluster, tmp_path: Path) -> None:
     helm, promtool = cluster.env["HELM"], cluster.env["PROMTOOL"]
-    values = "monitoring.prometheusRule.enabled=true"
+    values = ALERTS_ON
     only = "templates/prometheusrule.yaml"
     command = [helm, "template", "m", str(CHART), "--kube-version", "1.30.0", "--set", values, "--show-only", only]
     rendered = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -127,7 +129,7 @@ OPERATOR_TESTS = [
 def test_operator_alerts_fire_on_the_operators_own_series_only(cluster: Cluster, tmp_path: Path) -> None:
     helm, promtool = cluster.env["HELM"], cluster.env["PROMTOOL"]
     command = [helm, "template", "m", str(CHART), "--kube-version", "1.30.0", "--namespace", "default"]
-    command += ["--set", "monitoring.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"]
+    command += ["--set", ALERTS_ON, "--show-only", "templates/prometheusrule.yaml"]
     rule = yaml.safe_load(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "modelapi-operator.rules"]
     for item in group["rules"]:

@@ -175,15 +175,16 @@ def test_objects_the_modelapi_does_not_control_are_left_untouched(
 
 
 # -- 2. two ModelAPIs cannot claim one child ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["iris-stable", "iris-canary"])
-def test_a_name_that_claims_another_modelapis_service_is_refused(
+@pytest.mark.parametrize("name", ["iris-stable", "iris-canary", "iris-expose"])
+def test_a_name_that_claims_another_modelapis_child_is_refused(
     cluster: Cluster, namespace: str, operator: OperatorProcess, name: str
 ) -> None:
-    """``iris``'s stable and canary Services are ``iris-stable`` and ``iris-canary``: ModelAPIs named so are refused
-    by the API server itself (the only child names two ModelAPIs could share)."""
+    """``iris``'s stable and canary Services are ``iris-stable`` and ``iris-canary``, its spec.expose HTTPRoute
+    ``iris-expose``: ModelAPIs named so are refused by the API server itself (the only child names two ModelAPIs
+    could share)."""
     proc = cluster.kubectl("apply", "-f", "-", namespace=namespace, input=yaml.safe_dump(_iris(name)), check=False)
     assert proc.returncode != 0
-    assert "metadata.name must not end with -stable or -canary" in proc.stderr
+    assert "metadata.name must not end with -stable, -canary or -expose" in proc.stderr
     assert cluster.get_json("modelapis", namespace=namespace)["items"] == []
 
 

@@ -166,12 +166,13 @@ or by a ClusterIP.
 {{- end -}}
 
 {{/* The base of the alerts' runbook_url: monitoring.runbookBaseUrl, else docs/runbooks.md of the chart's source
-repository at this release's tag. */}}
+repository (Chart.yaml `sources`, when whoever publishes the chart names one) at this release's tag. */}}
 {{- define "modelapi.runbookBaseUrl" -}}
 {{- if .Values.monitoring.runbookBaseUrl -}}
 {{- .Values.monitoring.runbookBaseUrl -}}
 {{- else -}}
-{{- $source := required "monitoring.runbookBaseUrl is empty and Chart.yaml has no sources" (first (.Chart.Sources | default list)) -}}
+{{- $missing := printf "monitoring.prometheusRule.enabled needs monitoring.runbookBaseUrl (this chart names no source repository): the URL where your team opens docs/runbooks.md of modelapi v%s (a fork, an internal wiki); each alert's runbook_url is that URL#<alert name in lower case>" .Chart.AppVersion -}}
+{{- $source := required $missing (first (.Chart.Sources | default list)) -}}
 {{- printf "%s/blob/v%s/%s" (trimSuffix "/" $source) .Chart.AppVersion "docs/runbooks.md" -}}
 {{- end -}}
 {{- end -}}

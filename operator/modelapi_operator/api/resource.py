@@ -22,13 +22,17 @@ NameRule = CelRule(
     field=None,
 )
 # Two ModelAPIs of one namespace must never claim the same child: ``x``'s Services ``x-stable`` and ``x-canary`` are
-# the ``<name>`` Services of ModelAPIs named ``x-stable`` and ``x-canary``. No other child kind can collide: HPA, PDB
-# and HTTPRoute are ``<name>`` only, and Deployments are ``<name>-<revision>`` with a fixed-length revision.
+# the ``<name>`` Services of ModelAPIs named ``x-stable`` and ``x-canary``, and ``x``'s HTTPRoute ``x-expose``
+# (spec.expose) is the ``<name>`` HTTPRoute (a Gateway API canary) of a ModelAPI named ``x-expose``. No other child
+# can collide: HPA and PDB are ``<name>`` only; Deployments are ``<name>-<revision>`` with a fixed-length revision
+# of hex digits; the activator's EndpointSlices are ``<service>-activator``, of this ModelAPI's own Services, while
+# the EndpointSlices Kubernetes makes for a Service ``<name>-activator`` carry a generated suffix.
+_RESERVED = names.RESERVED_NAME_SUFFIXES
 NameSuffixRule = CelRule(
-    cel=" && ".join(f"!self.metadata.name.endsWith('{suffix}')" for suffix in names.RESERVED_NAME_SUFFIXES),
-    message="metadata.name must not end with "
-    + " or ".join(names.RESERVED_NAME_SUFFIXES)
-    + ": those Service names belong to the ModelAPI named without the suffix (choose another name)",
+    cel=" && ".join(f"!self.metadata.name.endsWith('{suffix}')" for suffix in _RESERVED),
+    message=f"metadata.name must not end with {', '.join(_RESERVED[:-1])} or {_RESERVED[-1]}: the Services "
+    f"<name>{names.STABLE_SUFFIX} and <name>{names.CANARY_SUFFIX} and the HTTPRoute <name>{names.EXPOSE_SUFFIX} "
+    "belong to the ModelAPI named without the suffix (choose another name)",
     check=lambda meta: not meta.name.endswith(names.RESERVED_NAME_SUFFIXES),
     field=None,
 )

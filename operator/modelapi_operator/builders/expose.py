@@ -16,7 +16,6 @@ from modelapi_operator.api import ExposeSpec
 from modelapi_operator.builders.common import Manifest, Owner, object_meta
 from modelapi_operator.builders.httproute import GATEWAY_GROUP, TARGET_HEADER, backends, parent_ref
 
-EXPOSE_SUFFIX: Final = "-expose"
 # Every expose route carries this label (to list them all) and its claim (gateway, host, paths) as an annotation:
 # two ModelAPIs whose claims are equal would route the same requests.
 EXPOSE_LABEL: Final = f"{names.GROUP}/expose"
@@ -24,7 +23,7 @@ CLAIM_ANNOTATION: Final = f"{names.GROUP}/expose-claim"
 
 
 def expose_route_name(model_name: str) -> str:
-    return f"{model_name}{EXPOSE_SUFFIX}"
+    return f"{model_name}{names.EXPOSE_SUFFIX}"
 
 
 def gateway_of(expose: ExposeSpec, owner: Owner) -> tuple[str, str]:

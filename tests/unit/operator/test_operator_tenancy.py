@@ -66,10 +66,10 @@ def test_the_log_filter_redacts_rendered_messages(caplog: pytest.LogCaptureFixtu
 
 
 # -- names -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["iris-stable", "iris-canary"])
-def test_names_that_claim_another_modelapis_service_are_refused(name: str) -> None:
+@pytest.mark.parametrize("name", ["iris-stable", "iris-canary", "iris-expose"])
+def test_names_that_claim_another_modelapis_child_are_refused(name: str) -> None:
     manifest = {"apiVersion": "serving.modelapi.io/v1alpha1", "kind": "ModelAPI", "metadata": {"name": name}}
-    with pytest.raises(ValueError, match="must not end with -stable or -canary"):
+    with pytest.raises(ValueError, match="must not end with -stable, -canary or -expose"):
         ModelAPI.model_validate({**manifest, "spec": {"model": {"uri": "s3://models/iris/1/model.onnx"}}})
 
 

@@ -46,14 +46,17 @@ def test_every_alert_has_a_runbook_url_to_its_own_section() -> None:
     )
 
 
-def test_the_runbook_base_url_defaults_to_this_file_in_the_charts_source_at_its_release() -> None:
-    """monitoring.runbookBaseUrl empty: <Chart.yaml sources[0]>/blob/v<appVersion>/docs/runbooks.md (the rendered
-    URL is checked by tests/e2e/test_chart.py); a value overrides it."""
+def test_the_runbook_base_url_is_asked_for_since_the_chart_names_no_source_repository() -> None:
+    """No guessed address: Chart.yaml has no `home` or `sources` (the project publishes no repository address), so
+    monitoring.runbookBaseUrl is required with the alerts (the refusal and the rendered URLs are checked by
+    tests/e2e/test_chart.py); a `sources` entry added by a publisher would become the default base."""
     chart = ROOT / "charts" / "modelapi"
     values = yaml.safe_load((chart / "values.yaml").read_text())
     assert values["monitoring"]["runbookBaseUrl"] == ""
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
-    assert meta["sources"][0].startswith("https://")
+    assert "sources" not in meta
+    assert "home" not in meta
     helper = (chart / "templates" / "_helpers.tpl").read_text()
+    assert "monitoring.prometheusRule.enabled needs monitoring.runbookBaseUrl" in helper
     assert '(trimSuffix "/" $source) .Chart.AppVersion "docs/runbooks.md"' in helper
     assert RUNBOOKS.relative_to(ROOT).as_posix() == "docs/runbooks.md"
