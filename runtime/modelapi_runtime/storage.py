@@ -104,8 +104,8 @@ class Pulled:
 
 
 # Fetches the object into the given file through another path (the node cache), or returns None to download it
-# directly; given the source (its credentials) and the object's HEAD as this pod saw it.
-RemoteFetcher = Callable[["Source", "ObjectInfo", Path], Pulled | None]
+# directly; given the source (its credentials), the object's HEAD as this pod saw it and the sha256 the spec expects.
+RemoteFetcher = Callable[["Source", "ObjectInfo", Path, "str | None"], Pulled | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,8 +528,10 @@ def fetch(
 ) -> Artifact:
     """The artifact at ``uri`` as a verified local file, from the cache when possible.
 
-    ``remote`` (the node cache) is asked before a direct download; whatever it writes is verified here like a
-    download (``spec.model.sha256``), so it is trusted for speed, never for integrity.
+    ``remote`` (the node cache) is asked before a direct download. What it writes is checked here against
+    ``spec.model.sha256`` like a download; its digest is either computed by the pod as the bytes arrive or, for a
+    stream the node's agent vouches for, the agent's (the agent completes such a stream only if the bytes have that
+    digest: node_cache.py).
     """
     options = options or TransferOptions()
     started = time.perf_counter()
@@ -547,7 +549,7 @@ def fetch(
     if isinstance(source, FileSource):
         # A mounted volume is already local: verify in place instead of copying.
         actual = hash_file(source.path)
-        _check(source.display, expected, actual)
+        check_digest(source.display, expected, actual)
         return Artifact(source.path, actual, info.size or 0, False, time.perf_counter() - started)
 
     ref = cache_dir / "refs" / (hashlib.sha256(uri.encode()).hexdigest() + ".json")
@@ -566,11 +568,11 @@ def fetch(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        pulled = remote(source, info, tmp) if remote is not None else None
+        pulled = remote(source, info, tmp, expected) if remote is not None else None
         if pulled is None:
             pulled = Pulled(*download(source, info, tmp, options), origin="store")
         actual, size = pulled.sha256, pulled.size
-        _check(source.display, expected, actual)
+        check_digest(source.display, expected, actual)
         os.replace(tmp, blobs / actual)
     finally:
         tmp.unlink(missing_ok=True)
@@ -602,12 +604,16 @@ def check_room(display: str, size: int | None, max_bytes: int, free: int) -> Non
         )
 
 
-def _check(display: str, expected: str | None, actual: str) -> None:
+def check_digest(display: str, expected: str | None, actual: str) -> None:
     if expected is not None and actual != expected:
-        raise ChecksumMismatch(
-            f"{display}: sha256 is {actual}, the spec expects {expected}; the artifact was not served "
-            "(upload the intended file or update spec.model.sha256)"
-        )
+        raise digest_mismatch(display, expected, actual)
+
+
+def digest_mismatch(display: str, expected: str, actual: str) -> ChecksumMismatch:
+    return ChecksumMismatch(
+        f"{display}: sha256 is {actual}, the spec expects {expected}; the artifact was not served "
+        "(upload the intended file or update spec.model.sha256)"
+    )
 
 
 def _read_ref(ref: Path) -> dict[str, Any] | None:
