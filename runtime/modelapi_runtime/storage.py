@@ -27,9 +27,9 @@ import http.client
 import itertools
 import json
 import logging
+import math
 import os
 import re
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -70,6 +70,11 @@ STREAM_CHUNKS_IN_FLIGHT = 4  # one stream: chunks (4 MiB) received but not yet w
 RANGE_CHUNK = 1 * MiB  # a ranged GET is received and written this much at a time: memory never holds a whole part
 HASH_CHUNK = 4 * MiB  # the digest reads what the workers wrote back from the file (the page cache) this much at a time
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# free disk beyond the artifact before a download starts: the operator's headroom on the model volume (10 %, at
+# least 64 MiB) for the handler, the refs and the kubelet's own eviction threshold on the node's disk
+ROOM_HEADROOM_SHARE = 0.1
+ROOM_HEADROOM_MIN = 64 * MiB
+PARTIAL_PREFIX = "pull-"
 T = TypeVar("T")
 
 
@@ -525,8 +530,12 @@ def fetch(
     sha256: str | None = None,
     options: TransferOptions | None = None,
     remote: RemoteFetcher | None = None,
+    free_space: Callable[[Path], int] | None = None,
 ) -> Artifact:
     """The artifact at ``uri`` as a verified local file, from the cache when possible.
+
+    Before anything is downloaded, the object's size (its HEAD) is checked against ``options.max_bytes`` and against
+    the free space under ``cache_dir`` (``free_space``, statvfs by default) with its headroom (``check_room``).
 
     ``remote`` (the node cache) is asked before a direct download. What it writes is checked here against
     ``spec.model.sha256`` like a download; its digest is either computed by the pod as the bytes arrive or, for a
@@ -563,8 +572,8 @@ def fetch(
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)
-    check_room(source.display, info.size, options.max_bytes, shutil.disk_usage(cache_dir).free)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix="pull-")
+    check_room(source.display, info.size, options.max_bytes, (free_space or free_bytes)(cache_dir))
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix=PARTIAL_PREFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -588,8 +597,38 @@ def _gib(size: int) -> str:
     return f"{size / 1024**3:.2f} GiB ({size} bytes)"
 
 
+def free_bytes(directory: Path) -> int:
+    """What this (unprivileged) process may still write on the filesystem under ``directory``: statvfs's
+    ``f_bavail x f_frsize``, the blocks reserved for root left out."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def room_needed(size: int) -> int:
+    """Free disk an artifact of ``size`` bytes needs before its download starts: its size plus the headroom."""
+    return size + max(math.ceil(size * ROOM_HEADROOM_SHARE), ROOM_HEADROOM_MIN)
+
+
+def clear_partials(cache_dir: Path) -> int:
+    """Removes partial downloads a killed process left in ``cache_dir`` (a container restarted mid-download would
+    otherwise fill its volume a little more on every restart); the bytes freed. Only the directory's one owner (the
+    runtime at start-up) may call it: another process's download in progress would be removed too."""
+    freed = 0
+    for partial in (cache_dir / "tmp").glob(PARTIAL_PREFIX + "*"):
+        try:
+            size = partial.stat().st_size
+            partial.unlink()
+        except OSError:
+            continue
+        freed += size
+    if freed:
+        log.info("removed %d bytes of partial downloads from %s", freed, cache_dir / "tmp")
+    return freed
+
+
 def check_room(display: str, size: int | None, max_bytes: int, free: int) -> None:
-    """Refuse an artifact over the bound, or one the disk under the cache cannot hold, before downloading it."""
+    """Refuse an artifact over the bound, or one the disk under the cache cannot hold with its headroom, before
+    downloading it."""
     if size is None:
         return
     if max_bytes and size > max_bytes:
@@ -597,10 +636,11 @@ def check_room(display: str, size: int | None, max_bytes: int, free: int) -> Non
             f"{display}: the artifact is {_gib(size)}, over the bound of {_gib(max_bytes)} (spec.storage."
             "maxArtifactSize, at most spec.storage.cacheSize); raise them, or use a smaller artifact"
         )
-    if size > free:
+    needed = room_needed(size)
+    if needed > free:
         raise InsufficientStorage(
-            f"{display}: the artifact is {_gib(size)} and the disk under the model volume has {_gib(free)} free; "
-            "the pod needs a node with more free disk (ephemeral storage)"
+            f"{display}: the artifact is {_gib(size)}, with headroom it needs {_gib(needed)}, and the disk under the "
+            f"model volume has {_gib(free)} free; the pod needs a node with more free disk (ephemeral storage)"
         )
 
 
