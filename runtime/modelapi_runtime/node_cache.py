@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import select
+import socket
 import time
 import urllib.parse
 from pathlib import Path
@@ -104,14 +105,18 @@ class AgentSource:
         self.display = display
         self.expected = expected
 
-    def _post(self) -> tuple[http.client.HTTPConnection, Any]:
+    def _post(self) -> tuple[http.client.HTTPConnection, Any, socket.socket]:
+        """The connection, the answer and the answer's socket (http.client lets go of it on ``Connection: close``,
+        the answer keeps it open)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
         try:
             conn.connect()
-            if conn.sock is not None:
-                conn.sock.settimeout(READ_TIMEOUT_S)
+            sock: socket.socket | None = conn.sock
+            if sock is None:
+                raise OSError("not connected")
+            sock.settimeout(READ_TIMEOUT_S)
             conn.request("POST", FETCH_PATH, self.body, {"Content-Type": "application/json"})
-            return conn, conn.getresponse()
+            return conn, conn.getresponse(), sock
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise AgentUnusable(f"the node cache agent at {self.host}:{self.port} is unreachable ({exc})") from None
@@ -127,7 +132,7 @@ class AgentSource:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _fetch_once(self, dest: Path) -> Pulled:
-        conn, resp = self._post()
+        conn, resp, sock = self._post()
         try:
             if resp.status != 200:
                 raise _refusal(resp, self.display, self.expected)
@@ -142,7 +147,7 @@ class AgentSource:
             digest = None if vouched is not None else hashlib.sha256()
             fd = os.open(dest, os.O_WRONLY | os.O_TRUNC)
             try:
-                received = receive(resp, conn, fd, resp.length, digest)
+                received = receive(resp, sock, fd, resp.length, digest)
                 os.fsync(fd)  # the pod's copy outlives a restart of its container, which trusts it by its name
             except OSError as exc:
                 raise self._failure(exc) from None
@@ -166,15 +171,15 @@ class AgentSource:
         return ArtifactUnavailable(f"{self.display}: the node cache's stream failed ({exc})")
 
 
-def receive(resp: Any, conn: http.client.HTTPConnection, fd: int, length: int, digest: Any | None) -> int:
+def receive(resp: Any, sock: socket.socket, fd: int, length: int, digest: Any | None) -> int:
     """Writes up to ``length`` bytes of the answer's body to ``fd``; how many came before the stream ended.
 
     Unhashed (``digest`` None) the bytes go from the socket to the file through a pipe with ``splice(2)``: no copy
     into this process and no buffer to allocate. Hashed, or where splice is not offered, one reused buffer."""
     received = 0
-    if digest is None and length and hasattr(os, "splice") and conn.sock is not None:
+    if digest is None and length and hasattr(os, "splice"):
         received = _take_read_ahead(resp, fd, length)
-        received += _splice(conn.sock, fd, length - received)
+        received += _splice(sock, fd, length - received)
     buffer = memoryview(bytearray(min(CHUNK, max(length - received, 1))))
     while received < length:
         n = resp.fp.readinto(buffer[: min(len(buffer), length - received)])  # 0 at the end of the stream
@@ -200,7 +205,7 @@ def _take_read_ahead(resp: Any, fd: int, length: int) -> int:
     return len(data)
 
 
-def _splice(sock: Any, fd: int, count: int) -> int:
+def _splice(sock: socket.socket, fd: int, count: int) -> int:
     """Moves up to ``count`` bytes from the socket to the file's position; stops early at the end of the stream or
     where the kernel cannot splice these files (the caller copies the rest)."""
     moved = 0
