@@ -81,6 +81,12 @@ def _movable(fill: Fill, offset: int) -> bool:
     return fill.done or (fill.written > offset and offset < fill.size - 1)
 
 
+def _vouch(size: int, sha256: str | None) -> str | None:
+    """The digest a fill's answer vouches for: the pod's, unless the object is empty (no last byte to withhold: the
+    pod hashes the nothing it gets itself)."""
+    return sha256 if size > 0 else None
+
+
 @dataclass(slots=True)
 class Answer:
     """What a pod is sent. ``close()`` (always called, once the answer is sent or abandoned) ends its lease."""
@@ -178,7 +184,9 @@ class NodeCache:
                     raise Busy(f"{display_uri(get_url)}: another version of the object is being cached")
                 fill.readers += 1
                 self.metrics.hits.inc()
-                return Answer(size, "cache", sha256, self._follow(fill, sha256), partial(self._leave, fill))
+                return Answer(
+                    size, "cache", _vouch(size, sha256), self._follow(fill, sha256), partial(self._leave, fill)
+                )
             source = self.store.source(get_url)
             victims = self.index.reserve(size)
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix="fill-")
@@ -191,7 +199,7 @@ class NodeCache:
             self._delete(victim.key)
         thread = threading.Thread(target=self._run_fill, args=(fill, source, info), name="fill", daemon=True)
         thread.start()
-        return Answer(size, "store", sha256, self._follow(fill, sha256), partial(self._leave, fill))
+        return Answer(size, "store", _vouch(size, sha256), self._follow(fill, sha256), partial(self._leave, fill))
 
     def _release(self, entry: Entry) -> None:
         with self.lock:
@@ -239,8 +247,8 @@ class NodeCache:
         """A fill's bytes as they are written and hashed; the last byte only once the fill is a verified entry (and,
         when the pod asked for a digest, has it)."""
         with fill.tmp.open("rb") as f:
-            offset = 0
-            while offset < fill.size:
+            offset, done = 0, False
+            while not (done and offset == fill.size):  # an empty object too waits for the fill's verdict
                 with fill.changed:
                     if not fill.changed.wait_for(partial(_movable, fill, offset), timeout=self.stall_s):
                         raise StreamAborted(f"the fill of {fill.key} stalled for {self.stall_s:.0f}s")
@@ -248,7 +256,8 @@ class NodeCache:
                         raise StreamAborted(f"the fill of {fill.key} failed: {fill.failure}")
                     if fill.done and sha256 is not None and fill.sha256 != sha256:
                         raise StreamAborted(f"{fill.key} has sha256 {fill.sha256}, the pod asked for {sha256}")
-                    limit = fill.size if fill.done else min(fill.written, fill.size - 1)
+                    done = fill.done
+                    limit = fill.size if done else min(fill.written, fill.size - 1)
                 while offset < limit:
                     chunk = os.pread(f.fileno(), min(CHUNK, limit - offset), offset)
                     if not chunk:

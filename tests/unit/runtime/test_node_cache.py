@@ -398,6 +398,23 @@ def test_the_agent_vouches_only_for_bytes_that_have_the_requested_digest(
     assert handler.sent["/m/v.onnx"] == len(data)
 
 
+def test_an_empty_object_is_not_vouched_for_the_pod_hashes_it(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    handler.files["/m/empty.onnx"] = handler.files["/m/empty-too.onnx"] = b""
+    agent = agent_factory([url])
+    obj = f"{url}/m/empty.onnx?{GOOD}"
+    # a fill of nothing has no last byte to withhold: the pod gets no digest and finds the mismatch itself
+    with pytest.raises(ChecksumMismatch, match=hashlib.sha256(b"").hexdigest()):
+        _pod_fetch(obj, tmp_path / "pod", agent.url, sha256="ab" * 32)
+    other = f"{url}/m/empty-too.onnx?{GOOD}"
+    status, headers, body = agent.ask({"head": other, "get": other, "sha256": "ab" * 32})
+    assert (status, body, "X-Modelapi-Sha256" in headers) == (200, b"", False)
+    status, _, body = agent.ask({"head": obj, "get": obj, "sha256": "ab" * 32})  # the entry: refused up front
+    assert (status, json.loads(body)["sha256"]) == (409, hashlib.sha256(b"").hexdigest())
+
+
 def test_the_agent_survives_a_restart_with_its_entries(
     store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
 ) -> None:
