@@ -31,7 +31,7 @@ try:
     from modelapi_runtime.http_guard import GuardedHttpProtocol
     from modelapi_runtime.http_protocol import InferenceHttpProtocol
     from modelapi_runtime.lifecycle import Runtime, transfer_options
-    from modelapi_runtime.storage import fetch
+    from modelapi_runtime.storage import clear_partials, fetch
 except ModuleNotFoundError as missing:
     # `pip install modelapi` (render, the operator, the activator) installs this command without the model server's
     # dependencies: say what to install instead of a traceback.
@@ -128,6 +128,7 @@ def pull(settings: RuntimeSettings) -> int:
     cache = Path(settings.model_dir)
     options = transfer_options(settings)
     try:
+        clear_partials(cache)
         results = [fetch(settings.model_uri, cache, sha256=settings.sha256, options=options)]
         if settings.handler:
             results.append(fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options))

@@ -24,7 +24,7 @@ from modelapi_runtime.model import Model
 from modelapi_runtime.node_cache import NodeCacheClient
 from modelapi_runtime.service import InferenceService
 from modelapi_runtime.settings import RuntimeSettings
-from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, display_uri, fetch
+from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, clear_partials, display_uri, fetch
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def load(settings: RuntimeSettings) -> Loaded:
     options = transfer_options(settings)
     node_cache = NodeCacheClient(settings.node_cache_url) if settings.node_cache_url else None
     started = time.perf_counter()
+    clear_partials(cache)  # this runtime owns model_dir: what a killed predecessor left would only take room
     artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options, remote=node_cache)
     handler_path: Path | None = None
     hit, store_bytes, artifact_bytes = artifact.origin == "cache", artifact.store_bytes, artifact.size

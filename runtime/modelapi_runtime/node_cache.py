@@ -1,8 +1,14 @@
 """The model pod's side of the node cache: ask the node's agent (modelapi_runtime.cache_agent) for the artifact.
 
 The pod presigns a HEAD and a GET of its object with its own credentials (valid ``PRESIGN_SECONDS``) and sends both
-to the agent, which checks the HEAD against the store before it serves a cached copy or fills the cache through the
-GET. The bytes are hashed here as they arrive and checked like a direct download's (``spec.model.sha256``).
+to the agent, with the digest its spec expects, if any; the agent checks the HEAD against the store before it serves
+a cached copy or fills the cache through the GET.
+
+The bytes are checked like a direct download's (``spec.model.sha256``). When the agent vouches for their digest
+(``X-Modelapi-Sha256``: it hashes the entry as it serves it, or the fill as it arrives, and withholds the last bytes
+until the digest is known to match), the pod compares that digest with its spec's and writes the stream to disk
+without hashing it again, moved from the socket to the file by ``splice(2)`` where the kernel offers it; otherwise it
+hashes the bytes as they arrive. A stream that ends short (a corrupt entry, a failed fill) is asked for again.
 
 When the agent cannot be used (unreachable, refused for a reason other than the store's own 403/404, a stream that
 keeps ending short, no room) the pod downloads directly: the model still starts, the reason is logged and
@@ -12,25 +18,45 @@ as ``ArtifactAccessDenied`` / ``ArtifactNotFound``, as a direct download would.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import http.client
 import json
 import logging
+import os
+import select
+import socket
+import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelapi_runtime.cache_agent.protocol import ENDPOINT_NOT_ALLOWED, FETCH_PATH, ORIGIN_HEADER
-from modelapi_runtime.exceptions import ArtifactAccessDenied, ArtifactNotFound, ArtifactUnavailable
+from modelapi_runtime.cache_agent.protocol import (
+    CHECKSUM_MISMATCH,
+    ENDPOINT_NOT_ALLOWED,
+    FETCH_PATH,
+    ORIGIN_HEADER,
+    SHA256_HEADER,
+)
+from modelapi_runtime.exceptions import (
+    ArtifactAccessDenied,
+    ArtifactNotFound,
+    ArtifactUnavailable,
+    InsufficientStorage,
+)
 from modelapi_runtime.storage import (
+    ATTEMPTS,
+    BACKOFF_S,
+    SHA256_RE,
+    ArtifactOrigin,
     HTTPSource,
     MiB,
     ObjectInfo,
     Pulled,
     S3Source,
     Source,
-    TransferOptions,
-    download,
+    check_digest,
+    digest_mismatch,
 )
 
 log = logging.getLogger(__name__)
@@ -38,6 +64,10 @@ log = logging.getLogger(__name__)
 PRESIGN_SECONDS = 3600  # a fill of 5 GB at 10 MB/s takes ~9 minutes; its ranged GETs start within this
 CONNECT_TIMEOUT_S = 2.0  # the agent is on this pod's own node
 READ_TIMEOUT_S = 60.0  # each read: a pod that follows another's fill waits for the store's bytes
+CHUNK = 4 * MiB  # a hashed stream is received into one reused buffer this much at a time
+PIPE_BYTES = 1 * MiB  # the pipe between the socket and the file (the most an unprivileged process may ask for)
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux)
+SPLICE_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 class AgentUnusable(Exception):
@@ -60,67 +90,184 @@ def presigned_urls(source: Source) -> tuple[str, str] | None:
 
 
 class AgentSource:
-    """The agent's answer as a one-stream source: each ``stream()`` asks again (a short stream is retried)."""
+    """One object through the node's agent: ``fetch_into`` asks, writes the answer to a file, and asks again when a
+    stream ends short."""
 
-    def __init__(self, agent_url: str, urls: tuple[str, str], display: str) -> None:
+    def __init__(self, agent_url: str, urls: tuple[str, str], display: str, expected: str | None = None) -> None:
         parts = urllib.parse.urlsplit(agent_url)
         if parts.scheme != "http" or not parts.hostname:
             raise AgentUnusable(f"the node cache URL must be http://HOST:PORT, got {agent_url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
-        self.body = json.dumps({"head": urls[0], "get": urls[1]}).encode()
+        request: dict[str, str] = {"head": urls[0], "get": urls[1]}
+        if expected is not None:
+            request["sha256"] = expected
+        self.body = json.dumps(request).encode()
         self.display = display
-        self.origin = "store"
+        self.expected = expected
 
-    def stat(self) -> ObjectInfo:  # pragma: no cover - the pod's own HEAD is used
-        raise NotImplementedError
-
-    def read_range(self, start: int, end: int) -> Iterator[bytes]:  # pragma: no cover - one stream only
-        raise NotImplementedError
-
-    def _post(self) -> tuple[http.client.HTTPConnection, Any]:
+    def _post(self) -> tuple[http.client.HTTPConnection, Any, socket.socket]:
+        """The connection, the answer and the answer's socket (http.client lets go of it on ``Connection: close``,
+        the answer keeps it open)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
         try:
             conn.connect()
-            if conn.sock is not None:
-                conn.sock.settimeout(READ_TIMEOUT_S)
+            sock: socket.socket | None = conn.sock
+            if sock is None:
+                raise OSError("not connected")
+            sock.settimeout(READ_TIMEOUT_S)
             conn.request("POST", FETCH_PATH, self.body, {"Content-Type": "application/json"})
-            return conn, conn.getresponse()
+            return conn, conn.getresponse(), sock
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise AgentUnusable(f"the node cache agent at {self.host}:{self.port} is unreachable ({exc})") from None
 
-    def stream(self) -> Iterator[bytes]:
-        conn, resp = self._post()
+    def fetch_into(self, dest: Path) -> Pulled:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._fetch_once(dest)
+            except ArtifactUnavailable:
+                if attempt == ATTEMPTS:
+                    raise
+            time.sleep(BACKOFF_S * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch_once(self, dest: Path) -> Pulled:
+        conn, resp, sock = self._post()
         try:
             if resp.status != 200:
-                raise _refusal(resp, self.display)
-            self.origin = resp.headers.get(ORIGIN_HEADER, "store")
-            expected, received = resp.length, 0  # Content-Length (None without one)
+                raise _refusal(resp, self.display, self.expected)
+            origin: ArtifactOrigin = "cache" if resp.headers.get(ORIGIN_HEADER) == "cache" else "store"
+            vouched = resp.headers.get(SHA256_HEADER)
+            if vouched is not None and not SHA256_RE.match(vouched):
+                raise AgentUnusable(f"the node cache agent sent a malformed {SHA256_HEADER} header")
+            if vouched is not None:
+                check_digest(self.display, self.expected, vouched)  # before a byte is written
+            if resp.length is None:
+                raise AgentUnusable("the node cache agent's answer has no Content-Length")
+            digest = None if vouched is not None else hashlib.sha256()
+            fd = os.open(dest, os.O_WRONLY | os.O_TRUNC)
             try:
-                while chunk := resp.read(4 * MiB):
-                    received += len(chunk)
-                    yield chunk
-            except (OSError, http.client.HTTPException) as exc:
-                raise ArtifactUnavailable(f"{self.display}: the node cache's stream failed ({exc})") from None
-            if expected is not None and received < expected:
-                # cut short on purpose (a corrupt entry, a failed fill): asked again by the caller's retry
+                received = receive(resp, sock, fd, resp.length, digest)
+                os.fsync(fd)  # the pod's copy outlives a restart of its container, which trusts it by its name
+            except OSError as exc:
+                raise self._failure(exc) from None
+            finally:
+                os.close(fd)
+            if received < resp.length:
+                # cut short on purpose (a corrupt entry, a failed fill, another digest): asked again
                 raise ArtifactUnavailable(
-                    f"{self.display}: the node cache's stream ended after {received} of {expected} bytes"
+                    f"{self.display}: the node cache's stream ended after {received} of {resp.length} bytes"
                 )
+            sha256 = vouched if digest is None else digest.hexdigest()
+            return Pulled(sha256, received, origin)
         finally:
             conn.close()
 
+    def _failure(self, exc: OSError) -> Exception:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return InsufficientStorage(
+                f"{self.display}: the model volume ran out of space while the artifact was written"
+            )
+        return ArtifactUnavailable(f"{self.display}: the node cache's stream failed ({exc})")
 
-def _refusal(resp: Any, display: str) -> Exception:
+
+def receive(resp: Any, sock: socket.socket, fd: int, length: int, digest: Any | None) -> int:
+    """Writes up to ``length`` bytes of the answer's body to ``fd``; how many came before the stream ended.
+
+    Unhashed (``digest`` None) the bytes go from the socket to the file through a pipe with ``splice(2)``: no copy
+    into this process and no buffer to allocate. Hashed, or where splice is not offered, one reused buffer."""
+    received = 0
+    if digest is None and length and hasattr(os, "splice"):
+        received = _take_read_ahead(resp, fd, length)
+        received += _splice(sock, fd, length - received)
+    buffer = memoryview(bytearray(min(CHUNK, max(length - received, 1))))
+    while received < length:
+        n = resp.fp.readinto(buffer[: min(len(buffer), length - received)])  # 0 at the end of the stream
+        if not n:
+            break
+        _write_all(fd, buffer[:n])
+        if digest is not None:
+            digest.update(buffer[:n])
+        received += n
+    return received
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _take_read_ahead(resp: Any, fd: int, length: int) -> int:
+    """The body bytes http.client's reader took from the socket with the headers, written to ``fd``."""
+    ahead = resp.fp.peek()[:length]  # buffered bytes (one read of the socket if none are)
+    data = resp.fp.read(len(ahead))
+    _write_all(fd, memoryview(data))
+    return len(data)
+
+
+def _splice(sock: socket.socket, fd: int, count: int) -> int:
+    """Moves up to ``count`` bytes from the socket to the file's position; stops early at the end of the stream or
+    where the kernel cannot splice these files (the caller copies the rest)."""
+    moved = 0
+    pipe_r, pipe_w = os.pipe()
+    try:
+        try:
+            import fcntl  # noqa: PLC0415 - Linux, like splice itself
+
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # the default pipe (64 KiB) works, with more calls
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while moved < count:
+            try:
+                n = os.splice(sock.fileno(), pipe_w, min(PIPE_BYTES, count - moved), flags=os.SPLICE_F_MOVE)
+            except BlockingIOError:  # the socket has a timeout, so it is non-blocking: wait for it
+                if not poller.poll(READ_TIMEOUT_S * 1000):
+                    raise TimeoutError(f"no bytes for {READ_TIMEOUT_S:.0f}s") from None
+                continue
+            except OSError as exc:
+                if exc.errno in SPLICE_UNSUPPORTED and moved == 0:
+                    return 0
+                raise
+            if n == 0:
+                break  # the agent closed the stream
+            moved += _drain(pipe_r, fd, n)
+        return moved
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+
+
+def _drain(pipe_r: int, fd: int, n: int) -> int:
+    """Moves the ``n`` bytes in the pipe to the file (copied through memory if the file cannot take a splice)."""
+    left = n
+    while left:
+        try:
+            left -= os.splice(pipe_r, fd, left, flags=os.SPLICE_F_MOVE)
+        except OSError as exc:
+            if exc.errno not in SPLICE_UNSUPPORTED:
+                raise
+            data = os.read(pipe_r, left)
+            _write_all(fd, memoryview(data))
+            left -= len(data)
+    return n
+
+
+def _refusal(resp: Any, display: str, expected: str | None) -> Exception:
     try:
         body = json.loads(resp.read(64 * 1024))
     except (ValueError, OSError, http.client.HTTPException):
         body = {}
-    reason, message = (str(body.get(k, "")) for k in ("reason", "message")) if isinstance(body, dict) else ("", "")
+    if not isinstance(body, dict):
+        body = {}
+    reason, message, actual = (str(body.get(k, "")) for k in ("reason", "message", "sha256"))
     if resp.status == 403 and reason != ENDPOINT_NOT_ALLOWED:
         return ArtifactAccessDenied(f"{display}: access denied (the store refused this pod's credentials)")
     if resp.status == 404:
         return ArtifactNotFound(f"{display}: object not found")
+    if resp.status == 409 and reason == CHECKSUM_MISMATCH and expected is not None and SHA256_RE.match(actual):
+        return digest_mismatch(display, expected, actual)  # the store's object is not the one the spec names
     return AgentUnusable(f"the node cache agent answered {resp.status}: {message or 'no reason given'}")
 
 
@@ -131,15 +278,13 @@ class NodeCacheClient:
         self.agent_url = agent_url
         self.fallback: str | None = None
 
-    def __call__(self, source: Source, info: ObjectInfo, dest: Path) -> Pulled | None:
+    def __call__(self, source: Source, info: ObjectInfo, dest: Path, expected: str | None = None) -> Pulled | None:
         try:
             urls = presigned_urls(source)
             if urls is None:
                 return None
-            agent = AgentSource(self.agent_url, urls, source.display)
-            sha256, size = download(agent, ObjectInfo(info.size, info.etag, ranges=False), dest, TransferOptions())
+            return AgentSource(self.agent_url, urls, source.display, expected).fetch_into(dest)
         except (AgentUnusable, ArtifactUnavailable) as exc:
             self.fallback = str(exc.message if isinstance(exc, ArtifactUnavailable) else exc)
             log.warning("%s: node cache not used, downloading directly: %s", source.display, self.fallback)
             return None
-        return Pulled(sha256, size, "cache" if agent.origin == "cache" else "store")

@@ -27,9 +27,9 @@ import http.client
 import itertools
 import json
 import logging
+import math
 import os
 import re
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -70,6 +70,11 @@ STREAM_CHUNKS_IN_FLIGHT = 4  # one stream: chunks (4 MiB) received but not yet w
 RANGE_CHUNK = 1 * MiB  # a ranged GET is received and written this much at a time: memory never holds a whole part
 HASH_CHUNK = 4 * MiB  # the digest reads what the workers wrote back from the file (the page cache) this much at a time
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# free disk beyond the artifact before a download starts: the operator's headroom on the model volume (10 %, at
+# least 64 MiB) for the handler, the refs and the kubelet's own eviction threshold on the node's disk
+ROOM_HEADROOM_SHARE = 0.1
+ROOM_HEADROOM_MIN = 64 * MiB
+PARTIAL_PREFIX = "pull-"
 T = TypeVar("T")
 
 
@@ -104,8 +109,8 @@ class Pulled:
 
 
 # Fetches the object into the given file through another path (the node cache), or returns None to download it
-# directly; given the source (its credentials) and the object's HEAD as this pod saw it.
-RemoteFetcher = Callable[["Source", "ObjectInfo", Path], Pulled | None]
+# directly; given the source (its credentials), the object's HEAD as this pod saw it and the sha256 the spec expects.
+RemoteFetcher = Callable[["Source", "ObjectInfo", Path, "str | None"], Pulled | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,11 +530,17 @@ def fetch(
     sha256: str | None = None,
     options: TransferOptions | None = None,
     remote: RemoteFetcher | None = None,
+    free_space: Callable[[Path], int] | None = None,
 ) -> Artifact:
     """The artifact at ``uri`` as a verified local file, from the cache when possible.
 
-    ``remote`` (the node cache) is asked before a direct download; whatever it writes is verified here like a
-    download (``spec.model.sha256``), so it is trusted for speed, never for integrity.
+    Before anything is downloaded, the object's size (its HEAD) is checked against ``options.max_bytes`` and against
+    the free space under ``cache_dir`` (``free_space``, statvfs by default) with its headroom (``check_room``).
+
+    ``remote`` (the node cache) is asked before a direct download. What it writes is checked here against
+    ``spec.model.sha256`` like a download; its digest is either computed by the pod as the bytes arrive or, for a
+    stream the node's agent vouches for, the agent's (the agent completes such a stream only if the bytes have that
+    digest: node_cache.py).
     """
     options = options or TransferOptions()
     started = time.perf_counter()
@@ -547,7 +558,7 @@ def fetch(
     if isinstance(source, FileSource):
         # A mounted volume is already local: verify in place instead of copying.
         actual = hash_file(source.path)
-        _check(source.display, expected, actual)
+        check_digest(source.display, expected, actual)
         return Artifact(source.path, actual, info.size or 0, False, time.perf_counter() - started)
 
     ref = cache_dir / "refs" / (hashlib.sha256(uri.encode()).hexdigest() + ".json")
@@ -561,16 +572,16 @@ def fetch(
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)
-    check_room(source.display, info.size, options.max_bytes, shutil.disk_usage(cache_dir).free)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix="pull-")
+    check_room(source.display, info.size, options.max_bytes, (free_space or free_bytes)(cache_dir))
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix=PARTIAL_PREFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        pulled = remote(source, info, tmp) if remote is not None else None
+        pulled = remote(source, info, tmp, expected) if remote is not None else None
         if pulled is None:
             pulled = Pulled(*download(source, info, tmp, options), origin="store")
         actual, size = pulled.sha256, pulled.size
-        _check(source.display, expected, actual)
+        check_digest(source.display, expected, actual)
         os.replace(tmp, blobs / actual)
     finally:
         tmp.unlink(missing_ok=True)
@@ -586,8 +597,38 @@ def _gib(size: int) -> str:
     return f"{size / 1024**3:.2f} GiB ({size} bytes)"
 
 
+def free_bytes(directory: Path) -> int:
+    """What this (unprivileged) process may still write on the filesystem under ``directory``: statvfs's
+    ``f_bavail x f_frsize``, the blocks reserved for root left out."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def room_needed(size: int) -> int:
+    """Free disk an artifact of ``size`` bytes needs before its download starts: its size plus the headroom."""
+    return size + max(math.ceil(size * ROOM_HEADROOM_SHARE), ROOM_HEADROOM_MIN)
+
+
+def clear_partials(cache_dir: Path) -> int:
+    """Removes partial downloads a killed process left in ``cache_dir`` (a container restarted mid-download would
+    otherwise fill its volume a little more on every restart); the bytes freed. Only the directory's one owner (the
+    runtime at start-up) may call it: another process's download in progress would be removed too."""
+    freed = 0
+    for partial in (cache_dir / "tmp").glob(PARTIAL_PREFIX + "*"):
+        try:
+            size = partial.stat().st_size
+            partial.unlink()
+        except OSError:
+            continue
+        freed += size
+    if freed:
+        log.info("removed %d bytes of partial downloads from %s", freed, cache_dir / "tmp")
+    return freed
+
+
 def check_room(display: str, size: int | None, max_bytes: int, free: int) -> None:
-    """Refuse an artifact over the bound, or one the disk under the cache cannot hold, before downloading it."""
+    """Refuse an artifact over the bound, or one the disk under the cache cannot hold with its headroom, before
+    downloading it."""
     if size is None:
         return
     if max_bytes and size > max_bytes:
@@ -595,19 +636,24 @@ def check_room(display: str, size: int | None, max_bytes: int, free: int) -> Non
             f"{display}: the artifact is {_gib(size)}, over the bound of {_gib(max_bytes)} (spec.storage."
             "maxArtifactSize, at most spec.storage.cacheSize); raise them, or use a smaller artifact"
         )
-    if size > free:
+    needed = room_needed(size)
+    if needed > free:
         raise InsufficientStorage(
-            f"{display}: the artifact is {_gib(size)} and the disk under the model volume has {_gib(free)} free; "
-            "the pod needs a node with more free disk (ephemeral storage)"
+            f"{display}: the artifact is {_gib(size)}, with headroom it needs {_gib(needed)}, and the disk under the "
+            f"model volume has {_gib(free)} free; the pod needs a node with more free disk (ephemeral storage)"
         )
 
 
-def _check(display: str, expected: str | None, actual: str) -> None:
+def check_digest(display: str, expected: str | None, actual: str) -> None:
     if expected is not None and actual != expected:
-        raise ChecksumMismatch(
-            f"{display}: sha256 is {actual}, the spec expects {expected}; the artifact was not served "
-            "(upload the intended file or update spec.model.sha256)"
-        )
+        raise digest_mismatch(display, expected, actual)
+
+
+def digest_mismatch(display: str, expected: str, actual: str) -> ChecksumMismatch:
+    return ChecksumMismatch(
+        f"{display}: sha256 is {actual}, the spec expects {expected}; the artifact was not served "
+        "(upload the intended file or update spec.model.sha256)"
+    )
 
 
 def _read_ref(ref: Path) -> dict[str, Any] | None:

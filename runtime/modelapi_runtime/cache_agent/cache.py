@@ -1,5 +1,9 @@
 """The node cache on disk: lookups behind the pod's own access check, fills that pods read while they download,
-leases while a pod reads, LRU eviction within the bound, and a digest check of every entry as it is served."""
+leases while a pod reads, LRU eviction within the bound, and a digest check of every entry as it is served.
+
+Whatever the agent vouches for (``Answer.sha256``) is complete only if the bytes have that digest: an entry is hashed
+again as it is served and a fill as it arrives from the store, and the last bytes wait for the verdict. The pod then
+does not hash them again (protocol.py)."""
 
 from __future__ import annotations
 
@@ -38,6 +42,14 @@ class StreamAborted(Exception):
     """The bytes cannot be served whole (a corrupt entry, a failed or stalled fill): the connection is cut short."""
 
 
+class DigestMismatch(Exception):
+    """The cached object (the store's current version) does not have the digest the pod asked for."""
+
+    def __init__(self, display: str, actual: str, requested: str) -> None:
+        super().__init__(f"{display}: the object's sha256 is {actual}, the pod asked for {requested}")
+        self.actual = actual
+
+
 @dataclass(slots=True)
 class Fill:
     key: str
@@ -47,6 +59,7 @@ class Fill:
     written: int = 0
     done: bool = False
     failure: str | None = None
+    sha256: str | None = None  # once done without failure
     readers: int = 0
     entry: Entry | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
@@ -56,9 +69,9 @@ class Fill:
             self.written = max(self.written, written)
             self.changed.notify_all()
 
-    def finish(self, failure: str | None) -> None:
+    def finish(self, failure: str | None, sha256: str | None = None) -> None:
         with self.changed:
-            self.done, self.failure = True, failure
+            self.done, self.failure, self.sha256 = True, failure, sha256
             self.changed.notify_all()
 
 
@@ -68,14 +81,20 @@ def _movable(fill: Fill, offset: int) -> bool:
     return fill.done or (fill.written > offset and offset < fill.size - 1)
 
 
+def _vouch(size: int, sha256: str | None) -> str | None:
+    """The digest a fill's answer vouches for: the pod's, unless the object is empty (no last byte to withhold: the
+    pod hashes the nothing it gets itself)."""
+    return sha256 if size > 0 else None
+
+
 @dataclass(slots=True)
 class Answer:
     """What a pod is sent. ``close()`` (always called, once the answer is sent or abandoned) ends its lease."""
 
     size: int
     origin: Literal["cache", "store"]
-    sha256: str | None  # known when served from an entry
-    chunks: Iterator[bytes]
+    sha256: str | None  # the digest the stream is complete only with (an entry's, or the pod's for a fill)
+    chunks: Iterator[bytes | memoryview]
     release: Callable[[], None]
     closed: bool = False
 
@@ -142,9 +161,10 @@ class NodeCache:
         blob.unlink(missing_ok=True)
 
     # -- serving ------------------------------------------------------------------------------------------------------
-    def open(self, head_url: str, get_url: str) -> Answer:
-        """The object's bytes for a pod, if the store lets the pod read it. Raises ``ArtifactError`` (the store's
-        answer to the pod's own URLs), ``NoRoom`` (index) or ``Busy``."""
+    def open(self, head_url: str, get_url: str, sha256: str | None = None) -> Answer:
+        """The object's bytes for a pod, if the store lets the pod read it; ``sha256``: the digest the pod expects
+        (a fill's stream is then cut short unless its bytes have it). Raises ``ArtifactError`` (the store's answer to
+        the pod's own URLs), ``NoRoom`` (index), ``Busy`` or ``DigestMismatch`` (an entry with another digest)."""
         key = object_key(head_url)
         if object_key(get_url) != key:
             raise InvalidArtifactSpec("the HEAD and GET URLs name different objects")
@@ -153,6 +173,8 @@ class NodeCache:
         with self.lock:
             entry = self.index.match(key, etag, size)
             if entry is not None:
+                if sha256 is not None and entry.sha256 != sha256:
+                    raise DigestMismatch(display_uri(get_url), entry.sha256, sha256)
                 self.index.lease(key, time.time())
                 self.metrics.hits.inc()
                 return Answer(size, "cache", entry.sha256, self._serve_entry(entry), partial(self._release, entry))
@@ -162,7 +184,9 @@ class NodeCache:
                     raise Busy(f"{display_uri(get_url)}: another version of the object is being cached")
                 fill.readers += 1
                 self.metrics.hits.inc()
-                return Answer(size, "cache", None, self._follow(fill), partial(self._leave, fill))
+                return Answer(
+                    size, "cache", _vouch(size, sha256), self._follow(fill, sha256), partial(self._leave, fill)
+                )
             source = self.store.source(get_url)
             victims = self.index.reserve(size)
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix="fill-")
@@ -175,7 +199,7 @@ class NodeCache:
             self._delete(victim.key)
         thread = threading.Thread(target=self._run_fill, args=(fill, source, info), name="fill", daemon=True)
         thread.start()
-        return Answer(size, "store", None, self._follow(fill), partial(self._leave, fill))
+        return Answer(size, "store", _vouch(size, sha256), self._follow(fill, sha256), partial(self._leave, fill))
 
     def _release(self, entry: Entry) -> None:
         with self.lock:
@@ -192,6 +216,7 @@ class NodeCache:
     def _run_fill(self, fill: Fill, source: PresignedSource, info: ObjectInfo) -> None:
         started = time.perf_counter()
         failure: str | None = None
+        sha256: str | None = None
         try:
             sha256, size = download(source, info, fill.tmp, self.options, progress=fill.advance)
             entry = Entry(fill.key, fill.etag, size, sha256, time.time())
@@ -206,6 +231,7 @@ class NodeCache:
                 del self.fills[fill.key]
             self.metrics.store_bytes.inc(size)
             log.info("cached %s: %d bytes in %.2fs", fill.key, size, time.perf_counter() - started)
+            sha256 = entry.sha256
         except Exception as exc:  # any failure: the readers are told and the reservation returned
             failure = exc.message if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
             log.warning("fill of %s failed: %s", fill.key, failure)
@@ -215,19 +241,23 @@ class NodeCache:
                 self.index.unreserve(fill.size)
                 self.fills.pop(fill.key, None)
         finally:
-            fill.finish(failure)
+            fill.finish(failure, sha256)
 
-    def _follow(self, fill: Fill) -> Iterator[bytes]:
-        """A fill's bytes as they are written and hashed; the last byte only once the fill is a verified entry."""
+    def _follow(self, fill: Fill, sha256: str | None) -> Iterator[bytes]:
+        """A fill's bytes as they are written and hashed; the last byte only once the fill is a verified entry (and,
+        when the pod asked for a digest, has it)."""
         with fill.tmp.open("rb") as f:
-            offset = 0
-            while offset < fill.size:
+            offset, done = 0, False
+            while not (done and offset == fill.size):  # an empty object too waits for the fill's verdict
                 with fill.changed:
                     if not fill.changed.wait_for(partial(_movable, fill, offset), timeout=self.stall_s):
                         raise StreamAborted(f"the fill of {fill.key} stalled for {self.stall_s:.0f}s")
                     if fill.failure is not None:
                         raise StreamAborted(f"the fill of {fill.key} failed: {fill.failure}")
-                    limit = fill.size if fill.done else min(fill.written, fill.size - 1)
+                    if fill.done and sha256 is not None and fill.sha256 != sha256:
+                        raise StreamAborted(f"{fill.key} has sha256 {fill.sha256}, the pod asked for {sha256}")
+                    done = fill.done
+                    limit = fill.size if done else min(fill.written, fill.size - 1)
                 while offset < limit:
                     chunk = os.pread(f.fileno(), min(CHUNK, limit - offset), offset)
                     if not chunk:
@@ -235,17 +265,22 @@ class NodeCache:
                     offset += len(chunk)
                     yield chunk
 
-    def _serve_entry(self, entry: Entry) -> Iterator[bytes]:
+    def _serve_entry(self, entry: Entry) -> Iterator[bytes | memoryview]:
         """The entry's bytes, hashed as they go; the last chunk is sent only when the digest matches (a corrupt
-        entry is dropped and the stream cut short, so the pod asks again and gets a fresh fill)."""
-        digest, held = hashlib.sha256(), b""
+        entry is dropped and the stream cut short, so the pod asks again and gets a fresh fill).
+
+        Two buffers take turns: one is read and hashed while the other, yielded, is being sent (the caller sends a
+        chunk before asking for the next), so serving allocates nothing per chunk."""
+        digest, held = hashlib.sha256(), memoryview(b"")
+        buffers, turn = (bytearray(CHUNK), bytearray(CHUNK)), 0
         try:
-            with self._blob(entry.key).open("rb") as f:
-                while chunk := f.read(CHUNK):
+            with self._blob(entry.key).open("rb", buffering=0) as f:
+                while n := f.readinto(buffers[turn]):
+                    chunk = memoryview(buffers[turn])[:n]
                     digest.update(chunk)
                     if held:
                         yield held
-                    held = chunk
+                    held, turn = chunk, 1 - turn
         except OSError as exc:
             self._drop_corrupt(entry, f"unreadable ({exc.strerror})")
             raise StreamAborted(f"{entry.key}: the cached copy is unreadable") from None

@@ -2,14 +2,18 @@
 
 ``GET /metrics``: the agent's Prometheus metrics (docs/metrics.md).
 
-``POST /v1/fetch`` with a JSON body ``{"head": URL, "get": URL}``: presigned URLs of one object (for an https://
-artifact URI, the URI itself twice). Answers:
+``POST /v1/fetch`` with a JSON body ``{"head": URL, "get": URL, "sha256": HEX}``: presigned URLs of one object (for
+an https:// artifact URI, the URI itself twice) and, optionally, the digest the pod's spec expects. Answers:
 
 - 200: the artifact's bytes (``Content-Length``), header ``X-Modelapi-Origin: cache | store`` (whether this answer
-  made the agent download from the store) and, when known at the start, ``X-Modelapi-Sha256``. A stream that ends
-  short means the agent found the entry corrupt or the fill failed: ask again.
+  made the agent download from the store) and, when the agent vouches for the digest, ``X-Modelapi-Sha256``: the
+  stream then completes only if its bytes have that digest (an entry is hashed again as it is served, a fill is
+  hashed as it arrives from the store, and the last bytes are withheld until the digest is known to match), so the
+  pod need not hash it again. A stream that ends short means the agent found the entry corrupt, the fill failed or
+  its digest is not the requested one: ask again.
 - 400 a malformed request, 403 the store's 401/403 (reason ``Forbidden``) or an endpoint the agent may not call
-  (reason ``EndpointNotAllowed``), 404 the store's 404,
+  (reason ``EndpointNotAllowed``), 404 the store's 404, 409 a cached object whose digest is not the requested one
+  (reason ``ChecksumMismatch``, the body names the object's ``sha256``),
   502 the store failed or could not be reached, 503 the agent is busy, 507 the artifact does not fit the cache
   (or everything that would have to go is in use): a JSON body ``{"reason": ..., "message": ...}``.
 """
@@ -23,3 +27,4 @@ ORIGIN_HEADER = "X-Modelapi-Origin"
 SHA256_HEADER = "X-Modelapi-Sha256"
 MAX_REQUEST_BYTES = 64 * 1024  # two presigned URLs fit many times over
 ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
+CHECKSUM_MISMATCH = "ChecksumMismatch"

@@ -17,10 +17,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from modelapi_runtime.cache_agent.cache import Answer, Busy, NodeCache, StreamAborted
+from modelapi_runtime.cache_agent.cache import Answer, Busy, DigestMismatch, NodeCache, StreamAborted
 from modelapi_runtime.cache_agent.index import NoRoom
 from modelapi_runtime.cache_agent.presigned import EndpointNotAllowed
 from modelapi_runtime.cache_agent.protocol import (
+    CHECKSUM_MISMATCH,
     ENDPOINT_NOT_ALLOWED,
     FETCH_PATH,
     HEALTH_PATH,
@@ -35,6 +36,7 @@ from modelapi_runtime.exceptions import (
     ArtifactNotFound,
     InvalidArtifactSpec,
 )
+from modelapi_runtime.storage import SHA256_RE
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def error_status(exc: Exception) -> tuple[int, str]:
         return 403, "Forbidden"
     if isinstance(exc, ArtifactNotFound):
         return 404, "NotFound"
+    if isinstance(exc, DigestMismatch):
+        return 409, CHECKSUM_MISMATCH
     if isinstance(exc, ArtifactError):
         return 502, "StoreUnavailable"
     if isinstance(exc, Busy):
@@ -93,14 +97,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
             return
         try:
-            head, get = self._read_request()
-            answer = self.cache.open(head, get)
-        except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom) as exc:
+            head, get, sha256 = self._read_request()
+            answer = self.cache.open(head, get, sha256)
+        except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom, DigestMismatch) as exc:
             status, reason = error_status(exc)
             message = exc.message if isinstance(exc, ArtifactError | InvalidArtifactSpec) else str(exc)
             log.info("refused %s: %s %s", self.address_string(), status, message)
             self.cache.metrics.refusals.labels(reason).inc()
-            self._reply(status, {"reason": reason, "message": message})
+            body = {"reason": reason, "message": message}
+            if isinstance(exc, DigestMismatch):
+                body["sha256"] = exc.actual
+            self._reply(status, body)
             return
         self._send(answer)
 
@@ -112,7 +119,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _read_request(self) -> tuple[str, str]:
+    def _read_request(self) -> tuple[str, str, str | None]:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
             raise InvalidArtifactSpec(f"a JSON body of at most {MAX_REQUEST_BYTES} bytes with its Content-Length")
@@ -121,8 +128,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             raise InvalidArtifactSpec("the body is not JSON") from None
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("head", "get")):
-            raise InvalidArtifactSpec('expected {"head": URL, "get": URL}')
-        return body["head"], body["get"]
+            raise InvalidArtifactSpec('expected {"head": URL, "get": URL, "sha256": HEX (optional)}')
+        sha256 = body.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
+            raise InvalidArtifactSpec("sha256 must be 64 lowercase hexadecimal characters")
+        return body["head"], body["get"], sha256
 
     def _send(self, answer: Answer) -> None:
         sent = 0

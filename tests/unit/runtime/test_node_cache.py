@@ -115,11 +115,20 @@ class Agent:
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
 
     def post(self, head: str, get: str) -> tuple[int, bytes]:
+        status, _, body = self.ask({"head": head, "get": get})
+        return status, body
+
+    def ask(self, request: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, the body as far as it came: a stream cut short is returned short)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.server.server_address[1], timeout=10)
         try:
-            conn.request("POST", FETCH_PATH, json.dumps({"head": head, "get": get}))
+            conn.request("POST", FETCH_PATH, json.dumps(request))
             resp = conn.getresponse()
-            return resp.status, resp.read()
+            try:
+                body = resp.read()
+            except http.client.IncompleteRead as short:
+                body = short.partial
+            return resp.status, dict(resp.headers), body
         finally:
             conn.close()
 
@@ -343,10 +352,67 @@ def test_the_pod_still_checks_the_spec_digest_of_bytes_from_the_agent(
     store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
 ) -> None:
     url, handler = store
-    handler.files["/m/f.onnx"] = _blob(MiB, seed=9)
+    data = _blob(MiB, seed=9)
+    handler.files["/m/f.onnx"] = data
     agent = agent_factory([url])
-    with pytest.raises(ChecksumMismatch):
+    with pytest.raises(ChecksumMismatch, match=hashlib.sha256(data).hexdigest()) as raised:
         _pod_fetch(f"{url}/m/f.onnx?{GOOD}", tmp_path / "pod", agent.url, sha256="0" * 64)
+    assert "0" * 64 in raised.value.message
+    # the fill's stream was cut short, the pod asked again and the entry was refused with its digest: the store
+    # was read once, and the pod never fell back to downloading it itself
+    assert handler.sent["/m/f.onnx"] == len(data)
+    assert _agent_metrics(agent)['modelapi_cache_refusals_total{reason="ChecksumMismatch"}'] == 1
+
+
+def test_the_agent_vouches_only_for_bytes_that_have_the_requested_digest(
+    store: tuple[str, type[_Store]], agent_factory: Any
+) -> None:
+    url, handler = store
+    data = _blob(3 * MiB, seed=11)
+    digest, other = hashlib.sha256(data).hexdigest(), "ab" * 32
+    handler.files["/m/v.onnx"] = data
+    agent = agent_factory([url])
+    obj = f"{url}/m/v.onnx?{GOOD}"
+
+    # a fill asked for another digest: vouched for as asked, and its last bytes are withheld
+    status, headers, body = agent.ask({"head": obj, "get": obj, "sha256": other})
+    assert (status, headers["X-Modelapi-Sha256"], headers["X-Modelapi-Origin"]) == (200, other, "store")
+    assert int(headers["Content-Length"]) == len(data)
+    assert len(body) < len(data)
+    assert body == data[: len(body)]
+
+    # the entry it became: refused up front with its digest when another is asked for, served whole otherwise
+    status, _, body = agent.ask({"head": obj, "get": obj, "sha256": other})
+    assert status == 409
+    assert json.loads(body) == {
+        "reason": "ChecksumMismatch",
+        "message": f"{url}/m/v.onnx?<redacted>: the object's sha256 is {digest}, the pod asked for {other}",
+        "sha256": digest,
+    }
+    for request in ({"sha256": digest}, {}):
+        status, headers, body = agent.ask({"head": obj, "get": obj, **request})
+        assert (status, headers["X-Modelapi-Sha256"], headers["X-Modelapi-Origin"]) == (200, digest, "cache")
+        assert body == data
+    status, _, body = agent.ask({"head": obj, "get": obj, "sha256": "A" * 64})
+    assert (status, json.loads(body)["reason"]) == (400, "BadRequest")
+    assert handler.sent["/m/v.onnx"] == len(data)
+
+
+def test_an_empty_object_is_not_vouched_for_the_pod_hashes_it(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    handler.files["/m/empty.onnx"] = handler.files["/m/empty-too.onnx"] = b""
+    agent = agent_factory([url])
+    obj = f"{url}/m/empty.onnx?{GOOD}"
+    # a fill of nothing has no last byte to withhold: the pod gets no digest and finds the mismatch itself
+    with pytest.raises(ChecksumMismatch, match=hashlib.sha256(b"").hexdigest()):
+        _pod_fetch(obj, tmp_path / "pod", agent.url, sha256="ab" * 32)
+    other = f"{url}/m/empty-too.onnx?{GOOD}"
+    status, headers, body = agent.ask({"head": other, "get": other, "sha256": "ab" * 32})
+    assert (status, body, "X-Modelapi-Sha256" in headers) == (200, b"", False)
+    status, _, body = agent.ask({"head": obj, "get": obj, "sha256": "ab" * 32})  # the entry: refused up front
+    assert (status, json.loads(body)["sha256"]) == (409, hashlib.sha256(b"").hexdigest())
 
 
 def test_the_agent_survives_a_restart_with_its_entries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -532,8 +533,51 @@ def test_an_artifact_over_the_bound_is_refused_from_its_head_before_any_download
 
 def test_check_room_names_the_size_and_what_is_free() -> None:
     storage.check_room("s3://b/k", None, 10, 0)  # unknown size (a server without Content-Length): nothing to check
-    storage.check_room("s3://b/k", 10, 0, 10)  # no bound, the disk holds it exactly
+    storage.check_room("s3://b/k", 10, 0, 10 + 64 * MiB)  # no bound, the disk holds it and the least headroom exactly
     with pytest.raises(storage.InsufficientStorage, match=r"the disk under the model volume has .*\(99 bytes\) free"):
         storage.check_room("s3://b/k", 100, 0, 99)
+    with pytest.raises(storage.InsufficientStorage, match=r"with headroom it needs .*\(67108964 bytes\)"):
+        storage.check_room("s3://b/k", 100, 0, 100 + 64 * MiB - 1)  # the artifact fits, its headroom does not
+    assert storage.room_needed(10 * 1024 * MiB) == 11 * 1024 * MiB  # 10 % past 640 MiB
     with pytest.raises(storage.ArtifactTooLarge, match="s3://b/k: the artifact is"):
         storage.check_room("s3://b/k", 100, 99, 10**12)
+
+
+def test_free_disk_is_checked_from_the_head_before_any_download_and_partials_are_cleared(
+    http_server: tuple[str, type[_Handler]], tmp_path: Path
+) -> None:
+    url, handler = http_server
+    data = _blob(3 * MiB)
+    handler.files["/disk.onnx"] = data
+    cache = tmp_path / "models"
+    (cache / "tmp").mkdir(parents=True)
+    partial = cache / "tmp" / "pull-left-by-a-killed-container"
+    partial.write_bytes(b"\0" * MiB)
+    assert storage.clear_partials(cache) == MiB
+    assert not partial.exists()
+
+    seen: list[Path] = []
+
+    def volume(free: int) -> Any:
+        def statvfs_says(directory: Path) -> int:  # the seam: statvfs of the volume, as a small filesystem answers
+            seen.append(directory)
+            return min(free, storage.free_bytes(directory))
+
+        return statvfs_says
+
+    needed = storage.room_needed(len(data))
+    with pytest.raises(storage.InsufficientStorage, match=rf"\({needed} bytes\).*\({needed - 1} bytes\) free"):
+        fetch(
+            f"{url}/disk.onnx",
+            cache,
+            options=TransferOptions(concurrency=2, part_size=MiB),
+            free_space=volume(needed - 1),
+        )
+    assert seen == [cache]
+    assert [r for r in handler.requests if r.startswith("GET")] == []  # refused on the HEAD's size alone
+    assert list((cache / "tmp").iterdir()) == []
+    got = fetch(
+        f"{url}/disk.onnx", cache, options=TransferOptions(concurrency=2, part_size=MiB), free_space=volume(needed)
+    )
+    assert got.path.read_bytes() == data
+    assert 0 < storage.free_bytes(tmp_path) <= shutil.disk_usage(tmp_path).free
