@@ -4,8 +4,8 @@
   every handler reaches it through its ``memo``; login gives the context's client kopf's credentials;
 - create / update / resume reconcile one ModelAPI (triggers.py); the resync loops (resync.py) reconcile every
   ModelAPI once per ``resync_seconds``, and stand by while a kopf peer outranks this replica (peering.py);
-- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, EndpointSlices, pods) in memory from
-  kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
+- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, the activator's EndpointSlices, pods) in
+  memory from kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
 - an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile of its ModelAPI;
   triggers for one ModelAPI coalesce and never run concurrently.
 """
@@ -108,7 +108,7 @@ def httproutes_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Bod
 
 @kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
 def endpointslices_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return indices.child_entry(namespace, labels, body)
+    return indices.slice_entry(namespace, labels, body)
 
 
 @kopf.index("v1", "pods", labels=OURS)

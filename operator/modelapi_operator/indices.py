@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from modelapi_operator import names
+from modelapi_operator.builders.service import SLICE_MANAGED_BY_LABEL
 from modelapi_operator.reconcile import Observed
 
 Key = tuple[str, str]
@@ -48,6 +49,15 @@ def plain(body: Mapping[str, Any]) -> dict[str, Any]:
 def child_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
     key = model_key(namespace, labels)
     return {key: plain(body)} if key else {}
+
+
+def slice_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
+    """Only the EndpointSlices the operator writes (the activator's, for a model at zero). The EndpointSlice
+    controller's slices of the operator's Services carry the Services' labels, ours included, but nothing reads them
+    from memory (Ready lists them from the API, once): two per ModelAPI kept for nothing."""
+    if labels.get(SLICE_MANAGED_BY_LABEL) != names.FIELD_MANAGER:
+        return {}
+    return child_entry(namespace, labels, body)
 
 
 def pod_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
