@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from modelapi_operator import indices
+import inspect
+
+from modelapi_operator import handlers, indices
 from modelapi_operator.builders import Owner
 from modelapi_operator.builders.service import SLICE_MANAGED_BY_LABEL, ActivatorEndpoints, build_activator_slice
 
@@ -17,3 +19,8 @@ def test_only_the_operators_own_endpointslices_are_kept_in_memory() -> None:
     controllers = {**ours_labels, SLICE_MANAGED_BY_LABEL: "endpointslice-controller.k8s.io"}
     assert indices.slice_entry("ml", ours_labels, ours) == {("ml", "iris"): ours}
     assert indices.slice_entry("ml", controllers, {**ours, "metadata": {"labels": controllers}}) == {}
+
+
+def test_every_index_runs_on_the_event_loop() -> None:
+    """kopf runs a plain function in a thread of its executor: a hop to a thread and back for every watch event."""
+    assert [name for name in indices.INDEX_NAMES if not inspect.iscoroutinefunction(getattr(handlers, name))] == []
