@@ -485,31 +485,18 @@ class Reconciler:
 
     async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> list[Manifest]:
         """Carry the plan out; returns the objects that hold a child's name without being ours (left untouched)."""
-        foreign: list[Manifest] = []
-        created: set[tuple[str, str]] = set()
-        for manifest in plan.create:
-            key = (manifest["kind"], manifest["metadata"]["name"])
-            try:
-                await self.kube.create(manifest)
-                created.add(key)
-            except kube.KubeError as error:
-                if error.status != 409:
-                    raise
-                # Already there: ours when our cache was behind (apply takes it from here), else someone else's.
-                taken = await self._foreign(manifest, owner, observed)
-                if taken is not None:
-                    foreign.append(taken)
-        blocked = {(item["kind"], item["metadata"]["name"]) for item in foreign}
-        existing = {
-            (item["kind"], item["metadata"]["name"]): item for item in _owned_by(owner.uid, observed.children())
-        }
+        existing = {_key(item): item for item in _owned_by(owner.uid, observed.children())}
+        to_create = {_key(manifest) for manifest in plan.create}
+        unknown = [m for m in plan.apply if _key(m) not in existing and _key(m) not in to_create]
+        # A read changes nothing: who holds the names the caches do not know is asked beside the creates.
+        (foreign, created), holders = await asyncio.gather(
+            self._create(plan.create, owner, observed), self._holders(unknown, owner, observed)
+        )
+        blocked = {_key(item) for item in foreign}
         # Older revisions change role before the new one is applied as stable: a process killed in between leaves
         # at most one stable, so a promoted canary's old stable is never mistaken for a stray and deleted.
         for name, extra in plan.annotate.items():
             await self.kube.merge_patch(kube.DEPLOYMENT, owner.namespace, name, {"metadata": {"annotations": extra}})
-        holders = await self._holders(
-            [m for m in plan.apply if _key(m) not in existing and _key(m) not in created], owner, observed
-        )
         for manifest in plan.apply:
             key = (manifest["kind"], manifest["metadata"]["name"])
             if key in blocked:
@@ -561,11 +548,31 @@ class Reconciler:
             )
         return foreign
 
+    async def _create(
+        self, manifests: Sequence[Manifest], owner: Owner, observed: Observed
+    ) -> tuple[list[Manifest], set[tuple[str, str]]]:
+        """Create these children, in order; returns those whose names someone else holds, and what was created."""
+        foreign: list[Manifest] = []
+        created: set[tuple[str, str]] = set()
+        for manifest in manifests:
+            try:
+                await self.kube.create(manifest)
+                created.add(_key(manifest))
+            except kube.KubeError as error:
+                if error.status != 409:
+                    raise
+                # Already there: ours when our cache was behind (apply takes it from here), else someone else's.
+                taken = await self._foreign(manifest, owner, observed)
+                if taken is not None:
+                    foreign.append(taken)
+        return foreign, created
+
     async def _holders(
         self, manifests: Sequence[Manifest], owner: Owner, observed: Observed
     ) -> dict[tuple[str, str], Manifest | None]:
         """Who holds each of these children's names (None: nobody else), asked for all of them at once: a new
-        ModelAPI's Services, HPA and PDB cost one round trip to the API instead of one each."""
+        ModelAPI's Services, HPA and PDB cost one round trip to the API (beside its Deployment's create) instead of
+        one each."""
         found = await asyncio.gather(*(self._foreign(manifest, owner, observed) for manifest in manifests))
         return {_key(manifest): holder for manifest, holder in zip(manifests, found, strict=True)}
 
