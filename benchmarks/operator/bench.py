@@ -687,22 +687,47 @@ async def ensure_service_range(api: Api, services: int) -> list[str]:
     return [f"ServiceCIDR {SERVICE_CIDR_NAME} {SERVICE_CIDR} added"]
 
 
+BINARY_UNITS = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4}
+
+
+def mebibytes(quantity: str) -> int:
+    """A Kubernetes quantity with a binary suffix (or none: bytes) in MiB, rounded up."""
+    unit = quantity[-2:]
+    number, scale = (quantity[:-2], BINARY_UNITS[unit]) if unit in BINARY_UNITS else (quantity, 0)
+    size: int = int(number) * 1024**scale
+    return -(-size // 1024**2)
+
+
+def pod_ephemeral_storage_mib() -> int:
+    """What one bench pod requests of ephemeral storage (the operator sizes it from the model volume and cache)."""
+    body = modelapi_manifest("m-0000", "bench")
+    deployment = next(c for c in floor_children(body, owned=False) if c["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    requests = [c.get("resources", {}).get("requests", {}) for c in pod["containers"]]
+    return sum(mebibytes(r.get("ephemeral-storage", "0")) for r in requests)
+
+
 async def ensure_pod_capacity(api: Api, pods: int) -> list[str]:
-    """Raise each kwok node's pods capacity/allocatable to ``pods`` (Node status subresource); returns notes."""
+    """Raise each kwok node's pods and ephemeral-storage capacity/allocatable so that ``pods`` bench pods fit on
+    each (Node status subresource; kwok's 1Ti would hold 186 pods of 5.5 GiB each); returns notes."""
     notes = []
+    storage = f"{pods * pod_ephemeral_storage_mib()}Mi"
     nodes = await api.request("GET", "api/v1/nodes")
     for node in nodes["items"]:
         name = node["metadata"]["name"]
-        current = int(node["status"].get("allocatable", {}).get("pods", "0"))
-        if current < pods:
-            patch = {"status": {"capacity": {"pods": str(pods)}, "allocatable": {"pods": str(pods)}}}
+        allocatable = node["status"].get("allocatable", {})
+        current = int(allocatable.get("pods", "0"))
+        room = mebibytes(allocatable.get("ephemeral-storage", "0"))
+        if current < pods or room < mebibytes(storage):
+            wanted = {"pods": str(max(current, pods)), "ephemeral-storage": storage}
+            patch = {"status": {"capacity": wanted, "allocatable": wanted}}
             await api.request(
                 "PATCH",
                 f"api/v1/nodes/{name}/status",
                 patch,
                 content_type="application/merge-patch+json",
             )
-            notes.append(f"{name}: pods {current} -> {pods}")
+            notes.append(f"{name}: pods {current} -> {wanted['pods']}, ephemeral-storage {room}Mi -> {storage}")
     return notes
 
 
