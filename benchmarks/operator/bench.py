@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,8 +242,10 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-WRITES = (("POST", "modelapis"), ("PATCH", "modelapis"), ("POST", "deployments"), ("APPLY", "deployments"))
-WRITES += (("APPLY", "services"), ("APPLY", "horizontalpodautoscalers"), ("APPLY", "poddisruptionbudgets"))
+WRITES: tuple[tuple[str, str], ...] = (
+    *(("POST", "modelapis"), ("PATCH", "modelapis"), ("POST", "deployments"), ("APPLY", "deployments")),
+    *(("APPLY", "services"), ("APPLY", "horizontalpodautoscalers"), ("APPLY", "poddisruptionbudgets")),
+)
 
 
 def write_latencies(before: str, after: str) -> dict[str, float]:
@@ -529,10 +531,10 @@ async def delete_namespace(api: Api, namespace: str, timeout: float) -> float | 
     return None
 
 
-async def paced(count: int, rate: float, unit: Callable[[int], Awaitable[None]]) -> None:
+async def paced(count: int, rate: float, unit: Callable[[int], Coroutine[Any, Any, None]]) -> None:
     """Run ``unit(i)`` for each i, started at ``rate`` per second (0: one after the other, as fast as it goes)."""
     start = time.monotonic()
-    pending = []
+    pending: list[asyncio.Task[None]] = []
     for i in range(count):
         if rate > 0:
             delay = start + i / rate - time.monotonic()
@@ -650,10 +652,13 @@ class Sampler:
 
     operator: Operator | None = None
     load_max: float = 0.0
+    load_samples: list[float] = field(default_factory=list)
     rss_max_kb: int = 0
 
     def tick(self) -> None:
-        self.load_max = max(self.load_max, float(Path("/proc/loadavg").read_text().split()[0]))
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        self.load_samples.append(load)
+        self.load_max = max(self.load_max, load)
         if self.operator is not None and self.operator.alive():
             with contextlib.suppress(OSError):
                 self.rss_max_kb = max(self.rss_max_kb, self.operator.proc_status().get("VmRSS", 0))
@@ -682,27 +687,67 @@ async def ensure_service_range(api: Api, services: int) -> list[str]:
     return [f"ServiceCIDR {SERVICE_CIDR_NAME} {SERVICE_CIDR} added"]
 
 
+BINARY_UNITS = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4}
+
+
+def mebibytes(quantity: str) -> int:
+    """A Kubernetes quantity with a binary suffix (or none: bytes) in MiB, rounded up."""
+    unit = quantity[-2:]
+    number, scale = (quantity[:-2], BINARY_UNITS[unit]) if unit in BINARY_UNITS else (quantity, 0)
+    size: int = int(number) * 1024**scale
+    return -(-size // 1024**2)
+
+
+def pod_ephemeral_storage_mib() -> int:
+    """What one bench pod requests of ephemeral storage (the operator sizes it from the model volume and cache)."""
+    body = modelapi_manifest("m-0000", "bench")
+    deployment = next(c for c in floor_children(body, owned=False) if c["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    requests = [c.get("resources", {}).get("requests", {}) for c in pod["containers"]]
+    return sum(mebibytes(r.get("ephemeral-storage", "0")) for r in requests)
+
+
 async def ensure_pod_capacity(api: Api, pods: int) -> list[str]:
-    """Raise each kwok node's pods capacity/allocatable to ``pods`` (Node status subresource); returns notes."""
+    """Raise each kwok node's pods and ephemeral-storage capacity/allocatable so that ``pods`` bench pods fit on
+    each (Node status subresource; kwok's 1Ti would hold 186 pods of 5.5 GiB each); returns notes."""
     notes = []
+    storage = f"{pods * pod_ephemeral_storage_mib()}Mi"
     nodes = await api.request("GET", "api/v1/nodes")
     for node in nodes["items"]:
         name = node["metadata"]["name"]
-        current = int(node["status"].get("allocatable", {}).get("pods", "0"))
-        if current < pods:
-            patch = {"status": {"capacity": {"pods": str(pods)}, "allocatable": {"pods": str(pods)}}}
+        allocatable = node["status"].get("allocatable", {})
+        current = int(allocatable.get("pods", "0"))
+        room = mebibytes(allocatable.get("ephemeral-storage", "0"))
+        if current < pods or room < mebibytes(storage):
+            wanted = {"pods": str(max(current, pods)), "ephemeral-storage": storage}
+            patch = {"status": {"capacity": wanted, "allocatable": wanted}}
             await api.request(
                 "PATCH",
                 f"api/v1/nodes/{name}/status",
                 patch,
                 content_type="application/merge-patch+json",
             )
-            notes.append(f"{name}: pods {current} -> {pods}")
+            notes.append(f"{name}: pods {current} -> {wanted['pods']}, ephemeral-storage {room}Mi -> {storage}")
     return notes
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def commit() -> str:
+    """The checked-out commit, with ``+dirty`` when the operator's code differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "operator", "pyproject.toml", "constraints.txt")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
+def pip_freeze() -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=False).stdout
+    return [line for line in out.splitlines() if line and not line.startswith("-e ")]
 
 
 def machine() -> dict[str, str]:
@@ -724,7 +769,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     api = Api(env["KUBE_APISERVER_URL"], env["KUBE_CA_FILE"], env["KUBE_TOKEN"])
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
         "machine": machine(),
+        "pip_freeze": pip_freeze(),
         "load_before": loadavg(),
         "args": {k: v for k, v in vars(args).items() if k not in {"cluster_dir"}},
     }
@@ -825,6 +872,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         log(f"idle: {results['idle']}")
         results["rss_max_kb"] = max(sampler.rss_max_kb, status["VmHWM"])
         results["load_max_1m"] = sampler.load_max
+        results["load_mean_1m"] = statistics.fmean(sampler.load_samples) if sampler.load_samples else None
         results["bench_cpu_s"] = (
             resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
         )
@@ -848,11 +896,11 @@ def fmt(value: float | None, unit: str = "s", digits: int = 2) -> str:
 def report(r: dict[str, Any]) -> str:
     m, fl, op, idle = r["machine"], r["floor_children"], r["operator_children"], r["idle"]
     lines = [
-        f"### Run of {r['date']}",
+        f"### Run of {r['date']} (commit {r.get('commit', '?')})",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; "
         f"Kubernetes {r['kubernetes']} (local harness, kwok nodes). Load average before: {r['load_before']}; "
-        f"max 1-min during: {r['load_max_1m']:.2f}; after idle: {idle['load']}.",
+        f"1-min during: mean {r.get('load_mean_1m') or 0:.2f}, max {r['load_max_1m']:.2f}; after idle: {idle['load']}.",
         f"Settings: `{' '.join(sys.argv[1:]) or '(defaults)'}`; cluster changes: "
         f"{'; '.join(r['capacity']) or 'unchanged'}.",
         "",

@@ -4,8 +4,8 @@
   every handler reaches it through its ``memo``; login gives the context's client kopf's credentials;
 - create / update / resume reconcile one ModelAPI (triggers.py); the resync loops (resync.py) reconcile every
   ModelAPI once per ``resync_seconds``, and stand by while a kopf peer outranks this replica (peering.py);
-- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, EndpointSlices, pods) in memory from
-  kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
+- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, the activator's EndpointSlices, pods) in
+  memory from kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
 - an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile of its ModelAPI;
   triggers for one ModelAPI coalesce and never run concurrently.
 """
@@ -76,43 +76,47 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 # -- indices: children in memory ---------------------------------------------------------------------
+# Coroutines, though nothing in them waits: kopf runs a plain function in a thread of its executor, a hop to a thread
+# and back for every watch event of every child.
 @kopf.index(*MODELAPIS)
-def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return {(namespace or "", name): indices.plain(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
-def deployments_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def deployments_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
 
 
 @kopf.index("v1", "services", labels=OURS)
-def services_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def services_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
-def hpas_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def hpas_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=OURS)
-def pdbs_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def pdbs_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
 
 
 @kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=OURS)
-def httproutes_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def httproutes_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
 
 
 @kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
-def endpointslices_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return indices.child_entry(namespace, labels, body)
+async def endpointslices_idx(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
+    return indices.slice_entry(namespace, labels, body)
 
 
 @kopf.index("v1", "pods", labels=OURS)
-def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.pod_entry(namespace, labels, body)
 
 

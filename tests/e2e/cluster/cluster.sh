@@ -435,13 +435,15 @@ up() {
 		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
+		--kube-api-qps=100 --kube-api-burst=100 \
 		--service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" --use-service-account-credentials=true \
 		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1 \
 		"${hpa_flags[@]}"
 	start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
-		--bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1
+		--bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1 \
+		--kube-api-qps=100 --kube-api-burst=100
 	start kwok "$bin/kwok" --kubeconfig="$RUN_DIR/kubeconfig" --manage-all-nodes=false \
 		--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --node-ip=127.0.0.1 --cidr=10.244.0.0/16 \
 		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"

@@ -4,6 +4,7 @@ when its Deployment is created; an unknown size keeps spec.storage.cacheSize; th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from modelapi_operator.api import ColdStart, ModelAPISpec
@@ -11,13 +12,12 @@ from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, c
 from modelapi_operator.builders.deployment import MiB, model_volume_bytes
 from modelapi_operator.plan import PlanInput, known_artifact_bytes, plan_children
 from modelapi_operator.revision_record import ARTIFACT_BYTES_ANNOTATION, RevisionRecord
-from modelapi_operator.timestamps import parse_rfc3339
 
 OWNER = Owner(name="iris", namespace="ml", uid="uid-1")
 IMAGES = RuntimeImages(cpu="cpu:1", gpu="gpu:1", max_artifact_size="50Gi")
 SHA = "a" * 64
 GiB = 1024 * MiB
-NOW = parse_rfc3339("2026-11-30T12:00:00Z")
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 
 def _spec(*, sha256: str | None = SHA, threads: int = 1, handler: str | None = None) -> ModelAPISpec:

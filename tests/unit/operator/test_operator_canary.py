@@ -15,6 +15,7 @@ from modelapi_operator.revision_record import (
     LAST_SERVED_ANNOTATION,
     ROLE_ANNOTATION,
     STEP_ANNOTATION,
+    CanaryProgress,
     RevisionRecord,
 )
 from modelapi_operator.timestamps import rfc3339
@@ -98,12 +99,12 @@ def test_a_model_change_starts_a_canary_at_the_first_step() -> None:
 
 
 def _running(
-    spec: ModelAPISpec, step: int, started: datetime, ready: int = 1, **annotations: str
+    spec: ModelAPISpec, step: int, started: datetime, ready: int = 1, annotations: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    progress = RevisionRecord(canary=policy.CanaryProgress(step=step, step_started=started)).encode()
+    progress = RevisionRecord(canary=CanaryProgress(step=step, step_started=started)).encode()
     return [
         _deployment(STABLE_SPEC, "stable", 2, 2),
-        _deployment(spec, "canary", 1 if step == 0 else 2, ready, **{**progress, **annotations}),
+        _deployment(spec, "canary", 1 if step == 0 else 2, ready, **{**progress, **(annotations or {})}),
     ]
 
 
@@ -125,7 +126,7 @@ def test_a_step_holds_until_its_pause_has_passed_then_advances() -> None:
 def test_analysis_failures_abort_after_the_limit_and_the_canary_is_not_retried() -> None:
     spec = _spec(analysis={"intervalSeconds": 10, "maxErrorRate": 0.05, "failureLimit": 2})
     bad = policy.Measurement(canary_error_rate=0.4, canary_latency_p99_ms=5.0, stable_error_rate=0.0)
-    deployments = _running(spec, 0, T0, **{FAILED_CHECKS_ANNOTATION: "1"})
+    deployments = _running(spec, 0, T0, annotations={FAILED_CHECKS_ANNOTATION: "1"})
     plan = _plan(spec, deployments, now=T0 + timedelta(seconds=20), analysis_available=True, measurement=bad)
     assert plan.target_failure is not None
     assert plan.target_failure.reason == "RolloutAborted"
@@ -202,7 +203,9 @@ def test_rollback_on_request_makes_last_known_good_stable_at_once() -> None:
     assert plan.stable_revision == STABLE
     assert plan.scale == {good["metadata"]["name"]: 2}, "the current revision serves until the restored one is ready"
     assert plan.annotate[good["metadata"]["name"]] == {ROLE_ANNOTATION: "stable"}
-    assert plan.annotate[current["metadata"]["name"]][ABORTED_ANNOTATION].startswith("RolledBack: ")
+    aborted = plan.annotate[current["metadata"]["name"]][ABORTED_ANNOTATION]
+    assert aborted is not None
+    assert aborted.startswith("RolledBack: ")
     assert plan.target_failure is not None
     assert plan.target_failure.reason == "RolledBack"
     rolled_back = {

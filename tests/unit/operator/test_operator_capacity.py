@@ -10,6 +10,7 @@ import pytest
 
 from modelapi_operator import capacity
 from modelapi_operator.api import ModelAPIStatus
+from modelapi_operator.diagnose import Failure
 from modelapi_operator.status import Observation, RevisionView, compute_status
 
 NOW = datetime(2026, 11, 30, 9, 0, 0, tzinfo=UTC)
@@ -197,7 +198,7 @@ def test_an_unchanged_cause_keeps_its_reason_and_posts_no_second_event() -> None
     assert {c.type: c.reason for c in fixed.conditions}["Degraded"] == "AsExpected"
 
 
-def _observe(failure: capacity.Failure | None, previous: ModelAPIStatus | None = None) -> Observation:
+def _observe(failure: Failure | None, previous: ModelAPIStatus | None = None) -> Observation:
     view = RevisionView(
         name="iris-abc",
         revision="abc",

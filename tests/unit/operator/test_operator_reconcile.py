@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from kube_fakes import RecordingKube
 
+from modelapi_operator import kube
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
 from modelapi_operator.reconcile import Observed, Reconciler
@@ -82,3 +85,38 @@ async def test_a_new_revision_of_a_measured_artifact_is_sized_from_the_recorded_
     pod = created["spec"]["template"]["spec"]
     assert next(v for v in pod["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"] == "364Mi"
     assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "876Mi"
+
+
+async def test_a_new_modelapis_name_checks_are_asked_at_once_beside_its_deployments_create() -> None:
+    """The children the caches do not know are read once each before they are applied (is the name someone else's?):
+    all at once and beside the Deployment's create, so a burst of new ModelAPIs waits one round trip for them, not
+    one per child."""
+
+    class SlowRequests(RecordingKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most_in_flight = 0
+
+        async def _slowly(self) -> None:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+
+        async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            await self._slowly()
+            return await super().create(manifest)
+
+        async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+            await self._slowly()
+            return await super().get(kind, namespace, name)
+
+    client = SlowRequests()
+    await _reconciler(client).reconcile(_body({"model": {"uri": "s3://models/iris/1/model.onnx"}}), Observed())
+    reads = sorted(args for name, args in client.calls if name == "get")
+    assert reads == ["HorizontalPodAutoscaler/iris", "PodDisruptionBudget/iris", "Service/iris", "Service/iris-stable"]
+    assert client.most_in_flight == 1 + len(reads)
+    applies = [index for index, (name, _) in enumerate(client.calls) if name == "apply"]
+    before = [name for name, _ in client.calls[: applies[0]]]
+    assert sorted(before) == ["create", "get", "get", "get", "get"], "every apply after the create and the reads"
+    assert len(applies) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_a_failure_of_the_modelapi_itself_wins_over_a_serving_revision(field: st
     """Each kind of failure of the ModelAPI itself has its own field; each stops everything the same way: Ready,
     Progressing and Degraded carry it, and lastFailure names no revision."""
     failure = Failure(reason, f"what went wrong: {field}")
-    observation = replace(_observe(_view("a")), **{field: failure})
+    observation = replace(_observe(_view("a")), **cast(dict[str, Any], {field: failure}))
     assert observation.modelapi_failure == failure
     status, events = compute_status(observation)
     assert _conditions(status) == {

@@ -87,6 +87,7 @@ def operator_reasons() -> dict[str, str]:
 
 
 def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)

@@ -107,7 +107,7 @@ _PENDING: dict[int, bytes] = {}  # bytes of the next pipelined response already 
 
 def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
     """``count`` pipelined responses, in order."""
-    out = []
+    out: list[tuple[int, dict[str, str], bytes]] = []
     buf = b""
     while len(out) < count:
         while True:

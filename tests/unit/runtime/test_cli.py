@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -23,12 +24,12 @@ RUNTIME = [sys.executable, "-m", "modelapi_runtime.cli"]
 
 
 def test_help_documents_every_flag_with_its_env_var() -> None:
-    parser = build_parser()
-    serve_help = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    serve_help = subcommands.choices["serve"].format_help()
     for field in RuntimeSettings.model_fields:
         assert "--" + field.replace("_", "-") in serve_help
         assert env_var_name(field) in serve_help
-    pull_help = parser._subparsers._group_actions[0].choices["pull"].format_help()  # type: ignore[union-attr]
+    pull_help = subcommands.choices["pull"].format_help()
     assert "--dest" in pull_help
     assert "MODELAPI_MODEL_DIR" in pull_help
 

@@ -13,7 +13,7 @@ from modelapi_runtime import codec
 from modelapi_runtime.exceptions import InferenceFailed, InvalidInput, RequestError
 from modelapi_runtime.metrics import LATENCY_BUCKETS, Metrics
 from modelapi_runtime.model import Model
-from modelapi_runtime.tensors import TensorSpec
+from modelapi_runtime.tensors import Array, TensorSpec
 
 
 def test_direct_session_run_matches_the_public_api(model_dir: Path) -> None:
@@ -57,13 +57,13 @@ def test_float_conversions() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_non_finite_outputs_are_json_null(dtype: type) -> None:
-    y = np.array([[1.0, np.nan, np.inf, -np.inf]], dtype=dtype)
+    y: Array = np.array([[1.0, np.nan, np.inf, -np.inf]], dtype=dtype)
     assert orjson.loads(codec.encode_v1({"y": y}, ["y"])) == {"predictions": [[1.0, None, None, None]]}
     body, header_len = codec.encode_v2({"y": y}, ["y"], model_name="m", model_version="", request_id=None, binary=set())
     assert header_len is None
     assert orjson.loads(body)["outputs"][0]["data"] == [1.0, None, None, None]
     # A non-contiguous output (a column of a batch) is serialized too.
-    wide = np.arange(6, dtype=dtype).reshape(3, 2)[:, :1]
+    wide: Array = np.arange(6, dtype=dtype).reshape(3, 2)[:, :1]
     assert orjson.loads(codec.encode_v1({"y": wide}, ["y"])) == {"predictions": [[0.0], [2.0], [4.0]]}
 
 

@@ -67,7 +67,12 @@ def test_fast_layer_answers_like_uvicorn(model_dir: Path, tmp_path: Path, monkey
     answers = {}
     cycles: list[InferenceCycle] = []
     begin = InferenceCycle.begin
-    monkeypatch.setattr(InferenceCycle, "begin", lambda self: (cycles.append(self), begin(self))[1])
+
+    def counted_begin(self: InferenceCycle) -> None:
+        cycles.append(self)
+        begin(self)
+
+    monkeypatch.setattr(InferenceCycle, "begin", counted_begin)
     for layer in ("fast", "uvicorn"):
         with live_server(uri, str(tmp_path), http=layer, revision="r1") as server:
             got = []
@@ -81,7 +86,9 @@ def test_fast_layer_answers_like_uvicorn(model_dir: Path, tmp_path: Path, monkey
     assert answers["fast"] == answers["uvicorn"]
     statuses = [g[0] for g in answers["fast"][0]]
     assert statuses == [200, 200, 200, 200, 400, 400, 400, 400, 404, 422, 422]
-    n = int(answers["fast"][0][3][2])
+    header_length = answers["fast"][0][3][2]
+    assert header_length is not None
+    n = int(header_length)
     y = np.frombuffer(answers["fast"][0][3][3][n:], dtype="<f4").reshape(2, 4)
     np.testing.assert_allclose(y, X * 2 + 1)
     assert 'modelapi_requests_total{class="success",code="200",model="m",revision="r1"} 4.0' in answers["fast"][1]
@@ -287,13 +294,15 @@ async def test_answered_requests_leave_no_reference_cycles(model_dir: Path, tmp_
     app = create_app(settings)
     config = uvicorn_config(app, settings)
     config.load()
+    protocol_class = config.http_protocol_class
+    assert issubclass(protocol_class, http_protocol.InferenceHttpProtocol)
     loop = asyncio.get_running_loop()
     async with app.router.lifespan_context(app):
         while app.state.runtime.service is None:
             await asyncio.sleep(0.02)
         state = ServerState()
         server = await loop.create_server(
-            lambda: config.http_protocol_class(config=config, server_state=state, app_state={}), "127.0.0.1", 0
+            lambda: protocol_class(config=config, server_state=state, app_state={}), "127.0.0.1", 0
         )
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -61,7 +61,7 @@ def test_choose_providers() -> None:
     assert choose_providers("auto", [CPU], gpu=True) == [CPU]
     assert choose_providers("auto", both, gpu=False) == [CPU]
     auto = choose_providers("auto", both, gpu=True)
-    assert auto[0][0] == CUDA  # type: ignore[index]
+    assert auto[0][0] == CUDA
     assert auto[0][1]["cudnn_conv_algo_search"] == "HEURISTIC"  # type: ignore[index]
     assert auto[-1] == CPU
     with pytest.raises(GPUUnavailable, match="onnxruntime-gpu"):

@@ -19,8 +19,10 @@ from modelapi_runtime import storage
 from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
     ArtifactNotFound,
+    ArtifactTooLarge,
     ArtifactUnavailable,
     ChecksumMismatch,
+    InsufficientStorage,
     InvalidArtifactSpec,
 )
 from modelapi_runtime.storage import ObjectInfo, TransferOptions, display_uri, download, fetch
@@ -432,7 +434,19 @@ def test_s3_client_error_mapping() -> None:
     src.display = "s3://b/k"
 
     def err(code: str, status: int) -> Exception:
-        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+        return ClientError(
+            {
+                "Error": {"Code": code},
+                "ResponseMetadata": {
+                    "HTTPStatusCode": status,
+                    "HTTPHeaders": {},
+                    "HostId": "",
+                    "RequestId": "",
+                    "RetryAttempts": 0,
+                },
+            },
+            "GetObject",
+        )
 
     assert isinstance(src._wrap(err("AccessDenied", 403)), ArtifactAccessDenied)
     assert isinstance(src._wrap(err("SignatureDoesNotMatch", 403)), ArtifactAccessDenied)
@@ -525,7 +539,7 @@ def test_an_artifact_over_the_bound_is_refused_from_its_head_before_any_download
     url, handler = http_server
     handler.files["/big.onnx"] = _blob(3 * MiB)
     options = TransferOptions(concurrency=2, part_size=MiB, max_bytes=2 * MiB)
-    with pytest.raises(storage.ArtifactTooLarge, match=r"is 0\.00 GiB \(3145728 bytes\), over the bound of .*2097152"):
+    with pytest.raises(ArtifactTooLarge, match=r"is 0\.00 GiB \(3145728 bytes\), over the bound of .*2097152"):
         fetch(f"{url}/big.onnx", tmp_path, options=options)
     assert [r for r in handler.requests if r.startswith("GET")] == []  # refused on the HEAD's size alone
     assert fetch(f"{url}/big.onnx", tmp_path, options=TransferOptions(max_bytes=3 * MiB)).size == 3 * MiB
@@ -534,12 +548,12 @@ def test_an_artifact_over_the_bound_is_refused_from_its_head_before_any_download
 def test_check_room_names_the_size_and_what_is_free() -> None:
     storage.check_room("s3://b/k", None, 10, 0)  # unknown size (a server without Content-Length): nothing to check
     storage.check_room("s3://b/k", 10, 0, 10 + 64 * MiB)  # no bound, the disk holds it and the least headroom exactly
-    with pytest.raises(storage.InsufficientStorage, match=r"the disk under the model volume has .*\(99 bytes\) free"):
+    with pytest.raises(InsufficientStorage, match=r"the disk under the model volume has .*\(99 bytes\) free"):
         storage.check_room("s3://b/k", 100, 0, 99)
-    with pytest.raises(storage.InsufficientStorage, match=r"with headroom it needs .*\(67108964 bytes\)"):
+    with pytest.raises(InsufficientStorage, match=r"with headroom it needs .*\(67108964 bytes\)"):
         storage.check_room("s3://b/k", 100, 0, 100 + 64 * MiB - 1)  # the artifact fits, its headroom does not
     assert storage.room_needed(10 * 1024 * MiB) == 11 * 1024 * MiB  # 10 % past 640 MiB
-    with pytest.raises(storage.ArtifactTooLarge, match="s3://b/k: the artifact is"):
+    with pytest.raises(ArtifactTooLarge, match="s3://b/k: the artifact is"):
         storage.check_room("s3://b/k", 100, 99, 10**12)
 
 
@@ -566,7 +580,7 @@ def test_free_disk_is_checked_from_the_head_before_any_download_and_partials_are
         return statvfs_says
 
     needed = storage.room_needed(len(data))
-    with pytest.raises(storage.InsufficientStorage, match=rf"\({needed} bytes\).*\({needed - 1} bytes\) free"):
+    with pytest.raises(InsufficientStorage, match=rf"\({needed} bytes\).*\({needed - 1} bytes\) free"):
         fetch(
             f"{url}/disk.onnx",
             cache,
