@@ -342,7 +342,7 @@ class InferenceCycle:
         self.chunks = []
         endpoint = self.endpoint
         endpoint.record(status, self.started)
-        if endpoint.predictions is not None:
+        if endpoint.predictions is not None and endpoint.predictions.sample():
             self._respond_logged(status, content_type, body, extra)
             return
         self.body = None
@@ -351,7 +351,7 @@ class InferenceCycle:
         self._write(status, content_type, body, extra)
 
     def _respond_logged(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
-        """The answer, with its request id, then the prediction log's record (when sampled)."""
+        """A sampled request: the answer, with its request id, then its record for the prediction log."""
         if not self.disconnected:
             self._write(status, content_type, body, self.endpoint.with_request_id(extra, self.request))
         request, self.body = self.body, None

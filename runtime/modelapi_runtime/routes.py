@@ -175,29 +175,41 @@ class InferenceEndpoint:
         histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
         histogram.sum += seconds
 
-    def with_request_id(self, extra: Headers, request: RequestId) -> Headers:
-        """``extra`` with ``X-Request-Id`` added, when the prediction log is on (then every answer says its id, the
-        one its record has) and it is not there yet (a 500 has it)."""
-        if self.predictions is None or (extra and any(name == REQUEST_ID_HEADER for name, _ in extra)):
+    def sampled(self) -> bool:
+        """Whether this request goes to the prediction log (always False when it is off)."""
+        predictions = self.predictions
+        return predictions is not None and predictions.sample()
+
+    @staticmethod
+    def with_request_id(extra: Headers, request: RequestId) -> Headers:
+        """``extra`` with ``X-Request-Id`` added (a sampled request's answer says the id its record has), unless it is
+        there already (a 500 has it)."""
+        if extra and any(name == REQUEST_ID_HEADER for name, _ in extra):
             return extra
         return [*extra, (REQUEST_ID_HEADER, request.get().encode())]
+
+    async def _answer(  # noqa: PLR0917 - the endpoint's two outcomes
+        self, send: Send, status: int, answer: bytes, content_type: bytes, extra: Headers, request: RequestId
+    ) -> bool:
+        """Send the answer (a request sampled for the prediction log with its id); returns whether it was sampled."""
+        sampled = self.sampled()
+        await _send(send, status, answer, content_type, self.with_request_id(extra, request) if sampled else extra)
+        return sampled
 
     def log_prediction(  # noqa: PLR0917 - one call per front end
         self, request: RequestId, protocol: str, status: int, started: float, body: bytes | None, answer: bytes | None
     ) -> None:
         """Offer a sampled request's record to the prediction log (call after its answer is written)."""
-        predictions = self.predictions
-        if predictions is not None and predictions.sample():
-            predictions.offer(request.get(), protocol, status, time.perf_counter() - started, body, answer)
+        assert self.predictions is not None
+        self.predictions.offer(request.get(), protocol, status, time.perf_counter() - started, body, answer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched
         started = time.perf_counter()
         length, header_length, given_id = _read_headers(scope)
-        request = RequestId(given_id)
-        current_request.set(request)  # this request's own task: its log lines carry the id
+        current_request.set(request := RequestId(given_id))  # this request's own task: its log lines carry the id
         held = 0  # bytes held against the budget
-        body_complete = False
+        body_complete = sampled = False
         body: bytes | None = None
         answer: bytes | None = None
         try:
@@ -228,17 +240,18 @@ class InferenceEndpoint:
             status, extra, answer = self.failure(exc, request)
             if not body_complete and not drains(length):  # a large rest is never read: close instead
                 extra.append((b"connection", b"close"))
-            await _send(send, status, answer, b"application/json", self.with_request_id(extra, request))
+            sampled = await self._answer(send, status, answer, b"application/json", extra, request)
         else:
             status = 200
             answer = reply.body
             extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
-            await _send(send, 200, answer, reply.content_type, self.with_request_id(extra, request))
+            sampled = await self._answer(send, 200, answer, reply.content_type, extra, request)
         finally:
             if held:
                 self.budget.give_back(held)
             self.record(status, started)
-        self.log_prediction(request, protocol, status, started, body, answer)
+        if sampled:
+            self.log_prediction(request, protocol, status, started, body, answer)
 
 
 def _read_headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
