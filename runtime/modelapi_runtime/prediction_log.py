@@ -8,7 +8,8 @@ a request. One writer thread turns pending records into JSON lines and hands the
 - ``stdout``: one JSON object per line on the runtime's stdout (its log lines go to stderr, and every record has
   ``"kind": "prediction"``);
 - ``s3``: newline-delimited JSON objects under a prefix, one object per ``batch_records`` records or
-  ``batch_seconds`` seconds, whichever comes first, written with boto3 (the model's own endpoint and credentials).
+  ``batch_seconds`` seconds (or 64 MiB), whichever comes first, written with boto3 (the model's own endpoint and
+  credentials).
 
 A sink that fails (no bucket, no permission, unreachable) loses that batch, counts the error
 (``modelapi_prediction_log_errors_total``), sets ``modelapi_prediction_log_failing{reason}`` to 1 (what the operator
@@ -50,6 +51,9 @@ KIND = "prediction"
 # The queue between the request path and the writer: this many records, and this many payload bytes, at most.
 QUEUE_RECORDS = 10_000
 QUEUE_BYTES = 64 * 1024 * 1024
+# An S3 object is written early once its lines reach this size (batchRecords records of up to maxRecordBytes each
+# could otherwise hold gigabytes in memory).
+OBJECT_BYTES = 64 * 1024 * 1024
 ERROR_LOG_INTERVAL_S = 60.0
 # The writer wakes at least this often (for batch_seconds, and to notice a stop).
 TICK_S = 1.0
@@ -238,6 +242,7 @@ class S3Sink:
         self.put = put
         self.pod = pod or os.environ.get("HOSTNAME") or socket.gethostname()
         self.lines: list[bytes] = []
+        self.size = 0
         self.first_at = 0.0
         self.sequence = 0
 
@@ -247,16 +252,21 @@ class S3Sink:
         return f"{self.key_prefix}{stamp}-{self.pod}-{self.sequence:06d}.jsonl"
 
     def write(self, lines: list[bytes], now: float) -> int:
-        if not self.lines:
-            self.first_at = now
-        self.lines += lines
-        return self.flush(now) if len(self.lines) >= self.batch_records else 0
+        written = 0
+        for line in lines:
+            if not self.lines:
+                self.first_at = now
+            self.lines.append(line)
+            self.size += len(line) + 1
+            if len(self.lines) >= self.batch_records or self.size >= OBJECT_BYTES:
+                written += self.flush(now)
+        return written
 
     def due(self, now: float) -> bool:
         return bool(self.lines) and now - self.first_at >= self.batch_seconds
 
     def flush(self, now: float) -> int:
-        lines, self.lines = self.lines, []
+        lines, self.lines, self.size = self.lines, [], 0
         if not lines:
             return 0
         key = self.key(now)
@@ -311,7 +321,7 @@ class PredictionLog:
         self.written: Counter = metrics.prediction_log_records
         self.errors: Counter = metrics.prediction_log_errors
         self.set_failing = metrics.set_prediction_log_failing
-        self.error_logged_at = -ERROR_LOG_INTERVAL_S
+        self.error_logged_at: float | None = None  # time.monotonic() of the last line about a failed write
         self.unlogged_errors = 0
         self.rfc3339 = Rfc3339()  # the writer's
 
@@ -399,7 +409,7 @@ class PredictionLog:
         self.errors.inc()
         self.set_failing(reason)
         now = time.monotonic()
-        if now - self.error_logged_at < ERROR_LOG_INTERVAL_S:
+        if self.error_logged_at is not None and now - self.error_logged_at < ERROR_LOG_INTERVAL_S:
             self.unlogged_errors += 1
             return
         more = f" ({self.unlogged_errors} more since the last such line)" if self.unlogged_errors else ""

@@ -334,3 +334,21 @@ def test_without_the_prediction_log_answers_carry_no_request_id(model_dir: Path,
         sock.close()
     assert status == 200
     assert "x-request-id" not in headers
+
+
+def test_an_s3_object_is_written_early_at_its_size_bound(
+    s3: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pl, "OBJECT_BYTES", 1000)
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log(s3_endpoint, metrics, prediction_log_max_record_bytes=512)
+    log.start()
+    try:
+        for i in range(4):
+            log.offer(f"r{i}", "v1", 200, 0.001, b"x" * 400, None)  # about 600 bytes a line
+        deadline = time.monotonic() + 10
+        while len(objects(s3)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [len(batch) for batch in objects(s3)] == [2, 2]  # batchRecords (1000) never reached
+    finally:
+        log.stop()
