@@ -7,12 +7,14 @@ The request id is the client's ``X-Request-Id`` when it is sane, else one made u
 The id is only made when something asks for it (a log line, an error, a sampled prediction record): an ordinary
 request costs one small object and a context variable set and reset.
 
-This module is light (standard library and orjson only): the operator's logging uses its formatter too.
+This module is light (the standard library only): the ``modelapi-runtime`` command imports it before it knows
+whether the model server's dependencies are installed.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -20,8 +22,6 @@ import sys
 import time
 from contextvars import ContextVar
 from typing import Literal
-
-import orjson
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -93,7 +93,7 @@ class JsonFormatter(logging.Formatter):
             line["request_id"] = rid
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return json.dumps(line, default=str, ensure_ascii=False)
 
 
 def _rfc3339(created: float) -> str:
