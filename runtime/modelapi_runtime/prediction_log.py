@@ -1,7 +1,7 @@
 """The prediction log: a sample of inference requests, recorded with their payloads, off the request path.
 
-The request path does three cheap things for a sampled request, after its answer is written: it cuts the payloads to
-the record's cap (a slice), appends a :class:`Pending` to a bounded queue and, when the writer sleeps, wakes it. A
+The request path does two cheap things for a sampled request, after its answer is written: it cuts the payloads to
+the record's cap (a slice) and appends a :class:`Pending` to a bounded queue (waking the writer only when many wait). A
 full queue drops the record and counts it (``modelapi_prediction_log_dropped_total``): logging never slows or fails
 a request. One writer thread turns pending records into JSON lines and hands them to the sink:
 
@@ -55,8 +55,11 @@ QUEUE_BYTES = 64 * 1024 * 1024
 # could otherwise hold gigabytes in memory).
 OBJECT_BYTES = 64 * 1024 * 1024
 ERROR_LOG_INTERVAL_S = 60.0
-# The writer wakes at least this often (for batch_seconds, and to notice a stop).
-TICK_S = 1.0
+# The writer wakes this often and writes everything queued (for batch_seconds too, and to notice a stop); sooner
+# only when WAKE_AT records wait. Waking it per record costs a thread switch and a GIL hand-over each, measured at
+# about a third of a tiny model's req/s at 10 % sampling.
+TICK_S = 0.5
+WAKE_AT = 1000
 # Sink errors, as a bounded label: what the store said, in a few words.
 FailureReason = Literal["AccessDenied", "NoSuchBucket", "Unreachable", "WriteFailed"]
 
@@ -351,7 +354,7 @@ class PredictionLog:
         self.queue.append(pending)
         self.offered += 1
         self.offered_bytes += size
-        if not self.wake.is_set():
+        if self.offered - self.taken >= WAKE_AT and not self.wake.is_set():
             self.wake.set()
 
     # -- the writer thread ------------------------------------------------------------------------------------
