@@ -247,6 +247,9 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="a checkout of an earlier commit (a git worktree): its runtime/ package runs as one "
                          "more server (default configuration) to measure what a change costs")  # fmt: skip
+    ap.add_argument("--prediction-log", type=float, default=0.0, metavar="PERCENT",
+                    help="also run with the prediction log sampling PERCENT of the requests (stdout sink, to "
+                         "/dev/null like every server's stdout here) and give its cost beside the default")  # fmt: skip
     ap.add_argument("--compare-http", action="store_true",
                     help=f"also run with --http uvicorn ('{UVICORN_LAYER}', not in the ratios)")  # fmt: skip
     args = ap.parse_args()
@@ -315,6 +318,9 @@ def main() -> int:
     for model_label, (path, features) in models.items():
         cases = bodies(workdir, features)
         variants: list[tuple[str, list[str]]] = [("modelapi", [])]
+        logged = f"modelapi (prediction log {args.prediction_log:g} %)"
+        if args.prediction_log:
+            variants.append((logged, ["--prediction-log-sample-rate", str(args.prediction_log)]))
         if args.compare_http:
             variants.append((UVICORN_LAYER, ["--http", "uvicorn"]))
         if features > 4:
@@ -331,6 +337,10 @@ def main() -> int:
                 path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
                 results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
                                      f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
+            plain, with_log = results.get("modelapi"), results.get(logged)
+            if plain and with_log:
+                ratios.append(f"{model_label} {case}: {logged} / modelapi = {with_log.rps / plain.rps:.3f}x req/s, "
+                              f"{with_log.cpu_us:.1f} vs {plain.cpu_us:.1f} us server CPU per request")  # fmt: skip
             if args.baseline and case != NEW_ID:  # (kept short: the baseline's binary decode had no memory)
                 port = free_port()
                 label = f"modelapi baseline ({git_commit(args.baseline)})"
@@ -363,7 +373,7 @@ def main() -> int:
             if kserve_py and vegeta_bin and kserve_result and case != NEW_ID:  # vegeta repeats one body
                 rate = max(1, int(kserve_result.rps / 2))
                 for label, extra in variants:  # our default configuration, and batching where the case has it
-                    if label == UVICORN_LAYER:
+                    if label in (UVICORN_LAYER, logged):
                         continue
                     port = free_port()
                     cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
@@ -376,7 +386,8 @@ def main() -> int:
                          [kserve_py, str(HERE / "peers" / "kserve_server.py"), str(path), str(port)],
                          f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}{path_url}", body,
                          rate)  # fmt: skip
-            ours = {k: r for k, r in results.items() if k.startswith("modelapi") and k != UVICORN_LAYER and r}
+            ours = {k: r for k, r in results.items() if k.startswith("modelapi") and k not in (UVICORN_LAYER, logged)
+                    and r}  # fmt: skip
             best = max(ours.values(), key=lambda r: r.rps, default=None)
             for peer in ("KServe", "plain FastAPI"):
                 other = results.get(peer)

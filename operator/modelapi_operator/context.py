@@ -38,6 +38,7 @@ def runtime_images(settings: OperatorSettings) -> RuntimeImages:
         pull_secrets=tuple(settings.image_pull_secrets),
         node_cache_port=settings.node_cache_port,
         max_artifact_size=settings.max_artifact_size,
+        log_format=settings.log_format,
     )
 
 

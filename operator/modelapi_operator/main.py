@@ -34,9 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines: text, or json (one object per line); default MODELAPI_OPERATOR_LOG_FORMAT, else text",
+    )
     args = parser.parse_args(argv)
     try:
-        settings = OperatorSettings()
+        settings = OperatorSettings(**({"log_format": args.log_format} if args.log_format else {}))
     except ValidationError as error:
         sys.stderr.write(f"modelapi-operator: invalid settings:\n{error}\n")
         return 2
@@ -47,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from modelapi_operator import handlers  # noqa: F401, PLC0415 - registers the handlers
     from modelapi_operator.peering import Peer  # noqa: PLC0415
 
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
+    kopf.configure(verbose=args.verbose, log_format=log_format)
     # with the process_* and python_* collectors of the default registry
     operator_metrics = metrics.OperatorMetrics(REGISTRY)
     if settings.metrics_address:

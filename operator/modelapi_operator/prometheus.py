@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import aiohttp
 
@@ -35,6 +36,17 @@ class Prometheus:
 
     async def query(self, promql: str) -> float | None:
         """The single value of an instant query, or None when it has no samples (no traffic)."""
+        result = await self._instant(promql)
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    async def series(self, promql: str) -> list[dict[str, str]]:
+        """The label sets of an instant query's series (values ignored: the query filters)."""
+        return [dict(item.get("metric", {})) for item in await self._instant(promql)]
+
+    async def _instant(self, promql: str) -> list[dict[str, Any]]:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
@@ -45,11 +57,8 @@ class Prometheus:
             raise PrometheusError(f"{type(error).__name__}: {error}") from error
         if payload.get("status") != "success":
             raise PrometheusError(str(payload.get("error", payload)))
-        result = payload.get("data", {}).get("result", [])
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) or math.isinf(value) else value
+        result: list[dict[str, Any]] = payload.get("data", {}).get("result", [])
+        return result
 
     def _selector(self, namespace: str, model: str, revision: str) -> str:
         return f'{self.namespace_label}="{namespace}",model="{model}",revision="{revision}"'
@@ -90,6 +99,12 @@ class Prometheus:
             f'(0 * max(modelapi_artifact_source{{{selector},source="cache"}}))'
         )
         return found
+
+    async def prediction_log_failures(self, *, namespace: str, model: str) -> list[tuple[str, str]]:
+        """(revision, reason) of every revision whose prediction log's last write failed on some replica."""
+        selector = f'{self.namespace_label}="{namespace}",model="{model}"'
+        found = await self.series(f"max by (revision, reason) (modelapi_prediction_log_failing{{{selector}}} == 1)")
+        return sorted((labels.get("revision", ""), labels.get("reason", "")) for labels in found)
 
     async def measure(
         self, *, namespace: str, model: str, canary_revision: str, stable_revision: str, window: int

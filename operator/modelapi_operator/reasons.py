@@ -91,6 +91,11 @@ def canary_step(step: int) -> str:
     return f"{CANARY_STEP}{step}"
 
 
+# -- spec.monitoring.predictionLog (the PredictionLog condition, with a Prometheus URL) -----------------------
+PREDICTION_LOG_WRITING: Final = "PredictionLogWriting"  # True: no replica's last write to the sink failed
+PREDICTION_LOG_FAILING: Final = "PredictionLogFailing"  # False: a replica's writes fail (no bucket, no permission)
+
+
 # -- spec.expose (the Exposed condition) ---------------------------------------------------------------------
 EXPOSED: Final = "Exposed"  # True: the Gateway accepted the route; requests reach the model from outside
 GATEWAY_NOT_FOUND: Final = "GatewayNotFound"  # the Gateway spec.expose names does not exist (or cannot be read)

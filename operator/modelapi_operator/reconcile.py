@@ -337,6 +337,7 @@ class Reconciler:
         conflict = name_conflict(foreign, owner) if foreign else None
         missing_reference = None if foreign else await self._check_references(spec, owner)
         cold_start = await self._cold_start(owner, plan.stable_revision, previous)
+        prediction_log_failures = await self._prediction_log_failures(spec, owner)
         return await self._finish(
             body=body,
             owner=owner,
@@ -350,7 +351,20 @@ class Reconciler:
             plan=plan,
             cold_start=cold_start,
             exposure=exposure,
+            prediction_log_failures=prediction_log_failures,
         )
+
+    async def _prediction_log_failures(self, spec: ModelAPISpec, owner: Owner) -> list[tuple[str, str]] | None:
+        """(revision, reason) of the revisions whose prediction log fails to write, from the runtime's
+        modelapi_prediction_log_failing series; None without spec.monitoring.predictionLog, without Prometheus or
+        when it does not answer (no PredictionLog condition then)."""
+        if spec.monitoring.prediction_log is None or self.prometheus is None:
+            return None
+        try:
+            return await self.prometheus.prediction_log_failures(namespace=owner.namespace, model=owner.name)
+        except PrometheusError as error:
+            log.info("prediction log of %s/%s not checked: Prometheus: %s", owner.namespace, owner.name, error)
+            return None
 
     async def _exposure(self, spec: ModelAPISpec, owner: Owner) -> Exposure | None:
         """spec.expose as the cluster has it: the Gateway, this ModelAPI's route and who else claims its address.
@@ -655,6 +669,7 @@ class Reconciler:
         conflict: Failure | None = None,
         missing_reference: Failure | None = None,
         exposure: Exposure | None = None,
+        prediction_log_failures: list[tuple[str, str]] | None = None,
     ) -> ModelAPIStatus:
         now = datetime.now(UTC)
         scaling_up = await self._read_scaling_up(owner, observed.pods, now)
@@ -687,6 +702,7 @@ class Reconciler:
             autoscaling=read_hpa(hpa := _hpa_of(owner, observed), _scale_target(hpa, deployments)),
             autoscaling_limited_seconds=self.autoscaling_limited_seconds,
             exposed=None if exposure is None else exposed_condition(exposure, service_url(owner)),
+            prediction_log_failures=prediction_log_failures,
         )
         routable = await self._routable(
             owner,

@@ -75,6 +75,11 @@ class OperatorSettings(BaseSettings):
         description="How long a replica's peering heartbeat counts: a standby replica takes over at most this long "
         "after the active one died without saying goodbye (SIGKILL, node loss).",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines of the operator and of every model pod (MODELAPI_LOG_FORMAT): text, or json (one "
+        "object per line; chart value logFormat). Changing it starts a new revision of every model.",
+    )
     resync_seconds: float = Field(
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
     )

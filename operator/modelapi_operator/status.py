@@ -6,7 +6,8 @@ out or replicas start. ``Degraded`` carries the failure that needs a human. Tran
 only when a condition's status changes; an Event is produced for every change of status or reason.
 
 ``compute_status`` works out one ``Situation`` from the observation, then asks one small policy per condition
-(``ready_policy``, ``progressing_policy``, ``degraded_policy``, ``autoscaling_policy``) and one for
+(``ready_policy``, ``progressing_policy``, ``degraded_policy``, ``autoscaling_policy``,
+``prediction_log_policy``) and one for
 ``lastFailure`` (``last_failure_policy``); each returns what it decides and nothing else.
 """
 
@@ -38,6 +39,8 @@ from modelapi_operator.reasons import (
     CANARY_IN_PROGRESS,
     ENDPOINTS_NOT_READY,
     NO_REVISION,
+    PREDICTION_LOG_FAILING,
+    PREDICTION_LOG_WRITING,
     PROGRESS_DEADLINE_EXCEEDED,
     REPLICAS_NOT_READY,
     REPLICAS_STARTING,
@@ -98,6 +101,9 @@ class Observation:
     forbidden: Failure | None = None  # the API server refused one of the operator's writes (its RBAC)
     conflict: Failure | None = None  # a child's name is taken by an object this ModelAPI does not control
     missing_reference: Failure | None = None  # an object the spec names (a ServiceAccount) does not exist
+    # spec.monitoring.predictionLog, with a Prometheus URL: (revision, reason) of each revision whose prediction log
+    # fails to write (empty: none does); None: not set, or not known (no Prometheus, or it did not answer)
+    prediction_log_failures: Sequence[tuple[str, str]] | None = None
 
     @property
     def modelapi_failure(self) -> Failure | None:
@@ -293,6 +299,29 @@ def autoscaling_policy(obs: Observation, autoscaling: AutoscalingView) -> Verdic
     )
 
 
+# What each reason of the runtime's modelapi_prediction_log_failing series means.
+_PREDICTION_LOG_FAILURES = {
+    "NoSuchBucket": "the bucket of spec.monitoring.predictionLog.s3Prefix does not exist",
+    "AccessDenied": "the store refuses the model's credentials (spec.storage) for s3Prefix",
+    "Unreachable": "the store (spec.storage.endpoint) is unreachable",
+    "WriteFailed": "the store refused the write",
+}
+
+
+def prediction_log_policy(failures: Sequence[tuple[str, str]]) -> Verdict:
+    if not failures:
+        return "True", PREDICTION_LOG_WRITING, "no replica's last write to the prediction log's sink failed"
+    causes = "; ".join(
+        f"revision {revision}: {reason} ({_PREDICTION_LOG_FAILURES.get(reason, 'see the runtime log')})"
+        for revision, reason in failures
+    )
+    return (
+        "False",
+        PREDICTION_LOG_FAILING,
+        f"prediction records are lost, serving goes on: {causes}; the runtime's log has the store's answer",
+    )
+
+
 def last_failure_policy(obs: Observation, now: Situation) -> LastFailure | None:
     """The last failure, kept after it clears; a new one (another reason or message) replaces it."""
     failure, target, stable = now.failure, now.target, now.stable
@@ -334,6 +363,8 @@ def compute_status(observation: Observation) -> tuple[ModelAPIStatus, list[Event
         conditions.append(cond("Autoscaling", autoscaling_policy(obs, obs.autoscaling)))
     if obs.exposed is not None:
         conditions.append(cond("Exposed", obs.exposed[0]))
+    if obs.prediction_log_failures is not None:
+        conditions.append(cond("PredictionLog", prediction_log_policy(obs.prediction_log_failures)))
 
     weights = _weights(views, obs.canary)
     status = ModelAPIStatus(
@@ -384,6 +415,7 @@ def _is_problem(condition: Condition) -> bool:
         (condition.type == "Degraded" and condition.status == "True")
         or (condition.type == "Autoscaling" and condition.reason in (AUTOSCALING_INACTIVE, AUTOSCALING_LIMITED))
         or (condition.type == "Exposed" and condition.reason in EXPOSE_PROBLEMS)
+        or (condition.type == "PredictionLog" and condition.reason == PREDICTION_LOG_FAILING)
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from modelapi_runtime.logs import configure as configure_logging
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
 try:
@@ -56,6 +57,7 @@ PULL_FIELDS = (
     "download_part_mib",
     "max_artifact_bytes",
     "log_level",
+    "log_format",
     "termination_log",
 )
 EXIT_STARTUP_FAILED = 3
@@ -108,11 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             field = ".".join(str(p) for p in error["loc"])
             print(f"modelapi-runtime: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "pull":
         return pull(settings)
     return serve(settings)
@@ -156,7 +154,7 @@ def uvicorn_config(app: RuntimeApp, settings: RuntimeSettings) -> uvicorn.Config
         # proxy-headers middleware is one more ASGI layer per request for nothing.
         proxy_headers=settings.log_requests,
         server_header=False,
-        log_config=None,  # keep our logging.basicConfig
+        log_config=None,  # keep our logging (logs.configure)
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
         timeout_keep_alive=75,  # above common load-balancer idle timeouts (60 s): no reset races
     )

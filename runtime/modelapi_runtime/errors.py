@@ -9,35 +9,25 @@ exception's text. The body follows the v2 protocol: ``{"error": msg}``.
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 
 import orjson
 
 from modelapi_runtime.exceptions import ModelAPIError, Overloaded, RequestError
+from modelapi_runtime.logs import RequestId
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 
 REQUEST_ID_HEADER = b"x-request-id"
-# A client's own request id is echoed when it is short and plain (it ends up in logs and headers).
-_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 _PUBLIC_MESSAGES = {
     "HandlerFailed": "the model's handler failed",
     "InferenceFailed": "the model could not run on these inputs",
 }
 
 
-def request_id(given: bytes | None) -> str:
-    """The client's ``X-Request-Id`` when it is sane (at most 128 of ``A-Za-z0-9._:@/+=-``), else a new one."""
-    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
-        return given.decode("ascii")
-    return uuid.uuid4().hex
-
-
-def error_response(exc: BaseException, client_request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
-    """Status, extra headers and JSON body for ``exc`` (``client_request_id``: the request's X-Request-Id)."""
+def error_response(exc: BaseException, request: RequestId | None = None) -> tuple[int, Headers, bytes]:
+    """Status, extra headers and JSON body for ``exc`` (``request``: the request's id, see :mod:`logs`)."""
     headers: Headers = []
     if isinstance(exc, RequestError) and exc.status != 500:
         if isinstance(exc, Overloaded):
@@ -45,10 +35,10 @@ def error_response(exc: BaseException, client_request_id: bytes | None = None) -
         return exc.status, headers, orjson.dumps({"error": exc.message})
     if isinstance(exc, ModelAPIError) and not isinstance(exc, RequestError):
         return 503, headers, orjson.dumps({"error": exc.message})
-    rid = request_id(client_request_id)
+    rid = (request or RequestId()).get()
     reason = exc.reason if isinstance(exc, RequestError) else "InternalError"
     detail = exc.message if isinstance(exc, RequestError) else f"{type(exc).__name__}: {exc}"
-    log.error("request %s failed: %s: %s", rid, reason, detail, exc_info=exc)
+    log.error("request %s failed: %s: %s", rid, reason, detail, exc_info=exc, extra={"request_id": rid})
     headers.append((REQUEST_ID_HEADER, rid.encode()))
     public = _PUBLIC_MESSAGES.get(reason, "internal error")
     message = f"{public} (request id {rid}; the details are in the runtime's log)"

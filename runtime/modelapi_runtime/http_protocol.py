@@ -36,6 +36,7 @@ from modelapi_runtime.app import RuntimeApp
 from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers
 from modelapi_runtime.exceptions import RequestTimeout
 from modelapi_runtime.http_guard import BODY, BUSY, HEAD, IDLE, GuardedHttpProtocol
+from modelapi_runtime.logs import RequestId, current_request
 from modelapi_runtime.routes import CLIENT_GONE, InferenceEndpoint, drains, match_inference
 from modelapi_runtime.service import JSON, OFFLOAD_ABOVE_BYTES, InferenceService
 
@@ -177,8 +178,8 @@ class InferenceCycle:
     """
 
     __slots__ = (
-        "admitted", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
-        "keep_alive", "kind", "more_body", "name", "protocol", "request_id", "response_complete",
+        "admitted", "body", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
+        "keep_alive", "kind", "more_body", "name", "protocol", "request", "response_complete",
         "service", "size", "started",
     )  # fmt: skip
 
@@ -198,7 +199,8 @@ class InferenceCycle:
         self.kind, self.name = matched
         self.content_length = content_length
         self.header_length = header_length
-        self.request_id = request_id
+        self.request = RequestId(request_id)
+        self.body: bytes | None = None  # the whole body, once complete (for the prediction log)
         self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
         self.size = 0
@@ -280,14 +282,15 @@ class InferenceCycle:
         service = self.service
         assert service is not None
         chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
+        token = current_request.set(self.request)  # the model's (and handler's) log lines carry the request's id
         try:
             self.held += self.endpoint.admit(service, body, self.header_length)
             self.admitted = True
             inference = self.endpoint.infer(service, self.kind, body, self.header_length)
             if not service.never_waits or len(body) > OFFLOAD_ABOVE_BYTES:
-                task = asyncio.get_running_loop().create_task(self._process_later(inference))
+                task = asyncio.get_running_loop().create_task(self._process_later(inference))  # copies the context
                 tasks = self.protocol.tasks  # uvicorn's graceful shutdown waits for these
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -296,6 +299,8 @@ class InferenceCycle:
         except Exception as exc:
             self._fail(exc)
             return
+        finally:
+            current_request.reset(token)
         self._succeed(reply.body, reply.content_type, reply.header_length)
 
     async def _process_later(self, inference: Coroutine[Any, Any, Any]) -> None:
@@ -311,7 +316,7 @@ class InferenceCycle:
         self._respond(200, content_type, body, extra)
 
     def _fail(self, exc: BaseException) -> None:
-        status, extra, body = self.endpoint.failure(exc, self.request_id)
+        status, extra, body = self.endpoint.failure(exc, self.request)
         self._respond(status, JSON, body, extra)
 
     def _release(self) -> None:
@@ -335,9 +340,24 @@ class InferenceCycle:
         self.service = None
         self.response_complete = True
         self.chunks = []
-        self.endpoint.record(status, self.started)
+        endpoint = self.endpoint
+        endpoint.record(status, self.started)
+        if endpoint.predictions is not None and endpoint.predictions.sample():
+            self._respond_logged(status, content_type, body, extra)
+            return
+        self.body = None
         if self.disconnected:
             return
+        self._write(status, content_type, body, extra)
+
+    def _respond_logged(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
+        """A sampled request: the answer, with its request id, then its record for the prediction log."""
+        if not self.disconnected:
+            self._write(status, content_type, body, self.endpoint.with_request_id(extra, self.request))
+        request, self.body = self.body, None
+        self.endpoint.log_prediction(self.request, self.kind, status, self.started, request, body)
+
+    def _write(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
         protocol = self.protocol
         # while draining, every answer closes its connection: a kept-alive client reconnects through the Service,
         # whose endpoints no longer list this pod, instead of racing the listener's close; an answer given before

@@ -22,6 +22,7 @@ from modelapi_runtime.limits import ByteBudget, default_budget_bytes
 from modelapi_runtime.metrics import Metrics
 from modelapi_runtime.model import Model
 from modelapi_runtime.node_cache import NodeCacheClient
+from modelapi_runtime.prediction_log import PredictionLog, open_prediction_log
 from modelapi_runtime.service import InferenceService
 from modelapi_runtime.settings import RuntimeSettings
 from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, clear_partials, display_uri, fetch
@@ -114,6 +115,8 @@ class Runtime:
         self.budget = ByteBudget(settings.max_inflight_bytes or default_budget_bytes())
         self.ready_event = asyncio.Event()
         self._loader = loader
+        # the sampled requests' records (None: off); its writer thread runs from start() to stop()
+        self.predictions: PredictionLog | None = open_prediction_log(settings, self.metrics)
 
     @property
     def ready(self) -> bool:
@@ -127,6 +130,8 @@ class Runtime:
         return self.service
 
     async def start(self, on_fatal: FatalHook | None = None) -> None:
+        if self.predictions is not None:
+            self.predictions.start()
         try:
             loaded = await asyncio.to_thread(self._loader, self.settings)
         except StartupError as exc:
@@ -192,3 +197,5 @@ class Runtime:
         self.begin_drain()
         if self.service is not None:
             await self.service.stop()
+        if self.predictions is not None:  # after the last request: what is queued and buffered is written
+            await asyncio.to_thread(self.predictions.stop)

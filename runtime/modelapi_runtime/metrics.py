@@ -23,6 +23,10 @@ Names (all prefixed ``modelapi_``):
   directly (the agent unreachable, refused or out of room; the log says why)
 - ``model_ready{model,revision}`` gauge, 1 while ready
 - ``model_info{model,revision,device}`` gauge, always 1
+- ``prediction_log_records_total`` / ``prediction_log_dropped_total`` / ``prediction_log_errors_total``
+  ``{model,revision}`` counters: prediction records written, dropped (the queue was full), failed sink writes
+- ``prediction_log_failing{model,revision,reason}`` gauge, 1 for the reason of the last sink write when it failed
+  (AccessDenied, NoSuchBucket, Unreachable, WriteFailed); all 0 once a write succeeds
 
 plus the standard ``process_*`` and ``python_info`` collectors.
 
@@ -43,6 +47,7 @@ from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     PlatformCollector,
     ProcessCollector,
@@ -55,6 +60,8 @@ _go_float = cast(Callable[[float], str], floatToGoString)  # the library's own `
 
 PREFIX = "modelapi_"
 PHASES = ("decode", "queue", "infer", "encode")
+# The reason label of modelapi_prediction_log_failing (bounded: see prediction_log.classify).
+PREDICTION_LOG_FAILURES = ("AccessDenied", "NoSuchBucket", "Unreachable", "WriteFailed")
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -195,6 +202,22 @@ class Metrics:
         )
         self.ready = gauge("model_ready", "1 while the model is ready to serve.")
         self._info = Gauge(PREFIX + "model_info", "The loaded model.", [*labels, "device"], registry=r)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=r).labels(*values)
+
+        # the prediction log's: thread-safe instruments (its writer thread updates them)
+        self.prediction_log_records = counter("prediction_log_records", "Prediction records written to the sink.")
+        self.prediction_log_dropped = counter(
+            "prediction_log_dropped", "Prediction records dropped because the queue to the sink was full."
+        )
+        self.prediction_log_errors = counter("prediction_log_errors", "Failed writes to the prediction log's sink.")
+        self._prediction_log_failing = Gauge(
+            PREFIX + "prediction_log_failing",
+            "1 for the reason of the last prediction log write when it failed.",
+            [*labels, "reason"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
@@ -224,6 +247,11 @@ class Metrics:
         self._source.labels(*self._values, source).set(1)
         self.store_bytes.set(store_bytes)
         self.node_cache_fallback.set(1 if fallback else 0)
+
+    def set_prediction_log_failing(self, reason: str | None) -> None:
+        """The last sink write failed for ``reason`` (1 for it, 0 for the others), or succeeded (None: all 0)."""
+        for known in PREDICTION_LOG_FAILURES:
+            self._prediction_log_failing.labels(*self._values, known).set(1 if known == reason else 0)
 
     def set_info(self, device: str) -> None:
         self._info.labels(*self._values, device).set(1)

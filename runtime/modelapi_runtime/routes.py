@@ -27,6 +27,7 @@ from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers, error_response
 from modelapi_runtime.exceptions import BadRequest, PayloadTooLarge, RequestError
 from modelapi_runtime.lifecycle import Runtime
 from modelapi_runtime.limits import DECODED_BYTES_PER_JSON_VALUE
+from modelapi_runtime.logs import RequestId, current_request
 from modelapi_runtime.service import InferenceService, Reply
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class InferenceEndpoint:
         self.budget = runtime.budget
         self.max_json_values = runtime.settings.max_json_values
         self.refusals = RefusalLog()
+        self.predictions = runtime.predictions
 
     def open(self, name: str, content_length: bytes | None) -> InferenceService:
         """The service for ``name``; refuses a declared body over the limit before any of it is read."""
@@ -154,9 +156,9 @@ class InferenceEndpoint:
             return service.infer_v1(body)
         return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
 
-    def failure(self, exc: BaseException, request_id: bytes | None = None) -> tuple[int, Headers, bytes]:
+    def failure(self, exc: BaseException, request: RequestId | None = None) -> tuple[int, Headers, bytes]:
         """Status, extra headers and body for a request that raised ``exc`` (:mod:`errors` decides)."""
-        status, extra, body = error_response(exc, request_id)
+        status, extra, body = error_response(exc, request)
         if status == 503 and isinstance(exc, RequestError):
             self.refusals.warn(exc)
         return status, extra, body
@@ -173,19 +175,43 @@ class InferenceEndpoint:
         histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
         histogram.sum += seconds
 
+    def sampled(self) -> bool:
+        """Whether this request goes to the prediction log (always False when it is off)."""
+        predictions = self.predictions
+        return predictions is not None and predictions.sample()
+
+    @staticmethod
+    def with_request_id(extra: Headers, request: RequestId) -> Headers:
+        """``extra`` with ``X-Request-Id`` added (a sampled request's answer says the id its record has), unless it is
+        there already (a 500 has it)."""
+        if extra and any(name == REQUEST_ID_HEADER for name, _ in extra):
+            return extra
+        return [*extra, (REQUEST_ID_HEADER, request.get().encode())]
+
+    async def _answer(  # noqa: PLR0917 - the endpoint's two outcomes
+        self, send: Send, status: int, answer: bytes, content_type: bytes, extra: Headers, request: RequestId
+    ) -> bool:
+        """Send the answer (a request sampled for the prediction log with its id); returns whether it was sampled."""
+        sampled = self.sampled()
+        await _send(send, status, answer, content_type, self.with_request_id(extra, request) if sampled else extra)
+        return sampled
+
+    def log_prediction(  # noqa: PLR0917 - one call per front end
+        self, request: RequestId, protocol: str, status: int, started: float, body: bytes | None, answer: bytes | None
+    ) -> None:
+        """Offer a sampled request's record to the prediction log (call after its answer is written)."""
+        assert self.predictions is not None
+        self.predictions.offer(request.get(), protocol, status, time.perf_counter() - started, body, answer)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: tuple[str, str]) -> None:
         protocol, name = matched
         started = time.perf_counter()
-        length = header_length = request_id = None
-        for key, value in scope["headers"]:
-            if key == _CONTENT_LENGTH:
-                length = value
-            elif key == _HEADER_LENGTH:
-                header_length = value
-            elif key == REQUEST_ID_HEADER:
-                request_id = value
+        length, header_length, given_id = _read_headers(scope)
+        current_request.set(request := RequestId(given_id))  # this request's own task: its log lines carry the id
         held = 0  # bytes held against the budget
-        body_complete = False
+        body_complete = sampled = False
+        body: bytes | None = None
+        answer: bytes | None = None
         try:
             service = self.open(name, length)
             chunks: list[bytes] = []
@@ -211,18 +237,34 @@ class InferenceEndpoint:
             # the connection closed under an unfinished body: the client left, or the server timed it out (408)
             status = REQUEST_TIMEOUT if scope.get(TIMED_OUT) else CLIENT_GONE
         except Exception as exc:
-            status, extra, body = self.failure(exc, request_id)
+            status, extra, answer = self.failure(exc, request)
             if not body_complete and not drains(length):  # a large rest is never read: close instead
                 extra.append((b"connection", b"close"))
-            await _send(send, status, body, b"application/json", extra)
+            sampled = await self._answer(send, status, answer, b"application/json", extra, request)
         else:
             status = 200
+            answer = reply.body
             extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
-            await _send(send, 200, reply.body, reply.content_type, extra)
+            sampled = await self._answer(send, 200, answer, reply.content_type, extra, request)
         finally:
             if held:
                 self.budget.give_back(held)
             self.record(status, started)
+        if sampled:
+            self.log_prediction(request, protocol, status, started, body, answer)
+
+
+def _read_headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """Content-Length, Inference-Header-Content-Length and X-Request-Id of a request (None when absent)."""
+    length = header_length = given_id = None
+    for key, value in scope["headers"]:
+        if key == _CONTENT_LENGTH:
+            length = value
+        elif key == _HEADER_LENGTH:
+            header_length = value
+        elif key == REQUEST_ID_HEADER:
+            given_id = value
+    return length, header_length, given_id
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:

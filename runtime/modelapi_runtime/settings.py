@@ -10,18 +10,25 @@ boto3 or FastAPI.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MODELAPI_"
 # Bounds of the settings a model owner sets through the ModelAPI (spec.runtime.limits): the CRD uses the same.
 MAX_REQUEST_BYTES_RANGE = (1024, 1024 * 1024 * 1024)
 MAX_QUEUE_RANGE = (1, 65536)
+# spec.monitoring.predictionLog's bounds (the CRD uses the same)
+PREDICTION_LOG_RECORD_BYTES_RANGE = (256, 1024 * 1024)
+PREDICTION_LOG_BATCH_RECORDS_RANGE = (1, 100_000)
+PREDICTION_LOG_BATCH_SECONDS_RANGE = (1, 3600)
 
 Device = Literal["auto", "cpu", "cuda"]
 HttpLayer = Literal["fast", "uvicorn"]
+PredictionLogRecord = Literal["inputs", "outputs", "both"]
+PredictionLogSink = Literal["stdout", "s3"]
+LogFormat = Literal["text", "json"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -130,10 +137,57 @@ class RuntimeSettings(BaseSettings):
     )
     log_requests: bool = Field(default=False, description="Log one access line per request (off: hot path).")
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+    log_format: LogFormat = Field(
+        default="text",
+        description="Log lines on stderr: text, or json (one object per line); a line about a request carries its "
+        "request id.",
+    )
+    # The prediction log (spec.monitoring.predictionLog; docs/api.md "Prediction log").
+    prediction_log_sample_rate: float = Field(
+        default=0.0, ge=0, le=100, description="Percent of inference requests recorded in the prediction log; 0 = off."
+    )
+    prediction_log_record: PredictionLogRecord = Field(
+        default="both", description="What a prediction record holds besides its metadata: inputs, outputs or both."
+    )
+    prediction_log_max_record_bytes: int = Field(
+        default=16 * 1024,
+        ge=PREDICTION_LOG_RECORD_BYTES_RANGE[0],
+        le=PREDICTION_LOG_RECORD_BYTES_RANGE[1],
+        description="Most payload bytes in one prediction record (the rest is cut, and the record says truncated).",
+    )
+    prediction_log_sink: PredictionLogSink = Field(
+        default="stdout",
+        description="Where prediction records go: stdout (JSON lines; log lines are on stderr) or s3 (batched "
+        "newline-delimited JSON under prediction_log_s3_prefix).",
+    )
+    prediction_log_s3_prefix: str | None = Field(
+        default=None, description="s3://BUCKET/PATH/ for the s3 sink (the model's S3 endpoint and credentials)."
+    )
+    prediction_log_batch_records: int = Field(
+        default=1000,
+        ge=PREDICTION_LOG_BATCH_RECORDS_RANGE[0],
+        le=PREDICTION_LOG_BATCH_RECORDS_RANGE[1],
+        description="The s3 sink writes an object once it holds this many records...",
+    )
+    prediction_log_batch_seconds: float = Field(
+        default=60.0,
+        ge=PREDICTION_LOG_BATCH_SECONDS_RANGE[0],
+        le=PREDICTION_LOG_BATCH_SECONDS_RANGE[1],
+        description="...or once its first record is this many seconds old.",
+    )
     termination_log: str = Field(
         default="/dev/termination-log",
         description="Where a start-up failure's reason is written for Kubernetes.",
     )
+
+    @model_validator(mode="after")
+    def _s3_sink_has_a_prefix(self) -> Self:
+        prefix = self.prediction_log_s3_prefix
+        if self.prediction_log_sink == "s3" and not prefix:
+            raise ValueError("prediction_log_sink s3 needs prediction_log_s3_prefix (s3://BUCKET/PATH/)")
+        if prefix is not None and not (prefix.startswith("s3://") and len(prefix) > len("s3://")):
+            raise ValueError(f"prediction_log_s3_prefix {prefix!r}: expected s3://BUCKET/PATH/")
+        return self
 
 
 def env_var_name(field: str) -> str:

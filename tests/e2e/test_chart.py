@@ -764,6 +764,7 @@ BAD_VALUES = [
     ({"metrics": {"port": 70000}}, "at '/metrics/port'"),
     ({"nodeCache": {"allowedEndpoints": ["s3.example.com"]}}, "at '/nodeCache/allowedEndpoints/0'"),  # an origin
     ({"maxArtifactSize": "20 GB"}, "at '/maxArtifactSize'"),
+    ({"logFormat": "xml"}, "at '/logFormat'"),
 ]
 
 
@@ -819,6 +820,18 @@ def test_alerts_link_to_the_runbooks_where_the_installer_serves_them(cluster: Cl
     assert f"modelapi v{CHART_META['appVersion']}" in refused.stderr
     without_metrics = runbook_urls({**on, "metrics": {"enabled": False}})
     assert not any("modelapioperator" in url for url in without_metrics), "no operator alerts without its metrics"
+
+
+def test_log_format_reaches_the_operator_which_passes_it_on(cluster: Cluster, tmp_path: Path) -> None:
+    def operator_env(values: dict[str, Any]) -> dict[str, Any]:
+        docs = render(cluster, tmp_path, "ops", values)
+        (operator,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
+        (container,) = operator["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item.get("value") for item in container["env"]}
+
+    assert operator_env({})["MODELAPI_OPERATOR_LOG_FORMAT"] == "text"
+    env = operator_env({"logFormat": "json"})
+    assert OperatorSettings(log_format=env["MODELAPI_OPERATOR_LOG_FORMAT"]).log_format == "json"
 
 
 def test_operator_metrics_service_and_service_monitor(cluster: Cluster, tmp_path: Path) -> None:

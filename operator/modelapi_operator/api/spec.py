@@ -14,7 +14,14 @@ from pydantic_core import PydanticCustomError
 from modelapi_operator.api import patterns as p
 from modelapi_operator.api.base import ApiModel
 from modelapi_operator.api.rules import RULE_ERROR_TYPE, CelRule
-from modelapi_runtime.settings import MAX_QUEUE_RANGE, MAX_REQUEST_BYTES_RANGE, RuntimeSettings
+from modelapi_runtime.settings import (
+    MAX_QUEUE_RANGE,
+    MAX_REQUEST_BYTES_RANGE,
+    PREDICTION_LOG_BATCH_RECORDS_RANGE,
+    PREDICTION_LOG_BATCH_SECONDS_RANGE,
+    PREDICTION_LOG_RECORD_BYTES_RANGE,
+    RuntimeSettings,
+)
 
 URI_MAX = 2048
 NAME_MAX = 253
@@ -615,6 +622,69 @@ class RolloutSpec(ApiModel):
     )
 
 
+class PredictionLogSpec(ApiModel):
+    """A sample of inference requests recorded with their payloads (docs/api.md "Prediction log"): to the runtime's
+    stdout as JSON lines, or to S3 as batched newline-delimited JSON. Never in a request's way: records that cannot
+    be queued are dropped and counted."""
+
+    sample_rate: float = Field(
+        ge=0,
+        le=100,
+        description="Percent of inference requests recorded (0 to 100; 0 records none, 100 every one).",
+    )
+    record: Literal["inputs", "outputs", "both"] = Field(
+        default="both", description="What a record holds besides its metadata: inputs, outputs, or both."
+    )
+    max_record_bytes: int = Field(
+        default=_runtime_default("prediction_log_max_record_bytes"),
+        ge=PREDICTION_LOG_RECORD_BYTES_RANGE[0],
+        le=PREDICTION_LOG_RECORD_BYTES_RANGE[1],
+        description="Most payload bytes in one record (256 to 1048576; default 16384); longer payloads are cut and "
+        "the record says truncated.",
+    )
+    sink: Literal["stdout", "s3"] = Field(
+        default="stdout",
+        description="stdout: one JSON object per line on the runtime's stdout (its log lines are on stderr; every "
+        "record has kind prediction), for the cluster's log pipeline. s3: newline-delimited JSON objects under "
+        "s3Prefix, written with the model's own spec.storage endpoint and credentials.",
+    )
+    s3_prefix: (
+        Annotated[
+            str,
+            Field(max_length=URI_MAX),
+            p.regex_rule(p.S3_PREFIX, "must be s3://BUCKET/ or s3://BUCKET/PATH/ (ending with /)"),
+        ]
+        | None
+    ) = Field(default=None, description="Where the s3 sink writes: s3://BUCKET/PATH/ (needed by sink s3).")
+    batch_records: int = Field(
+        default=_runtime_default("prediction_log_batch_records"),
+        ge=PREDICTION_LOG_BATCH_RECORDS_RANGE[0],
+        le=PREDICTION_LOG_BATCH_RECORDS_RANGE[1],
+        description="The s3 sink writes an object once it holds this many records (1 to 100000; default 1000)...",
+    )
+    batch_seconds: int = Field(
+        default=60,
+        ge=PREDICTION_LOG_BATCH_SECONDS_RANGE[0],
+        le=PREDICTION_LOG_BATCH_SECONDS_RANGE[1],
+        description="...or once its oldest record is this many seconds old (1 to 3600; default 60).",
+    )
+
+    __rules__ = (
+        CelRule(
+            cel="!has(self.sink) || self.sink != 's3' || has(self.s3Prefix)",
+            message="sink s3 needs s3Prefix (s3://BUCKET/PATH/)",
+            check=lambda s: s.sink != "s3" or s.s3_prefix is not None,
+            field="s3Prefix",
+        ),
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """What the model's pods record beyond their metrics."""
+
+    prediction_log: PredictionLogSpec | None = Field(default=None, description=PredictionLogSpec.__doc__)
+
+
 def _keeps_warm_at_zero(spec: ModelAPISpec) -> bool:
     return spec.rollout.last_known_good_replicas > 0 and spec.autoscaling.min_replicas == 0
 
@@ -628,6 +698,7 @@ class ModelAPISpec(ApiModel):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description=AutoscalingSpec.__doc__)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description=RolloutSpec.__doc__)
     expose: ExposeSpec | None = Field(default=None, description=ExposeSpec.__doc__)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description=MonitoringSpec.__doc__)
 
     __rules__ = (
         CelRule(

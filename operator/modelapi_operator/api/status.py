@@ -8,7 +8,7 @@ from pydantic import Field
 
 from modelapi_operator.api.base import StatusModel
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Autoscaling", "Exposed"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Autoscaling", "Exposed", "PredictionLog"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 RevisionRole = Literal["stable", "next", "canary", "lastKnownGood"]
 
@@ -18,8 +18,9 @@ class Condition(StatusModel):
 
     type: ConditionType = Field(
         description="Ready, Progressing, Degraded, Autoscaling (whether the HorizontalPodAutoscaler can read its "
-        "metric, and reason AutoscalingLimited when it is held at maxReplicas; absent for a fixed size), or Exposed "
-        "(with spec.expose: whether requests reach the model through its Gateway)."
+        "metric, and reason AutoscalingLimited when it is held at maxReplicas; absent for a fixed size), Exposed "
+        "(with spec.expose: whether requests reach the model through its Gateway), or PredictionLog (with "
+        "spec.monitoring.predictionLog and the operator's Prometheus URL: whether its records are written)."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="A CamelCase reason from the documented set.")

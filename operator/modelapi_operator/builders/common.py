@@ -22,14 +22,15 @@ class Owner:
 @dataclass(frozen=True)
 class RuntimeImages:
     """The operator's defaults for model pods (operator settings): the runtime images (spec.runtime.image overrides
-    both), the Secrets every model pod pulls its image with (operator setting image_pull_secrets) and the node cache
-    agent's port (0: none)."""
+    both), the Secrets every model pod pulls its image with (operator setting image_pull_secrets), the node cache
+    agent's port (0: none) and the runtime's log format (operator setting log_format)."""
 
     cpu: str
     gpu: str
     pull_secrets: tuple[str, ...] = ()
     node_cache_port: int = 0
     max_artifact_size: str = ""  # the default of spec.storage.maxArtifactSize ("": cacheSize)
+    log_format: str = "text"  # the runtime's log lines: text or json (the chart's logFormat)
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

@@ -89,7 +89,29 @@ def _node_cache_env(port: int) -> list[dict[str, Any]]:
     ]
 
 
-def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str, node_cache_port: int = 0) -> list[dict[str, Any]]:
+def _prediction_log_env(spec: ModelAPISpec) -> list[dict[str, Any]]:
+    """spec.monitoring.predictionLog as the runtime's prediction_log_* settings (nothing when it is not set)."""
+    log = spec.monitoring.prediction_log
+    if log is None:
+        return []
+    env = [
+        _env(env_var_name("prediction_log_sample_rate"), f"{log.sample_rate:g}"),
+        _env(env_var_name("prediction_log_record"), log.record),
+        _env(env_var_name("prediction_log_max_record_bytes"), str(log.max_record_bytes)),
+        _env(env_var_name("prediction_log_sink"), log.sink),
+    ]
+    if log.sink == "s3" and log.s3_prefix:
+        env += [
+            _env(env_var_name("prediction_log_s3_prefix"), log.s3_prefix),
+            _env(env_var_name("prediction_log_batch_records"), str(log.batch_records)),
+            _env(env_var_name("prediction_log_batch_seconds"), str(log.batch_seconds)),
+        ]
+    return env
+
+
+def _runtime_env(
+    spec: ModelAPISpec, model_name: str, revision: str, node_cache_port: int = 0, log_format: str = "text"
+) -> list[dict[str, Any]]:
     model, runtime, storage = spec.model, spec.runtime, spec.storage
     env: list[dict[str, Any]] = [
         _env(env_var_name("model_uri"), model.uri),
@@ -133,6 +155,9 @@ def _runtime_env(spec: ModelAPISpec, model_name: str, revision: str, node_cache_
     for field, value in runtime.limits.model_dump(by_alias=False).items():
         if value != RuntimeSettings.model_fields[field].default:
             env.append(_env(env_var_name(field), str(value)))
+    if log_format != "text":  # only when set: the default keeps every pod template (and revision) as it was
+        env.append(_env(env_var_name("log_format"), log_format))
+    env += _prediction_log_env(spec)
     env += [item.model_dump(by_alias=True, exclude_none=True) for item in runtime.env]
     return env
 
@@ -206,7 +231,7 @@ def build_pod_template(
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve"],
         "env": [
-            *_runtime_env(spec, owner.name, revision, images.node_cache_port),
+            *_runtime_env(spec, owner.name, revision, images.node_cache_port, images.log_format),
             _env(
                 env_var_name("max_artifact_bytes"),
                 str(max_artifact_bytes(spec, images.max_artifact_size, artifact_bytes)),

@@ -281,3 +281,35 @@ def test_batching_fill_when_idle_reaches_the_runtime_only_when_set() -> None:
     assert RuntimeSettings.model_validate(
         {"model_uri": "s3://models/iris/1/model.onnx", "batch_fill_when_idle": env["MODELAPI_BATCH_FILL_WHEN_IDLE"]}
     ).batch_fill_when_idle
+
+
+def test_the_log_format_reaches_model_pods_only_when_it_is_json() -> None:
+    spec = _spec()
+
+    def env(images: RuntimeImages) -> dict[str, Any]:
+        container = build_deployment(spec, OWNER, "abc", images)["spec"]["template"]["spec"]["containers"][0]
+        return {item["name"]: item.get("value") for item in container["env"]}
+
+    assert "MODELAPI_LOG_FORMAT" not in env(IMAGES)  # text, the default: templates (and revisions) stay the same
+    json_images = RuntimeImages(cpu="cpu:1", gpu="gpu:1", log_format="json")
+    assert env(json_images)["MODELAPI_LOG_FORMAT"] == "json"
+    assert compute_revision(spec, OWNER, json_images) != compute_revision(spec, OWNER, IMAGES)
+
+
+def test_the_prediction_log_becomes_runtime_settings_the_runtime_accepts() -> None:
+    from modelapi_runtime.settings import RuntimeSettings
+
+    stdout = _spec(monitoring={"predictionLog": {"sampleRate": 2.5, "record": "outputs"}})
+    env = {item["name"]: item["value"] for item in _container(stdout)["env"] if "value" in item}
+    assert env["MODELAPI_PREDICTION_LOG_SAMPLE_RATE"] == "2.5"
+    assert env["MODELAPI_PREDICTION_LOG_RECORD"] == "outputs"
+    assert env["MODELAPI_PREDICTION_LOG_SINK"] == "stdout"
+    assert "MODELAPI_PREDICTION_LOG_S3_PREFIX" not in env
+    s3 = _spec(monitoring={"predictionLog": {"sampleRate": 10, "sink": "s3", "s3Prefix": "s3://logs/iris/"}})
+    env = {item["name"]: item["value"] for item in _container(s3)["env"] if "value" in item}
+    settings = RuntimeSettings(**{k.removeprefix("MODELAPI_").lower(): v for k, v in env.items() if "PREDICTION" in k},
+                               model_uri="s3://models/iris/1/model.onnx")  # fmt: skip
+    assert (settings.prediction_log_sink, settings.prediction_log_s3_prefix) == ("s3", "s3://logs/iris/")
+    assert (settings.prediction_log_batch_records, settings.prediction_log_batch_seconds) == (1000, 60)
+    assert _spec().monitoring.prediction_log is None
+    assert not any("PREDICTION" in item["name"] for item in _container(_spec())["env"])

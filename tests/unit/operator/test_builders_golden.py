@@ -25,7 +25,7 @@ from modelapi_operator.builders import (
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGES = RuntimeImages(cpu="modelapi/runtime:test", gpu="modelapi/runtime-gpu:test")
-RENDER_CASES = ["iris", "gpu", "canary-gateway", "inflight-single-replica", "scale-to-zero"]
+RENDER_CASES = ["iris", "gpu", "canary-gateway", "inflight-single-replica", "scale-to-zero", "prediction-log"]
 
 
 def _check(case_dir: Path, actual: str, update: bool) -> None:

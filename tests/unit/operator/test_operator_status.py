@@ -161,3 +161,28 @@ def test_a_failure_of_the_modelapi_itself_wins_over_a_serving_revision(field: st
     assert status.last_failure is not None
     assert (status.last_failure.reason, status.last_failure.revision) == (reason, None)
     assert [e.reason for e in events if e.type == "Warning"] == [reason]
+
+
+def test_prediction_log_condition_only_when_it_is_checked() -> None:
+    status, _ = compute_status(_observe(_view("a")))
+    assert "PredictionLog" not in _conditions(status)  # no spec.monitoring.predictionLog, or no Prometheus
+    status, events = compute_status(replace(_observe(_view("a")), prediction_log_failures=[]))
+    assert _conditions(status)["PredictionLog"] == ("True", "PredictionLogWriting")
+    assert events == []
+
+
+def test_a_failing_prediction_log_is_a_warning_that_leaves_serving_alone() -> None:
+    writing, _ = compute_status(replace(_observe(_view("a")), prediction_log_failures=[]))
+    failing = replace(_observe(_view("a"), previous=writing), prediction_log_failures=[("a", "NoSuchBucket")])
+    status, events = compute_status(failing)
+    conditions = _conditions(status)
+    assert conditions["PredictionLog"] == ("False", "PredictionLogFailing")
+    assert conditions["Ready"] == ("True", "Serving")
+    assert conditions["Degraded"] == ("False", "AsExpected")
+    message = next(c.message for c in status.conditions if c.type == "PredictionLog")
+    assert "revision a: NoSuchBucket" in message
+    assert "s3Prefix" in message
+    assert [(e.type, e.reason) for e in events] == [("Warning", "PredictionLogFailing")]
+    fixed, events = compute_status(replace(_observe(_view("a"), previous=status), prediction_log_failures=[]))
+    assert _conditions(fixed)["PredictionLog"] == ("True", "PredictionLogWriting")
+    assert [(e.type, e.reason) for e in events] == [("Normal", "PredictionLogWriting")]

@@ -1,0 +1,354 @@
+"""The prediction log: records, sampling, the bounded queue, the S3 sink against a real S3 API (moto's server), and
+the whole path through the runtime as ``serve`` runs it (the fast HTTP layer and uvicorn's)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+from live_server import live_server, read_response
+
+from modelapi_runtime import prediction_log as pl
+from modelapi_runtime.metrics import Metrics
+from modelapi_runtime.settings import RuntimeSettings
+
+V1 = orjson.dumps({"instances": [[1, 2, 3, 4]]})
+
+
+def request(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def config(**overrides: Any) -> pl.Config:
+    values: dict[str, Any] = {
+        "sample_rate": 100.0,
+        "record": "both",
+        "max_record_bytes": 1024,
+        "sink": "stdout",
+        "s3_prefix": None,
+        "batch_records": 1000,
+        "batch_seconds": 60.0,
+        "model": "m",
+        "revision": "abcd1234",
+    }
+    return pl.Config(**(values | overrides))
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"model": "m", "revision": "abcd1234", **labels})
+    return 0.0 if value is None else value
+
+
+# --- records ---------------------------------------------------------------------------------------------------
+
+
+def test_payloads_within_the_cap_are_kept_whole() -> None:
+    assert pl.cut(b"abc", b"defg", 7) == (b"abc", b"defg", False)
+    assert pl.cut(None, b"defg", 4) == (None, b"defg", False)
+
+
+def test_payloads_over_the_cap_share_it_and_say_truncated() -> None:
+    request, response, truncated = pl.cut(b"r" * 100, b"a" * 100, 64)
+    assert truncated
+    assert (len(request or b""), len(response or b"")) == (32, 32)  # the answer keeps half of the cap
+    request, response, truncated = pl.cut(b"r" * 100, b"a" * 10, 64)
+    assert (len(request or b""), response, truncated) == (54, b"a" * 10, True)  # a short answer leaves the rest
+    request, response, truncated = pl.cut(b"r" * 100, None, 64)
+    assert (request, response, truncated) == (b"r" * 64, None, True)
+
+
+def test_a_payload_is_text_or_base64() -> None:
+    assert pl.payload(b'{"instances": [[1]]}', False) == ('{"instances": [[1]]}', "utf-8")
+    cut_inside_a_character = "é".encode() * 3 + "é".encode()[:1]
+    assert pl.payload(cut_inside_a_character, True) == ("ééé", "utf-8")
+    assert pl.payload(b"\x00\xff\xfe", False) == ("AP/+", "base64")
+
+
+def test_a_record_has_the_metadata_and_the_payloads() -> None:
+    pending = pl.Pending(0.25, "req-1", "v1", 200, 0.0015, b'{"instances": [[1]]}', b"\xff", False)
+    record = pl.build_record(pending, "iris", "abcd1234")
+    assert record == {
+        "kind": "prediction",
+        "time": "1970-01-01T00:00:00.250Z",
+        "request_id": "req-1",
+        "model": "iris",
+        "revision": "abcd1234",
+        "protocol": "v1",
+        "status": 200,
+        "latency_ms": 1.5,
+        "truncated": False,
+        "request": '{"instances": [[1]]}',
+        "request_encoding": "utf-8",
+        "response": "/w==",
+        "response_encoding": "base64",
+    }
+    only_metadata = pl.build_record(pl.Pending(0, "r", "v2", 500, 0, None, None, False), "iris", "")
+    assert "request" not in only_metadata
+    assert "response" not in only_metadata
+
+
+# --- sampling and the queue --------------------------------------------------------------------------------------
+
+
+def test_the_sample_rate_is_a_percentage() -> None:
+    random.seed(18)
+    metrics = Metrics("m", "abcd1234")
+    ten = pl.PredictionLog(config(sample_rate=10.0), pl.StdoutSink(io.BytesIO()), metrics)
+    drawn = sum(ten.sample() for _ in range(20_000))
+    assert 1_800 < drawn < 2_200
+    every = pl.PredictionLog(config(sample_rate=100.0), pl.StdoutSink(io.BytesIO()), metrics)
+    assert all(every.sample() for _ in range(1000))
+    tiny = pl.PredictionLog(config(sample_rate=0.01), pl.StdoutSink(io.BytesIO()), metrics)
+    assert sum(tiny.sample() for _ in range(10_000)) < 10
+
+
+def test_what_to_record_is_honoured() -> None:
+    metrics = Metrics("m", "abcd1234")
+    for record, kept in (("inputs", (b"in", None)), ("outputs", (None, b"out")), ("both", (b"in", b"out"))):
+        log = pl.PredictionLog(config(record=record), pl.StdoutSink(io.BytesIO()), metrics)
+        log.offer("r", "v1", 200, 0.001, b"in", b"out")
+        pending = log.queue.popleft()
+        assert (pending.request, pending.response) == kept, record
+
+
+def test_a_full_queue_drops_and_counts_without_blocking() -> None:
+    metrics = Metrics("m", "abcd1234")
+    log = pl.PredictionLog(config(), pl.StdoutSink(io.BytesIO()), metrics)  # no writer: nothing empties it
+    started = time.perf_counter()
+    for i in range(pl.QUEUE_RECORDS + 25):
+        log.offer(f"r{i}", "v1", 200, 0.001, b"x", b"y")
+    assert time.perf_counter() - started < 5
+    assert len(log.queue) == pl.QUEUE_RECORDS
+    assert sample(metrics, "modelapi_prediction_log_dropped_total") == 25
+
+
+def test_the_queue_is_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pl, "QUEUE_BYTES", 10_000)
+    metrics = Metrics("m", "abcd1234")
+    log = pl.PredictionLog(config(max_record_bytes=1024), pl.StdoutSink(io.BytesIO()), metrics)
+    for _ in range(20):
+        log.offer("r", "v1", 200, 0.001, b"x" * 4096, b"y" * 4096)  # cut to 1024 bytes each
+    assert len(log.queue) == 9
+    assert sample(metrics, "modelapi_prediction_log_dropped_total") == 11
+
+
+def test_the_writer_writes_json_lines_and_counts_them() -> None:
+    metrics = Metrics("m", "abcd1234")
+    out = io.BytesIO()
+    log = pl.PredictionLog(config(), pl.StdoutSink(out), metrics)
+    log.start()
+    for i in range(5):
+        log.offer(f"r{i}", "v1", 200, 0.001, V1, b'{"predictions": [[3]]}')
+    log.stop()
+    lines = out.getvalue().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(5)]
+    assert sample(metrics, "modelapi_prediction_log_records_total") == 5
+
+
+# --- the S3 sink (moto's S3 server: a real S3 API over HTTP) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for bucket in client.list_buckets().get("Buckets", []):
+        for item in client.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []):
+            client.delete_object(Bucket=bucket["Name"], Key=item["Key"])
+    client.create_bucket(Bucket="logs")
+    return client
+
+
+def objects(s3: Any, prefix: str = "") -> list[list[dict[str, Any]]]:
+    listed = s3.list_objects_v2(Bucket="logs", Prefix=prefix).get("Contents", [])
+    keys = sorted(item["Key"] for item in listed)
+    return [
+        [orjson.loads(line) for line in s3.get_object(Bucket="logs", Key=key)["Body"].read().splitlines()]
+        for key in keys
+    ]
+
+
+def s3_log(s3_endpoint: str, metrics: Metrics, prefix: str = "s3://logs/preds/", **overrides: Any) -> pl.PredictionLog:
+    settings = RuntimeSettings(
+        model_uri="file:///m.onnx",
+        name="m",
+        revision="abcd1234",
+        s3_endpoint=s3_endpoint,
+        s3_region="us-east-1",
+        prediction_log_sample_rate=100,
+        prediction_log_sink="s3",
+        prediction_log_s3_prefix=prefix,
+        **overrides,
+    )
+    log = pl.open_prediction_log(settings, metrics)
+    assert log is not None
+    return log
+
+
+def test_s3_objects_hold_batch_records_each_and_the_rest_at_stop(s3: Any, s3_endpoint: str) -> None:
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log(s3_endpoint, metrics, prediction_log_batch_records=3)
+    log.start()
+    for i in range(7):
+        log.offer(f"r{i}", "v1", 200, 0.001, V1, b"{}")
+    log.stop()
+    found = objects(s3, "preds/m/abcd1234/")
+    assert [len(batch) for batch in found] == [3, 3, 1]
+    assert [record["request_id"] for batch in found for record in batch] == [f"r{i}" for i in range(7)]
+    assert sample(metrics, "modelapi_prediction_log_records_total") == 7
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="logs")["Contents"]]
+    assert all(key.endswith(".jsonl") for key in keys), keys
+
+
+def test_s3_objects_are_written_after_batch_seconds(s3: Any, s3_endpoint: str) -> None:
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log(s3_endpoint, metrics, prediction_log_batch_seconds=1)
+    log.start()
+    try:
+        log.offer("early", "v1", 200, 0.001, V1, b"{}")
+        deadline = time.monotonic() + 10
+        while not objects(s3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [[r["request_id"] for r in batch] for batch in objects(s3)] == [["early"]]
+    finally:
+        log.stop()
+
+
+def test_a_missing_bucket_is_counted_reported_and_logged_once(
+    s3: Any, s3_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log(s3_endpoint, metrics, prefix="s3://no-such-bucket/x/", prediction_log_batch_records=1)
+    with caplog.at_level(logging.WARNING, logger="modelapi_runtime.prediction_log"):
+        log.start()
+        for i in range(4):
+            log.offer(f"r{i}", "v1", 200, 0.001, V1, b"{}")
+        log.stop()
+    assert sample(metrics, "modelapi_prediction_log_errors_total") == 4
+    assert sample(metrics, "modelapi_prediction_log_failing", reason="NoSuchBucket") == 1
+    assert sample(metrics, "modelapi_prediction_log_failing", reason="AccessDenied") == 0
+    assert sample(metrics, "modelapi_prediction_log_records_total") == 0
+    warned = [r for r in caplog.records if "prediction log" in r.getMessage()]
+    assert len(warned) == 1
+    assert "NoSuchBucket" in warned[0].getMessage()
+    assert "no-such-bucket" in warned[0].getMessage()
+
+
+def test_an_unreachable_store_is_a_bounded_reason(s3: Any) -> None:
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log("http://127.0.0.1:9", metrics, prediction_log_batch_records=1)
+    log.start()
+    log.offer("r", "v1", 200, 0.001, V1, b"{}")
+    log.stop(timeout=60)
+    assert sample(metrics, "modelapi_prediction_log_failing", reason="Unreachable") == 1
+
+
+def test_the_failure_reasons_are_the_metric_labels() -> None:
+    from typing import get_args
+
+    from modelapi_runtime.metrics import PREDICTION_LOG_FAILURES
+
+    assert set(get_args(pl.FailureReason)) == set(PREDICTION_LOG_FAILURES)
+
+
+# --- through the runtime, as ``serve`` runs it ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("http", ["fast", "uvicorn"])
+def test_served_requests_reach_s3_with_the_id_the_client_got(
+    s3: Any, s3_endpoint: str, model_dir: Path, tmp_path: Path, http: str
+) -> None:
+    uri = (model_dir / "affine.onnx").as_uri()
+    settings: dict[str, Any] = {
+        "http": http,
+        "revision": "abcd1234",
+        "s3_endpoint": s3_endpoint,
+        "s3_region": "us-east-1",
+        "prediction_log_sample_rate": 100,
+        "prediction_log_sink": "s3",
+        "prediction_log_s3_prefix": "s3://logs/served/",
+        "prediction_log_max_record_bytes": 256,
+    }
+    answers = []
+    with live_server(uri, str(tmp_path / "cache"), **settings) as live:
+        sock = live.connect()
+        sock.sendall(request("/v1/models/m:predict", V1, {"X-Request-Id": "client-7"}))
+        answers.append(read_response(sock))
+        sock.sendall(request("/v1/models/m:predict", V1))
+        answers.append(read_response(sock))
+        sock.sendall(request("/v1/models/m:predict", b'{"instances": [[1, 2]]}'))  # wrong shape: 4xx
+        answers.append(read_response(sock))
+        big = orjson.dumps({"instances": [[1, 2, 3, 4]] * 50})
+        sock.sendall(request("/v1/models/m:predict", big))
+        answers.append(read_response(sock))
+        sock.close()
+        assert objects(s3) == []  # batched: nothing written before 1000 records or 60 s...
+    records = [record for batch in objects(s3, "served/m/abcd1234/") for record in batch]  # ...or the stop
+    assert [a[0] for a in answers] == [200, 200, 422, 200]
+    assert [r["status"] for r in records] == [200, 200, 422, 200]
+    assert [r["request_id"] for r in records] == [a[1]["x-request-id"] for a in answers]
+    assert records[0]["request_id"] == "client-7"
+    assert records[0]["request"] == V1.decode()
+    assert orjson.loads(records[0]["response"]) == orjson.loads(answers[0][2])
+    assert not records[0]["truncated"]
+    assert records[3]["truncated"]
+    assert len(records[3]["request"]) + len(records[3]["response"]) <= 256
+    assert all(r["model"] == "m" and r["revision"] == "abcd1234" and r["latency_ms"] > 0 for r in records)
+
+
+def test_without_the_prediction_log_answers_carry_no_request_id(model_dir: Path, tmp_path: Path) -> None:
+    with live_server((model_dir / "affine.onnx").as_uri(), str(tmp_path / "cache")) as live:
+        assert live.app.state.runtime.predictions is None
+        sock = live.connect()
+        sock.sendall(request("/v1/models/m:predict", V1))
+        status, headers, _ = read_response(sock)
+        sock.close()
+    assert status == 200
+    assert "x-request-id" not in headers
+
+
+def test_an_s3_object_is_written_early_at_its_size_bound(
+    s3: Any, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pl, "OBJECT_BYTES", 1000)
+    metrics = Metrics("m", "abcd1234")
+    log = s3_log(s3_endpoint, metrics, prediction_log_max_record_bytes=512)
+    log.start()
+    try:
+        for i in range(4):
+            log.offer(f"r{i}", "v1", 200, 0.001, b"x" * 400, None)  # about 600 bytes a line
+        deadline = time.monotonic() + 10
+        while len(objects(s3)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [len(batch) for batch in objects(s3)] == [2, 2]  # batchRecords (1000) never reached
+    finally:
+        log.stop()
