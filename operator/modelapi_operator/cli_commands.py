@@ -90,7 +90,11 @@ async def get(args: argparse.Namespace, out: TextIO) -> None:
 async def status(args: argparse.Namespace, out: TextIO) -> None:
     async with _session(args) as session:
         reads = await cli_reads.read_status(session.client, session.namespace, args.name)
-    out.write(status_view.status_screen(reads.model, reads.children, reads.events, _now(), event_limit=args.events))
+    out.write(
+        status_view.status_screen(
+            reads.model, reads.children, reads.events, _now(), event_limit=args.events, forbidden=reads.forbidden
+        )
+    )
 
 
 async def _print_log(session: Session, pod: str, revision: str, *, tail: int | None, follow: bool, out: TextIO) -> None:
@@ -189,10 +193,10 @@ async def predict(args: argparse.Namespace, out: TextIO) -> None:
             if refused is not None and response.status >= 400:
                 raise CommandFailed(_proxy_refusal(response.status, refused, session.namespace))
     if response.status >= 400:
-        sys.stderr.write(f"the model answered {response.status}:\n")
-        sys.stderr.write(predict_view.answer_text(response.content_type, response.body))
+        sys.stderr.write(f"modelapi predict: the model answered {response.status}:\n")
+        sys.stderr.write(predict_view.answer_text(response.body))
         raise CommandFailed("")
-    out.write(predict_view.answer_text(response.content_type, response.body))
+    out.write(predict_view.answer_text(response.body))
 
 
 def _proxy_refusal(status: int, message: str, namespace: str) -> str:

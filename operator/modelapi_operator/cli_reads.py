@@ -42,6 +42,8 @@ class ModelReads:
     model: kube.Manifest
     children: list[kube.Manifest]
     events: list[kube.Manifest]
+    # the kinds the user may not list (403), by plural: the screen says so and shows the rest
+    forbidden: tuple[str, ...] = ()
 
 
 def _selector(name: str, revision: str | None = None) -> dict[str, str]:
@@ -63,19 +65,30 @@ async def read_model(client: kube.Kube, namespace: str, name: str) -> kube.Manif
     return model
 
 
-async def _children(client: kube.Kube, namespace: str, name: str) -> list[kube.Manifest]:
-    """The children the operator labelled, each with its kind set (lists leave apiVersion and kind out)."""
-    found: list[kube.Manifest] = []
-    lists = await asyncio.gather(*(client.list(kind, namespace, _selector(name)) for kind in CHILD_KINDS))
-    for kind, items in zip(CHILD_KINDS, lists, strict=True):
-        found += [{**item, "apiVersion": kind.api_version, "kind": kind.kind} for item in items]
-    return found
+async def _list_if_allowed(
+    client: kube.Kube, kind: kube.Kind, namespace: str, labels: Mapping[str, str]
+) -> list[kube.Manifest] | None:
+    """The objects (with their kind set: lists leave apiVersion and kind out), or None when the user may not list
+    them."""
+    try:
+        items = await client.list(kind, namespace, labels)
+    except kube.Forbidden:
+        return None
+    return [{**item, "apiVersion": kind.api_version, "kind": kind.kind} for item in items]
 
 
 async def read_status(client: kube.Kube, namespace: str, name: str) -> ModelReads:
+    """The ModelAPI, the children the operator labelled, and the namespace's events; a list the user may not read
+    is left out and named in ``forbidden``."""
     model = await read_model(client, namespace, name)
-    children, events = await asyncio.gather(_children(client, namespace, name), client.list(kube.EVENT, namespace, {}))
-    return ModelReads(model, children, events)
+    kinds = (*CHILD_KINDS, kube.EVENT)
+    lists = await asyncio.gather(
+        *(_list_if_allowed(client, kind, namespace, {} if kind is kube.EVENT else _selector(name)) for kind in kinds)
+    )
+    found = dict(zip(kinds, lists, strict=True))
+    children = [item for kind in CHILD_KINDS for item in found[kind] or []]
+    forbidden = tuple(kind.plural for kind in kinds if found[kind] is None)
+    return ModelReads(model, children, found[kube.EVENT] or [], forbidden)
 
 
 async def runtime_pods(client: kube.Kube, namespace: str, name: str, revision: str | None) -> list[kube.Manifest]:

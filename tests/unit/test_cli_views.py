@@ -325,5 +325,10 @@ def test_predict_tells_the_api_servers_refusal_from_the_models_answer() -> None:
         'no endpoints available for service "iris"'
     )
     assert predict.is_api_server_status("application/json", b'{"error": "bad shape"}') is None
-    assert predict.answer_text("application/json", b'{"predictions":[0]}') == '{\n  "predictions": [\n    0\n  ]\n}\n'
-    assert predict.answer_text("text/plain", b"oops") == "oops\n"
+    assert predict.answer_text(b'{"predictions":[[0.1,0.9]]}') == '{"predictions":[[0.1,0.9]]}\n'
+    assert predict.answer_text(b"oops\n") == "oops\n"
+
+
+def test_status_names_what_the_user_may_not_list() -> None:
+    text = status.status_screen(MODEL, [], [], NOW, forbidden=("pods", "events"))
+    assert text.endswith("\nNot shown: you may not list pods, events in ml (kubectl auth can-i list ...).\n")

@@ -76,12 +76,7 @@ def is_api_server_status(content_type: str, body: bytes) -> str | None:
     return None
 
 
-def answer_text(content_type: str, body: bytes) -> str:
-    """The model's answer as it came, indented when it is JSON."""
+def answer_text(body: bytes) -> str:
+    """The model's answer as it came (compact JSON stays on one line, for jq), ending with a newline."""
     text = body.decode("utf-8", errors="replace")
-    if "json" in content_type:
-        try:
-            return json.dumps(json.loads(text), indent=2) + "\n"
-        except ValueError:
-            pass
     return text if text.endswith("\n") or not text else text + "\n"

@@ -180,7 +180,9 @@ def status_screen(
     now: datetime,
     *,
     event_limit: int = DEFAULT_EVENTS,
+    forbidden: Sequence[str] = (),
 ) -> str:
+    """The screen; ``forbidden``: the kinds the user may not list (their part is missing, and the screen says so)."""
     status = status_of(model)
     meta = model.get("metadata", {})
     name, namespace = str(meta.get("name", "NAME")), str(meta.get("namespace", "NAMESPACE"))
@@ -206,4 +208,8 @@ def status_screen(
             )
     shown = events_table(related_events(model, children, events), now, limit=event_limit)
     parts.append(_section(f"Events (last {event_limit})", shown or "no recent events\n"))
+    if forbidden:
+        parts.append(
+            f"\nNot shown: you may not list {', '.join(forbidden)} in {namespace} (kubectl auth can-i list ...).\n"
+        )
     return "".join(parts)
