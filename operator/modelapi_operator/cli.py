@@ -179,6 +179,9 @@ def _add_cluster_commands(commands: Any) -> None:
     logs_cmd.add_argument("--revision", help="only this revision: its hash or its name <name>-<hash>")
     logs_cmd.add_argument("--tail", type=_positive, metavar="N", help="the last N lines of each pod (default: all)")
     logs_cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until interrupted")
+    logs_cmd.add_argument(
+        "-p", "--previous", action="store_true", help="the log of each runtime's previous run (after a crash)"
+    )
     predict_cmd = commands.add_parser(
         "predict",
         parents=[options],
@@ -250,7 +253,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "logs" and args.follow and args.previous:
+        parser.error("logs: --previous cannot be combined with --follow (a finished run's log does not grow)")
     if args.command != "render":
         return cli_commands.run(args)
     images = RuntimeImages(cpu=args.cpu_image, gpu=args.gpu_image, pull_secrets=tuple(args.image_pull_secret))

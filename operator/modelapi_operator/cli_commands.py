@@ -97,10 +97,13 @@ async def status(args: argparse.Namespace, out: TextIO) -> None:
     )
 
 
-async def _print_log(session: Session, pod: str, revision: str, *, tail: int | None, follow: bool, out: TextIO) -> None:
+async def _print_log(
+    session: Session, pod: str, revision: str, *, tail: int | None, follow: bool, out: TextIO, previous: bool = False
+) -> None:
     label = logs_view.prefix(pod, revision)
+    lines = cli_reads.pod_log(session.client, session.namespace, pod, tail=tail, follow=follow, previous=previous)
     try:
-        async for line in cli_reads.pod_log(session.client, session.namespace, pod, tail=tail, follow=follow):
+        async for line in lines:
             out.write(label + line + "\n")
             out.flush()
     except kube.KubeError as error:
@@ -123,7 +126,9 @@ async def logs(args: argparse.Namespace, out: TextIO) -> None:
         revisions = {str(p["metadata"]["name"]): logs_view.revision_of(p) for p in pods}
         if not args.follow:
             for pod in names:
-                await _print_log(session, pod, revisions[pod], tail=args.tail, follow=False, out=out)
+                await _print_log(
+                    session, pod, revisions[pod], tail=args.tail, follow=False, out=out, previous=args.previous
+                )
             return
         tasks = {pod: _follow_pod(session, pod, revisions[pod], args.tail, out) for pod in names}
         if not tasks:

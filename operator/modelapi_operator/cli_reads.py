@@ -96,19 +96,24 @@ async def runtime_pods(client: kube.Kube, namespace: str, name: str, revision: s
     return await client.list(kube.POD, namespace, _selector(name, revision))
 
 
-def pod_log(client: kube.Kube, namespace: str, pod: str, *, tail: int | None, follow: bool) -> AsyncIterator[str]:
+def pod_log(
+    client: kube.Kube, namespace: str, pod: str, *, tail: int | None, follow: bool, previous: bool = False
+) -> AsyncIterator[str]:
+    """The runtime container's log (``previous``: of its last terminated run, as after a crash)."""
     params = {"container": names.RUNTIME_CONTAINER}
     if tail is not None:
         params["tailLines"] = str(tail)
     if follow:
         params["follow"] = "true"
+    if previous:
+        params["previous"] = "true"
     return client.stream_lines(kube.POD.path(namespace, pod, "log"), params)
 
 
 def proxy_path(namespace: str, service: str, model_path: str) -> str:
     """The API server's service proxy to the model Service's ``http`` port."""
     target = f"{service}:{SERVICE_PORT_NAME}"
-    return f"/api/v1/namespaces/{quote(namespace)}/services/{quote(target)}/proxy{model_path}"
+    return f"/api/v1/namespaces/{quote(namespace)}/services/{quote(target, safe=':')}/proxy{model_path}"
 
 
 async def post_via_proxy(
