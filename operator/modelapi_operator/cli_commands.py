@@ -61,7 +61,7 @@ def failure_message(error: Exception) -> str:
         if error.status == 0:
             return f"cannot reach the Kubernetes API: {error.message}"
         if error.status == 401:
-            return f"the Kubernetes API refused your credentials (401 {error.reason}); log in again (kubectl works?)"
+            return f"the Kubernetes API refused your credentials (401 {error.reason}): log in again for this context"
         if error.status == 403:
             return f"forbidden: {error.message}"
         if isinstance(error, kube.NotFound) and "modelapis" in error.message:

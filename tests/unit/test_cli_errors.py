@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from modelapi_operator import cli_commands, kube
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,3 +79,20 @@ def test_help_names_every_command() -> None:
     assert "--revision" in result.stdout
     assert "--tail" in result.stdout
     assert "--follow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (kube.KubeError(401, "Unauthorized", "Unauthorized"), "refused your credentials (401 Unauthorized): log in"),
+        (kube.Forbidden(403, "Forbidden", 'pods is forbidden: User "u"'), 'forbidden: pods is forbidden: User "u"'),
+        (
+            kube.NotFound(404, "NotFound", "the server could not find the requested resource (get modelapis)"),
+            "the ModelAPI resource is not installed in this cluster",
+        ),
+        (kube.KubeError(500, "InternalError", "etcd down"), "the Kubernetes API answered 500 InternalError: etcd down"),
+        (FileNotFoundError(2, "No such file or directory"), "cannot use the kubeconfig's TLS files"),
+    ],
+)
+def test_one_error_map(error: Exception, message: str) -> None:
+    assert message in cli_commands.failure_message(error)
