@@ -65,7 +65,7 @@ def test_get_and_status_of_a_serving_model(cluster: Cluster, namespace: str, ope
     assert everywhere.returncode == 0, everywhere.stderr
     assert any(line.split()[:2] == [namespace, "iris"] for line in everywhere.stdout.splitlines()[1:])
 
-    shown = modelapi(cluster, "status", "iris", "-n", namespace)
+    shown = modelapi(cluster, "status", "iris", "-n", namespace, "--events", "50")
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert "Ready:          True (Serving)\n" in text
@@ -74,7 +74,7 @@ def test_get_and_status_of_a_serving_model(cluster: Cluster, namespace: str, ope
     assert {line.split()[0] for line in conditions.splitlines()[1:]} >= {"Ready", "Progressing", "Degraded"}
     revisions = text.split("Revisions:\n")[1].split("\n\n")[0].splitlines()
     assert revisions[1].split()[:4] == [revision, "stable", "100%", "1/1"]
-    events = text.split("Events (last 10):\n")[1]
+    events = text.split("Events (last 50):\n")[1]
     # the operator's own events and the controller-manager's about the revision's Deployment
     assert "modelapi/iris" in events
     assert f"deployment/{revision}" in events or f"replicaset/{revision}-" in events
