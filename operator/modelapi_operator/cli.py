@@ -1,7 +1,9 @@
-"""``modelapi``: the user's command line. ``modelapi render -f model.yaml`` prints every child manifest.
+"""``modelapi``: the model owner's command line.
 
-Errors go to stderr as ``FILE: ModelAPI NAME: <field path>: <message>``, in the API server's words,
-with exit status 1; a usage error exits 2. There is never a traceback.
+``modelapi render -f model.yaml`` prints every child manifest, offline; its errors go to stderr as
+``FILE: ModelAPI NAME: <field path>: <message>``, in the API server's words. ``get``, ``status``, ``logs`` and
+``predict`` read a cluster with the user's kubeconfig (cli_commands.py). A failure exits with status 1, a usage
+error with 2. There is never a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelapi_operator import names
+from modelapi_operator import cli_commands, names
 from modelapi_operator.api import ModelAPI, SpecError, format_validation_error
 from modelapi_operator.api.errors import FieldProblem
 from modelapi_operator.builders import Owner, RuntimeImages
@@ -127,6 +129,86 @@ def render(
     return ("" if output == "name" else "---\n").join(parts)
 
 
+def _cluster_options() -> argparse.ArgumentParser:
+    """The options of every command that reads a cluster, as kubectl spells them."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    options.add_argument("--context", help="kubeconfig context (default: the current context)")
+    options.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    return options
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _add_cluster_commands(commands: Any) -> None:
+    options = _cluster_options()
+    get_cmd = commands.add_parser(
+        "get",
+        parents=[options],
+        help="list ModelAPIs: ready, reason, URL, revisions and weights, replicas, age",
+        description="List the ModelAPIs of a namespace (or, with -A, of every namespace): Ready and its reason, "
+        "the URL, each serving revision with its role and traffic weight, ready/desired replicas of the stable "
+        "revision, and age.",
+    )
+    get_cmd.add_argument("-A", "--all-namespaces", action="store_true", help="list every namespace's ModelAPIs")
+    status_cmd = commands.add_parser(
+        "status",
+        parents=[options],
+        help="one screen about a ModelAPI: conditions, revisions, canary, cold start, last failure, events",
+        description="Show one ModelAPI: its conditions (status, reason, message), revisions with weights and "
+        "replicas, the canary's analysis against its thresholds, cold-start phases, the last-known-good revision, "
+        "the last failure and the recent Events of the ModelAPI and its children.",
+    )
+    status_cmd.add_argument("name", help="the ModelAPI's name")
+    status_cmd.add_argument(
+        "--events", type=_positive, default=10, metavar="N", help="how many recent events to show (default 10)"
+    )
+    logs_cmd = commands.add_parser(
+        "logs",
+        parents=[options],
+        help="the runtime logs of every replica, each line prefixed with its pod and revision",
+        description="Print the runtime container's log of every pod of a ModelAPI (or of one revision), each line "
+        "prefixed with [POD REVISION]. With -f, follow them all; pods that start later join.",
+    )
+    logs_cmd.add_argument("name", help="the ModelAPI's name")
+    logs_cmd.add_argument("--revision", help="only this revision: its hash or its name <name>-<hash>")
+    logs_cmd.add_argument("--tail", type=_positive, metavar="N", help="the last N lines of each pod (default: all)")
+    logs_cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until interrupted")
+    logs_cmd.add_argument(
+        "-p", "--previous", action="store_true", help="the log of each runtime's previous run (after a crash)"
+    )
+    predict_cmd = commands.add_parser(
+        "predict",
+        parents=[options],
+        help="send a prediction request to a ModelAPI and print the answer",
+        description="Send a KServe v1 request (or, with --v2, an Open Inference Protocol v2 request) to a ModelAPI "
+        "and print the model's answer. The request goes to spec.expose's address when the model has one and it "
+        "answers, else through the Kubernetes API's service proxy to the model's Service (which needs get and "
+        "create on services/proxy). An answer of 4xx or 5xx is printed as the model gave it, with exit status 1.",
+    )
+    predict_cmd.add_argument("name", help="the ModelAPI's name")
+    predict_cmd.add_argument(
+        "-d",
+        "--data",
+        required=True,
+        metavar="FILE|JSON",
+        help='the request: inline JSON, a JSON file, or - for stdin; v1 takes {"instances": [...]} or a bare list',
+    )
+    predict_cmd.add_argument("--v2", action="store_true", help='send an Open Inference Protocol v2 request {"inputs"}')
+    predict_cmd.add_argument(
+        "--via",
+        choices=["auto", "service", "expose"],
+        default="auto",
+        help="auto (default): spec.expose's address when set and reachable, else the service proxy; service: "
+        "always the service proxy; expose: only spec.expose's address",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelapi", description="modelapi: serve ONNX models on Kubernetes.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,11 +248,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a Secret every model pod pulls its image with, as the chart's runtimeImages.pullSecrets (repeatable)",
     )
+    _add_cluster_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "logs" and args.follow and args.previous:
+        parser.error("logs: --previous cannot be combined with --follow (a finished run's log does not grow)")
+    if args.command != "render":
+        return cli_commands.run(args)
     images = RuntimeImages(cpu=args.cpu_image, gpu=args.gpu_image, pull_secrets=tuple(args.image_pull_secret))
     try:
         output = render(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -162,6 +162,13 @@ class KubeClient(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
 NOT_LOGGED_IN = "not logged in to the Kubernetes API yet"
 
 
@@ -229,6 +236,34 @@ class Kube:
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(0, "Unavailable", f"{method} {path}: {type(error).__name__}: {error}") from error
+
+    async def request_raw(
+        self, method: str, path: str, *, body: bytes | None = None, content_type: str = "application/json"
+    ) -> RawResponse:
+        """Any status and body as they came (the API server's service proxy answers with the model's own)."""
+        headers = {"Content-Type": content_type, "Accept": "application/json, */*"}
+        try:
+            async with self._client().request(method, path, data=body, headers=headers) as response:
+                return RawResponse(response.status, response.headers.get("Content-Type", ""), await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, "Unavailable", f"{method} {path}: {type(error).__name__}: {error}") from error
+
+    async def stream_lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[str]:
+        """The lines of a streamed text answer (a pod's log with follow=true), with no read timeout."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        try:
+            async with self._client().get(path, params=params, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise _error(response.status, await response.text(), response.headers.get("Retry-After"))
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", errors="replace").rstrip("\r")
+                if pending:
+                    yield pending.decode("utf-8", errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, "Unavailable", f"GET {path}: {type(error).__name__}: {error}") from error
 
     # -- verbs ----------------------------------------------------------------------------------
     async def apply(self, manifest: Manifest) -> Manifest:
