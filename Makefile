@@ -28,17 +28,26 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create the virtualenv and install the project with its dev extras
 
-lint: $(STAMP) ## ruff lint and format check
+# every shell file (by extension or shebang) under these folders: the test harness, the demo, the benchmarks, CI
+SHELL_DIRS := .ci benchmarks scripts tests
+
+lint: $(STAMP) ## ruff lint and format check; shellcheck and shfmt on every shell file
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/shfmt -f $(SHELL_DIRS) | xargs $(BIN)/shellcheck
+	$(BIN)/shfmt -d $(SHELL_DIRS)
 
 # the operator's API stand-ins and the tests that hand them to the reconciler: they must be kube.KubeClients
 TYPED_TESTS := tests/unit/kube_fakes.py $(addprefix tests/unit/test_operator_,context.py forbidden.py kube_retry.py \
 	reconcile.py routing.py tenancy.py)
 
-types: $(STAMP) ## mypy --strict on both packages, and on the tests that stand in for the Kubernetes API
+# the demo's Python programs (make demo runs them)
+TYPED_SCRIPTS := scripts/demo_local.py scripts/demo_steps.py
+
+types: $(STAMP) ## mypy --strict on both packages, on the tests that stand in for the Kubernetes API, and on the demo's Python
 	$(BIN)/mypy -p modelapi_operator -p modelapi_runtime
 	$(BIN)/mypy $(TYPED_TESTS)
+	$(BIN)/mypy $(TYPED_SCRIPTS)
 
 layers: $(STAMP) ## import-linter contracts (.importlinter)
 	$(BIN)/lint-imports
