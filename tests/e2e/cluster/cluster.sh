@@ -14,7 +14,7 @@
 #                      runtime-gpu) and push them to the running cluster's registry (`up` does it too; this is
 #                      for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
-#   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
+#   cluster.sh down    stop every process `up` started (by saved PID), wait until each has exited, remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
 #   cluster.sh preflight  exit 0 when this machine can run a real node, else say why (for make demo's choice)
 #   cluster.sh env     print the env file
