@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "tests" / "e2e" / "cluster" / "lib"
+CLUSTER_SH = ROOT / "tests" / "e2e" / "cluster" / "cluster.sh"
 
 # Python programs the tests supervise: one that ignores SIGTERM, one that takes a while to exit on it
 IGNORES_TERM = (
@@ -57,7 +58,7 @@ def pid_of(tmp_path: Path, name: str) -> int:
 @pytest.fixture
 def cleanup(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield
-    for pidfile in tmp_path.glob("*.pid"):
+    for pidfile in tmp_path.rglob("*.pid"):
         text = pidfile.read_text().strip()
         if text and running(int(text)):
             os.kill(int(text), 9)
@@ -167,3 +168,37 @@ def test_free_ports_are_distinct_and_bindable(tmp_path: Path) -> None:
     ports = [int(line) for line in proc.stdout.split()]
     assert len(ports) == 5
     assert len(set(ports)) == 5
+
+
+@pytest.mark.usefixtures("cleanup")
+def test_cluster_down_returns_only_after_every_process_has_exited(tmp_path: Path) -> None:
+    """cluster.sh down on a run directory whose components (stand-ins started by lib/proc.sh) take a while to exit:
+    it returns after the last of them has exited, and removes the run directory."""
+    run_dir = tmp_path / "run"
+    pids = run_dir / "pids"
+    marker = tmp_path / "exited"
+    started = harness(
+        tmp_path,
+        f"""
+        PROC_DIR="{pids}" PROC_LOG_DIR="{run_dir}/logs"
+        mkdir -p "$PROC_DIR" "$PROC_LOG_DIR"
+        proc_start etcd sleep 300
+        proc_start kwok python3 -c "{SLOW_EXIT}" "{marker}"
+        proc_wait_for kwok 10 grep -q up "$PROC_LOG_DIR/kwok.log"
+        """,
+    )
+    assert started.returncode == 0, started.stderr
+    components = {name: int((pids / f"{name}.pid").read_text()) for name in ("etcd", "kwok")}
+    down = subprocess.run(
+        ["bash", str(CLUSTER_SH), "down"],
+        env={**os.environ, "MODELAPI_CLUSTER_DIR": str(run_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert down.returncode == 0, down.stderr
+    assert marker.read_text() == "done", "kwok's own exit path ran before down returned"
+    for name, pid in components.items():
+        assert not running(pid), f"{name} (pid {pid}) still runs after down returned"
+    assert not run_dir.exists()

@@ -398,8 +398,8 @@ ENV
 node_remove_pods() {
 	local n="$RUN_DIR/node" crictl
 	[[ -S "$n/containerd/containerd.sock" ]] || return 0
-	proc_stop kube-proxy
-	proc_stop kubelet
+	proc_stop kube-proxy || true # one that outlived SIGKILL: down's stop of every process reports it
+	proc_stop kubelet || true
 	crictl="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null || true)/crictl"
 	if [[ -x $crictl ]] && proc_alive containerd; then
 		log "removing the real node's pods"
