@@ -28,14 +28,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create the virtualenv and install the project with its dev extras
 
-# every shell file (by extension or shebang) under these folders: the test harness, the demo, the benchmarks, CI
+# every shell file (by extension or shebang) that git tracks, or would, under these folders: the test harness, the
+# demo, the benchmarks, CI (not the clusters' run directories: git ignores them, and their image layers hold shell)
 SHELL_DIRS := .ci benchmarks scripts tests
+SHELL_FILES = git ls-files --cached --others --exclude-standard $(SHELL_DIRS) | xargs $(BIN)/shfmt -f
 
 lint: $(STAMP) ## ruff lint and format check; shellcheck and shfmt on every shell file
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/shfmt -f $(SHELL_DIRS) | xargs $(BIN)/shellcheck
-	$(BIN)/shfmt -d $(SHELL_DIRS)
+	$(SHELL_FILES) | xargs $(BIN)/shellcheck
+	$(SHELL_FILES) | xargs $(BIN)/shfmt -d
 
 # the operator's API stand-ins and the tests that hand them to the reconciler: they must be kube.KubeClients
 TYPED_TESTS := tests/unit/kube_fakes.py $(addprefix tests/unit/test_operator_,context.py forbidden.py kube_retry.py \
