@@ -65,6 +65,19 @@ header = json.dumps({"inputs": [{"name": "x", "shape": [1, 2048], "datatype": "F
 PY
 HLEN=$(cat "$WORK/header_len")
 
+serve_ready() { # pid port tries interval log: poll the server's readiness (at most tries times); fails, with its log,
+	# when it exits first
+	local pid=$1 port=$2 tries=$3 interval=$4 logfile=$5
+	for _ in $(seq 1 "$tries"); do
+		curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && return 0
+		kill -0 "$pid" 2>/dev/null || {
+			cat "$logfile" >&2
+			return 1
+		}
+		sleep "$interval"
+	done
+}
+
 measure() { # label device max_batch
 	local label=$1 device=$2 batch=$3 port=18090
 	local logfile="$WORK/${label//[^A-Za-z0-9-]/_}.log" # a label may hold a "/" (32/2ms)
@@ -72,14 +85,7 @@ measure() { # label device max_batch
 		--device "$device" --max-batch-size "$batch" --max-latency-ms 2 --model-dir "$WORK/cache" \
 		--termination-log "$WORK/term" >"$logfile" 2>&1 &
 	local pid=$!
-	for _ in $(seq 1 240); do
-		curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-		kill -0 $pid 2>/dev/null || {
-			cat "$logfile" >&2
-			return 1
-		}
-		sleep 0.5
-	done
+	serve_ready $pid $port 240 0.5 "$logfile" || return 1
 	local info
 	info=$(curl -s "http://127.0.0.1:$port/metrics" | grep '^modelapi_model_info' || true)
 	local cold
@@ -100,14 +106,7 @@ cold_serve() { # model device: a fresh `serve` process from its start to ready, 
 	"$VENV/bin/modelapi-runtime" serve --model-uri "file://$model" --name cold --port $port --host 127.0.0.1 \
 		--device "$device" --model-dir "$WORK/cold-serve" --termination-log "$WORK/term3" >"$WORK/cold-serve.log" 2>&1 &
 	pid=$!
-	for _ in $(seq 1 1200); do
-		curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-		kill -0 $pid 2>/dev/null || {
-			cat "$WORK/cold-serve.log" >&2
-			return 1
-		}
-		sleep 0.1
-	done
+	serve_ready $pid $port 1200 0.1 "$WORK/cold-serve.log" || return 1
 	ready=$(date +%s.%N)
 	gauges=$(curl -s "http://127.0.0.1:$port/metrics" | grep -E '^modelapi_(cold_start_[a-z]+_seconds|model_info)' |
 		sed -E 's/^(modelapi_model_info)\{.*(device="[a-z]+").*\}/\1{\2}/; s/^(modelapi_cold_start_[a-z_]+)\{[^}]*\}/\1/' |
