@@ -72,6 +72,17 @@ proc_gone() {
 	done
 }
 
+# proc_reaped PID TIMEOUT_S: wait up to TIMEOUT_S for an exited process (a zombie) to be reaped by its new parent, so
+# that its /proc entry is gone too (a zombie holds no port or file; callers that look for the entry see it go)
+proc_reaped() {
+	local deadline=$(($(proc_now_us) + $2 * 1000000)) stat
+	while stat="$(cat "/proc/$1/stat" 2>/dev/null)"; do
+		[[ ${stat##*) } == [ZX]* ]] || return 0 # another process on a reused PID
+		(($(proc_now_us) < deadline)) || return 1
+		sleep 0.1
+	done
+}
+
 # proc_stop NAME [TIMEOUT_S]: SIGTERM, wait for the exit up to TIMEOUT_S (default 15), then SIGKILL and wait again
 # (up to 10 s). Returns once the process has exited (0), or fails when it outlived SIGKILL (stuck in the kernel).
 proc_stop() {
@@ -80,10 +91,16 @@ proc_stop() {
 	pid="$(cat "$PROC_DIR/$name.pid")"
 	log "stopping $name (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || true
-	proc_gone "$name" "$timeout" && return 0
+	if proc_gone "$name" "$timeout"; then
+		proc_reaped "$pid" 5 || true
+		return 0
+	fi
 	log "$name did not stop within ${timeout} s of SIGTERM: killing it"
 	kill -KILL "$pid" 2>/dev/null || true
-	proc_gone "$name" 10 && return 0
+	if proc_gone "$name" 10; then
+		proc_reaped "$pid" 5 || true
+		return 0
+	fi
 	log "ERROR: $name (pid $pid) still runs 10 s after SIGKILL"
 	return 1
 }
