@@ -28,17 +28,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create the virtualenv and install the project with its dev extras
 
-lint: $(STAMP) ## ruff lint and format check
+# every shell file (by extension or shebang) that git tracks, or would, under these folders: the test harness, the
+# demo, the benchmarks, CI (not the clusters' run directories: git ignores them, and their image layers hold shell)
+SHELL_DIRS := .ci benchmarks scripts tests
+SHELL_FILES = git ls-files --cached --others --exclude-standard $(SHELL_DIRS) | xargs $(BIN)/shfmt -f
+
+lint: $(STAMP) ## ruff lint and format check; shellcheck and shfmt on every shell file
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(SHELL_FILES) | xargs $(BIN)/shellcheck
+	$(SHELL_FILES) | xargs $(BIN)/shfmt -d
 
 # Every folder of unit tests, each checked in a run of its own: pytest imports a test folder's conftest.py and helper
 # modules as top-level modules (no __init__.py), so two folders' conftest.py would be one module twice in one run.
 UNIT_TEST_DIRS = $(sort $(dir $(shell find tests/unit -name '*.py')))
 
-types: $(STAMP) ## mypy --strict on both packages and on every unit test
+# the demo's Python programs (make demo runs them)
+TYPED_SCRIPTS := scripts/demo_local.py scripts/demo_steps.py
+
+types: $(STAMP) ## mypy --strict on both packages, on every unit test and on the demo's Python
 	$(BIN)/mypy -p modelapi_operator -p modelapi_runtime
 	for dir in $(UNIT_TEST_DIRS); do $(BIN)/mypy $$dir*.py || exit 1; done
+	$(BIN)/mypy $(TYPED_SCRIPTS)
 
 layers: $(STAMP) ## import-linter contracts (.importlinter)
 	$(BIN)/lint-imports

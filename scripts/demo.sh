@@ -29,22 +29,37 @@ DEMO_NS=${MODELAPI_DEMO_NAMESPACE:-demo}
 RELEASE=modelapi
 RELEASE_NS=modelapi-system
 SA=modelapi-operator
-
+# the harness's libraries: log and die, process supervision (the local operator and runtime: PID files and logs in
+# the demo dir), kubeconfigs
+LOG_TAG=demo
+# shellcheck source=SCRIPTDIR/../tests/e2e/cluster/lib/log.sh
+source tests/e2e/cluster/lib/log.sh
+# shellcheck source=SCRIPTDIR/../tests/e2e/cluster/lib/proc.sh
+source tests/e2e/cluster/lib/proc.sh
+# shellcheck source=SCRIPTDIR/../tests/e2e/cluster/lib/pki.sh
+source tests/e2e/cluster/lib/pki.sh
+PROC_DIR=$DEMO_DIR PROC_LOG_DIR=$DEMO_DIR
 
 step=0
-say() { step=$((step + 1)); printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*"; }
+say() {
+	step=$((step + 1))
+	printf '\n\033[1m==> [%d] %s\033[0m\n' "$step" "$*"
+}
 note() { printf '    %s\n' "$*"; }
-die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 MODE=${MODELAPI_DEMO_NODE:-auto}
 if [[ -f $DEMO_DIR/mode ]]; then
-	MODE=$(cat "$DEMO_DIR/mode")  # demo-down and a rerun keep the mode of the run
+	MODE=$(cat "$DEMO_DIR/mode") # demo-down and a rerun keep the mode of the run
 elif [[ $MODE == auto && -n ${MODELAPI_CLUSTER_DIR:-} && -f $MODELAPI_CLUSTER_DIR/env ]]; then
-	MODE=$(sed -n 's/^MODELAPI_NODE=//p' "$MODELAPI_CLUSTER_DIR/env")  # the running cluster's own mode
+	MODE=$(sed -n 's/^MODELAPI_NODE=//p' "$MODELAPI_CLUSTER_DIR/env") # the running cluster's own mode
 	MODE=${MODE:-kwok}
 elif [[ $MODE == auto ]]; then
 	# the harness's own check (root, br_netfilter, overlayfs, containerd or apt-get); it prints why not
-	if why=$(bash tests/e2e/cluster/cluster.sh preflight); then MODE=real; else MODE=kwok; MODE_WHY=$why; fi
+	if why=$(bash tests/e2e/cluster/cluster.sh preflight); then
+		MODE=real
+	else
+		MODE=kwok MODE_WHY=$why
+	fi
 fi
 [[ $MODE == real || $MODE == kwok ]] || die "MODELAPI_DEMO_NODE must be auto, real or kwok, not '$MODE'"
 if [[ $MODE == real ]]; then
@@ -54,7 +69,7 @@ else
 fi
 export MODELAPI_CLUSTER_DIR=$CLUSTER_DIR MODELAPI_NODE=$MODE
 
-wait_not_terminating() {  # a namespace left by a previous demo-down may still be finalizing
+wait_not_terminating() { # a namespace left by a previous demo-down may still be finalizing
 	local ns=$1
 	if [[ -n $(kubectl get namespace "$ns" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null) ]]; then
 		note "namespace $ns is still being deleted (previous demo-down): waiting"
@@ -62,24 +77,17 @@ wait_not_terminating() {  # a namespace left by a previous demo-down may still b
 	fi
 }
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-stop_pid() {  # stop one process this demo started, by its saved PID
-	local file=$1 pid
-	[[ -f $file ]] || return 0
-	pid=$(cat "$file")
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-	fi
-	rm -f "$file"
+stop_local_processes() { # the operator and the runtime the kwok mode runs on this machine (each waited for)
+	local name
+	for name in runtime operator; do
+		proc_stop "$name"
+		rm -f "$DEMO_DIR/$name.pid" "$DEMO_DIR/$name.start"
+	done
 }
 
 down() {
 	printf '==> demo-down: stopping what make demo started\n'
-	stop_pid "$DEMO_DIR/runtime.pid"
-	stop_pid "$DEMO_DIR/operator.pid"
+	stop_local_processes
 	if [[ -f $CLUSTER_DIR/env ]] && bash tests/e2e/cluster/cluster.sh status >/dev/null 2>&1; then
 		# shellcheck disable=SC1091
 		source "$CLUSTER_DIR/env"
@@ -109,8 +117,7 @@ if [[ $MODE == real ]]; then
 else
 	printf '==> mode: kwok nodes%s (cluster dir %s)\n' "${MODE_WHY:+ (no real node: $MODE_WHY)}" "$CLUSTER_DIR"
 fi
-stop_pid "$DEMO_DIR/runtime.pid"  # a previous demo's processes, if any
-stop_pid "$DEMO_DIR/operator.pid"
+stop_local_processes # a previous demo's, if any
 
 # ---------------------------------------------------------------------------------------------------------------------
 say "local cluster: bash tests/e2e/cluster/cluster.sh up (first run builds Kubernetes from source: tens of minutes)"
@@ -120,7 +127,7 @@ else
 	bash tests/e2e/cluster/cluster.sh up
 	touch "$DEMO_DIR/cluster-started"
 fi
-set -a  # every KEY=VALUE of the env file, exported (S3 endpoint and credentials, KUBECONFIG, HELM)
+set -a # every KEY=VALUE of the env file, exported (S3 endpoint and credentials, KUBECONFIG, HELM)
 # shellcheck disable=SC1091
 source "$CLUSTER_DIR/env"
 set +a
@@ -136,15 +143,19 @@ if [[ $MODE == real ]]; then
 	# the harness's registry speaks plain HTTP (it listens on the node's bridge address only)
 	"$HELM" push "$DEMO_DIR/chart/modelapi-$CHART_VERSION.tgz" "oci://$NODE_REGISTRY/charts" --plain-http 2>&1 | sed 's/^/    /'
 	wait_not_terminating "$RELEASE_NS"
+	# the runtime-gpu image too, when the cluster's registry has it (cluster.sh images builds it): a GPU ModelAPI's
+	# pod then pulls it from there (it stays Pending without a GPU on the node, but its image is a real one)
+	GPU_IMAGE_VALUES=()
+	if [[ -n ${NODE_RUNTIME_GPU_IMAGE:-} ]]; then GPU_IMAGE_VALUES=(--set runtimeImages.gpu="$NODE_RUNTIME_GPU_IMAGE"); fi
 	"$HELM" upgrade --install "$RELEASE" "$CHART_REF" --version "$CHART_VERSION" --plain-http -n "$RELEASE_NS" \
 		--create-namespace --set serviceAccount.name="$SA" --set resyncSeconds=10 \
 		--set image.repository="${NODE_OPERATOR_IMAGE%:*}" --set image.tag="${NODE_OPERATOR_IMAGE##*:}" \
-		--set runtimeImages.cpu="$NODE_RUNTIME_IMAGE" --wait --timeout 300s >/dev/null
+		--set runtimeImages.cpu="$NODE_RUNTIME_IMAGE" "${GPU_IMAGE_VALUES[@]}" --wait --timeout 300s >/dev/null
 	kubectl -n "$RELEASE_NS" get deployment,serviceaccount -l app.kubernetes.io/instance="$RELEASE"
 
 	# -----------------------------------------------------------------------------------------------------------------
 	say "operator: the chart's pod, as ServiceAccount $RELEASE_NS/$SA, reaching the API server through the kubernetes Service"
-	OPERATOR_PODS=(-n "$RELEASE_NS" get pod -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator)
+	OPERATOR_PODS=(-n "$RELEASE_NS" get pod -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/name=modelapi-operator")
 	kubectl "${OPERATOR_PODS[@]}" -o wide
 	kubectl "${OPERATOR_PODS[@]}" -o jsonpath='{range .items[*]}    {.metadata.name}: serviceAccount {.spec.serviceAccountName}, pulled {.status.containerStatuses[0].imageID}{"\n"}{end}'
 	note "Service default/kubernetes $(kubectl -n default get service kubernetes -o jsonpath='{.spec.clusterIP}'):443 -> endpoint $(kubectl -n default get endpoints kubernetes -o jsonpath='{.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}') (the API server)"
@@ -159,26 +170,13 @@ else
 	# -----------------------------------------------------------------------------------------------------------------
 	say "operator: a local process with the chart Deployment's args and env, as ServiceAccount $RELEASE_NS/$SA (not admin)"
 	TOKEN=$(kubectl -n "$RELEASE_NS" create token "$SA" --duration=24h)
-	cat >"$DEMO_DIR/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "$KUBE_APISERVER_URL", certificate-authority: "$KUBE_CA_FILE"}}]
-users: [{name: $SA, user: {token: "$TOKEN"}}]
-contexts: [{name: $SA, context: {cluster: local, user: $SA}}]
-current-context: $SA
-EOF
-	chmod 600 "$DEMO_DIR/operator.kubeconfig"
+	pki_kubeconfig "$DEMO_DIR/operator.kubeconfig" "$KUBE_APISERVER_URL" "$KUBE_CA_FILE" "$SA" "$TOKEN"
 	OPERATOR_DEPLOYMENT=$(kubectl -n "$RELEASE_NS" get deployment -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/name=modelapi-operator -o name)
 	kubectl -n "$RELEASE_NS" get "$OPERATOR_DEPLOYMENT" -o json >"$DEMO_DIR/operator-deployment.json"
-	OPERATOR_PORT=$(free_port)
-	"$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
-		--kubeconfig "$DEMO_DIR/operator.kubeconfig" --port "$OPERATOR_PORT" >"$DEMO_DIR/operator.log" 2>&1 &
-	echo $! >"$DEMO_DIR/operator.pid"
-	for _ in $(seq 1 60); do
-		curl -fsS "http://127.0.0.1:$OPERATOR_PORT/healthz" >/dev/null 2>&1 && break
-		kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { cat "$DEMO_DIR/operator.log"; die "the operator exited"; }
-		sleep 0.5
-	done
+	OPERATOR_PORT=$(free_ports 1)
+	proc_start operator "$PY" scripts/demo_local.py operator --deployment "$DEMO_DIR/operator-deployment.json" \
+		--kubeconfig "$DEMO_DIR/operator.kubeconfig" --port "$OPERATOR_PORT"
+	proc_wait_for operator 60 curl -fsS "http://127.0.0.1:$OPERATOR_PORT/healthz"
 	grep -E '^    (command|substituted|env MODELAPI)' "$DEMO_DIR/operator.log" || true
 	note "operator log: $DEMO_DIR/operator.log"
 fi
@@ -186,25 +184,7 @@ fi
 # ---------------------------------------------------------------------------------------------------------------------
 say "model: python examples/iris/build_model.py, uploaded to s3://$S3_BUCKET/iris/1/model.onnx on the local S3"
 "$PY" examples/iris/build_model.py "$DEMO_DIR/model.onnx"
-"$PY" - "$DEMO_DIR/model.onnx" <<'EOF'
-import hashlib, os, sys
-
-import boto3
-from botocore.config import Config
-
-path = sys.argv[1]
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["S3_ENDPOINT_URL"],
-    aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-    aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-    region_name=os.environ["AWS_DEFAULT_REGION"],
-    config=Config(s3={"addressing_style": "path"}),
-)
-s3.upload_file(path, os.environ["S3_BUCKET"], "iris/1/model.onnx")
-digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-print(f"    uploaded {os.path.getsize(path)} bytes, sha256 {digest}")
-EOF
+"$PY" scripts/demo_steps.py upload-model "$DEMO_DIR/model.onnx" iris/1/model.onnx
 
 say "namespace $DEMO_NS and Secret s3-creds (the local S3's credentials)"
 wait_not_terminating "$DEMO_NS"
@@ -217,17 +197,9 @@ note "secret/s3-creds applied"
 
 # ---------------------------------------------------------------------------------------------------------------------
 MODEL_S3=$S3_ENDPOINT_URL
-if [[ $MODE == real ]]; then MODEL_S3=$NODE_S3_ENDPOINT_URL; fi  # the same bucket, on the address pods reach
+if [[ $MODE == real ]]; then MODEL_S3=$NODE_S3_ENDPOINT_URL; fi # the same bucket, on the address pods reach
 say "kubectl apply examples/iris/model.yaml (spec.storage.endpoint -> $MODEL_S3, the local S3)"
-"$PY" - examples/iris/model.yaml "$MODEL_S3" >"$DEMO_DIR/iris.yaml" <<'EOF'
-import sys
-
-import yaml
-
-manifest = yaml.safe_load(open(sys.argv[1]))
-manifest["spec"]["storage"]["endpoint"] = sys.argv[2]
-sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
-EOF
+"$PY" scripts/demo_steps.py point-storage examples/iris/model.yaml "$MODEL_S3" >"$DEMO_DIR/iris.yaml"
 kubectl -n "$DEMO_NS" apply -f "$DEMO_DIR/iris.yaml"
 kubectl -n "$DEMO_NS" wait --for=condition=Ready modelapi/iris --timeout=180s
 printf '\n'
@@ -243,38 +215,26 @@ if [[ $MODE == real ]]; then
 	CLUSTER_IP=$(kubectl -n "$DEMO_NS" get service iris -o jsonpath='{.spec.clusterIP}')
 	BASE="http://$CLUSTER_IP"
 	note "Service iris: $BASE (ClusterIP, through kube-proxy's iptables rules)"
-	for _ in $(seq 1 40); do  # the EndpointSlice reaches kube-proxy a moment after the pod is ready
-		curl -fsS --max-time 2 "$BASE/v2/health/ready" >/dev/null 2>&1 && break
-		sleep 0.5
-	done
+	# the EndpointSlice reaches kube-proxy a moment after the pod is ready
+	wait_for_url "$BASE/v2/health/ready" 20 || note "not ready through the Service after 20 s: trying anyway"
 else
-
-# ---------------------------------------------------------------------------------------------------------------------
-say "runtime: a local process with exactly the args and env of the pod template the operator created"
-note "no container runs on the kwok nodes, so the runtime runs on this machine (MODELAPI_DEMO_NODE=real: a real pod)"
-REVISION=$(kubectl -n "$DEMO_NS" get modelapi iris -o jsonpath='{.status.revisions[0].name}')
-kubectl -n "$DEMO_NS" get deployment "$REVISION" -o json >"$DEMO_DIR/runtime-deployment.json"
-kubectl -n "$DEMO_NS" get secret s3-creds -o json | "$PY" -c '
-import base64, json, sys
-secret = json.load(sys.stdin)
-data = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
-json.dump({secret["metadata"]["name"]: data}, sys.stdout)' >"$DEMO_DIR/secrets.json"
-chmod 600 "$DEMO_DIR/secrets.json"
-RUNTIME_PORT=$(free_port)
-"$PY" scripts/demo_local.py runtime --deployment "$DEMO_DIR/runtime-deployment.json" \
-	--secrets "$DEMO_DIR/secrets.json" --workdir "$DEMO_DIR/pod" --port "$RUNTIME_PORT" \
-	>"$DEMO_DIR/runtime.log" 2>&1 &
-echo $! >"$DEMO_DIR/runtime.pid"
-note "deployment/$REVISION, container runtime:"
-for _ in $(seq 1 120); do
-	curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready" >/dev/null 2>&1 && break
-	kill -0 "$(cat "$DEMO_DIR/runtime.pid")" 2>/dev/null || { cat "$DEMO_DIR/runtime.log"; die "the runtime exited"; }
-	sleep 0.5
-done
-curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready" >/dev/null || { cat "$DEMO_DIR/runtime.log"; die "runtime not ready"; }
-grep -E '^    (command|env|substituted)' "$DEMO_DIR/runtime.log" || true
-note "ready on http://127.0.0.1:$RUNTIME_PORT (log: $DEMO_DIR/runtime.log)"
-BASE="http://127.0.0.1:$RUNTIME_PORT"
+	# -----------------------------------------------------------------------------------------------------------------
+	say "runtime: a local process with exactly the args and env of the pod template the operator created"
+	note "no container runs on the kwok nodes, so the runtime runs on this machine (MODELAPI_DEMO_NODE=real: a real pod)"
+	REVISION=$(kubectl -n "$DEMO_NS" get modelapi iris -o jsonpath='{.status.revisions[0].name}')
+	kubectl -n "$DEMO_NS" get deployment "$REVISION" -o json >"$DEMO_DIR/runtime-deployment.json"
+	( # the Secret's values: readable by this user only, from the start
+		umask 077
+		kubectl -n "$DEMO_NS" get secret s3-creds -o json | "$PY" scripts/demo_steps.py decode-secret >"$DEMO_DIR/secrets.json"
+	)
+	RUNTIME_PORT=$(free_ports 1)
+	proc_start runtime "$PY" scripts/demo_local.py runtime --deployment "$DEMO_DIR/runtime-deployment.json" \
+		--secrets "$DEMO_DIR/secrets.json" --workdir "$DEMO_DIR/pod" --port "$RUNTIME_PORT"
+	note "deployment/$REVISION, container runtime:"
+	proc_wait_for runtime 60 curl -fsS "http://127.0.0.1:$RUNTIME_PORT/v2/health/ready"
+	grep -E '^    (command|env|substituted)' "$DEMO_DIR/runtime.log" || true
+	note "ready on http://127.0.0.1:$RUNTIME_PORT (log: $DEMO_DIR/runtime.log)"
+	BASE="http://127.0.0.1:$RUNTIME_PORT"
 fi
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -8,29 +8,6 @@
 # (512); MODELAPI_BENCH_LINK_MIB_S: each connection's caps (16,64); MODELAPI_BENCH_JSON=FILE keeps the figures (default
 # /tmp/modelapi-coldstart-bench-<time>.json, with the whole pip freeze next to it).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
-export MODELAPI_NODE=real
-export MODELAPI_CLUSTER_DIR=${MODELAPI_CLUSTER_DIR:-$ROOT/tests/e2e/cluster/.run-node}
-export MODELAPI_BENCH_JSON=${MODELAPI_BENCH_JSON:-/tmp/modelapi-coldstart-bench-$(date -u +%Y%m%dT%H%M%SZ).json}
-make -s venv
-
-echo "==> machine: $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "==> disk free under /tmp: $(df -h --output=avail /tmp | tail -1 | tr -d ' ')"
-echo "==> commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
-echo "==> load average (1, 5, 15 min) before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "==> versions: $(.venv/bin/python --version 2>&1); $(.venv/bin/pip freeze 2>/dev/null \
-  | grep -iE '^(onnxruntime|onnx|numpy|boto3|botocore|fastapi|uvicorn|kopf|pydantic)==' | tr '\n' ' ')"
-# the whole environment next to the figures (the runtime image installs the same constraints.txt pins)
-.venv/bin/pip freeze --all >"${MODELAPI_BENCH_JSON%.json}.pip-freeze.txt"
-echo "==> pip freeze: ${MODELAPI_BENCH_JSON%.json}.pip-freeze.txt"
-
-# shellcheck disable=SC2016
-flock /tmp/modelapi-real-node.lock bash -c '
-  status=0
-  .venv/bin/pytest benchmarks/coldstart/bench_coldstart.py -o python_files="bench_*.py" -p no:cacheprovider \
-    -s -v "$@" || status=$?
-  bash tests/e2e/cluster/cluster.sh down || true
-  exit $status
-' run.sh "$@"
-echo "==> load average (1, 5, 15 min) after: $(cut -d' ' -f1-3 /proc/loadavg)"
+# shellcheck source=SCRIPTDIR/../real-node-bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../real-node-bench.sh"
+real_node_bench coldstart benchmarks/coldstart/bench_coldstart.py 'onnxruntime|onnx|numpy|boto3|botocore|fastapi|uvicorn|kopf|pydantic' "$@"

@@ -8,7 +8,7 @@ DIR=${1:-gpu-wheels}
 PY=${2:-$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
 mkdir -p "$DIR"
 python3 -m pip wheel -q --no-deps -w "$DIR" .
-wheel="$(ls -t "$DIR"/modelapi-*.whl | head -1)"
+wheel="$(find "$DIR" -maxdepth 1 -name 'modelapi-*.whl' -printf '%T@ %p\n' | sort -rn | head -1 | cut -d' ' -f2-)"
 platforms=()
 for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux_2_12 manylinux_2_5 manylinux2014 manylinux2010 \
 	manylinux1; do platforms+=(--platform "${tag}_x86_64"); done

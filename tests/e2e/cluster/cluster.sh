@@ -14,7 +14,7 @@
 #                      runtime-gpu) and push them to the running cluster's registry (`up` does it too; this is
 #                      for a rebuild while up)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
-#   cluster.sh down    stop every process `up` started (by saved PID) and remove the run state
+#   cluster.sh down    stop every process `up` started (by saved PID), wait until each has exited, remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
 #   cluster.sh preflight  exit 0 when this machine can run a real node, else say why (for make demo's choice)
 #   cluster.sh env     print the env file
@@ -52,21 +52,23 @@ S3_REGION=us-east-1
 NODE_MODE="${MODELAPI_NODE:-kwok}"
 SERVICE_CIDR=10.0.0.0/16
 
-log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 1
-}
+# the harness's libraries: log lines, process supervision, cached Go builds, certificates (node.sh adds networking)
+LOG_TAG=cluster
+# shellcheck source=SCRIPTDIR/lib/log.sh
+source "$HERE/lib/log.sh"
+# shellcheck source=SCRIPTDIR/lib/proc.sh
+source "$HERE/lib/proc.sh"
+# shellcheck source=SCRIPTDIR/lib/build.sh
+source "$HERE/lib/build.sh"
+# shellcheck source=SCRIPTDIR/lib/pki.sh
+source "$HERE/lib/pki.sh"
+# every component's PID file (and the start order) and log
+PROC_DIR="$RUN_DIR/pids" PROC_LOG_DIR="$RUN_DIR/logs"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false # the same binaries whatever the caller's GOFLAGS
 GO_VERSION="$(go env GOVERSION 2>/dev/null || echo none)"
-CACHE_KEY="$(
-	{
-		echo "k8s=$K8S_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION versitygw=$VERSITYGW_VERSION go=$GO_VERSION"
-		cat "$GOMOD_DIR/go.mod" "$GOMOD_DIR/go.sum"
-	} | sha256sum | cut -c1-16
-)"
-BIN_DIR="$CACHE_ROOT/$CACHE_KEY/bin"
+BIN_DIR="$(cache_bin_dir "" "k8s=$K8S_VERSION kwok=$KWOK_VERSION helm=$HELM_VERSION versitygw=$VERSITYGW_VERSION go=$GO_VERSION" \
+	"$GOMOD_DIR/go.mod" "$GOMOD_DIR/go.sum")"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versitygw)
 # shellcheck source=SCRIPTDIR/node.sh
 source "$HERE/node.sh"
@@ -74,75 +76,27 @@ source "$HERE/node.sh"
 source "$HERE/metrics.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
-# `go build -v` prints each package as it is compiled; turn that into a progress line every 100 packages.
-progress() {
-	awk -v what="$1" '
-		/^#|\.go:[0-9]|: (error|cannot|missing|undefined|no required)|^go: [^d]|^(FAIL|fatal|panic)/ { print > "/dev/stderr"; next }
-		{ n++; if (n % 100 == 0) { printf "[cluster] %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush("/dev/stderr") } }
-		END { printf "[cluster] %s: %d packages compiled in total\n", what, n > "/dev/stderr" }'
-}
-
-build_k8s() { # out_dir module_dir cmd... : Kubernetes commands (k8s.io/kubernetes/cmd/<cmd>) with real version strings
-	local out="$1" module="$2" ver="${K8S_VERSION#v}" ldflags="-s -w" key val cmd pkgs=()
-	shift 2
-	local -A vars=(
-		[gitVersion]="$K8S_VERSION" [gitMajor]="${ver%%.*}" [gitMinor]="$(echo "$ver" | cut -d. -f2)"
-		[gitCommit]="0000000000000000000000000000000000000000" [gitTreeState]="clean"
-		[buildDate]="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	)
-	for key in "${!vars[@]}"; do
-		val="${vars[$key]}"
-		ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
-	done
-	for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
-	log "building $* $K8S_VERSION (cold: about 5-15 min on 2 cores)"
-	(cd "$module" && go build -v -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}" 2>&1) | progress "$* $K8S_VERSION"
-}
-
-go_install() { # name module/cmd version ldflags
-	log "building $1 $3"
-	GOBIN="$5" go install -v -trimpath -ldflags "-s -w $4" "$2@$3" 2>&1 | progress "$1 $3"
-}
-
-build() {
-	local b missing=0
-	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing=1; done
-	if ((missing == 0)); then
-		echo "$BIN_DIR"
-		return
+control_plane_builder() { # stage missing...: the control plane, kwok, helm and versitygw (cached_build's builder)
+	local stage="$1"
+	shift
+	if one_of kube-apiserver "$@" || one_of kube-controller-manager "$@" || one_of kube-scheduler "$@"; then
+		build_k8s "$stage" "$GOMOD_DIR" kube-apiserver kube-controller-manager kube-scheduler
 	fi
-	command -v go >/dev/null || die "go is not installed"
-	mkdir -p "$CACHE_ROOT"
-	exec 8>"$CACHE_ROOT/build.lock"
-	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
-	missing=0 # another build may have finished while this one waited
-	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing=1; done
-	if ((missing == 0)); then
-		echo "$BIN_DIR"
-		return
+	if one_of kwok "$@"; then
+		go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
+			"-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}" "$stage"
 	fi
-	local stage="$CACHE_ROOT/$CACHE_KEY/stage.$$" start=$SECONDS
-	rm -rf "$stage" && mkdir -p "$stage" "$BIN_DIR"
-	log "binaries missing from $BIN_DIR: building them once (go $GO_VERSION)"
-	[[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kube-scheduler" ]] ||
-		{
-			build_k8s "$stage" "$GOMOD_DIR" kube-apiserver kube-controller-manager kube-scheduler &&
-				mv "$stage"/kube-* "$BIN_DIR/"
-		}
-	[[ -x "$BIN_DIR/kwok" ]] || go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
-		"-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}" "$stage"
-	[[ -x "$BIN_DIR/helm" ]] || go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-		"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" "$stage"
-	[[ -x "$BIN_DIR/versitygw" ]] || go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" \
-		"-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$stage"
-	for b in kwok helm versitygw; do
-		if [[ -x "$stage/$b" ]]; then mv "$stage/$b" "$BIN_DIR/"; fi
-	done
-	rm -rf "$stage"
-	for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || die "build did not produce $b"; done
-	log "binaries ready in $BIN_DIR after $((SECONDS - start)) s"
-	echo "$BIN_DIR"
+	if one_of helm "$@"; then
+		go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+			"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" "$stage"
+	fi
+	if one_of versitygw "$@"; then
+		go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" \
+			"-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$stage"
+	fi
 }
+
+build() { cached_build "$BIN_DIR" control_plane_builder "${BINARIES[@]}"; }
 
 # ---- third-party CRDs, taken from the Go module zips ----------------------------------------------------------------
 CRD_CACHE="$CACHE_ROOT/crds/gateway-api-$GATEWAY_API_VERSION+prometheus-operator-$PROM_OPERATOR_VERSION"
@@ -181,93 +135,20 @@ ensure_packages() { # PACKAGE:COMMAND ... (or PACKAGE:/a/path it installs): apt-
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 }
 
-# ---- processes --------------------------------------------------------------------------------------------------------
-free_ports() { # N -> N free TCP ports on 127.0.0.1, one per line
-	python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-    s.close()
-PY
-}
-
-start() { # name command... ; detached, log in logs/NAME.log, pid in pids/NAME.pid
-	local name="$1"
-	shift
-	log "starting $name"
-	# the inner shell writes its own PID, then execs the program: the PID file names the program itself
-	# fds 8 and 9 hold the build and run locks: a daemon that inherited them would hold the locks for its lifetime
-	# shellcheck disable=SC2016 # expanded by the inner shell
-	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "$@" \
-		>"$RUN_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-	local t0=$SECONDS
-	until [[ -s "$RUN_DIR/pids/$name.pid" ]]; do
-		((SECONDS - t0 < 10)) || die "$name did not start"
-		sleep 0.05
-	done
-	echo "$name" >>"$RUN_DIR/pids/order"
-}
-
-# what a component's command line contains, where that is not its name (a second instance of a program)
-declare -A CMDLINE_MATCH=([versitygw-node]=versitygw)
-alive() { # name: the process we started under that name is still running (guards against PID reuse)
-	local pid
-	pid="$(cat "$RUN_DIR/pids/$1.pid" 2>/dev/null)" || return 1
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${CMDLINE_MATCH[$1]:-$1}"
-}
-
-wait_for() { # name timeout_s command... ; fails fast when the process died
-	local name="$1" timeout="$2" t0=$SECONDS
-	shift 2
-	until "$@" >/dev/null 2>&1; do
-		if ! alive "$name"; then
-			tail -n 40 "$RUN_DIR/logs/$name.log" >&2 || true
-			die "$name exited during start-up (log: $RUN_DIR/logs/$name.log)"
-		fi
-		if ((SECONDS - t0 > timeout)); then
-			tail -n 40 "$RUN_DIR/logs/$name.log" >&2 || true
-			die "$name not ready after ${timeout}s (log: $RUN_DIR/logs/$name.log)"
-		fi
-		sleep 0.3
-	done
-}
-
 # ---- certificates, tokens, kubeconfigs -------------------------------------------------------------------------------
 make_pki() {
 	local pki="$RUN_DIR/pki"
-	mkdir -p "$pki"
-	(
-		cd "$pki"
-		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=modelapi-e2e-ca" 2>/dev/null
-		openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-		printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
-			"$NODE_IP" >apiserver.ext
-		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
-			-extfile apiserver.ext 2>/dev/null
-		# front-proxy (request-header) client: without it the controller-manager and scheduler log an error every minute
-		openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
-			-subj "/CN=front-proxy-client" 2>/dev/null
-		printf 'extendedKeyUsage=clientAuth\n' >client.ext
-		openssl x509 -req -in front-proxy-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-			-out front-proxy-client.crt -days 30 -extfile client.ext 2>/dev/null
-		# the apiserver's client certificate towards kubelets (logs, exec); kubelets trust this CA's certificates
-		openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
-			-subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
-		openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-			-out kubelet-client.crt -days 30 -extfile client.ext 2>/dev/null
-		openssl genrsa -out sa.key 2048 2>/dev/null
-		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-		chmod 600 ./*.key
-	)
+	pki_ca "$pki" modelapi-e2e-ca
+	pki_cert "$pki" apiserver /CN=kube-apiserver \
+		"subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth"
+	# front-proxy (request-header) client: without it the controller-manager and scheduler log an error every minute
+	pki_cert "$pki" front-proxy-client /CN=front-proxy-client extendedKeyUsage=clientAuth
+	# the apiserver's client certificate towards kubelets (logs, exec); kubelets trust this CA's certificates
+	pki_cert "$pki" kubelet-client /O=system:masters/CN=kube-apiserver-kubelet-client extendedKeyUsage=clientAuth
+	pki_keypair "$pki" sa
 	local admin kcm sched node proxy
-	admin="$(openssl rand -hex 16)" kcm="$(openssl rand -hex 16)" sched="$(openssl rand -hex 16)"
-	node="$(openssl rand -hex 16)" proxy="$(openssl rand -hex 16)"
+	admin="$(pki_token)" kcm="$(pki_token)" sched="$(pki_token)" node="$(pki_token)" proxy="$(pki_token)"
 	{
 		echo "$admin,admin,uid-admin,\"system:masters\""
 		echo "$kcm,system:kube-controller-manager,uid-kcm"
@@ -285,35 +166,13 @@ make_pki() {
 	echo "$admin" >"$pki/admin.token"
 }
 
-kubeconfig() { # path user token
-	cat >"$1" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelapi-e2e
-  cluster:
-    server: https://$API_HOST:$APISERVER_PORT
-    certificate-authority: $RUN_DIR/pki/ca.crt
-users:
-- name: $2
-  user:
-    token: $3
-contexts:
-- name: modelapi-e2e
-  context:
-    cluster: modelapi-e2e
-    user: $2
-    namespace: default
-current-context: modelapi-e2e
-KC
-	chmod 600 "$1"
-}
+kubeconfig() { pki_kubeconfig "$1" "https://$API_HOST:$APISERVER_PORT" "$RUN_DIR/pki/ca.crt" "$2" "$3"; } # path user token
 
 # ---- the cluster ------------------------------------------------------------------------------------------------------
 healthy() {
 	[[ -f "$RUN_DIR/env" ]] || return 1
 	local n
-	while read -r n; do alive "$n" || return 1; done <"$RUN_DIR/pids/order"
+	while read -r n; do proc_alive "$n" || return 1; done <"$RUN_DIR/pids/order"
 	# shellcheck disable=SC1091
 	(
 		source "$RUN_DIR/env"
@@ -357,14 +216,10 @@ NODE
 	done
 }
 
+# ---- up: one step after another ------------------------------------------------------------------------------------
 up() {
 	if healthy; then
-		log "already up (run dir $RUN_DIR)"
-		local running
-		running="$(sed -n 's/^MODELAPI_NODE=//p' "$RUN_DIR/env")"
-		[[ ${running:-kwok} == "$NODE_MODE" ]] ||
-			log "WARNING: this cluster runs with MODELAPI_NODE=${running:-kwok}, not $NODE_MODE (cluster.sh down, then up, to switch)"
-		echo "KUBECONFIG=$RUN_DIR/kubeconfig"
+		report_running
 		return
 	fi
 	if [[ -d "$RUN_DIR/pids" ]]; then
@@ -372,6 +227,36 @@ up() {
 		down
 	fi
 	local t0=$SECONDS
+	check_machine
+	build_binaries
+	prepare_run_dir
+	if [[ $NODE_MODE == real ]]; then node_network_up "$SERVICE_CIDR"; fi
+	make_pki
+	if [[ $NODE_MODE == real ]]; then metrics_pki; fi
+	start_control_plane "$BIN" "$MBIN"
+	if [[ $NODE_MODE == kwok ]]; then add_fake_nodes; fi
+	apply_crds
+	make_bucket
+	proc_wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
+	if [[ $NODE_MODE == real ]]; then
+		node_up "$BIN"
+		metrics_up "$MBIN"
+	fi
+	write_env_file
+	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
+	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
+}
+
+report_running() { # the cluster is up already: say so (and warn when it runs the other node mode)
+	log "already up (run dir $RUN_DIR)"
+	local running
+	running="$(sed -n 's/^MODELAPI_NODE=//p' "$RUN_DIR/env")"
+	[[ ${running:-kwok} == "$NODE_MODE" ]] ||
+		log "WARNING: this cluster runs with MODELAPI_NODE=${running:-kwok}, not $NODE_MODE (cluster.sh down, then up, to switch)"
+	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
+}
+
+check_machine() { # the Debian packages (installed when missing), the node mode, kubectl
 	ensure_packages "${CONTROL_PLANE_PACKAGES[@]}"
 	if [[ $NODE_MODE == real ]]; then
 		ensure_packages "${NODE_PACKAGES[@]}"
@@ -380,11 +265,15 @@ up() {
 		die "MODELAPI_NODE must be kwok or real, not '$NODE_MODE'"
 	fi
 	KUBECTL_BIN="$(command -v kubectl)" || die "kubectl is not installed (the machine image ships it)"
-	local bin mbin
-	bin="$(build)"
-	mbin="$(build_metrics)"
-	fetch_crds
+}
 
+build_binaries() { # BIN: the control plane's bin dir; MBIN: the metrics pipeline's; the third-party CRDs
+	BIN="$(build)"
+	MBIN="$(build_metrics)"
+	fetch_crds
+}
+
+prepare_run_dir() { # the run directory, a free port for each component, tmpfs for etcd's and Prometheus' data
 	mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids" "$RUN_DIR/s3" "$RUN_DIR/prometheus/file_sd"
 	: >"$RUN_DIR/pids/order"
 	local ports
@@ -394,25 +283,21 @@ up() {
 	# kwok: the apiserver on 127.0.0.1, no endpoints for the `kubernetes` Service (no pod could use them). A real node:
 	# the apiserver on the bridge address, so pods reach it through the `kubernetes` Service (10.0.0.1:443, endpoints
 	# kept by the lease reconciler); the bridge exists before the apiserver starts.
-	API_HOST=127.0.0.1
-	local endpoint_reconciler=none
-	if [[ $NODE_MODE == real ]]; then
-		API_HOST=$NODE_IP endpoint_reconciler=lease
-		node_network_up "$SERVICE_CIDR"
-	fi
-	make_pki
-	if [[ $NODE_MODE == real ]]; then metrics_pki; fi
-	local pki="$RUN_DIR/pki" tmpfs
-	tmpfs="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
-	echo "$tmpfs" >"$RUN_DIR/tmpfs-dir"
+	API_HOST=127.0.0.1 ENDPOINT_RECONCILER=none
+	if [[ $NODE_MODE == real ]]; then API_HOST=$NODE_IP ENDPOINT_RECONCILER=lease; fi
+	TMPFS="$(mktemp -d /dev/shm/modelapi-cluster.XXXXXX)" # etcd's and Prometheus' data live in memory
+	echo "$TMPFS" >"$RUN_DIR/tmpfs-dir"
+}
 
-	start etcd etcd --name=modelapi --data-dir="$tmpfs/etcd" \
+start_control_plane() { # bin mbin: etcd, the apiserver, controller-manager, scheduler, kwok, versitygw, Prometheus
+	local bin="$1" mbin="$2" pki="$RUN_DIR/pki" endpoint_reconciler="$ENDPOINT_RECONCILER"
+	proc_start etcd etcd --name=modelapi --data-dir="$TMPFS/etcd" \
 		--listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
 		--initial-cluster="modelapi=http://127.0.0.1:$ETCD_PEER_PORT" --quota-backend-bytes=2147483648
-	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+	proc_wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-	start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+	proc_start kube-apiserver "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
 		--bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$APISERVER_PORT" \
 		--endpoint-reconciler-type="$endpoint_reconciler" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
 		--client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
@@ -425,13 +310,13 @@ up() {
 		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
 		--requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$pki/front-proxy-client.crt" \
 		--proxy-client-key-file="$pki/front-proxy-client.key" --profiling=false --v=1
-	wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
+	proc_wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$pki/admin.token")" \
 		"https://$API_HOST:$APISERVER_PORT/readyz"
 
 	# a real node: the HPA controller reads metrics every 5 s instead of 15 s, so autoscaling tests take minutes
 	local hpa_flags=()
 	if [[ $NODE_MODE == real ]]; then hpa_flags=(--horizontal-pod-autoscaler-sync-period=5s); fi
-	start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
+	proc_start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-controller-manager.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
@@ -439,26 +324,28 @@ up() {
 		--service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" --use-service-account-credentials=true \
 		--cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" --profiling=false --v=1 \
 		"${hpa_flags[@]}"
-	start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
+	proc_start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authentication-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--authorization-kubeconfig="$RUN_DIR/kube-scheduler.kubeconfig" \
 		--bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1 \
 		--kube-api-qps=100 --kube-api-burst=100
-	start kwok "$bin/kwok" --kubeconfig="$RUN_DIR/kubeconfig" --manage-all-nodes=false \
+	proc_start kwok "$bin/kwok" --kubeconfig="$RUN_DIR/kubeconfig" --manage-all-nodes=false \
 		--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --node-ip=127.0.0.1 --cidr=10.244.0.0/16 \
 		--node-lease-duration-seconds=40 --server-address="127.0.0.1:$KWOK_PORT"
-	start versitygw "$bin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
+	proc_start versitygw "$bin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
 		--port "127.0.0.1:$S3_PORT" posix "$RUN_DIR/s3"
-	start_prometheus "$mbin" "$tmpfs"
-	wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
-	wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
-	wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
+	start_prometheus "$mbin" "$TMPFS"
+	proc_wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$KCM_PORT/healthz"
+	proc_wait_for kube-scheduler 60 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz"
+	proc_wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
+}
 
-	if [[ $NODE_MODE == kwok ]]; then
-		fake_nodes | kctl apply -f - >&2
-		wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
-	fi
+add_fake_nodes() { # kwok: the two fake nodes, Ready
+	fake_nodes | kctl apply -f - >&2
+	proc_wait_for kwok 60 kctl wait --for=condition=Ready node --all --timeout=5s
+}
 
+apply_crds() { # the third-party CRDs, then ours; waits until they are established (and the default ServiceAccount)
 	local crds=("$CRD_CACHE"/gateway-api/*.yaml "$CRD_CACHE"/prometheus-operator/*.yaml) f args=()
 	log "applying ${#crds[@]} third-party CRD files (server-side)"
 	for f in "${crds[@]}"; do args+=(-f "$f"); done
@@ -481,27 +368,27 @@ up() {
 	rm -f "$RUN_DIR/crd.err"
 	kctl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 	# the default ServiceAccount appears once the controller-manager's token controller has run
-	wait_for kube-controller-manager 60 kctl -n default get serviceaccount default
+	proc_wait_for kube-controller-manager 60 kctl -n default get serviceaccount default
+}
 
-	wait_for versitygw 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"
+make_bucket() { # the S3 bucket the tests and the demo use
+	proc_wait_for versitygw 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"
 	# S3 CreateBucket, signed by curl (SigV4); versitygw wants the payload hash header (here: of the empty body)
 	curl -sSf --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -X PUT \
 		-H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
 		"http://127.0.0.1:$S3_PORT/$S3_BUCKET" >/dev/null || die "could not create bucket $S3_BUCKET"
-	wait_for prometheus 60 curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
-	if [[ $NODE_MODE == real ]]; then
-		node_up "$bin"
-		metrics_up "$mbin"
-	fi
+}
 
+write_env_file() { # $RUN_DIR/env: every port, credential and path the tests read (written last: its presence means up)
+	local pki="$RUN_DIR/pki"
 	cat >"$RUN_DIR/env.tmp" <<ENV
 # written by tests/e2e/cluster/cluster.sh up; KEY=VALUE, no quoting, sourceable by bash
 MODELAPI_CLUSTER_DIR=$RUN_DIR
-MODELAPI_CLUSTER_BIN=$bin
+MODELAPI_CLUSTER_BIN=$BIN
 MODELAPI_CLUSTER_LOGS=$RUN_DIR/logs
 KUBECONFIG=$RUN_DIR/kubeconfig
 KUBECTL=$KUBECTL_BIN
-HELM=$bin/helm
+HELM=$BIN/helm
 KUBE_VERSION=$K8S_VERSION
 KUBE_APISERVER_URL=https://$API_HOST:$APISERVER_PORT
 KUBE_CA_FILE=$pki/ca.crt
@@ -518,28 +405,24 @@ PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 PROMETHEUS_CONFIG=$RUN_DIR/prometheus/prometheus.yml
 PROMETHEUS_FILE_SD_DIR=$RUN_DIR/prometheus/file_sd
 PROMETHEUS_VERSION=$PROMETHEUS_VERSION
-PROMTOOL=$mbin/promtool
+PROMTOOL=$MBIN/promtool
 CRD_ERRORS_FILE=$RUN_DIR/crd-errors.txt
 SERVICE_CIDR=$SERVICE_CIDR
 MODELAPI_NODE=$NODE_MODE
 ENV
 	if [[ $NODE_MODE == real ]]; then grep -v '^MODELAPI_NODE=' "$RUN_DIR/node/env" >>"$RUN_DIR/env.tmp"; fi
 	mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"
-	log "cluster up in $((SECONDS - t0)) s; env file: $RUN_DIR/env"
-	echo "KUBECONFIG=$RUN_DIR/kubeconfig"
 }
 
-down() {
+down() { # every process up started, stopped and exited (last started first), the node's state, the run directory
 	if [[ ! -d "$RUN_DIR/pids" ]]; then
 		log "not running (no $RUN_DIR/pids)"
 		node_down
 		rm -rf "$RUN_DIR"
 		return
 	fi
-	local names=() i
-	[[ -f "$RUN_DIR/pids/order" ]] && mapfile -t names <"$RUN_DIR/pids/order"
 	if [[ -d "$RUN_DIR/node" ]]; then node_remove_pods; fi
-	for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[$i]}"; done
+	proc_stop_all || die "a process of $RUN_DIR outlived SIGKILL (see above): the run directory is kept; run down again"
 	node_down
 	local tmpfs
 	tmpfs="$(cat "$RUN_DIR/tmpfs-dir" 2>/dev/null || true)"
@@ -548,48 +431,15 @@ down() {
 	log "down"
 }
 
-stop_one() { # name: TERM the process started under that name, KILL it after 15 s
-	local name="$1" pid t0
-	alive "$name" || return 0
-	pid="$(cat "$RUN_DIR/pids/$name.pid")"
-	log "stopping $name (pid $pid)"
-	kill -TERM "$pid" 2>/dev/null || true
-	t0=$SECONDS
-	# alive, not kill -0: an exited daemon stays a zombie until PID 1 reaps it
-	while alive "$name" && ((SECONDS - t0 < 15)); do sleep 0.1; done
-	if alive "$name"; then
-		log "$name did not stop on TERM: killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-		while alive "$name" && ((SECONDS - t0 < 20)); do sleep 0.1; done
-	fi
-}
-
 restart() { # name [down_seconds]: stop one component and start it again with the same command line (so the same
 	# ports, flags and data dir), after down_seconds; waits until the cluster is healthy again. For fault tests.
-	local name="${1:-}" down="${2:-0}" pid argv=() t0
+	local name="${1:-}" down="${2:-0}"
 	[[ -f "$RUN_DIR/pids/order" ]] || die "restart: no cluster in $RUN_DIR"
 	grep -qxF -- "$name" "$RUN_DIR/pids/order" ||
 		die "restart: unknown component '$name' (one of: $(tr '\n' ' ' <"$RUN_DIR/pids/order"))"
 	[[ $down =~ ^[0-9]+([.][0-9]+)?$ ]] || die "restart: down_seconds must be a number, not '$down'"
-	alive "$name" || die "restart: $name is not running"
-	pid="$(cat "$RUN_DIR/pids/$name.pid")"
-	mapfile -d '' -t argv <"/proc/$pid/cmdline"
-	((${#argv[@]} > 0)) || die "restart: cannot read the command line of $name (pid $pid)"
-	stop_one "$name"
-	alive "$name" && die "restart: $name (pid $pid) did not stop"
-	sleep "$down"
-	log "starting $name again (down ${down}s)"
-	: >"$RUN_DIR/pids/$name.pid"
-	# as in start(), but the log is appended to and the name is already in pids/order
-	# shellcheck disable=SC2016 # expanded by the inner shell
-	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/pids/$name.pid" "${argv[@]}" \
-		>>"$RUN_DIR/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-	t0=$SECONDS
-	until [[ -s "$RUN_DIR/pids/$name.pid" ]]; do
-		((SECONDS - t0 < 10)) || die "$name did not start"
-		sleep 0.05
-	done
-	wait_for "$name" 120 healthy
+	proc_restart "$name" "$down"
+	proc_wait_for "$name" 120 healthy
 	log "$name restarted"
 }
 

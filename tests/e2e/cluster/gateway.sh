@@ -18,41 +18,22 @@ GATEWAY_CONTROLLER=traefik.io/gateway-controller
 GATEWAY_HTTP_PORT=80
 GATEWAY_HTTPS_PORT=443
 
-gateway_bin_dir() {
-	local key
-	key="$(echo "traefik=$GATEWAY_VERSION go=$GO_VERSION" | sha256sum | cut -c1-16)"
-	echo "$CACHE_ROOT/gateway-$key/bin"
-}
+gateway_bin_dir() { cache_bin_dir gateway- "traefik=$GATEWAY_VERSION go=$GO_VERSION"; }
 
 # Traefik's go.mod has replace directives, so `go install pkg@version` refuses it: the module is downloaded and built
 # inside its own (copied, writable) directory, where the replacements apply.
-gateway_build() {
-	local bin stage dir
-	bin="$(gateway_bin_dir)"
-	if [[ -x "$bin/traefik" ]]; then
-		echo "$bin"
-		return
-	fi
-	command -v go >/dev/null || die "go is not installed"
-	mkdir -p "$CACHE_ROOT" "$bin"
-	exec 8>"$CACHE_ROOT/build.lock"
-	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
-	if [[ ! -x "$bin/traefik" ]]; then
-		stage="$bin/../stage.$$"
-		rm -rf "$stage" && mkdir -p "$stage"
-		log "building traefik $GATEWAY_VERSION (cold: about 10-20 min on 2 cores, see the harness README)"
-		dir="$(go mod download -json "$GATEWAY_MODULE@$GATEWAY_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
-		[[ -d $dir ]] || die "could not download $GATEWAY_MODULE@$GATEWAY_VERSION"
-		cp -r "$dir" "$stage/src" && chmod -R u+w "$stage/src"
-		(cd "$stage/src" && go build -v -trimpath -o "$stage/traefik" \
-			-ldflags "-s -w -X $GATEWAY_MODULE/pkg/version.Version=$GATEWAY_VERSION" ./cmd/traefik 2>&1) |
-			progress "traefik $GATEWAY_VERSION"
-		mv "$stage/traefik" "$bin/"
-		rm -rf "$stage"
-	fi
-	[[ -x "$bin/traefik" ]] || die "build did not produce traefik"
-	echo "$bin"
+gateway_builder() { # stage traefik (cached_build's builder)
+	local stage="$1" dir
+	log "building traefik $GATEWAY_VERSION (cold: about 10-20 min on 2 cores, see the harness README)"
+	dir="$(go mod download -json "$GATEWAY_MODULE@$GATEWAY_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+	[[ -d $dir ]] || die "could not download $GATEWAY_MODULE@$GATEWAY_VERSION"
+	cp -r "$dir" "$stage/src" && chmod -R u+w "$stage/src"
+	(cd "$stage/src" && go build -v -trimpath -o "$stage/traefik" \
+		-ldflags "-s -w -X $GATEWAY_MODULE/pkg/version.Version=$GATEWAY_VERSION" ./cmd/traefik 2>&1) |
+		progress "traefik $GATEWAY_VERSION"
 }
+
+gateway_build() { cached_build "$(gateway_bin_dir)" gateway_builder traefik; }
 
 gateway_up() { # bin_dir; after kube-proxy (the Gateway API CRDs were applied with the control plane)
 	local g="$RUN_DIR/node/gateway" ports
@@ -69,7 +50,7 @@ spec:
   description: Traefik $GATEWAY_VERSION on the real node's bridge address
 YAML
 	# the admin kubeconfig (Traefik reads KUBECONFIG): credentials stay off the command line
-	start traefik env KUBECONFIG="$RUN_DIR/kubeconfig" "$1/traefik" \
+	proc_start traefik env KUBECONFIG="$RUN_DIR/kubeconfig" "$1/traefik" \
 		--global.checkNewVersion=false --global.sendAnonymousUsage=false --log.level=INFO \
 		--entryPoints.web.address="$NODE_IP:$GATEWAY_HTTP_PORT" \
 		--entryPoints.websecure.address="$NODE_IP:$GATEWAY_HTTPS_PORT" \
@@ -77,7 +58,7 @@ YAML
 		--providers.kubernetesgateway=true \
 		--providers.kubernetesgateway.statusAddress.ip="$NODE_IP" \
 		--providers.kubernetesgateway.throttleDuration=0s
-	wait_for traefik 60 curl -sf "http://127.0.0.1:$GATEWAY_PING_PORT/ping"
+	proc_wait_for traefik 60 curl -sf "http://127.0.0.1:$GATEWAY_PING_PORT/ping"
 	cat >"$g/env" <<ENV
 GATEWAY_CLASS=$GATEWAY_CLASS
 GATEWAY_ADDRESS=$NODE_IP

@@ -17,19 +17,12 @@ PROMETHEUS_ADAPTER_VERSION="$(metrics_module_version sigs.k8s.io/prometheus-adap
 COREDNS_VERSION="$(metrics_module_version github.com/coredns/coredns)"
 
 metrics_bin_dir() {
-	local key
-	key="$(
-		{
-			echo "prometheus=$PROMETHEUS_VERSION metrics-server=$METRICS_SERVER_VERSION adapter=$PROMETHEUS_ADAPTER_VERSION coredns=$COREDNS_VERSION go=$GO_VERSION"
-			cat "$METRICS_GOMOD_DIR"/{go.mod,go.sum,coredns/main.go,prometheus/go.mod,prometheus/go.sum,adapter/go.mod,adapter/go.sum}
-		} | sha256sum | cut -c1-16
-	)"
-	echo "$CACHE_ROOT/metrics-$key/bin"
+	cache_bin_dir metrics- "prometheus=$PROMETHEUS_VERSION metrics-server=$METRICS_SERVER_VERSION adapter=$PROMETHEUS_ADAPTER_VERSION coredns=$COREDNS_VERSION go=$GO_VERSION" \
+		"$METRICS_GOMOD_DIR"/{go.mod,go.sum,coredns/main.go,prometheus/go.mod,prometheus/go.sum,adapter/go.mod,adapter/go.sum}
 }
 
 metrics_go_build() { # name version out_dir package ldflags [module dir]: one binary of a wrapper module
-	log "building $1 $2"
-	(cd "${6:-$METRICS_GOMOD_DIR}" && go build -v -trimpath -ldflags "-s -w $5" -o "$3/$1" "$4" 2>&1) | progress "$1 $2"
+	go_build "$1" "$2" "$3" "$4" "$5" "${6:-$METRICS_GOMOD_DIR}"
 }
 
 metrics_build_one() { # name stage_dir build_date
@@ -58,49 +51,27 @@ metrics_build_one() { # name stage_dir build_date
 # The binaries a tier needs: kwok runs Prometheus only; a real node all of them.
 metrics_binaries() { if [[ $NODE_MODE == real ]]; then echo "${METRICS_BINARIES[*]}"; else echo prometheus promtool; fi; }
 
-build_metrics() { # [binary...] (default: the tier's); prints the bin dir; builds what is missing, under the build lock
-	local bin b missing=0 stage now want
-	read -r -a want <<<"${*:-$(metrics_binaries)}"
-	bin="$(metrics_bin_dir)"
-	for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing=1; done
-	if ((missing == 0)); then
-		echo "$bin"
-		return
-	fi
-	command -v go >/dev/null || die "go is not installed"
-	mkdir -p "$CACHE_ROOT" "$bin"
-	exec 8>"$CACHE_ROOT/build.lock"
-	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
-	stage="$bin/../stage.$$"
-	rm -rf "$stage" && mkdir -p "$stage"
+metrics_builder() { # stage missing...: each missing binary (cached_build's builder)
+	local stage="$1" now b
+	shift
 	now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	for b in "${want[@]}"; do
-		if [[ ! -x "$bin/$b" ]]; then metrics_build_one "$b" "$stage" "$now"; fi
-	done
-	for b in "${METRICS_BINARIES[@]}"; do
-		if [[ -x "$stage/$b" ]]; then mv "$stage/$b" "$bin/"; fi
-	done
-	rm -rf "$stage"
-	for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || die "build did not produce $b"; done
-	echo "$bin"
+	for b in "$@"; do metrics_build_one "$b" "$stage" "$now"; done
+}
+
+build_metrics() { # [binary...] (default: the tier's); prints the bin dir; builds what is missing, under the build lock
+	local want
+	read -r -a want <<<"${*:-$(metrics_binaries)}"
+	cached_build "$(metrics_bin_dir)" metrics_builder "${want[@]}"
 }
 
 # ---- certificates: the kubelet's serving certificate, and one for the two aggregated API servers ------------------
 metrics_pki() { # after make_pki: certificates signed by the cluster CA, so every TLS hop is verified
 	local pki="$RUN_DIR/pki"
-	(
-		cd "$pki"
-		printf 'subjectAltName=IP:%s,DNS:%s\nextendedKeyUsage=serverAuth\n' "$NODE_IP" "$NODE_NAME" >kubelet-serving.ext
-		printf 'subjectAltName=IP:%s,DNS:metrics-server.kube-system.svc,DNS:prometheus-adapter.kube-system.svc\nextendedKeyUsage=serverAuth\n' \
-			"$NODE_IP" >aggregated.ext
-		local name
-		for name in kubelet-serving aggregated; do
-			openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$name" 2>/dev/null
-			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$name.crt" -days 30 \
-				-extfile "$name.ext" 2>/dev/null
-		done
-		chmod 600 ./*.key
-	)
+	pki_cert "$pki" kubelet-serving /CN=kubelet-serving "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME
+extendedKeyUsage=serverAuth"
+	pki_cert "$pki" aggregated /CN=aggregated \
+		"subjectAltName=IP:$NODE_IP,DNS:metrics-server.kube-system.svc,DNS:prometheus-adapter.kube-system.svc
+extendedKeyUsage=serverAuth"
 }
 
 # ---- Prometheus (both tiers) ------------------------------------------------------------------------------------------
@@ -165,7 +136,7 @@ PROM
 
 start_prometheus() { # mbin tmpfs
 	write_prometheus_config
-	start prometheus "$1/prometheus" --config.file="$RUN_DIR/prometheus/prometheus.yml" \
+	proc_start prometheus "$1/prometheus" --config.file="$RUN_DIR/prometheus/prometheus.yml" \
 		--storage.tsdb.path="$2/prometheus" --web.listen-address="127.0.0.1:$PROM_PORT" \
 		--web.enable-lifecycle --storage.tsdb.retention.time=2h
 }
@@ -240,28 +211,28 @@ metrics_up() { # mbin; after the real node is Ready
     cache 5
 }
 COREFILE
-	start coredns "$mbin/coredns" -conf "$RUN_DIR/coredns/Corefile"
+	proc_start coredns "$mbin/coredns" -conf "$RUN_DIR/coredns/Corefile"
 	host_service kube-dns "$CLUSTER_DNS_IP" 53:53:UDP 53:53:TCP
 	# the aggregated API servers: delegated authentication and authorization through the apiserver, which they
 	# trust as the front proxy (the request-header CA and name it presents)
 	local delegated=(--authentication-kubeconfig="$RUN_DIR/kubeconfig" --authorization-kubeconfig="$RUN_DIR/kubeconfig"
 		--requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client
 		--tls-cert-file="$pki/aggregated.crt" --tls-private-key-file="$pki/aggregated.key" --bind-address="$NODE_IP")
-	start metrics-server "$mbin/metrics-server" --kubeconfig="$RUN_DIR/kubeconfig" --secure-port="$ms_port" \
+	proc_start metrics-server "$mbin/metrics-server" --kubeconfig="$RUN_DIR/kubeconfig" --secure-port="$ms_port" \
 		"${delegated[@]}" --kubelet-use-node-status-port --kubelet-preferred-address-types=InternalIP \
 		--kubelet-certificate-authority="$pki/ca.crt" --kubelet-client-certificate="$pki/kubelet-client.crt" \
 		--kubelet-client-key="$pki/kubelet-client.key" --metric-resolution=10s --kubelet-request-timeout=5s
 	host_service metrics-server "" "443:$ms_port:TCP"
 	api_service metrics.k8s.io v1beta1 metrics-server
-	start prometheus-adapter "$mbin/prometheus-adapter" --lister-kubeconfig="$RUN_DIR/kubeconfig" \
+	proc_start prometheus-adapter "$mbin/prometheus-adapter" --lister-kubeconfig="$RUN_DIR/kubeconfig" \
 		--secure-port="$adapter_port" "${delegated[@]}" --prometheus-url="http://127.0.0.1:$PROM_PORT" \
 		--config="$ROOT/charts/modelapi/files/prometheus-adapter-rules.yaml" --metrics-relist-interval=10s
 	host_service prometheus-adapter "" "443:$adapter_port:TCP"
 	api_service custom.metrics.k8s.io v1beta1 prometheus-adapter
 	api_service custom.metrics.k8s.io v1beta2 prometheus-adapter
-	wait_for coredns 30 curl -sf "http://127.0.0.1:$dns_ready/ready"
-	wait_for metrics-server 90 kctl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
-	wait_for prometheus-adapter 90 kctl wait --for=condition=Available apiservice/v1beta2.custom.metrics.k8s.io --timeout=5s
+	proc_wait_for coredns 30 curl -sf "http://127.0.0.1:$dns_ready/ready"
+	proc_wait_for metrics-server 90 kctl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
+	proc_wait_for prometheus-adapter 90 kctl wait --for=condition=Available apiservice/v1beta2.custom.metrics.k8s.io --timeout=5s
 	cat >>"$RUN_DIR/node/env" <<ENV
 CLUSTER_DNS_IP=$CLUSTER_DNS_IP
 METRICS_BIN=$mbin

@@ -23,6 +23,7 @@ NODE_CLUSTER_CIDR=10.245.0.0/16
 CRICTL_VERSION=v1.34.0
 REGISTRY_VERSION=v3.1.2
 NODE_GOMOD_DIR="$HERE/gomod-node"
+# shellcheck disable=SC2034 # cluster.sh installs them
 NODE_PACKAGES=(containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
 	conntrack:conntrack buildah:buildah debootstrap:debootstrap gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
 	iproute2:ip)
@@ -37,8 +38,11 @@ NODE_RUNTIME_GPU_IMAGE=$NODE_REGISTRY/modelapi/runtime-gpu:dev
 NODE_PAUSE_IMAGE=$NODE_REGISTRY/modelapi/pause:3.10
 NODE_PAUSE_LOCAL=localhost/modelapi/pause:3.10
 NODE_BASE_IMAGE=localhost/modelapi/base:bookworm
+# shellcheck source=SCRIPTDIR/lib/net.sh
+source "$HERE/lib/net.sh"
 # shellcheck source=SCRIPTDIR/gateway.sh
 source "$HERE/gateway.sh"
+NODE_GUARD_CHAIN=MODELAPI-NODE
 
 node_capable() { # can this machine run a real node? If not, say why on stdout and return 1
 	local why=""
@@ -67,73 +71,30 @@ node_preflight() { # node_capable, and no other real-node cluster on this machin
 
 # ---- binaries: kubelet, kube-proxy, crictl (cached like the control plane's, under their own key) --------------
 node_bin_dir() {
-	local key
-	key="$(
-		{
-			echo "k8s=$K8S_VERSION crictl=$CRICTL_VERSION go=$GO_VERSION"
-			cat "$NODE_GOMOD_DIR/go.mod" "$NODE_GOMOD_DIR/go.sum"
-		} | sha256sum | cut -c1-16
-	)"
-	echo "$CACHE_ROOT/node-$key/bin"
+	cache_bin_dir node- "k8s=$K8S_VERSION crictl=$CRICTL_VERSION go=$GO_VERSION" "$NODE_GOMOD_DIR/go.mod" "$NODE_GOMOD_DIR/go.sum"
 }
 
-node_build() {
-	local bin b missing=0 stage
-	bin="$(node_bin_dir)"
-	for b in kubelet kube-proxy crictl; do [[ -x "$bin/$b" ]] || missing=1; done
-	if ((missing == 0)); then
-		echo "$bin"
-		return
-	fi
-	command -v go >/dev/null || die "go is not installed"
-	mkdir -p "$CACHE_ROOT" "$bin"
-	exec 8>"$CACHE_ROOT/build.lock"
-	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
-	stage="$bin/../stage.$$"
-	rm -rf "$stage" && mkdir -p "$stage"
-	if [[ ! -x "$bin/kubelet" || ! -x "$bin/kube-proxy" ]]; then
-		build_k8s "$stage" "$NODE_GOMOD_DIR" kubelet kube-proxy
-		mv "$stage/kubelet" "$stage/kube-proxy" "$bin/"
-	fi
-	if [[ ! -x "$bin/crictl" ]]; then
+node_builder() { # stage missing...: kubelet and kube-proxy from gomod-node/, crictl (cached_build's builder)
+	local stage="$1"
+	shift
+	if one_of kubelet "$@" || one_of kube-proxy "$@"; then build_k8s "$stage" "$NODE_GOMOD_DIR" kubelet kube-proxy; fi
+	if one_of crictl "$@"; then
 		go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
 			"-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" "$stage"
-		mv "$stage/crictl" "$bin/"
 	fi
-	rm -rf "$stage"
-	for b in kubelet kube-proxy crictl; do [[ -x "$bin/$b" ]] || die "build did not produce $b"; done
-	echo "$bin"
 }
+
+node_build() { cached_build "$(node_bin_dir)" node_builder kubelet kube-proxy crictl; }
 
 # The registry (cmd/registry of github.com/distribution/distribution/v3), cached under a key of its own
-registry_bin_dir() {
-	local key
-	key="$(echo "registry=$REGISTRY_VERSION go=$GO_VERSION" | sha256sum | cut -c1-16)"
-	echo "$CACHE_ROOT/registry-$key/bin"
+registry_bin_dir() { cache_bin_dir registry- "registry=$REGISTRY_VERSION go=$GO_VERSION"; }
+
+registry_builder() { # stage registry
+	go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" \
+		"-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" "$1"
 }
 
-registry_build() {
-	local bin stage
-	bin="$(registry_bin_dir)"
-	if [[ -x "$bin/registry" ]]; then
-		echo "$bin"
-		return
-	fi
-	command -v go >/dev/null || die "go is not installed"
-	mkdir -p "$CACHE_ROOT" "$bin"
-	exec 8>"$CACHE_ROOT/build.lock"
-	log "waiting for the build lock $CACHE_ROOT/build.lock" && flock 8
-	if [[ ! -x "$bin/registry" ]]; then
-		stage="$bin/../stage.$$"
-		rm -rf "$stage" && mkdir -p "$stage"
-		go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" \
-			"-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" "$stage"
-		mv "$stage/registry" "$bin/"
-		rm -rf "$stage"
-	fi
-	[[ -x "$bin/registry" ]] || die "build did not produce registry"
-	echo "$bin"
-}
+registry_build() { cached_build "$(registry_bin_dir)" registry_builder registry; }
 
 # ---- images: base (debootstrap), pause (pause.c), runtime and operator (the project's Dockerfile), by buildah ------
 node_buildah() { buildah --root "$CACHE_ROOT/buildah/root" --runroot "$CACHE_ROOT/buildah/run" --storage-driver overlay "$@"; }
@@ -204,6 +165,7 @@ node_image() { # target: a target of the project's Dockerfile (runtime, operator
 	)"
 	out="$images/$target-$hash.tar"
 	if [[ -f "$out" ]]; then
+		touch "$out" # most recently used: kept when older ones go (below)
 		echo "$out"
 		return
 	fi
@@ -218,9 +180,15 @@ node_image() { # target: a target of the project's Dockerfile (runtime, operator
 			tail -30 "$images/build-$target.log" >&2
 			die "buildah bud failed (log: $images/build-$target.log)"
 		}
-	rm -f "$images/$target"-*.tar
 	node_buildah push -q "$(cat "$out.iid")" "docker-archive:$out.tmp:$local_name" && mv "$out.tmp" "$out"
+	# the tarball is the cache: the image leaves buildah's storage (a rebuild would otherwise leave the old one there,
+	# about 3 GiB for runtime-gpu), and only this target's NODE_IMAGES_KEEP most recently used tarballs stay, so
+	# checkouts of different commits (another worktree, a CI clone) keep their images instead of deleting each
+	# other's; the name pattern is exact, so `runtime` never matches `runtime-gpu`'s tarballs
+	node_buildah rmi -f "$(cat "$out.iid")" >/dev/null 2>&1 || true
 	rm -f "$out.iid"
+	find "$images" -maxdepth 1 -regextype posix-extended -regex ".*/$target-[0-9a-f]{16}\.tar" -printf '%T@ %p\n' |
+		sort -rn | tail -n +"$((${NODE_IMAGES_KEEP:-3} + 1))" | cut -d' ' -f2- | xargs -r rm -f
 	echo "$out"
 }
 
@@ -268,18 +236,11 @@ http:
   secret: $(openssl rand -hex 16)
 YAML
 	# no OpenTelemetry exporter: nothing collects traces here
-	start registry env OTEL_TRACES_EXPORTER=none "$1/registry" serve "$r/config.yml"
-	wait_for registry 30 curl -sf "http://$NODE_REGISTRY/v2/"
+	proc_start registry env OTEL_TRACES_EXPORTER=none "$1/registry" serve "$r/config.yml"
+	proc_wait_for registry 30 curl -sf "http://$NODE_REGISTRY/v2/"
 }
 
 # ---- up / down ------------------------------------------------------------------------------------------------------
-node_sysctl() { # key value: set, remembering the old value for node_down
-	local old
-	old="$(sysctl -n "$1")"
-	grep -q "^$1=" "$RUN_DIR/node/sysctl.saved" 2>/dev/null || echo "$1=$old" >>"$RUN_DIR/node/sysctl.saved"
-	sysctl -qw "$1=$2"
-}
-
 node_write_configs() { # bin svc_cidr
 	local n="$RUN_DIR/node" pki="$RUN_DIR/pki"
 	mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet" "$n/pod-logs"
@@ -383,21 +344,16 @@ YAML
 }
 
 node_network_up() { # svc_cidr; called by cluster.sh up before the apiserver, which listens on the bridge address
-	mkdir -p "$RUN_DIR/node"
-	ip link add "$NODE_BRIDGE" type bridge
-	ip addr add "$NODE_IP/${NODE_POD_CIDR#*/}" dev "$NODE_BRIDGE"
-	ip link set "$NODE_BRIDGE" up
-	echo "$NODE_BRIDGE" >"$RUN_DIR/node/bridge"
+	local n="$RUN_DIR/node"
+	mkdir -p "$n"
+	net_bridge_up "$n" "$NODE_BRIDGE" "$NODE_IP/${NODE_POD_CIDR#*/}"
 	# Service addresses go into the bridge, never out of the default route (kube-proxy DNATs them to pods)
-	ip route add "$1" dev "$NODE_BRIDGE"
-	echo "$1" >"$RUN_DIR/node/service-route"
-	node_sysctl net.ipv4.ip_forward 1
-	node_sysctl net.bridge.bridge-nf-call-iptables 1
+	net_route_up "$n" "$1" "$NODE_BRIDGE"
+	net_sysctl "$n" net.ipv4.ip_forward 1
+	net_sysctl "$n" net.bridge.bridge-nf-call-iptables 1
 	# pod traffic may reach the bridge (pods, the node's address); nothing from the pod range leaves elsewhere
-	iptables -w -N MODELAPI-NODE
-	iptables -w -A MODELAPI-NODE -s "$NODE_POD_CIDR" ! -o "$NODE_BRIDGE" -j DROP
-	iptables -w -I FORWARD 1 -j MODELAPI-NODE
-	node_netns_list >"$RUN_DIR/node/netns.before"
+	net_guard_up "$NODE_GUARD_CHAIN" "$NODE_POD_CIDR" "$NODE_BRIDGE"
+	net_netns_list >"$n/netns.before"
 }
 
 node_up() { # bin_dir; called by cluster.sh up after the control plane, Prometheus and S3 are up (and the bridge)
@@ -413,18 +369,18 @@ node_up() { # bin_dir; called by cluster.sh up after the control plane, Promethe
 	KUBELET_PORT=${ports[0]} KUBELET_HEALTHZ_PORT=${ports[1]} KUBE_PROXY_HEALTHZ_PORT=${ports[2]}
 	KUBE_PROXY_METRICS_PORT=${ports[3]}
 	node_write_configs
-	start containerd containerd --config "$n/containerd/config.toml"
-	wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version
-	start kubelet "$nbin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$RUN_DIR/kubelet.kubeconfig" \
+	proc_start containerd containerd --config "$n/containerd/config.toml"
+	proc_wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version
+	proc_start kubelet "$nbin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$RUN_DIR/kubelet.kubeconfig" \
 		--root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$NODE_NAME" \
 		--node-ip="$NODE_IP" --node-labels=modelapi.io/node=real --v=1
-	start kube-proxy "$nbin/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
-	wait_for kubelet 120 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
-	wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+	proc_start kube-proxy "$nbin/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
+	proc_wait_for kubelet 120 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+	proc_wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 	# the same bucket, for pods: a second gateway on the node's address over the same posix directory
-	start versitygw-node "$cbin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
+	proc_start versitygw-node "$cbin/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --region "$S3_REGION" \
 		--port "$NODE_IP:$S3_PORT" posix "$RUN_DIR/s3"
-	wait_for versitygw-node 30 curl -s -o /dev/null "http://$NODE_IP:$S3_PORT"
+	proc_wait_for versitygw-node 30 curl -s -o /dev/null "http://$NODE_IP:$S3_PORT"
 	gateway_up "$gbin"
 	cat >"$n/env" <<ENV
 MODELAPI_NODE=real
@@ -449,23 +405,24 @@ ENV
 node_remove_pods() {
 	local n="$RUN_DIR/node" crictl
 	[[ -S "$n/containerd/containerd.sock" ]] || return 0
-	stop_one kube-proxy
-	stop_one kubelet
+	proc_stop kube-proxy || true # one that outlived SIGKILL: down's stop of every process reports it
+	proc_stop kubelet || true
 	crictl="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null || true)/crictl"
-	if [[ -x $crictl ]] && alive containerd; then
+	if [[ -x $crictl ]] && proc_alive containerd; then
 		log "removing the real node's pods"
 		"$crictl" --runtime-endpoint "unix://$n/containerd/containerd.sock" --timeout 30s rmp --all --force >/dev/null 2>&1 || true
 	fi
 }
 
 node_down() { # after every process is stopped
-	local n="$RUN_DIR/node" mnt ns
+	local n="$RUN_DIR/node" mnt
 	[[ -d $n ]] || return 0
-	# shims of containers that outlived containerd (a crash, a kill -9): kill what is left in their cgroups
-	local pid
-	for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $n/containerd/containerd.sock" 2>/dev/null); do
+	# shims of containers that outlived containerd (a crash, a kill -9), waited for; then what is left in their cgroups
+	local pid shims="containerd-shim-runc-v2 .*-address $n/containerd/containerd.sock"
+	for pid in $(pgrep -f "$shims" 2>/dev/null); do
 		kill -KILL "$pid" 2>/dev/null || true
 	done
+	wait_until 10 not pgrep -f "$shims" || log "WARNING: containerd shims of $n still run 10 s after SIGKILL"
 	local cg
 	for cg in /sys/fs/cgroup/*/kubepods; do
 		[[ -d $cg ]] || continue
@@ -479,45 +436,14 @@ node_down() { # after every process is stopped
 	while read -r mnt; do
 		umount -l "$mnt" 2>/dev/null || true
 	done < <(awk -v p="$n/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
-	# network namespaces CNI made for our pods that CRI did not remove (only the ones created after up)
-	if [[ -f $n/netns.before ]]; then
-		for ns in $(node_netns_list | comm -13 "$n/netns.before" -); do
-			if [[ $ns == cni-* ]]; then ip netns delete "$ns" 2>/dev/null || true; fi
-		done
-	fi
-	if [[ -f $n/bridge ]]; then
-		ip link delete "$(cat "$n/bridge")" 2>/dev/null || true
-	fi
-	if [[ -f $n/service-route ]]; then ip route delete "$(cat "$n/service-route")" 2>/dev/null || true; fi
-	if iptables -w -S MODELAPI-NODE >/dev/null 2>&1; then
-		iptables -w -D FORWARD -j MODELAPI-NODE 2>/dev/null || true
-		iptables -w -F MODELAPI-NODE && iptables -w -X MODELAPI-NODE
-	fi
+	# network namespaces CNI made for our pods that CRI did not remove (only the ones created after up), the bridge,
+	# the route, the guard chain
+	net_netns_down "$n"
+	net_down "$n" "$NODE_GUARD_CHAIN"
 	# kube-proxy's chains (KUBE-*), and the CNI plugins' (CNI-*), in the filter and nat tables
 	local bin
 	bin="$(sed -n 's/^NODE_BIN=//p' "$n/env" 2>/dev/null || true)"
 	if [[ -x $bin/kube-proxy ]]; then "$bin/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true; fi
-	node_flush_chains
-	if [[ -f $n/sysctl.saved ]]; then
-		local kv
-		while read -r kv; do sysctl -qw "$kv" 2>/dev/null || true; done <"$n/sysctl.saved"
-	fi
-}
-
-node_netns_list() { find /var/run/netns -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort || true; }
-
-node_flush_chains() { # remove every iptables chain named CNI-* or KUBE-* and the jumps to them
-	local table rule chain
-	for table in filter nat mangle; do
-		while read -r rule; do
-			# shellcheck disable=SC2086 # the rule's words, as iptables -S printed them
-			iptables -w -t "$table" ${rule/-A/-D} 2>/dev/null || true
-		done < <(iptables -w -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE|CNI)-')
-		for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-			iptables -w -t "$table" -F "$chain" 2>/dev/null || true
-		done
-		for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-			iptables -w -t "$table" -X "$chain" 2>/dev/null || true
-		done
-	done
+	net_flush_chains
+	net_sysctls_restore "$n"
 }

@@ -591,6 +591,10 @@ def test_make_demo_installs_from_the_registry_runs_the_operator_in_a_pod_and_ser
         assert status["ready"] is True, status
         assert status["restartCount"] == 0, status
         assert status["image"] == node["NODE_OPERATOR_IMAGE"]
+        # the chart's runtime images are the registry's: runtime for CPU models, runtime-gpu for GPU models
+        env = {item["name"]: item.get("value") for item in operator["spec"]["containers"][0].get("env", [])}
+        assert env["MODELAPI_OPERATOR_CPU_IMAGE"] == node["NODE_RUNTIME_IMAGE"]
+        assert env["MODELAPI_OPERATOR_GPU_IMAGE"] == node["NODE_RUNTIME_GPU_IMAGE"]
         assert status["imageID"].startswith(f"{registry}/modelapi/operator@sha256:"), status["imageID"]
         # the operator reached the API server from its pod: it made the model's Deployment, whose pod serves
         model_pods = cluster.get_json("pod", "-l", "serving.modelapi.io/name=iris", namespace=demo_namespace(demo_dir))
