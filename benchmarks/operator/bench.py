@@ -427,17 +427,39 @@ async def operator_identity(api: Api, env: dict[str, str], workdir: Path) -> Pat
         text=True,
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    wanted = [d for d in docs if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}]
-    account = next(d["metadata"]["name"] for d in wanted if d["kind"] == "ServiceAccount")
+    account = next(
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ServiceAccount" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    )  # the chart has other ServiceAccounts (the activator's): the operator's is the one its Deployment runs as
+    bindings = [
+        d
+        for d in docs
+        if d["kind"] in {"ClusterRoleBinding", "RoleBinding"}
+        and any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in d.get("subjects", []))
+    ]
+    roles = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings}
+    wanted = [
+        d
+        for d in docs
+        if (d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account)
+        or (d["kind"], d["metadata"]["name"]) in roles
+    ] + bindings
     await api.request("POST", "api/v1/namespaces", {"metadata": {"name": OPERATOR_NS}}, ok=(409,))
     for doc in wanted:
-        if doc["kind"] == "ServiceAccount":
+        kind = doc["kind"]
+        namespaced = kind in {"ServiceAccount", "Role", "RoleBinding"}
+        if namespaced:
             doc["metadata"]["namespace"] = OPERATOR_NS
-        base = "api/v1" if doc["kind"] == "ServiceAccount" else "apis/rbac.authorization.k8s.io/v1"
-        plural = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles"}.get(
-            doc["kind"], "clusterrolebindings"
-        )
-        ns = f"namespaces/{OPERATOR_NS}/" if doc["kind"] == "ServiceAccount" else ""
+        base = "api/v1" if kind == "ServiceAccount" else "apis/rbac.authorization.k8s.io/v1"
+        plural = {
+            "ServiceAccount": "serviceaccounts",
+            "ClusterRole": "clusterroles",
+            "ClusterRoleBinding": "clusterrolebindings",
+            "Role": "roles",
+            "RoleBinding": "rolebindings",
+        }[kind]
+        ns = f"namespaces/{OPERATOR_NS}/" if namespaced else ""
         await api.request(
             "PATCH",
             f"{base}/{ns}{plural}/{doc['metadata']['name']}",
