@@ -8,7 +8,8 @@ the failure report.
 
 Environment knobs: MODELAPI_CLUSTER_DIR (run state, default tests/e2e/cluster/.run), MODELAPI_KEEP_CLUSTER=0|1
 (stop or keep a cluster this run started; default: stop in CI, keep elsewhere), MODELAPI_E2E_LOG_LINES (log lines
-per component on failure, default 40).
+per component on failure, default 40), MODELAPI_NODE_GPU_IMAGE (real-node tier: 1 builds the runtime-gpu image at
+`up`; default 0, the tests that need it push it).
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ def wait_until(
 
 
 def _cluster_sh(*args: str, timeout: float) -> int:
-    return subprocess.run(["bash", str(CLUSTER_SH), *args], timeout=timeout, check=False).returncode
+    # the real-node tier's runtime-gpu image (about 3 GiB) is left out of `up`: the tests that pull it push it
+    # themselves (the gpu_image fixture), so a run without them never builds it
+    env = {**os.environ, "MODELAPI_NODE_GPU_IMAGE": os.environ.get("MODELAPI_NODE_GPU_IMAGE", "0")}
+    return subprocess.run(["bash", str(CLUSTER_SH), *args], timeout=timeout, check=False, env=env).returncode
 
 
 @pytest.fixture(scope="session")
