@@ -121,6 +121,18 @@ class Cluster:
         return "\n".join(out)
 
 
+# how far load_scaled stretches a time: the e2e tests ran in clean-clone CI at load averages up to about 19 per core
+LOAD_SCALE_MAX = 6.0
+
+
+def load_scaled(seconds: float) -> float:
+    """seconds, stretched by how loaded this machine is now: by the 1-minute load average per core, from 1 (an idle
+    or lightly loaded machine: unchanged) up to LOAD_SCALE_MAX. For the time a test allows work that only CPU bounds
+    (a reconcile, pods starting on kwok, a canary step that must outlast them), never for what a test measures."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return seconds * min(max(per_core, 1.0), LOAD_SCALE_MAX)
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition"
 ) -> Any:
