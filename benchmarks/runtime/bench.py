@@ -14,7 +14,8 @@ Prints the figures and the ratios, and writes them as Markdown (``--out``) with 
     .venv/bin/python benchmarks/runtime/bench.py [--duration 10] [--kserve-python /path/to/venv/bin/python]
 
 KServe is never a project dependency: give the Python of a separate venv that has ``kserve`` (and
-onnxruntime); without it the KServe column and the open-loop phase are skipped. vegeta is built once with Go
+onnxruntime), with --kserve-python or $MODELAPI_KSERVE_PYTHON (benchmarks/runtime/README.md says how to make it);
+without it the KServe column and the open-loop phase are skipped, and a line says so. vegeta is built once with Go
 (``go install github.com/tsenart/vegeta/v12@v12.12.0``; ``--vegeta`` or $VEGETA names the binary).
 """
 
@@ -233,10 +234,29 @@ def bodies(workdir: Path, features: int) -> dict[str, tuple[Path, int | None]]:
     return out
 
 
+KSERVE_HOW = (
+    "set MODELAPI_KSERVE_PYTHON (or --kserve-python) to the Python of a venv with kserve and onnxruntime; "
+    "benchmarks/runtime/README.md says how to make it"
+)
+
+
+def kserve_python(given: str) -> str | None:
+    """The KServe peer's Python, or None (and a line on stderr saying why and how to enable it)."""
+    if not given:
+        print(f"KServe peer skipped (and the open-loop phase with it): {KSERVE_HOW}", file=sys.stderr)
+        return None
+    if not Path(given).is_file():
+        print(f"KServe peer skipped: {given} does not exist; {KSERVE_HOW}", file=sys.stderr)
+        return None
+    return given
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--kserve-python", default=os.environ.get("KSERVE_PYTHON", "/work/kserve-venv/bin/python"))
+    ap.add_argument("--kserve-python", default=os.environ.get("MODELAPI_KSERVE_PYTHON", ""),
+                    help="the Python of a separate venv with kserve and onnxruntime (default: "
+                         "$MODELAPI_KSERVE_PYTHON); without it the KServe peer is skipped")  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="append the Markdown table to this file")
     ap.add_argument("--repeat", type=int, default=1, help="measure each case N times, keep the best (shared machines)")
     ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
@@ -257,7 +277,7 @@ def main() -> int:
         sys.exit("wrk is needed (Debian package wrk)")
     py = sys.executable
     runtime_bin = str(Path(py).parent / "modelapi-runtime")
-    kserve_py = args.kserve_python if Path(args.kserve_python).exists() else None
+    kserve_py = kserve_python(args.kserve_python)
     vegeta_bin = args.vegeta if Path(args.vegeta).exists() else None
     if kserve_py and not vegeta_bin:
         print("vegeta not found: the open-loop phase is skipped (see --vegeta)", file=sys.stderr)

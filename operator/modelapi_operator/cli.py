@@ -173,7 +173,8 @@ def _add_cluster_commands(commands: Any) -> None:
         parents=[options],
         help="the runtime logs of every replica, each line prefixed with its pod and revision",
         description="Print the runtime container's log of every pod of a ModelAPI (or of one revision), each line "
-        "prefixed with [POD REVISION]. With -f, follow them all; pods that start later join.",
+        "prefixed with [POD REVISION]. With -f, follow them all; pods that start later join, and a runtime that "
+        "restarts is followed into its new run.",
     )
     logs_cmd.add_argument("name", help="the ModelAPI's name")
     logs_cmd.add_argument("--revision", help="only this revision: its hash or its name <name>-<hash>")

@@ -123,39 +123,63 @@ async def logs(args: argparse.Namespace, out: TextIO) -> None:
             sys.stderr.write(line + "\n")
         if not pods and not args.follow:
             raise CommandFailed(logs_view.no_pods(args.name, args.revision))
-        revisions = {str(p["metadata"]["name"]): logs_view.revision_of(p) for p in pods}
+        by_name = {str(p["metadata"]["name"]): p for p in pods}
         if not args.follow:
             for pod in names:
                 await _print_log(
-                    session, pod, revisions[pod], tail=args.tail, follow=False, out=out, previous=args.previous
+                    session,
+                    pod,
+                    logs_view.revision_of(by_name[pod]),
+                    tail=args.tail,
+                    follow=False,
+                    out=out,
+                    previous=args.previous,
                 )
             return
-        tasks = {pod: _follow_pod(session, pod, revisions[pod], args.tail, out) for pod in names}
-        if not tasks:
+        followed = {pod: _follow_pod(session, by_name[pod], args.tail, out) for pod in names}
+        if not followed:
             sys.stderr.write(logs_view.no_pods(args.name, args.revision) + "; waiting for one\n")
-        await _follow(session, args, revision, tasks, out)
+        await _follow(session, args, revision, followed, out)
 
 
-def _follow_pod(session: Session, pod: str, revision: str, tail: int | None, out: TextIO) -> asyncio.Task[None]:
-    return asyncio.create_task(_print_log(session, pod, revision, tail=tail, follow=True, out=out))
+@dataclass(frozen=True)
+class _Followed:
+    """One pod's log being followed: the task that prints it, and the container restarts when it began."""
+
+    task: asyncio.Task[None]
+    restarts: int
+
+
+def _follow_pod(session: Session, pod: kube.Manifest, tail: int | None, out: TextIO) -> _Followed:
+    name, revision = str(pod["metadata"]["name"]), logs_view.revision_of(pod)
+    task = asyncio.create_task(_print_log(session, name, revision, tail=tail, follow=True, out=out))
+    return _Followed(task, logs_view.restarts(pod))
 
 
 async def _follow(
-    session: Session, args: argparse.Namespace, revision: str | None, tasks: dict[str, asyncio.Task[None]], out: TextIO
+    session: Session, args: argparse.Namespace, revision: str | None, followed: dict[str, _Followed], out: TextIO
 ) -> None:
-    """Every pod's log as it grows; a pod that starts later (a scale-up, a new revision) joins, from its start."""
+    """Every pod's log as it grows; a pod that starts later (a scale-up, a new revision) joins, from its start, and
+    a runtime container that restarts in its pod is followed again, from its new run's start (a log stream ends
+    with the run that wrote it)."""
     while True:
         await asyncio.sleep(FOLLOW_RESCAN_SECONDS)
-        for task in tasks.values():
-            error = task.exception() if task.done() else None
+        for each in followed.values():
+            error = each.task.exception() if each.task.done() else None
             if error is not None:
                 raise error
         pods = await cli_reads.runtime_pods(session.client, session.namespace, args.name, revision)
         ready, _ = logs_view.readable_pods(pods)
         for pod in pods:
             name = str(pod["metadata"]["name"])
-            if name in ready and name not in tasks:
-                tasks[name] = _follow_pod(session, name, logs_view.revision_of(pod), None, out)
+            if name not in ready:
+                continue
+            one = followed.get(name)
+            if one is None:
+                followed[name] = _follow_pod(session, pod, None, out)
+            elif one.task.done() and logs_view.new_run(pod, one.restarts):
+                sys.stderr.write(logs_view.restarted(name, logs_view.revision_of(pod), logs_view.restarts(pod)) + "\n")
+                followed[name] = _follow_pod(session, pod, None, out)
 
 
 async def _post_direct(url: str, body: bytes) -> kube.RawResponse:

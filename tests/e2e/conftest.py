@@ -8,7 +8,8 @@ the failure report.
 
 Environment knobs: MODELAPI_CLUSTER_DIR (run state, default tests/e2e/cluster/.run), MODELAPI_KEEP_CLUSTER=0|1
 (stop or keep a cluster this run started; default: stop in CI, keep elsewhere), MODELAPI_E2E_LOG_LINES (log lines
-per component on failure, default 40).
+per component on failure, default 40), MODELAPI_NODE_GPU_IMAGE (real-node tier: 1 builds the runtime-gpu image at
+`up`; default 0, the tests that need it push it).
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ class Cluster:
         return "\n".join(out)
 
 
+# how far load_scaled stretches a time: the e2e tests ran in clean-clone CI at load averages up to about 19 per core
+LOAD_SCALE_MAX = 6.0
+
+
+def load_scaled(seconds: float) -> float:
+    """seconds, stretched by how loaded this machine is now: by the 1-minute load average per core, from 1 (an idle
+    or lightly loaded machine: unchanged) up to LOAD_SCALE_MAX. For the time a test allows work that only CPU bounds
+    (a reconcile, pods starting on kwok, a canary step that must outlast them), never for what a test measures."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return seconds * min(max(per_core, 1.0), LOAD_SCALE_MAX)
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition"
 ) -> Any:
@@ -135,7 +148,10 @@ def wait_until(
 
 
 def _cluster_sh(*args: str, timeout: float) -> int:
-    return subprocess.run(["bash", str(CLUSTER_SH), *args], timeout=timeout, check=False).returncode
+    # the real-node tier's runtime-gpu image (about 3 GiB) is left out of `up`: the tests that pull it push it
+    # themselves (the gpu_image fixture), so a run without them never builds it
+    env = {**os.environ, "MODELAPI_NODE_GPU_IMAGE": os.environ.get("MODELAPI_NODE_GPU_IMAGE", "0")}
+    return subprocess.run(["bash", str(CLUSTER_SH), *args], timeout=timeout, check=False, env=env).returncode
 
 
 @pytest.fixture(scope="session")

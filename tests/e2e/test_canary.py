@@ -24,7 +24,7 @@ import pytest
 import yaml
 from onnx import numpy_helper
 
-from .conftest import Cluster, wait_until
+from .conftest import Cluster, load_scaled, wait_until
 from .processes import OperatorProcess, RuntimeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,8 +367,12 @@ def test_canary_gateway_api_weights_follow_the_steps(
 def test_canary_replica_ratio_sizes_the_canary_by_weight(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    # A step's pause runs from the step's start, and the canary's weight is the share of ready pods: each pause must
+    # outlast the canary's pods starting (on kwok, seconds; many more on a loaded machine), or the step ends the moment
+    # they are ready and no status shows the canary at that weight.
+    pause = round(load_scaled(4))
     canary = {
-        "steps": [{"weight": 25, "pauseSeconds": 4}, {"weight": 50, "pauseSeconds": 4}],
+        "steps": [{"weight": 25, "pauseSeconds": pause}, {"weight": 50, "pauseSeconds": pause}],
         "trafficRouting": "replicas",
     }
     manifest = _manifest(
@@ -381,14 +385,24 @@ def test_canary_replica_ratio_sizes_the_canary_by_weight(
     observed: set[tuple[int, int]] = set()
 
     def done() -> bool:
-        status = _status(cluster, namespace, "mlp")
+        # the ModelAPI and its Deployments in one request, so a sample is one moment (and quick on a loaded machine)
+        items = cluster.get_json("modelapis,deployments", namespace=namespace)["items"]
+        status = next(i for i in items if i["kind"] == "ModelAPI" and i["metadata"]["name"] == "mlp").get("status", {})
         canary_status = status.get("canary")
-        deployment = _deployment_with_role(cluster, namespace, "canary")
+        deployment = next(
+            (
+                i
+                for i in items
+                if i["kind"] == "Deployment"
+                and i["metadata"].get("annotations", {}).get("serving.modelapi.io/role") == "canary"
+            ),
+            None,
+        )
         if canary_status and deployment is not None and deployment["status"].get("readyReplicas"):
             observed.add((canary_status["weight"], deployment["spec"]["replicas"]))
         return _condition(status, "Ready").get("status") == "True" and _stable_uri(status).endswith("2/model.onnx")
 
-    wait_until(done, timeout=120, interval=0.5, what="replica-ratio canary promoted")
+    wait_until(done, timeout=120 + 2 * pause, interval=0.5, what="replica-ratio canary promoted")
     assert (25, 1) in observed, observed  # 1 canary next to 3 stable replicas: 25 % of the pods
     assert (50, 3) in observed, observed
 

@@ -18,13 +18,36 @@ def revision_of(pod: Mapping[str, Any]) -> str:
     return str((pod.get("metadata", {}).get("labels") or {}).get(names.LABEL_REVISION, "?"))
 
 
-def started(pod: Mapping[str, Any]) -> bool:
-    """Whether the runtime container has run at all (a log exists): running, or terminated at least once."""
+def _runtime_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The runtime container's entry of the pod's containerStatuses ({} before the kubelet reports it)."""
     for item in (pod.get("status") or {}).get("containerStatuses") or []:
         if item.get("name") == names.RUNTIME_CONTAINER:
-            state, last = item.get("state") or {}, item.get("lastState") or {}
-            return "running" in state or "terminated" in state or "terminated" in last
-    return False
+            return item  # type: ignore[no-any-return]
+    return {}
+
+
+def started(pod: Mapping[str, Any]) -> bool:
+    """Whether the runtime container has run at all (a log exists): running, or terminated at least once."""
+    item = _runtime_status(pod)
+    state, last = item.get("state") or {}, item.get("lastState") or {}
+    return "running" in state or "terminated" in state or "terminated" in last
+
+
+def restarts(pod: Mapping[str, Any]) -> int:
+    """How often the kubelet has restarted the runtime container in this pod."""
+    return int(_runtime_status(pod).get("restartCount") or 0)
+
+
+def new_run(pod: Mapping[str, Any], restarts_followed: int) -> bool:
+    """The runtime container restarted since the run being followed (restarts_followed), and its new run has
+    started, so it has a log to follow (not while the kubelet waits to restart it, as in CrashLoopBackOff)."""
+    state = _runtime_status(pod).get("state") or {}
+    return restarts(pod) > restarts_followed and ("running" in state or "terminated" in state)
+
+
+def restarted(pod: str, revision: str, restart_count: int) -> str:
+    """The line that says a followed runtime restarted; its new run's lines follow."""
+    return f"{prefix(pod, revision)}the runtime container restarted (restart {restart_count}): following its new run"
 
 
 def readable_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:

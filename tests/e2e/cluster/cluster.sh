@@ -10,9 +10,10 @@
 #                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
 #                      the registry's, a fourth; the gateway's (Traefik, gateway.sh), a fifth; and it builds the
 #                      images `images` pushes)
-#   cluster.sh images  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime, operator,
-#                      runtime-gpu) and push them to the running cluster's registry (`up` does it too; this is
-#                      for a rebuild while up)
+#   cluster.sh images [TARGET...]  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime,
+#                      operator, runtime-gpu; or only the targets named) and push them to the running cluster's
+#                      registry (`up` does it too; this is for a rebuild while up, or for runtime-gpu after an `up`
+#                      with MODELAPI_NODE_GPU_IMAGE=0, which leaves that image out)
 #   cluster.sh up      start everything; a no-op when already up; the last line printed is KUBECONFIG=<path>
 #   cluster.sh down    stop every process `up` started (by saved PID), wait until each has exited, remove the run state
 #   cluster.sh status  exit 0 when the cluster is up and healthy
@@ -26,7 +27,8 @@
 # instead, so that pods reach it too). Ports and credentials go to one env file: $RUN_DIR/env.
 # Environment knobs: MODELAPI_CACHE (binary cache root, default ~/.cache/modelapi), MODELAPI_CLUSTER_DIR (run state,
 # default tests/e2e/cluster/.run), MODELAPI_NODE (kwok, the default: two fake nodes; real: one real node, see
-# node.sh), GOCACHE / GOMODCACHE as usual for Go.
+# node.sh), MODELAPI_NODE_GPU_IMAGE (real: 0 leaves the runtime-gpu image out of `build` and `up`; the e2e tests set
+# it), GOCACHE / GOMODCACHE as usual for Go.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -443,11 +445,11 @@ restart() { # name [down_seconds]: stop one component and start it again with th
 	log "$name restarted"
 }
 
-images() { # the real-node cluster's images, rebuilt where the sources changed, pushed to its registry
+images() { # [target...]: the real-node cluster's images, rebuilt where the sources changed, pushed to its registry
 	[[ $NODE_MODE == real ]] || die "images: only the real-node tier has a registry (MODELAPI_NODE=real)"
 	healthy || die "images: no healthy cluster in $RUN_DIR (make cluster-up NODE=real first)"
 	grep -q '^NODE_REGISTRY=' "$RUN_DIR/env" || die "images: the cluster in $RUN_DIR has no registry"
-	node_push_images
+	node_push_images "$@"
 }
 
 logs() {
@@ -477,7 +479,7 @@ build)
 		node_build_images >/dev/null
 	fi
 	;;
-images) with_lock images ;;
+images) with_lock images "${@:2}" ;;
 preflight) node_capable ;;
 up) with_lock up ;;
 down) with_lock down ;;
@@ -486,7 +488,7 @@ env) cat "$RUN_DIR/env" ;;
 logs) logs "${2:-60}" ;;
 restart) with_lock restart "${2:-}" "${3:-0}" ;;
 *)
-	echo "usage: $0 build|up|down|images|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
+	echo "usage: $0 build|up|down|images [TARGET...]|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
 	exit 2
 	;;
 esac

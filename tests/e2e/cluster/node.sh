@@ -152,19 +152,37 @@ node_pause_image() { # Kubernetes' own pause.c (from the module zip), linked sta
 	rm -rf "$work"
 }
 
+# The build context of the project's images, staged into dir: the files the Dockerfile's COPY lines take (less caches
+# and local models), with README.md replaced by a fixed text. README.md is in an image only as the wheel's long
+# description (pyproject.toml's readme); with the fixed text there, an edit of the docs changes no image, so it
+# rebuilds none (runtime-gpu's is about 3 GiB).
+NODE_IMAGE_README="# modelapi
+
+The image of the real-node test tier: the package's long description (README.md) is left out of it."
+node_image_context() { # dir
+	(cd "$ROOT" && find Dockerfile .dockerignore pyproject.toml constraints.txt operator runtime -type f \
+		! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.mypy_cache/*' ! -path '*/.pytest_cache/*' \
+		! -name '*.onnx' -print0 | tar --null -T - -cf -) | tar -C "$1" -xf -
+	printf '%s\n' "$NODE_IMAGE_README" >"$1/README.md"
+}
+
+node_image_key() { # dir: a staged context; prints the key (16 hex digits) of the images built from it, a hash of
+	# exactly the files it holds and of the base image
+	(cd "$1" && {
+		echo "base=$NODE_BASE_IMAGE"
+		find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+	} | sha256sum | cut -c1-16)
+}
+
 node_image() { # target: a target of the project's Dockerfile (runtime, operator, runtime-gpu), rebuilt when
-	# anything in its build context changes; prints the path of its docker-archive tarball
-	local target="$1" images="$CACHE_ROOT/node-images" hash out local_name="localhost/modelapi/$1:dev"
-	hash="$(
-		cd "$ROOT" && {
-			echo "base=$NODE_BASE_IMAGE"
-			find Dockerfile .dockerignore pyproject.toml constraints.txt README.md operator runtime -type f \
-				! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.mypy_cache/*' ! -path '*/.pytest_cache/*' \
-				-print0 | sort -z | xargs -0 sha256sum
-		} | sha256sum | cut -c1-16
-	)"
+	# its staged build context changes; prints the path of its docker-archive tarball
+	local target="$1" images="$CACHE_ROOT/node-images" ctx hash out local_name="localhost/modelapi/$1:dev"
+	ctx="$(mktemp -d)"
+	node_image_context "$ctx"
+	hash="$(node_image_key "$ctx")"
 	out="$images/$target-$hash.tar"
 	if [[ -f "$out" ]]; then
+		rm -rf "$ctx"
 		touch "$out" # most recently used: kept when older ones go (below)
 		echo "$out"
 		return
@@ -173,13 +191,15 @@ node_image() { # target: a target of the project's Dockerfile (runtime, operator
 	node_base_image
 	log "building the $target image from the project's Dockerfile with buildah (target $target, base $NODE_BASE_IMAGE; about 1-3 min)"
 	# exported by image ID: another checkout may build under the same local name at the same time
-	(cd "$ROOT" && node_buildah bud --isolation chroot --layers=false --pull=never --target "$target" \
+	(cd "$ctx" && node_buildah bud --isolation chroot --layers=false --pull=never --target "$target" \
 		--build-arg "PYTHON_IMAGE=$NODE_BASE_IMAGE" --iidfile "$out.iid" -t "$local_name" -f Dockerfile . \
 		>"$images/build-$target.log" 2>&1) ||
 		{
+			rm -rf "$ctx"
 			tail -30 "$images/build-$target.log" >&2
 			die "buildah bud failed (log: $images/build-$target.log)"
 		}
+	rm -rf "$ctx"
 	node_buildah push -q "$(cat "$out.iid")" "docker-archive:$out.tmp:$local_name" && mv "$out.tmp" "$out"
 	# the tarball is the cache: the image leaves buildah's storage (a rebuild would otherwise leave the old one there,
 	# about 3 GiB for runtime-gpu), and only this target's NODE_IMAGES_KEEP most recently used tarballs stay, so
@@ -192,24 +212,41 @@ node_image() { # target: a target of the project's Dockerfile (runtime, operator
 	echo "$out"
 }
 
-# Every image pods use, built (or found in the cache) and pushed to the running cluster's registry: what
-# `cluster.sh images` (make images) and `up` do. Pushed from the cached tarballs (loaded into buildah's storage by
-# image ID, so another checkout's build under the same local name cannot interfere), uncompressed: the layers stay
-# on this machine, and gzip would cost more time than the copy.
-node_build_images() { # prints TARBALL=REFERENCE for each image pods use
-	local pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar" runtime_tar operator_tar gpu_tar
-	mkdir -p "$CACHE_ROOT/node-images"
-	node_pause_image "$pause_tar"
-	runtime_tar="$(node_image runtime)" || die "could not build the runtime image"
-	operator_tar="$(node_image operator)" || die "could not build the operator image"
-	gpu_tar="$(node_image runtime-gpu)" || die "could not build the runtime-gpu image"
-	printf '%s\n' "$pause_tar=$NODE_PAUSE_IMAGE" "$runtime_tar=$NODE_RUNTIME_IMAGE" "$operator_tar=$NODE_OPERATOR_IMAGE" \
-		"$gpu_tar=$NODE_RUNTIME_GPU_IMAGE"
+# The Dockerfile targets pods use: runtime-gpu (about 3 GiB, only test_gpu_image.py pulls it) unless
+# MODELAPI_NODE_GPU_IMAGE=0 (what the e2e tests' `up` sets; the tests that need it push it then: `cluster.sh images
+# runtime-gpu`)
+node_image_targets() {
+	printf '%s\n' runtime operator
+	if [[ ${MODELAPI_NODE_GPU_IMAGE:-1} != 0 ]]; then echo runtime-gpu; fi
 }
 
-node_push_images() {
+node_image_ref() { echo "$NODE_REGISTRY/modelapi/$1:dev"; } # target -> the reference pods use
+
+# Every image pods use (or the targets named), built (or found in the cache) and pushed to the running cluster's
+# registry: what `cluster.sh images` (make images) and `up` do. Pushed from the cached tarballs (loaded into
+# buildah's storage by image ID, so another checkout's build under the same local name cannot interfere),
+# uncompressed: the layers stay on this machine, and gzip would cost more time than the copy.
+node_build_images() { # [target...]: prints TARBALL=REFERENCE for each image (the pause image too when none is named)
+	local pause_tar="$CACHE_ROOT/node-images/pause-${NODE_PAUSE_IMAGE##*:}.tar" targets target tar
+	mkdir -p "$CACHE_ROOT/node-images"
+	if (($# == 0)); then
+		node_pause_image "$pause_tar"
+		echo "$pause_tar=$NODE_PAUSE_IMAGE"
+		mapfile -t targets < <(node_image_targets)
+	else
+		targets=("$@")
+	fi
+	for target in "${targets[@]}"; do
+		case $target in runtime | operator | runtime-gpu) ;; *) die "no image target '$target' (runtime, operator, runtime-gpu)" ;; esac
+		tar="$(node_image "$target")" || die "could not build the $target image"
+		echo "$tar=$(node_image_ref "$target")"
+	done
+}
+
+# shellcheck disable=SC2120 # cluster.sh's `images TARGET...` passes targets
+node_push_images() { # [target...]
 	local images tar ref id t0=$SECONDS
-	images="$(node_build_images)" || die "could not build the images"
+	images="$(node_build_images "$@")" || die "could not build the images"
 	for tar in $images; do
 		ref="${tar#*=}" tar="${tar%%=*}"
 		id="$(node_buildah pull -q "docker-archive:$tar")" || die "could not load $tar into buildah's storage"
@@ -363,6 +400,7 @@ node_up() { # bin_dir; called by cluster.sh up after the control plane, Promethe
 	gbin="$(gateway_build)"
 	mkdir -p "$n"
 	node_registry_up "$rbin"
+	# shellcheck disable=SC2119 # no targets: every image pods use
 	node_push_images
 	local ports
 	mapfile -t ports < <(free_ports 4)

@@ -1,7 +1,8 @@
 """The `runtime-gpu` image as a GPU user gets it, checked on a node without a GPU (`-k gpu_image`).
 
 The harness builds the Dockerfile's `runtime-gpu` target with buildah (no CUDA base image: onnxruntime-gpu and the
-NVIDIA wheels of its `cuda` and `cudnn` extras, at the versions of constraints.txt) and pushes it to its registry;
+NVIDIA wheels of its `cuda` and `cudnn` extras, at the versions of constraints.txt) and pushes it to its registry
+(the gpu_image fixture does, when the tests' `up` left it out);
 here containerd pulls it like any image and runs it as a pod under Pod Security "restricted". Inside, onnxruntime
 must list the CUDA provider, and every shared library the provider needs, and every library the NVIDIA wheels bring
 (cuDNN is opened by name at run time), must resolve through the image's loader configuration, except the driver's
@@ -70,9 +71,9 @@ def _gpu_pod(image: str) -> dict[str, Any]:
 
 
 def test_the_gpu_image_has_the_cuda_provider_and_every_library_it_needs_but_the_driver(
-    cluster: Cluster, node: dict[str, str], restricted: str
+    cluster: Cluster, node: dict[str, str], gpu_image: str, restricted: str
 ) -> None:
-    image = node["NODE_RUNTIME_GPU_IMAGE"]
+    image = gpu_image
     # the image is a few GiB: its first pull and unpack take most of the time
     phase, log = _run_pod(cluster, restricted, _gpu_pod(image), timeout=600)
     print(f"[node] {image}: {phase}: {log[:2000]}")

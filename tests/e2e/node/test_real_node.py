@@ -10,6 +10,7 @@ Run with `make test-e2e-node` (it brings up a cluster with MODELAPI_NODE=real in
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import subprocess
 import threading
@@ -25,7 +26,7 @@ import pytest
 import yaml
 from onnx import numpy_helper
 
-from e2e.conftest import Cluster, wait_until
+from e2e.conftest import CLUSTER_SH, Cluster, wait_until
 from e2e.processes import OperatorProcess, demo_namespace, run_demo
 
 from .load import ConstantLoad, LoadReport
@@ -48,6 +49,48 @@ def node(cluster: Cluster) -> dict[str, str]:
             f"{cluster.env.get('MODELAPI_CLUSTER_DIR')} has MODELAPI_NODE={cluster.env.get('MODELAPI_NODE')})"
         )
     return cluster.env
+
+
+def registry_has(image: str) -> bool:
+    """Does the harness's registry (plain HTTP) hold image, a registry/repository:tag reference?"""
+    registry, _, rest = image.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    kinds = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    head = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": kinds}
+    )
+    try:
+        with urllib.request.urlopen(head, timeout=30) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+
+
+# a cold build of the runtime-gpu image (about 2.3 GB of wheels) took up to 18 min on 2 busy cores
+GPU_IMAGE_BUILD_TIMEOUT_S = 40 * 60
+
+
+@pytest.fixture(scope="module")
+def gpu_image(cluster: Cluster, node: dict[str, str]) -> str:
+    """NODE_RUNTIME_GPU_IMAGE, in the registry. The tests' `up` leaves this image (about 3 GiB) out, so that a run
+    that does not pull it never builds it; here it is built (or taken from the cache) and pushed when missing."""
+    image = node["NODE_RUNTIME_GPU_IMAGE"]
+    if not registry_has(image):
+        print(f"[node] {image} is not in the registry: cluster.sh images runtime-gpu", flush=True)
+        env = {**os.environ, "MODELAPI_NODE": "real", "MODELAPI_CLUSTER_DIR": node["MODELAPI_CLUSTER_DIR"]}
+        proc = subprocess.run(
+            ["bash", str(CLUSTER_SH), "images", "runtime-gpu"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GPU_IMAGE_BUILD_TIMEOUT_S,
+            check=False,
+        )
+        assert proc.returncode == 0, f"cluster.sh images runtime-gpu failed:\n{proc.stderr[-3000:]}"
+        assert registry_has(image), f"{image} is still not in the registry after cluster.sh images runtime-gpu"
+    return image
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from plan_given import plan_for
 from pydantic import ValidationError
 from test_plan_golden import IMAGES, OLD_URI, OWNER, STEPS, T0, _canary, _serving, _spec, plan_document
 
@@ -18,11 +19,10 @@ from modelapi_operator.builders import (
     EXPOSE_LABEL,
     Owner,
     build_expose_route,
-    compute_revision,
     expose_claim,
 )
 from modelapi_operator.expose import Exposure, claim_holder, exposed_condition, external_url
-from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan
 from modelapi_operator.reasons import (
     EXPOSED,
     GATEWAY_API_NOT_INSTALLED,
@@ -280,10 +280,7 @@ def test_each_problem_has_a_reason_that_names_it_and_the_model_keeps_serving_ins
 
 def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], **extra: Any) -> Plan:
     given = {"gateway_api_installed": True, **extra}
-    revision = compute_revision(spec, OWNER, IMAGES)
-    return plan_children(
-        PlanInput(spec=spec, owner=OWNER, revision=revision, images=IMAGES, deployments=deployments, now=T0, **given)
-    )
+    return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=T0, **given)
 
 
 def _exposed_spec(*, canary: bool) -> ModelAPISpec:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from plan_given import plan_for
+
 from modelapi_operator import canary as policy
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan
 from modelapi_operator.revision_record import (
     ABORTED_ANNOTATION,
     FAILED_CHECKS_ANNOTATION,
@@ -52,18 +54,8 @@ def _deployment(spec: ModelAPISpec, role: str, replicas: int, ready: int, **anno
 
 
 def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], now: datetime = T0, **extra: Any) -> Plan:
-    return plan_children(
-        PlanInput(
-            spec=spec,
-            owner=OWNER,
-            revision=compute_revision(spec, OWNER, IMAGES),
-            images=IMAGES,
-            deployments=deployments,
-            now=now,
-            gateway_api_installed=extra.pop("gateway", False),
-            **extra,
-        )
-    )
+    gateway = extra.pop("gateway", False)
+    return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=now, gateway_api_installed=gateway, **extra)
 
 
 def _kinds(plan: Plan) -> dict[str, str]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from plan_given import plan_for
+
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec, ModelAPIStatus
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan
 from modelapi_operator.revision_record import (
     LAST_SERVED_ANNOTATION,
     ROLE_ANNOTATION,
@@ -59,18 +61,7 @@ def _role(role: Role) -> RevisionRecord:
 
 
 def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], **extra: Any) -> Plan:
-    return plan_children(
-        PlanInput(
-            spec=spec,
-            owner=OWNER,
-            revision=compute_revision(spec, OWNER, IMAGES),
-            images=IMAGES,
-            deployments=deployments,
-            now=T0,
-            gateway_api_installed=False,
-            **extra,
-        )
-    )
+    return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=T0, **extra)
 
 
 def _main_selector(plan: Plan) -> dict[str, str]:

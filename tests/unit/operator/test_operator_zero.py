@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from plan_given import plan_for
 
 from modelapi_operator import zero
 from modelapi_operator.api import ModelAPISpec, ModelAPIStatus
 from modelapi_operator.builders import ActivatorEndpoints, Owner, RuntimeImages, build_deployment, compute_revision
-from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan
 from modelapi_operator.reconcile import activator_from_slices, dropped_selector_fix
 from modelapi_operator.revision_record import ACTIVE_SINCE_ANNOTATION, ROLE_ANNOTATION, SCALED_TO_ZERO_ANNOTATION
 from modelapi_operator.status import Observation, RevisionView, compute_status
@@ -57,18 +58,7 @@ def _parked(spec: ModelAPISpec = SPEC, replicas: int = 0, ready: int = 0) -> dic
 def _plan(deployments: list[dict[str, Any]], spec: ModelAPISpec = SPEC, **extra: Any) -> Plan:
     extra.setdefault("analysis_available", True)
     extra.setdefault("activator", ACTIVATOR)
-    return plan_children(
-        PlanInput(
-            spec=spec,
-            owner=OWNER,
-            revision=compute_revision(spec, OWNER, IMAGES),
-            images=IMAGES,
-            deployments=deployments,
-            now=T0,
-            gateway_api_installed=False,
-            **extra,
-        )
-    )
+    return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=T0, **extra)
 
 
 def _applied(plan: Plan, kind: str) -> dict[str, dict[str, Any]]:

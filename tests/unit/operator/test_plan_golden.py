@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
+from plan_given import plan_for
 
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.builders import ActivatorEndpoints, Owner, RuntimeImages, build_deployment, compute_revision
 from modelapi_operator.canary import Measurement
-from modelapi_operator.plan import Plan, PlanInput, plan_children
+from modelapi_operator.plan import Plan
 from modelapi_operator.revision_record import ROLE_ANNOTATION, CanaryProgress, RevisionRecord, Role
 from modelapi_operator.timestamps import rfc3339
 
@@ -71,18 +72,7 @@ def _canary(spec: ModelAPISpec, progress: CanaryProgress, *, replicas: int, read
 
 
 def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], **extra: Any) -> Plan:
-    return plan_children(
-        PlanInput(
-            spec=spec,
-            owner=OWNER,
-            revision=compute_revision(spec, OWNER, IMAGES),
-            images=IMAGES,
-            deployments=deployments,
-            now=T0,
-            gateway_api_installed=False,
-            **extra,
-        )
-    )
+    return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=T0, **extra)
 
 
 def steady() -> Plan:

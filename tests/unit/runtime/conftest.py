@@ -1,13 +1,15 @@
-"""Fixtures for the runtime's unit tests: real tiny ONNX models and the real app over ASGI."""
+"""Fixtures for the runtime's unit tests: real tiny ONNX models, the real app over ASGI, and moto's S3 server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import onnx_models
 import pytest
@@ -81,3 +83,29 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
             return served
 
         yield make
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server (a real S3 API over HTTP) on a free local port, one per test module: its URL."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of s3_endpoint; its test credentials and region are in the environment too, where the code
+    under test looks for them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")

@@ -183,12 +183,18 @@ def test_requests_the_fast_layer_leaves_to_uvicorn(model_dir: Path, tmp_path: Pa
 def test_overload_is_503_with_retry_after(model_dir: Path, tmp_path: Path) -> None:
     uri = (model_dir / "slow.onnx").as_uri()
     with live_server(uri, str(tmp_path), max_queue=1) as server, server.connect() as first, server.connect() as second:
-        # 32 rows of the slow model: the model thread runs it for about a second (tens of ms a row on two idle cores)
+        # 32 rows of the slow model: the model thread runs it for about a second (tens of ms a row on two idle cores,
+        # ten times that on a loaded machine); the second request is sent once the first is in progress
         first.sendall(request("POST", "/v1/models/m:predict", orjson.dumps({"instances": [[1, 2, 3, 4]] * 32})))
-        time.sleep(0.05)
+        busy = 'modelapi_inflight_requests{model="m",revision=""} 1.0'
+        deadline = time.monotonic() + 30
+        while busy not in server.metrics():
+            assert time.monotonic() < deadline, "the first request was never in progress"
+            time.sleep(0.01)
         second.sendall(request("POST", "/v1/models/m:predict", V1))
         status, headers, _ = read_response(second)
         assert (status, headers["retry-after"]) == (503, "1")
+        first.settimeout(120)  # the slow model's time, on however loaded a machine
         assert read_response(first)[0] == 200
 
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+from object_server import ObjectHandler, serving, start_serving
 
 from modelapi_runtime.cache_agent.cache import NodeCache
 from modelapi_runtime.cache_agent.protocol import FETCH_PATH
@@ -37,76 +37,21 @@ def _blob(size: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
-class _Store(http.server.BaseHTTPRequestHandler):
+class _Store(ObjectHandler):
     """Objects readable only with ``?token=good`` (403 otherwise, as S3 answers a bad signature)."""
 
-    files: dict[str, bytes] = {}
-    sent: dict[str, int] = {}  # GET body bytes per path
-    delay_s = 0.0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _object(self) -> bytes | None:
-        path, _, query = self.path.partition("?")
-        if query != GOOD:
-            self.send_response(403)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
-        data = self.files.get(path)
-        if data is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        return data
-
-    def do_HEAD(self) -> None:
-        data = self._object()
-        if data is not None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
-            self.send_header("Accept-Ranges", "bytes")
-            self.end_headers()
-
-    def do_GET(self) -> None:
-        data = self._object()
-        if data is None:
-            return
-        time.sleep(self.delay_s)
-        path = self.path.partition("?")[0]
-        rng = self.headers.get("Range")
-        if rng:
-            start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
-            part = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            part = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(part)))
-        self.end_headers()
-        self.wfile.write(part)
-        type(self).sent[path] = type(self).sent.get(path, 0) + len(part)
-
-
-def _serve(server: http.server.HTTPServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return thread
+    def refused(self) -> bool:
+        if self.path.partition("?")[2] != GOOD:
+            self.answer_empty(403)
+            return True
+        return False
 
 
 @pytest.fixture
 def store() -> Iterator[tuple[str, type[_Store]]]:
-    handler = type("S", (_Store,), {"files": {}, "sent": {}, "delay_s": 0.0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    _serve(server)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    handler = _Store.fresh()
+    with serving(handler) as url:
+        yield url, handler
 
 
 class Agent:
@@ -148,7 +93,7 @@ def agent_factory(tmp_path: Path) -> Iterator[Any]:
         )
         cache = NodeCache(settings)
         server = make_server(cache, "127.0.0.1", 0, 16)
-        _serve(server)
+        start_serving(server)
         servers.append(server)
         return Agent(server, cache)
 
@@ -196,7 +141,7 @@ def test_pods_that_start_together_share_one_download(
 ) -> None:
     url, handler = store
     data = _blob(8 * MiB, seed=2)
-    handler.files["/m/b.onnx"], handler.delay_s = data, 0.1  # the fill lasts while the second pod arrives
+    handler.files["/m/b.onnx"], handler.stall_s = data, 0.1  # the fill lasts while the second pod arrives
     agent = agent_factory([url])
     results: dict[str, Any] = {}
 
@@ -430,31 +375,10 @@ def test_the_agent_survives_a_restart_with_its_entries(
 # --- presigned S3 URLs (moto's S3 server) ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 def test_s3_artifacts_go_through_the_agent_with_urls_presigned_by_the_pod(
-    s3_endpoint: str, agent_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_endpoint: str, s3_client: Any, agent_factory: Any, tmp_path: Path
 ) -> None:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(key, value)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3 = s3_client
     s3.create_bucket(Bucket="cache-test")
     data = _blob(3 * MiB, seed=11)
     s3.put_object(Bucket="cache-test", Key="iris/1/model.onnx", Body=data)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import io
 import logging
 import random
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 from live_server import live_server, read_response
@@ -160,32 +157,14 @@ def test_the_writer_writes_json_lines_and_counts_them() -> None:
 # --- the S3 sink (moto's S3 server: a real S3 API over HTTP) -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    for bucket in client.list_buckets().get("Buckets", []):
-        for item in client.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []):
-            client.delete_object(Bucket=bucket["Name"], Key=item["Key"])
-    client.create_bucket(Bucket="logs")
-    return client
+def s3(s3_client: Any) -> Any:
+    """The S3 client (s3_client), with an empty bucket `logs`."""
+    for bucket in s3_client.list_buckets().get("Buckets", []):
+        for item in s3_client.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []):
+            s3_client.delete_object(Bucket=bucket["Name"], Key=item["Key"])
+    s3_client.create_bucket(Bucket="logs")
+    return s3_client
 
 
 def objects(s3: Any, prefix: str = "") -> list[list[dict[str, Any]]]:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+from object_server import ObjectHandler, serving
 
 from modelapi_runtime import storage
 from modelapi_runtime.exceptions import (
@@ -69,85 +67,27 @@ def test_display_uri_drops_credentials() -> None:
 # --- https:// (a real local HTTP server with Range support) --------------------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    status_for: dict[str, int] = {}
-    redirects: dict[str, str] = {}  # path -> Location (answered 302)
-    ranges = True
-    stall_s = 0.0
-    requests: list[str] = []
+class _Handler(ObjectHandler):
+    status_for: dict[str, int] = {}  # path with query -> a status answered with no body
+    redirects: dict[str, str] = {}  # path with query -> Location (answered 302)
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _common(self) -> bytes | None:
-        type(self).requests.append(f"{self.command} {self.path} {self.headers.get('Range', '')}")
+    def refused(self) -> bool:
         location = self.redirects.get(self.path)
         if location:
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
+            self.answer_empty(302, Location=location)
+            return True
         code = self.status_for.get(self.path)
         if code:
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
-        data = self.files.get(self.path.split("?")[0])
-        if data is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        return data
-
-    def do_HEAD(self) -> None:
-        data = self._common()
-        if data is None:
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
-        if self.ranges:
-            self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        data = self._common()
-        if data is None:
-            return
-        if self.stall_s:
-            time.sleep(self.stall_s)
-        rng = self.headers.get("Range")
-        if rng and self.ranges:
-            start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
-            part = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            part = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(part)))
-        self.end_headers()
-        self.wfile.write(part)
+            self.answer_empty(code)
+            return True
+        return False
 
 
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type(
-        "H",
-        (_Handler,),
-        {"files": {}, "status_for": {}, "redirects": {}, "requests": [], "ranges": True, "stall_s": 0.0},
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    handler = _Handler.fresh(status_for={}, redirects={})
+    with serving(handler) as url:
+        yield url, handler
 
 
 def test_https_parallel_ranged_download_and_cache(http_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
@@ -246,20 +186,9 @@ def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    handler = type(
-        "S",
-        (_Handler,),
-        {"files": {}, "status_for": {}, "redirects": {}, "requests": [], "ranges": True, "stall_s": 0.0},
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    handler = _Handler.fresh(status_for={}, redirects={})
+    with serving(handler, tls=context) as url:
+        yield url, handler
 
 
 def test_https_follows_a_redirect_that_stays_on_https(https_server: tuple[str, type[_Handler]], tmp_path: Path) -> None:
@@ -359,32 +288,12 @@ def test_unreachable_server_is_unavailable(tmp_path: Path, monkeypatch: pytest.M
 # --- s3:// (moto's S3 server: a real S3 API over HTTP) -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    if "models" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
-        client.create_bucket(Bucket="models")
-    return client
+def s3(s3_client: Any) -> Any:
+    """The S3 client (s3_client), with a bucket `models`."""
+    if "models" not in [b["Name"] for b in s3_client.list_buckets().get("Buckets", [])]:
+        s3_client.create_bucket(Bucket="models")
+    return s3_client
 
 
 def test_s3_parallel_ranged_download_then_cache_hit(s3: Any, s3_endpoint: str, tmp_path: Path) -> None:
