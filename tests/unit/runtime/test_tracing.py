@@ -329,3 +329,19 @@ def test_an_unreachable_collector_is_counted_and_logged_once(
     lines = [r.getMessage() for r in caplog.records if "cannot export spans" in r.getMessage()]
     assert len(lines) == 1
     assert "HTTP 503" in lines[0]
+
+
+def test_every_runtime_series_has_a_row_in_the_metrics_doc() -> None:
+    """docs/metrics.md "The runtime's metrics" lists exactly the ``modelapi_*`` series the runtime exports."""
+    import re
+
+    from modelapi_runtime.metrics import Metrics
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
+    section = doc.split("## The runtime's metrics", 1)[1].split("\n## ", 1)[0]
+    families = Metrics("m", "r", 4).registry.collect()
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in families if f.name.startswith("modelapi_")}
+    assert "modelapi_trace_spans_dropped_total" in names
+    documented = set(re.findall(r"^\| `(modelapi_\w+)` \|", section, re.MULTILINE))
+    assert names - documented == set(), "runtime series without a row in docs/metrics.md"
+    assert documented - names == set(), "rows in docs/metrics.md for series the runtime does not export"
