@@ -272,8 +272,9 @@ class RequestTrace:
         if self.batch is None:
             self.rows = rows
 
-    def spans(self, attributes: list[dict[str, Any]], route: str) -> list[dict[str, Any]]:
+    def spans(self, attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ns = _clock(self.epoch_ns, self.start)
+        route = _ROUTES[self.protocol]
         trace, server = self.trace_id, self.span_id
         attrs = [*attributes, _str("modelapi.protocol", self.protocol)]
         server_attrs = [
@@ -300,6 +301,41 @@ class RequestTrace:
                     )
                 )
         return spans
+
+
+class HeldTrace:
+    """A request the activator held for a model at zero replicas, then forwarded: a ``SERVER`` span (its whole time
+    in the activator) with a ``hold`` child (until a replica was ready). The request goes on with the server span as
+    its parent (:meth:`header`), so the runtime's spans join the same trace."""
+
+    __slots__ = ("end", "epoch_ns", "model", "namespace", "parent_id", "ready", "span_id", "start", "state", "status",
+                 "trace_id")  # fmt: skip
+
+    def __init__(self, parent: Parent | None, namespace: str, model: str) -> None:
+        self.trace_id = parent.trace_id if parent is not None else new_trace_id()
+        self.parent_id = parent.span_id if parent is not None else None
+        self.state = parent.state if parent is not None else None
+        self.span_id = new_span_id()
+        self.namespace, self.model = namespace, model
+        self.epoch_ns = time.time_ns()
+        self.start = self.ready = self.end = time.perf_counter()
+        self.status = 0
+
+    def header(self) -> str:
+        return traceparent(self.trace_id, self.span_id).decode("ascii")
+
+    def spans(self, attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        ns = _clock(self.epoch_ns, self.start)
+        attrs = [*attributes, _str("modelapi.model", self.model), _str("k8s.namespace.name", self.namespace)]
+        server_attrs = [*attrs, _int("http.response.status_code", self.status)]
+        return [
+            _span(self.trace_id, self.span_id, self.parent_id, "activator", SERVER, ns(self.start), ns(self.end),
+                  server_attrs, error=self.status >= 500, state=self.state),
+            _span(self.trace_id, new_span_id(), self.span_id, "hold", INTERNAL, ns(self.start), ns(self.ready), attrs),
+        ]  # fmt: skip
+
+
+Traced = RequestTrace | BatchRun | HeldTrace
 
 
 def _clock(epoch_ns: int, perf: float) -> Callable[[float], int]:
@@ -393,6 +429,22 @@ class Tracer:
         trace.status = status
         self.exporter.offer(trace, 5 if trace.encoded else 1)
 
+    def hold(self, namespace: str, model: str, value: str | None, state: str | None) -> HeldTrace | None:
+        """The activator's trace of a request for ``namespace/model`` with these header values, or None."""
+        parent = parse_traceparent(
+            None if value is None else value.encode("latin-1"), None if state is None else state.encode("latin-1")
+        )
+        if parent is not None:
+            sampled = parent.sampled if self.parent_based else self._root_sampled(parent.trace_id)
+            return HeldTrace(parent, namespace, model) if sampled else None
+        trace = HeldTrace(None, namespace, model)
+        return trace if self._root_sampled(trace.trace_id) else None
+
+    def finish_hold(self, trace: HeldTrace, status: int) -> None:
+        trace.end = time.perf_counter()
+        trace.status = status
+        self.exporter.offer(trace, 2)
+
     def batch_run(self, rows: int) -> BatchRun:
         return BatchRun(rows)
 
@@ -434,7 +486,7 @@ class Exporter:
         self.on_exported = on_exported or _ignore
         self.on_dropped = on_dropped or _ignore
         self.on_error = on_error or (lambda: None)
-        self.queue: collections.deque[tuple[RequestTrace | BatchRun, int]] = collections.deque()
+        self.queue: collections.deque[tuple[Traced, int]] = collections.deque()
         # each written by one thread only: queued spans = offered - taken
         self.offered = self.taken = 0
         self.wake = threading.Event()
@@ -447,7 +499,7 @@ class Exporter:
         self.resource = {"attributes": resource}
         self.headers = {"Content-Type": "application/json", **dict(config.headers)}
 
-    def offer(self, item: RequestTrace | BatchRun, spans: int) -> None:
+    def offer(self, item: Traced, spans: int) -> None:
         if self.offered - self.taken + spans > self.config.max_queue_spans:
             self.on_dropped(spans)
             return
@@ -485,10 +537,7 @@ class Exporter:
             while self.queue and len(spans) < self.config.max_export_spans:
                 item, count = self.queue.popleft()
                 taken += count
-                if isinstance(item, RequestTrace):
-                    spans += item.spans(self.attributes, _ROUTES[item.protocol])
-                else:
-                    spans += item.spans(self.attributes)
+                spans += item.spans(self.attributes)
             self.taken += taken
             self._export(spans)
 
@@ -550,3 +599,9 @@ def open_tracer(
         config, model_attributes(model, revision), on_exported=on_exported, on_dropped=on_dropped, on_error=on_error
     )
     return Tracer(config, exporter)
+
+
+def open_activator_tracer(env: Mapping[str, str] | None = None) -> Tracer | None:
+    """The activator's tracer (service name ``modelapi-activator`` unless ``OTEL_SERVICE_NAME``), or None: off."""
+    config = TraceConfig.from_env(os.environ if env is None else env, service_name="modelapi-activator")
+    return None if config is None else Tracer(config, Exporter(config, []))

@@ -5,6 +5,7 @@ The receiver here only collects what it is sent (the e2e test sends to a real Op
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import logging
@@ -15,10 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from live_server import live_server, read_response
 
 from modelapi_runtime import tracing
+from modelapi_runtime.activator.holding import Holder
+from modelapi_runtime.activator.server import build_app
+from modelapi_runtime.activator.settings import ActivatorSettings
+from modelapi_runtime.activator.targets import TARGET_HEADER, Directory, Endpoint, Target
 from modelapi_runtime.tracing import Parent, parse_traceparent
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -345,3 +352,66 @@ def test_every_runtime_series_has_a_row_in_the_metrics_doc() -> None:
     documented = set(re.findall(r"^\| `(modelapi_\w+)` \|", section, re.MULTILINE))
     assert names - documented == set(), "runtime series without a row in docs/metrics.md"
     assert documented - names == set(), "rows in docs/metrics.md for series the runtime does not export"
+
+
+# --- the activator: a request held for a cold start is one trace ----------------------------------------------------
+
+
+class ReadyAfter(Holder):
+    """A model at zero whose one replica (``endpoint``) is ready after ``delay`` seconds (no API server involved)."""
+
+    def __init__(self, settings: ActivatorSettings, endpoint: Endpoint, delay: float) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.delay = delay
+        self.held = 0
+
+    async def known(self) -> Directory:
+        return Directory()
+
+    async def endpoints(self, target: Target, timeout: float) -> list[Endpoint]:
+        await asyncio.sleep(self.delay)
+        return [self.endpoint]
+
+
+async def test_a_request_held_by_the_activator_is_one_trace_with_the_runtimes_spans(
+    receiver: Receiver, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    tracer = tracing.open_activator_tracer()
+    assert tracer is not None
+    tracer.exporter.start()
+    settings = ActivatorSettings(hold_timeout_seconds=10)
+    with live_server((model_dir / "affine.onnx").as_uri(), str(tmp_path / "cache")) as live:
+        holder = ReadyAfter(settings, Endpoint("127.0.0.1", live.port), 0.2)
+        runner = web.AppRunner(build_app(settings, holder, tracer))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp.ClientSession() as session:
+                headers = {TARGET_HEADER: "ml/m", "traceparent": CALLER, "Content-Type": "application/json"}
+                url = f"http://127.0.0.1:{port}/v1/models/m:predict"
+                async with session.post(url, data=V1, headers=headers) as answer:
+                    assert answer.status == 200
+                    runtime_parent = answer.headers["traceparent"]  # the runtime's server span, passed back
+        finally:
+            await runner.cleanup()
+            await asyncio.to_thread(tracer.exporter.stop)
+        spans = await asyncio.to_thread(receiver.trace, CALLER_TRACE, 7)
+    by_name = {span["name"]: span for span in spans}
+    activator, hold = by_name["activator"], by_name["hold"]
+    assert activator["parentSpanId"] == CALLER_SPAN
+    assert activator["kind"] == tracing.SERVER
+    assert hold["parentSpanId"] == activator["spanId"]
+    assert int(hold["endTimeUnixNano"]) - int(hold["startTimeUnixNano"]) >= 150_000_000  # the cold start's wait
+    assert _attrs(activator)["modelapi.model"] == "m"
+    assert _attrs(activator)["k8s.namespace.name"] == "ml"
+    server = by_name["POST /v1/models/{name}:predict"]
+    assert server["parentSpanId"] == activator["spanId"]  # the runtime's spans are the activator's children
+    assert runtime_parent == f"00-{CALLER_TRACE}-{server['spanId']}-01"
+    assert {"decode", "queue", "inference", "encode"} <= set(by_name)
+    services = {r["attributes"][0]["value"]["stringValue"] for r in receiver.resources}
+    assert services == {"modelapi-activator", tracing.SERVICE_NAME}
