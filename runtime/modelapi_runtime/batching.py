@@ -225,7 +225,10 @@ class Batcher:
         merged = {n: np.concatenate([item.inputs[n] for item in group]) for n in names}
         total = sum(item.rows for item in group)
         try:
-            outputs, seconds = await self._run(group, merged, total)
+            if self._tracer is None:
+                outputs, seconds = await self._execute(merged, total)
+            else:
+                outputs, seconds = await self._run_traced(group, merged, total)
         except Exception:
             for item in group:  # isolate the culprit: everyone else still gets an answer
                 await self._run_alone(item)
@@ -246,8 +249,10 @@ class Batcher:
                     item.future.set_result(part)
             offset = end
 
-    async def _run(self, items: list[_Item], inputs: Mapping[str, Array], rows: int) -> tuple[dict[str, Array], float]:
-        """One model run for ``items``: a ``batch`` span when tracing is on and one of them is sampled."""
+    async def _run_traced(
+        self, items: list[_Item], inputs: Mapping[str, Array], rows: int
+    ) -> tuple[dict[str, Array], float]:
+        """One model run for ``items`` with tracing on: a ``batch`` span when one of them is sampled."""
         tracer = self._tracer
         if tracer is None or all(item.trace is None for item in items):
             return await self._execute(inputs, rows)
@@ -265,7 +270,10 @@ class Batcher:
 
     async def _run_alone(self, item: _Item) -> None:
         try:
-            outputs, seconds = await self._run([item], item.inputs, item.rows)
+            if self._tracer is None:
+                outputs, seconds = await self._execute(item.inputs, item.rows)
+            else:
+                outputs, seconds = await self._run_traced([item], item.inputs, item.rows)
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(
