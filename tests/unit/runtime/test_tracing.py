@@ -415,3 +415,15 @@ async def test_a_request_held_by_the_activator_is_one_trace_with_the_runtimes_sp
     assert {"decode", "queue", "inference", "encode"} <= set(by_name)
     services = {r["attributes"][0]["value"]["stringValue"] for r in receiver.resources}
     assert services == {"modelapi-activator", tracing.SERVICE_NAME}
+
+
+def test_serve_refuses_a_bad_tracing_variable_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelapi_runtime.cli import main
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "50")  # a percent where a ratio belongs
+    assert main(["serve", "--model-uri", "file:///nonexistent.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "modelapi-runtime: tracing: OTEL_TRACES_SAMPLER_ARG='50': expected a number from 0 to 1" in err
