@@ -363,15 +363,16 @@ class InferenceCycle:
     def _respond_traced(
         self, trace: RequestTrace, status: int, content_type: bytes, body: bytes, extra: Headers
     ) -> None:
-        """A sampled request (tracing on): the answer with its ``traceparent``, then its spans to the exporter."""
+        """A sampled request (tracing on): its spans end and go to the exporter, then the answer is written with its
+        ``traceparent`` (writing it may start the next pipelined request at once: not this request's time)."""
         extra = self.endpoint.with_traceparent(extra, trace)
+        self._finish_trace(status)
         if self.endpoint.predictions is not None and self.endpoint.predictions.sample():
             self._respond_logged(status, content_type, body, extra)
         else:
             self.body = None
             if not self.disconnected:
                 self._write(status, content_type, body, extra)
-        self._finish_trace(status)
 
     def _finish_trace(self, status: int) -> None:
         trace, self.trace = self.trace, None
