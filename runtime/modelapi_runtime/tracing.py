@@ -37,7 +37,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +218,7 @@ class BatchRun:
         self.end = self.start
         self.failed = False
 
-    def spans(self, attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def spans(self, attributes: list[str]) -> list[str]:
         ns = _clock(self.epoch_ns, self.start)
         attrs = [*attributes, _int("modelapi.batch_size", self.rows)]
         return [_span(self.trace_id, self.span_id, None, "batch", INTERNAL, ns(self.start), ns(self.end), attrs,
@@ -272,22 +271,17 @@ class RequestTrace:
         if self.batch is None:
             self.rows = rows
 
-    def spans(self, attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def spans(self, attributes: list[str]) -> list[str]:
         ns = _clock(self.epoch_ns, self.start)
         route = _ROUTES[self.protocol]
         trace, server = self.trace_id, self.span_id
-        attrs = [*attributes, _str("modelapi.protocol", self.protocol)]
-        server_attrs = [
-            *attrs,
-            _str("http.request.method", "POST"),
-            _str("http.route", route),
-            _int("http.response.status_code", self.status),
-        ]
+        attrs = [*attributes, _PROTOCOL_ATTRIBUTE[self.protocol]]
+        server_attrs = [*attrs, *_SERVER_ATTRIBUTES[self.protocol], _int("http.response.status_code", self.status)]
         error = self.status >= 500
         spans = [_span(trace, server, self.parent_id, f"POST {route}", SERVER, ns(self.start), ns(self.end),
                        server_attrs, error=error, state=self.state)]  # fmt: skip
         if self.encoded:
-            links = [] if self.batch is None else [{"traceId": self.batch.trace_id, "spanId": self.batch.span_id}]
+            links = [] if self.batch is None else [_link(self.batch.trace_id, self.batch.span_id)]
             rows = self.batch.rows if self.batch is not None else self.rows
             for name, begin, end, extra, link in (
                 ("decode", self.decode_start, self.decoded, [], []),
@@ -324,7 +318,7 @@ class HeldTrace:
     def header(self) -> str:
         return traceparent(self.trace_id, self.span_id).decode("ascii")
 
-    def spans(self, attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def spans(self, attributes: list[str]) -> list[str]:
         ns = _clock(self.epoch_ns, self.start)
         attrs = [*attributes, _str("modelapi.model", self.model), _str("k8s.namespace.name", self.namespace)]
         server_attrs = [*attrs, _int("http.response.status_code", self.status)]
@@ -343,12 +337,18 @@ def _clock(epoch_ns: int, perf: float) -> Callable[[float], int]:
     return lambda t: epoch_ns + int((t - perf) * 1e9)
 
 
-def _str(key: str, value: str) -> dict[str, Any]:
-    return {"key": key, "value": {"stringValue": value}}
+def _str(key: str, value: str) -> str:
+    """One OTLP/JSON attribute with a string value, as JSON text (spans are written as text: building dicts and
+    encoding them cost about twice as much per request)."""
+    return f'{{"key":{json.dumps(key)},"value":{{"stringValue":{json.dumps(value)}}}}}'
 
 
-def _int(key: str, value: int) -> dict[str, Any]:
-    return {"key": key, "value": {"intValue": str(value)}}
+def _int(key: str, value: int) -> str:
+    return f'{{"key":{json.dumps(key)},"value":{{"intValue":"{value}"}}}}'
+
+
+def _link(trace_id: str, span_id: str) -> str:
+    return f'{{"traceId":"{trace_id}","spanId":"{span_id}"}}'
 
 
 def _span(  # noqa: PLR0917 - an OTLP span's fields
@@ -359,30 +359,27 @@ def _span(  # noqa: PLR0917 - an OTLP span's fields
     kind: int,
     start_ns: int,
     end_ns: int,
-    attributes: list[dict[str, Any]],
+    attributes: list[str],
     *,
-    links: list[dict[str, str]] | None = None,
+    links: list[str] | None = None,
     error: bool = False,
     state: str | None = None,
-) -> dict[str, Any]:
-    span: dict[str, Any] = {
-        "traceId": trace_id,
-        "spanId": span_id,
-        "name": name,
-        "kind": kind,
-        "startTimeUnixNano": str(start_ns),
-        "endTimeUnixNano": str(max(end_ns, start_ns)),
-        "attributes": attributes,
-    }
+) -> str:
+    """One OTLP/JSON span as JSON text (ids are hex, as OTLP/JSON wants them; ``name`` is one of ours, plain)."""
+    text = (
+        f'{{"traceId":"{trace_id}","spanId":"{span_id}","name":"{name}","kind":{kind},'
+        f'"startTimeUnixNano":"{start_ns}","endTimeUnixNano":"{max(end_ns, start_ns)}",'
+        f'"attributes":[{",".join(attributes)}]'
+    )
     if parent_id is not None:
-        span["parentSpanId"] = parent_id
+        text += f',"parentSpanId":"{parent_id}"'
     if state:
-        span["traceState"] = state
+        text += f',"traceState":{json.dumps(state)}'
     if links:
-        span["links"] = links
+        text += f',"links":[{",".join(links)}]'
     if error:
-        span["status"] = {"code": 2}
-    return span
+        text += ',"status":{"code":2}'
+    return text + "}"
 
 
 # -- the tracer (the request path) ----------------------------------------------------------------------------------
@@ -473,7 +470,7 @@ class Exporter:
     def __init__(
         self,
         config: TraceConfig,
-        attributes: list[dict[str, Any]],
+        attributes: list[str],
         *,
         post: Post = post_json,
         on_exported: Callable[[int], None] | None = None,
@@ -496,7 +493,7 @@ class Exporter:
         self.unlogged_errors = 0
         resource = [_str("service.name", config.service_name)]
         resource += [_str(key, value) for key, value in config.resource if key != "service.name"]
-        self.resource = {"attributes": resource}
+        self.resource = f'{{"attributes":[{",".join(resource)}]}}'
         self.headers = {"Content-Type": "application/json", **dict(config.headers)}
 
     def offer(self, item: Traced, spans: int) -> None:
@@ -532,7 +529,7 @@ class Exporter:
     def flush(self) -> None:
         """Export everything queued, in batches of at most ``max_export_spans`` spans."""
         while self.queue:
-            spans: list[dict[str, Any]] = []
+            spans: list[str] = []
             taken = 0
             while self.queue and len(spans) < self.config.max_export_spans:
                 item, count = self.queue.popleft()
@@ -541,14 +538,10 @@ class Exporter:
             self.taken += taken
             self._export(spans)
 
-    def _export(self, spans: list[dict[str, Any]]) -> None:
-        body = json.dumps(
-            {
-                "resourceSpans": [
-                    {"resource": self.resource, "scopeSpans": [{"scope": {"name": SCOPE}, "spans": spans}]}
-                ]
-            },
-            separators=(",", ":"),
+    def _export(self, spans: list[str]) -> None:
+        body = (
+            f'{{"resourceSpans":[{{"resource":{self.resource},'
+            f'"scopeSpans":[{{"scope":{{"name":"{SCOPE}"}},"spans":[{",".join(spans)}]}}]}}]}}'
         ).encode()
         try:
             self.post(self.config.url, body, self.headers, self.config.timeout_s)
@@ -571,13 +564,17 @@ class Exporter:
 
 
 _ROUTES = {"v1": "/v1/models/{name}:predict", "v2": "/v2/models/{name}/infer"}
+_PROTOCOL_ATTRIBUTE = {protocol: _str("modelapi.protocol", protocol) for protocol in _ROUTES}
+_SERVER_ATTRIBUTES = {
+    protocol: [_str("http.request.method", "POST"), _str("http.route", route)] for protocol, route in _ROUTES.items()
+}
 
 
 def _ignore(_: int) -> None:
     pass
 
 
-def model_attributes(model: str, revision: str) -> list[dict[str, Any]]:
+def model_attributes(model: str, revision: str) -> list[str]:
     """The attributes every span of a model's runtime carries."""
     return [_str("modelapi.model", model), _str("modelapi.revision", revision)]
 
