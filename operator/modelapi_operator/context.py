@@ -39,6 +39,8 @@ def runtime_images(settings: OperatorSettings) -> RuntimeImages:
         node_cache_port=settings.node_cache_port,
         max_artifact_size=settings.max_artifact_size,
         log_format=settings.log_format,
+        tracing_endpoint=settings.tracing_endpoint,
+        tracing_sample_rate=settings.tracing_sample_rate,
     )
 
 

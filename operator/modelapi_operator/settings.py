@@ -80,6 +80,20 @@ class OperatorSettings(BaseSettings):
         description="Log lines of the operator and of every model pod (MODELAPI_LOG_FORMAT): text, or json (one "
         "object per line; chart value logFormat). Changing it starts a new revision of every model.",
     )
+    tracing_endpoint: str = Field(
+        default="",
+        pattern=r"^$|^https?://[^/@\s]+(/[^@\s]*)?$",
+        description="An OpenTelemetry collector's OTLP/HTTP base URL (chart value tracing.otlpEndpoint): every model "
+        "pod sends its traces there unless its spec.monitoring.tracing says otherwise; empty: only models whose spec "
+        "names an endpoint are traced. Changing it starts a new revision of every model.",
+    )
+    tracing_sample_rate: float = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of requests without a caller's trace that start one, for models without "
+        "spec.monitoring.tracing.sampleRate (chart value tracing.sampleRate).",
+    )
     resync_seconds: float = Field(
         default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
     )

@@ -30,6 +30,7 @@ import numpy as np
 
 from modelapi_runtime.exceptions import InferenceFailed, Overloaded
 from modelapi_runtime.tensors import Array
+from modelapi_runtime.tracing import RequestTrace, Tracer
 
 RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
 
@@ -47,6 +48,7 @@ class _Item:
     future: asyncio.Future[dict[str, Array]]
     enqueued: float
     timing: Timing = field(default_factory=Timing)
+    trace: RequestTrace | None = None  # a sampled request (tracing on): told which batch run it was part of
 
     @property
     def key(self) -> tuple[tuple[str, np.dtype[np.generic], tuple[int, ...]], ...]:
@@ -99,9 +101,16 @@ class Batcher:
     """One worker task takes the waiting requests in batches and runs them (see the module's docstring)."""
 
     def __init__(
-        self, execute: ModelRunner, max_batch_size: int, max_latency_s: float, *, fill_when_idle: bool = False
+        self,
+        execute: ModelRunner,
+        max_batch_size: int,
+        max_latency_s: float,
+        *,
+        fill_when_idle: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self._execute = execute
+        self._tracer = tracer  # on: a model run with a sampled request in it is a span of its own
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.fill_when_idle = fill_when_idle  # the window applies even when the model is idle (opt-in)
@@ -128,8 +137,10 @@ class Batcher:
             if not item.future.done():
                 item.future.set_exception(Overloaded("the server is stopping; retry on another replica"))
 
-    async def submit(self, inputs: Mapping[str, Array], rows: int) -> tuple[dict[str, Array], Timing]:
-        item = _Item(inputs, rows, asyncio.get_running_loop().create_future(), time.perf_counter())
+    async def submit(
+        self, inputs: Mapping[str, Array], rows: int, trace: RequestTrace | None = None
+    ) -> tuple[dict[str, Array], Timing]:
+        item = _Item(inputs, rows, asyncio.get_running_loop().create_future(), time.perf_counter(), trace=trace)
         self._waiting.append(item)
         self._wake()
         return await item.future, item.timing
@@ -214,7 +225,10 @@ class Batcher:
         merged = {n: np.concatenate([item.inputs[n] for item in group]) for n in names}
         total = sum(item.rows for item in group)
         try:
-            outputs, seconds = await self._execute(merged, total)
+            if self._tracer is None:
+                outputs, seconds = await self._execute(merged, total)
+            else:
+                outputs, seconds = await self._run_traced(group, merged, total)
         except Exception:
             for item in group:  # isolate the culprit: everyone else still gets an answer
                 await self._run_alone(item)
@@ -235,9 +249,31 @@ class Batcher:
                     item.future.set_result(part)
             offset = end
 
+    async def _run_traced(
+        self, items: list[_Item], inputs: Mapping[str, Array], rows: int
+    ) -> tuple[dict[str, Array], float]:
+        """One model run for ``items`` with tracing on: a ``batch`` span when one of them is sampled."""
+        tracer = self._tracer
+        if tracer is None or all(item.trace is None for item in items):
+            return await self._execute(inputs, rows)
+        run = tracer.batch_run(rows)
+        failed = True
+        try:
+            result = await self._execute(inputs, rows)
+            failed = False
+        finally:
+            tracer.finish_batch(run, failed)
+            for item in items:
+                if item.trace is not None:
+                    item.trace.batch = run
+        return result
+
     async def _run_alone(self, item: _Item) -> None:
         try:
-            outputs, seconds = await self._execute(item.inputs, item.rows)
+            if self._tracer is None:
+                outputs, seconds = await self._execute(item.inputs, item.rows)
+            else:
+                outputs, seconds = await self._run_traced([item], item.inputs, item.rows)
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(

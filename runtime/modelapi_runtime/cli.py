@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from modelapi_runtime.logs import configure as configure_logging
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
+from modelapi_runtime.tracing import TraceConfig, TracingConfigError
 
 try:
     import uvicorn
@@ -110,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             field = ".".join(str(p) for p in error["loc"])
             print(f"modelapi-runtime: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
         return 2
+    if args.command == "serve":
+        try:  # tracing's standard OTEL_* variables (docs/api.md "Tracing"): checked before anything starts
+            TraceConfig.from_env(os.environ)
+        except TracingConfigError as exc:
+            print(f"modelapi-runtime: tracing: {exc}", file=sys.stderr)
+            return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "pull":
         return pull(settings)

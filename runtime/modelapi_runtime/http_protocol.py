@@ -39,6 +39,7 @@ from modelapi_runtime.http_guard import BODY, BUSY, HEAD, IDLE, GuardedHttpProto
 from modelapi_runtime.logs import RequestId, current_request
 from modelapi_runtime.routes import CLIENT_GONE, InferenceEndpoint, drains, match_inference
 from modelapi_runtime.service import JSON, OFFLOAD_ABOVE_BYTES, InferenceService
+from modelapi_runtime.tracing import RequestTrace
 
 T = TypeVar("T")
 
@@ -166,7 +167,10 @@ class InferenceHttpProtocol(GuardedHttpProtocol):
             elif name == REQUEST_ID_HEADER:
                 request_id = value
         keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-        return InferenceCycle(self, endpoint, matched, content_length, header_length, request_id, keep_alive)
+        cycle = InferenceCycle(self, endpoint, matched, content_length, header_length, request_id, keep_alive)
+        if endpoint.tracer is not None:
+            cycle.trace = endpoint.tracer.start_from(matched[0], self.headers)
+        return cycle
 
 
 class InferenceCycle:
@@ -180,7 +184,7 @@ class InferenceCycle:
     __slots__ = (
         "admitted", "body", "budget", "chunks", "content_length", "disconnected", "endpoint", "header_length", "held",
         "keep_alive", "kind", "more_body", "name", "protocol", "request", "response_complete",
-        "service", "size", "started",
+        "service", "size", "started", "trace",
     )  # fmt: skip
 
     def __init__(  # noqa: PLR0917 - one call site, the protocol's
@@ -211,6 +215,7 @@ class InferenceCycle:
         self.admitted = False
         self.service: InferenceService | None = None  # set once begun
         self.started = 0.0
+        self.trace: RequestTrace | None = None  # a sampled request, when tracing is on
 
     async def run_asgi(self, _app: Any) -> None:
         """How uvicorn starts a pipelined request when its turn comes."""
@@ -277,6 +282,7 @@ class InferenceCycle:
             self.response_complete = True  # the client left before its body arrived: counted, never answered
             self._release()
             self.endpoint.record(CLIENT_GONE, self.started)
+            self._finish_trace(CLIENT_GONE)
 
     def _process(self) -> None:
         service = self.service
@@ -288,7 +294,7 @@ class InferenceCycle:
         try:
             self.held += self.endpoint.admit(service, body, self.header_length)
             self.admitted = True
-            inference = self.endpoint.infer(service, self.kind, body, self.header_length)
+            inference = self.endpoint.infer(service, self.kind, body, self.header_length, self.trace)
             if not service.never_waits or len(body) > OFFLOAD_ABOVE_BYTES:
                 task = asyncio.get_running_loop().create_task(self._process_later(inference))  # copies the context
                 tasks = self.protocol.tasks  # uvicorn's graceful shutdown waits for these
@@ -342,6 +348,10 @@ class InferenceCycle:
         self.chunks = []
         endpoint = self.endpoint
         endpoint.record(status, self.started)
+        trace = self.trace
+        if trace is not None:
+            self._respond_traced(trace, status, content_type, body, extra)
+            return
         if endpoint.predictions is not None and endpoint.predictions.sample():
             self._respond_logged(status, content_type, body, extra)
             return
@@ -349,6 +359,26 @@ class InferenceCycle:
         if self.disconnected:
             return
         self._write(status, content_type, body, extra)
+
+    def _respond_traced(
+        self, trace: RequestTrace, status: int, content_type: bytes, body: bytes, extra: Headers
+    ) -> None:
+        """A sampled request (tracing on): its spans end and go to the exporter, then the answer is written with its
+        ``traceparent`` (writing it may start the next pipelined request at once: not this request's time)."""
+        extra = self.endpoint.with_traceparent(extra, trace)
+        self._finish_trace(status)
+        if self.endpoint.predictions is not None and self.endpoint.predictions.sample():
+            self._respond_logged(status, content_type, body, extra)
+        else:
+            self.body = None
+            if not self.disconnected:
+                self._write(status, content_type, body, extra)
+
+    def _finish_trace(self, status: int) -> None:
+        trace, self.trace = self.trace, None
+        tracer = self.endpoint.tracer
+        if trace is not None and tracer is not None:
+            tracer.finish(trace, status)
 
     def _respond_logged(self, status: int, content_type: bytes, body: bytes, extra: Headers) -> None:
         """A sampled request: the answer, with its request id, then its record for the prediction log."""

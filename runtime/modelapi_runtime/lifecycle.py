@@ -26,6 +26,7 @@ from modelapi_runtime.prediction_log import PredictionLog, open_prediction_log
 from modelapi_runtime.service import InferenceService
 from modelapi_runtime.settings import RuntimeSettings
 from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, clear_partials, display_uri, fetch
+from modelapi_runtime.tracing import Tracer, open_tracer
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,16 @@ class Runtime:
         self._loader = loader
         # the sampled requests' records (None: off); its writer thread runs from start() to stop()
         self.predictions: PredictionLog | None = open_prediction_log(settings, self.metrics)
+        # the OTEL_* environment's tracer (None: off); its exporter thread runs from start() to stop()
+        m = self.metrics
+        self.tracer: Tracer | None = open_tracer(
+            None,
+            settings.name,
+            settings.revision,
+            on_exported=m.trace_spans_exported.inc,
+            on_dropped=m.trace_spans_dropped.inc,
+            on_error=m.trace_export_errors.inc,
+        )
 
     @property
     def ready(self) -> bool:
@@ -132,6 +143,9 @@ class Runtime:
     async def start(self, on_fatal: FatalHook | None = None) -> None:
         if self.predictions is not None:
             self.predictions.start()
+        if self.tracer is not None:
+            self.tracer.exporter.start()
+            log.info("tracing: spans to %s (sampler %s)", self.tracer.config.url, self.tracer.config.sampler)
         try:
             loaded = await asyncio.to_thread(self._loader, self.settings)
         except StartupError as exc:
@@ -151,6 +165,7 @@ class Runtime:
             max_batch_size=s.max_batch_size,
             max_latency_s=s.max_latency_ms / 1000,
             fill_when_idle=s.batch_fill_when_idle,
+            tracer=self.tracer,
             max_queue=s.max_queue,
             steady_run_s=loaded.steady_run_s,
             max_json_values=s.max_json_values,
@@ -199,3 +214,5 @@ class Runtime:
             await self.service.stop()
         if self.predictions is not None:  # after the last request: what is queued and buffered is written
             await asyncio.to_thread(self.predictions.stop)
+        if self.tracer is not None:  # after the last request: the spans still queued are exported
+            await asyncio.to_thread(self.tracer.exporter.stop)

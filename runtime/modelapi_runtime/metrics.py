@@ -27,6 +27,9 @@ Names (all prefixed ``modelapi_``):
   ``{model,revision}`` counters: prediction records written, dropped (the queue was full), failed sink writes
 - ``prediction_log_failing{model,revision,reason}`` gauge, 1 for the reason of the last sink write when it failed
   (AccessDenied, NoSuchBucket, Unreachable, WriteFailed); all 0 once a write succeeds
+- ``trace_spans_exported_total`` / ``trace_spans_dropped_total`` / ``trace_export_errors_total`` ``{model,revision}``
+  counters (tracing on): spans the OTLP collector accepted, spans lost (the exporter's queue was full, or their
+  export failed), failed export requests
 
 plus the standard ``process_*`` and ``python_info`` collectors.
 
@@ -212,6 +215,12 @@ class Metrics:
             "prediction_log_dropped", "Prediction records dropped because the queue to the sink was full."
         )
         self.prediction_log_errors = counter("prediction_log_errors", "Failed writes to the prediction log's sink.")
+        # the tracing exporter's (its thread updates them)
+        self.trace_spans_exported = counter("trace_spans_exported", "Spans the OTLP collector accepted.")
+        self.trace_spans_dropped = counter(
+            "trace_spans_dropped", "Spans lost: the exporter's queue was full, or their export failed."
+        )
+        self.trace_export_errors = counter("trace_export_errors", "Failed span exports to the OTLP collector.")
         self._prediction_log_failing = Gauge(
             PREFIX + "prediction_log_failing",
             "1 for the reason of the last prediction log write when it failed.",

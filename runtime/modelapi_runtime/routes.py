@@ -29,6 +29,7 @@ from modelapi_runtime.lifecycle import Runtime
 from modelapi_runtime.limits import DECODED_BYTES_PER_JSON_VALUE
 from modelapi_runtime.logs import RequestId, current_request
 from modelapi_runtime.service import InferenceService, Reply
+from modelapi_runtime.tracing import TRACEPARENT, RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class InferenceEndpoint:
         self.max_json_values = runtime.settings.max_json_values
         self.refusals = RefusalLog()
         self.predictions = runtime.predictions
+        self.tracer = runtime.tracer  # None: tracing is off (no span or context work at all)
 
     def open(self, name: str, content_length: bytes | None) -> InferenceService:
         """The service for ``name``; refuses a declared body over the limit before any of it is read."""
@@ -148,13 +150,17 @@ class InferenceEndpoint:
 
     @staticmethod
     def infer(
-        service: InferenceService, protocol: str, body: bytes, header_length: bytes | None
+        service: InferenceService,
+        protocol: str,
+        body: bytes,
+        header_length: bytes | None,
+        trace: RequestTrace | None = None,
     ) -> Coroutine[Any, Any, Reply]:
         if not body:
             raise BadRequest("empty request body")
         if protocol == "v1":
-            return service.infer_v1(body)
-        return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None)
+            return service.infer_v1(body, trace)
+        return service.infer_v2(body, header_length.decode("latin-1") if header_length is not None else None, trace)
 
     def failure(self, exc: BaseException, request: RequestId | None = None) -> tuple[int, Headers, bytes]:
         """Status, extra headers and body for a request that raised ``exc`` (:mod:`errors` decides)."""
@@ -175,6 +181,17 @@ class InferenceEndpoint:
         histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
         histogram.sum += seconds
 
+    @staticmethod
+    def with_traceparent(extra: Headers, trace: RequestTrace) -> Headers:
+        """``extra`` with the ``traceparent`` of the request's server span (a traced request's answer)."""
+        return [*extra, (TRACEPARENT, trace.header())]
+
+    def record_traced(self, status: int, started: float, trace: RequestTrace | None) -> None:
+        """:meth:`record`, and the trace of a traced request to the exporter."""
+        self.record(status, started)
+        if trace is not None and self.tracer is not None:
+            self.tracer.finish(trace, status)
+
     def sampled(self) -> bool:
         """Whether this request goes to the prediction log (always False when it is off)."""
         predictions = self.predictions
@@ -189,9 +206,19 @@ class InferenceEndpoint:
         return [*extra, (REQUEST_ID_HEADER, request.get().encode())]
 
     async def _answer(  # noqa: PLR0917 - the endpoint's two outcomes
-        self, send: Send, status: int, answer: bytes, content_type: bytes, extra: Headers, request: RequestId
+        self,
+        send: Send,
+        status: int,
+        answer: bytes,
+        content_type: bytes,
+        extra: Headers,
+        request: RequestId,
+        trace: RequestTrace | None,
     ) -> bool:
-        """Send the answer (a request sampled for the prediction log with its id); returns whether it was sampled."""
+        """Send the answer (a request sampled for the prediction log with its id, a traced one with its
+        ``traceparent``); returns whether it was sampled for the prediction log."""
+        if trace is not None:
+            extra = self.with_traceparent(extra, trace)
         sampled = self.sampled()
         await _send(send, status, answer, content_type, self.with_request_id(extra, request) if sampled else extra)
         return sampled
@@ -208,8 +235,8 @@ class InferenceEndpoint:
         started = time.perf_counter()
         length, header_length, given_id = _read_headers(scope)
         current_request.set(request := RequestId(given_id))  # this request's own task: its log lines carry the id
-        held = 0  # bytes held against the budget
-        body_complete = sampled = False
+        trace = None if self.tracer is None else self.tracer.start_from(protocol, scope["headers"])
+        held, body_complete, sampled = 0, False, False  # held: bytes held against the budget
         body: bytes | None = None
         answer: bytes | None = None
         try:
@@ -230,7 +257,7 @@ class InferenceEndpoint:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             held += self.admit(service, body, header_length)
             try:
-                reply = await self.infer(service, protocol, body, header_length)
+                reply = await self.infer(service, protocol, body, header_length, trace)
             finally:
                 service.release()
         except ClientGone:
@@ -240,16 +267,16 @@ class InferenceEndpoint:
             status, extra, answer = self.failure(exc, request)
             if not body_complete and not drains(length):  # a large rest is never read: close instead
                 extra.append((b"connection", b"close"))
-            sampled = await self._answer(send, status, answer, b"application/json", extra, request)
+            sampled = await self._answer(send, status, answer, b"application/json", extra, request, trace)
         else:
             status = 200
             answer = reply.body
             extra = [] if reply.header_length is None else [(_HEADER_LENGTH, str(reply.header_length).encode())]
-            sampled = await self._answer(send, 200, answer, reply.content_type, extra, request)
+            sampled = await self._answer(send, 200, answer, reply.content_type, extra, request, trace)
         finally:
             if held:
                 self.budget.give_back(held)
-            self.record(status, started)
+            self.record_traced(status, started, trace)
         if sampled:
             self.log_prediction(request, protocol, status, started, body, answer)
 

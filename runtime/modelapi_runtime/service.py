@@ -21,6 +21,7 @@ from modelapi_runtime.handler import Handler
 from modelapi_runtime.metrics import Metrics
 from modelapi_runtime.model import Model
 from modelapi_runtime.tensors import Array
+from modelapi_runtime.tracing import RequestTrace, Tracer
 
 # Below this per-run time the model runs on the event loop: a hop to a worker thread and back
 # costs tens of microseconds, more than a small MLP's whole run, and a sub-millisecond block
@@ -59,6 +60,7 @@ class InferenceService:
         max_json_values: int | None = None,
         max_tensor_elements: int = 2**31 - 1,
         fill_when_idle: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -82,7 +84,7 @@ class InferenceService:
         self._executor = None if inline else ThreadPoolExecutor(1, thread_name_prefix="infer")
         self._runner = ModelRunner(model.run, self._executor, metrics.batch_size.observe)
         self._batcher = (
-            Batcher(self._runner, max_batch_size, max_latency_s, fill_when_idle=fill_when_idle)
+            Batcher(self._runner, max_batch_size, max_latency_s, fill_when_idle=fill_when_idle, tracer=tracer)
             if max_batch_size > 1 and model.batchable
             else None
         )
@@ -127,14 +129,14 @@ class InferenceService:
         return await asyncio.get_running_loop().run_in_executor(self._offload, fn, *args)
 
     async def _predict(
-        self, inputs: Mapping[str, Array], rows: int | None, big: bool = False
+        self, inputs: Mapping[str, Array], rows: int | None, big: bool = False, trace: RequestTrace | None = None
     ) -> tuple[dict[str, Array], Timing]:
         if big:  # never inline on the loop, never held up in a batch
             outputs, seconds = await self._runner.run_in(self._executor or self._offload, inputs, rows or 1)
             return outputs, Timing(0.0, seconds)
         if self._batcher is not None:
             if rows is not None and 0 < rows <= self._batcher.max_batch_size:
-                return await self._batcher.submit(inputs, rows)
+                return await self._batcher.submit(inputs, rows, trace)
         elif self._runner.inline:  # no batcher, no worker thread: nothing to await
             outputs, seconds = self._runner.run_inline(inputs, rows or 1)
             return outputs, Timing(0.0, seconds)
@@ -153,7 +155,7 @@ class InferenceService:
     def _decode_v1(self, body: bytes) -> codec.Decoded:
         return codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
 
-    async def infer_v1(self, body: bytes) -> Reply:
+    async def infer_v1(self, body: bytes, trace: RequestTrace | None = None) -> Reply:
         m = self.metrics
         big = len(body) > OFFLOAD_ABOVE_BYTES
         t0 = time.perf_counter()
@@ -175,7 +177,7 @@ class InferenceService:
             t2 = time.perf_counter()
             queue_s, infer_s = 0.0, t2 - t1
         else:
-            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
+            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big, trace)
             t2 = time.perf_counter()
             queue_s, infer_s = timing.queue_s, timing.infer_s
         if self.handler is not None and self.handler.has_postprocess:
@@ -183,7 +185,10 @@ class InferenceService:
         else:
             names = self.model.output_names
             out = await self._off_loop(codec.encode_v1, outputs, names) if big else codec.encode_v1(outputs, names)
-        m.observe_phases(t1 - t0, queue_s, infer_s, time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        m.observe_phases(t1 - t0, queue_s, infer_s, t3 - t2)
+        if trace is not None:
+            trace.phases(t0, t1, queue_s, infer_s, t2, t3, decoded.rows or 1)
         return Reply(out)
 
     def _decode_v2(self, body: bytes, header_length: str | None, strict: bool) -> codec.Decoded:
@@ -191,7 +196,7 @@ class InferenceService:
         payload = codec.parse_json(head, self.max_json_values)
         return codec.decode_v2(payload, binary, self.model.inputs, strict=strict, max_elements=self.max_tensor_elements)
 
-    async def infer_v2(self, body: bytes, header_length: str | None) -> Reply:
+    async def infer_v2(self, body: bytes, header_length: str | None, trace: RequestTrace | None = None) -> Reply:
         m = self.metrics
         big = len(body) > OFFLOAD_ABOVE_BYTES
         t0 = time.perf_counter()
@@ -216,7 +221,7 @@ class InferenceService:
             t2 = time.perf_counter()
             queue_s, infer_s = 0.0, t2 - t1
         else:
-            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big)
+            outputs, timing = await self._predict(decoded.inputs, decoded.rows, big, trace)
             t2 = time.perf_counter()
             queue_s, infer_s = timing.queue_s, timing.infer_s
         if self.handler is not None and self.handler.has_postprocess:
@@ -245,7 +250,10 @@ class InferenceService:
                     binary=decoded.binary,
                 )
             reply = Reply(data, OCTETS if header_len is not None else JSON, header_len)
-        m.observe_phases(t1 - t0, queue_s, infer_s, time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        m.observe_phases(t1 - t0, queue_s, infer_s, t3 - t2)
+        if trace is not None:
+            trace.phases(t0, t1, queue_s, infer_s, t2, t3, decoded.rows or 1)
         return reply
 
     def metadata(self) -> dict[str, Any]:

@@ -765,6 +765,8 @@ BAD_VALUES = [
     ({"nodeCache": {"allowedEndpoints": ["s3.example.com"]}}, "at '/nodeCache/allowedEndpoints/0'"),  # an origin
     ({"maxArtifactSize": "20 GB"}, "at '/maxArtifactSize'"),
     ({"logFormat": "xml"}, "at '/logFormat'"),
+    ({"tracing": {"otlpEndpoint": "otel-collector:4318"}}, "at '/tracing/otlpEndpoint'"),
+    ({"tracing": {"sampleRate": 101}}, "at '/tracing/sampleRate'"),
 ]
 
 
@@ -832,6 +834,22 @@ def test_log_format_reaches_the_operator_which_passes_it_on(cluster: Cluster, tm
     assert operator_env({})["MODELAPI_OPERATOR_LOG_FORMAT"] == "text"
     env = operator_env({"logFormat": "json"})
     assert OperatorSettings(log_format=env["MODELAPI_OPERATOR_LOG_FORMAT"]).log_format == "json"
+
+
+def test_tracing_values_reach_the_operator_only_when_an_endpoint_is_set(cluster: Cluster, tmp_path: Path) -> None:
+    def operator_env(values: dict[str, Any]) -> dict[str, Any]:
+        docs = render(cluster, tmp_path, "ops", values)
+        (operator,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
+        (container,) = operator["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item.get("value") for item in container["env"]}
+
+    assert not [name for name in operator_env({}) if "TRACING" in name]
+    env = operator_env({"tracing": {"otlpEndpoint": "http://otel.obs:4318", "sampleRate": 2.5}})
+    settings = OperatorSettings(
+        tracing_endpoint=env["MODELAPI_OPERATOR_TRACING_ENDPOINT"],
+        tracing_sample_rate=env["MODELAPI_OPERATOR_TRACING_SAMPLE_RATE"],
+    )
+    assert (settings.tracing_endpoint, settings.tracing_sample_rate) == ("http://otel.obs:4318", 2.5)
 
 
 def test_operator_metrics_service_and_service_monitor(cluster: Cluster, tmp_path: Path) -> None:

@@ -679,10 +679,44 @@ class PredictionLogSpec(ApiModel):
     )
 
 
+class TracingSpec(ApiModel):
+    """Traces of inference requests (docs/api.md "Tracing"): the runtime honours a caller's W3C traceparent and sends
+    a span per request and per phase (decode, queue, inference, encode) to an OpenTelemetry collector over OTLP/HTTP.
+    Without this field, models are traced when the operator has a collector (the chart's tracing.otlpEndpoint)."""
+
+    enabled: bool = Field(
+        default=True, description="false: this model is never traced, even when the operator has a collector."
+    )
+    sample_rate: float = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of the requests without a caller's trace that start one (0 to 100; default 100). A "
+        "request whose caller's traceparent says sampled is always traced, one that says not sampled never is.",
+    )
+    endpoint: (
+        Annotated[
+            str,
+            Field(max_length=URI_MAX),
+            p.regex_rule(
+                p.ENDPOINT_URL,
+                "must be an http:// or https:// URL without credentials: the collector's OTLP/HTTP address, e.g. "
+                "http://otel-collector.observability:4318",
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="The collector's OTLP/HTTP base URL (spans are POSTed to ENDPOINT/v1/traces); unset: the "
+        "operator's (the chart's tracing.otlpEndpoint).",
+    )
+
+
 class MonitoringSpec(ApiModel):
     """What the model's pods record beyond their metrics."""
 
     prediction_log: PredictionLogSpec | None = Field(default=None, description=PredictionLogSpec.__doc__)
+    tracing: TracingSpec | None = Field(default=None, description=TracingSpec.__doc__)
 
 
 def _keeps_warm_at_zero(spec: ModelAPISpec) -> bool:

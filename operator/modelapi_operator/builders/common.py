@@ -23,7 +23,7 @@ class Owner:
 class RuntimeImages:
     """The operator's defaults for model pods (operator settings): the runtime images (spec.runtime.image overrides
     both), the Secrets every model pod pulls its image with (operator setting image_pull_secrets), the node cache
-    agent's port (0: none) and the runtime's log format (operator setting log_format)."""
+    agent's port (0: none), the runtime's log format (operator setting log_format) and its default trace collector."""
 
     cpu: str
     gpu: str
@@ -31,6 +31,8 @@ class RuntimeImages:
     node_cache_port: int = 0
     max_artifact_size: str = ""  # the default of spec.storage.maxArtifactSize ("": cacheSize)
     log_format: str = "text"  # the runtime's log lines: text or json (the chart's logFormat)
+    tracing_endpoint: str = ""  # the default OTLP/HTTP collector of model pods ("": none; the chart's tracing)
+    tracing_sample_rate: float = 100.0  # its default sample rate, percent
 
 
 def canonical_labels(owner: Owner, revision: str) -> dict[str, str]:

@@ -109,6 +109,25 @@ def _prediction_log_env(spec: ModelAPISpec) -> list[dict[str, Any]]:
     return env
 
 
+def tracing_env(spec: ModelAPISpec, owner: Owner, images: RuntimeImages) -> list[dict[str, Any]]:
+    """The runtime's standard OpenTelemetry variables: spec.monitoring.tracing over the operator's collector
+    (nothing when neither names one, or the spec turns tracing off: the pod template stays as it was)."""
+    tracing = spec.monitoring.tracing
+    if tracing is not None and not tracing.enabled:
+        return []
+    endpoint = (tracing.endpoint if tracing is not None else None) or images.tracing_endpoint
+    if not endpoint:
+        return []
+    rate = tracing.sample_rate if tracing is not None else images.tracing_sample_rate
+    return [
+        _env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        _env("OTEL_SERVICE_NAME", owner.name),
+        _env("OTEL_RESOURCE_ATTRIBUTES", f"k8s.namespace.name={owner.namespace}"),
+        _env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        _env("OTEL_TRACES_SAMPLER_ARG", f"{rate / 100:g}"),
+    ]
+
+
 def _runtime_env(
     spec: ModelAPISpec, model_name: str, revision: str, node_cache_port: int = 0, log_format: str = "text"
 ) -> list[dict[str, Any]]:
@@ -232,6 +251,7 @@ def build_pod_template(
         "args": ["serve"],
         "env": [
             *_runtime_env(spec, owner.name, revision, images.node_cache_port, images.log_format),
+            *tracing_env(spec, owner, images),
             _env(
                 env_var_name("max_artifact_bytes"),
                 str(max_artifact_bytes(spec, images.max_artifact_size, artifact_bytes)),

@@ -16,6 +16,7 @@ from modelapi_runtime.activator.holding import Holder
 from modelapi_runtime.activator.kube import Kube, KubeError, from_kubeconfig, in_cluster
 from modelapi_runtime.activator.server import build_app, build_health_app
 from modelapi_runtime.activator.settings import ActivatorSettings
+from modelapi_runtime.tracing import TracingConfigError, open_activator_tracer
 
 log = logging.getLogger("modelapi_activator")
 
@@ -24,8 +25,11 @@ async def serve(settings: ActivatorSettings) -> None:
     credentials = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
     kube = Kube(credentials)
     holder = Holder(kube, settings)
+    tracer = open_activator_tracer()  # the standard OTEL_* variables (the chart's tracing values); None: off
+    if tracer is not None:
+        tracer.exporter.start()
     runners = [
-        web.AppRunner(build_app(settings, holder), shutdown_timeout=settings.hold_timeout_seconds),
+        web.AppRunner(build_app(settings, holder, tracer), shutdown_timeout=settings.hold_timeout_seconds),
         web.AppRunner(build_health_app(holder)),
     ]
     stop = asyncio.Event()
@@ -44,6 +48,8 @@ async def serve(settings: ActivatorSettings) -> None:
             await runner.cleanup()
         await holder.close()
         await kube.close()
+        if tracer is not None:  # the spans still queued are exported
+            await asyncio.to_thread(tracer.exporter.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         settings = ActivatorSettings()
+        open_activator_tracer()  # a bad OTEL_* value is named here, before anything starts
     except ValidationError as error:
         print(f"modelapi-activator: invalid settings: {error}", file=sys.stderr)
+        return 2
+    except TracingConfigError as error:
+        print(f"modelapi-activator: tracing: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -15,6 +15,7 @@ from aiohttp import web
 from modelapi_runtime.activator.holding import Holder, NoSuchModel, QueueFull
 from modelapi_runtime.activator.settings import ActivatorSettings
 from modelapi_runtime.activator.targets import Target, Unplaced, resolve
+from modelapi_runtime.tracing import HeldTrace, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def _error(status: int, message: str, retry_after: int | None = None) -> web.Res
 
 
 class Proxy:
-    def __init__(self, settings: ActivatorSettings) -> None:
+    def __init__(self, settings: ActivatorSettings, tracer: Tracer | None = None) -> None:
         self.settings = settings
+        self.tracer = tracer  # None: tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)
         self._turn = itertools.count()
         self.held_bytes = 0  # bodies read or being read, counted before they arrive (declared or largest length)
 
@@ -54,6 +56,19 @@ class Proxy:
             target = resolve(request.headers, self.settings.cluster_domain, await holder.known())
         except Unplaced as error:
             return _error(421, f"the activator cannot tell which model this request is for: {error}")
+        tracer = self.tracer
+        if tracer is None:
+            return await self._handle(request, holder, target, None)
+        headers = request.headers
+        trace = tracer.hold(target.namespace, target.name, headers.get("traceparent"), headers.get("tracestate"))
+        response = await self._handle(request, holder, target, trace)
+        if trace is not None:
+            tracer.finish_hold(trace, response.status)
+        return response
+
+    async def _handle(
+        self, request: web.Request, holder: Holder, target: Target, trace: HeldTrace | None
+    ) -> web.StreamResponse:
         max_body = self.settings.max_body_mib * MIB
         declared = request.content_length
         if declared is not None and declared > max_body:
@@ -72,12 +87,12 @@ class Proxy:
                 body = await asyncio.wait_for(request.read(), self.settings.body_timeout_seconds)
             except TimeoutError:
                 return _error(408, f"the request body did not arrive within {self.settings.body_timeout_seconds:g} s")
-            return await self._hold_and_forward(request, holder, target, body)
+            return await self._hold_and_forward(request, holder, target, body, trace)
         finally:
             self.held_bytes -= reserved
 
     async def _hold_and_forward(
-        self, request: web.Request, holder: Holder, target: Target, body: bytes
+        self, request: web.Request, holder: Holder, target: Target, body: bytes, trace: HeldTrace | None
     ) -> web.StreamResponse:
         deadline = time.monotonic() + self.settings.hold_timeout_seconds
         while True:
@@ -94,8 +109,10 @@ class Proxy:
                     f"{target.name})"
                 )
             endpoint = endpoints[next(self._turn) % len(endpoints)]
+            if trace is not None:
+                trace.ready = time.perf_counter()
             try:
-                return await self._forward(request, endpoint.url(request.path_qs), body)
+                return await self._forward(request, endpoint.url(request.path_qs), body, trace)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
                 # Not connected, so nothing was sent: a pod that was ready a moment ago is gone or not reachable
                 # yet. Read the pods again and retry while the request may still be held.
@@ -116,8 +133,11 @@ class Proxy:
     def _unavailable(self, message: str) -> web.Response:
         return _error(503, message, retry_after=self.settings.retry_after_seconds)
 
-    async def _forward(self, request: web.Request, url: str, body: bytes) -> web.Response:
+    async def _forward(self, request: web.Request, url: str, body: bytes, trace: HeldTrace | None) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        if trace is not None:  # the runtime's spans become children of the activator's
+            headers = {k: v for k, v in headers.items() if k.lower() != "traceparent"}
+            headers["traceparent"] = trace.header()
         peer = request.remote or ""
         forwarded = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
@@ -128,10 +148,10 @@ class Proxy:
             return web.Response(status=answer.status, body=payload, headers=out)
 
 
-def build_app(settings: ActivatorSettings, holder: Holder) -> web.Application:
+def build_app(settings: ActivatorSettings, holder: Holder, tracer: Tracer | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_mib * MIB)
     app[HOLDER] = holder
-    proxy = Proxy(settings)
+    proxy = Proxy(settings, tracer)
 
     async def session(app: web.Application):  # type: ignore[no-untyped-def]
         timeout = aiohttp.ClientTimeout(total=settings.forward_timeout_seconds, sock_connect=5)

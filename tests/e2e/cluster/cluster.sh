@@ -10,6 +10,8 @@
 #                      a second line (MODELAPI_NODE=real: also the node's: kubelet, kube-proxy, crictl; a third line;
 #                      the registry's, a fourth; the gateway's (Traefik, gateway.sh), a fifth; and it builds the
 #                      images `images` pushes)
+#   cluster.sh build-otel  build (or find in the cache) the OpenTelemetry Collector of the tracing tests (otel.sh);
+#                      prints its bin directory
 #   cluster.sh images [TARGET...]  MODELAPI_NODE=real: build the images (pause; Dockerfile targets runtime,
 #                      operator, runtime-gpu; or only the targets named) and push them to the running cluster's
 #                      registry (`up` does it too; this is for a rebuild while up, or for runtime-gpu after an `up`
@@ -76,6 +78,8 @@ BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kwok helm versit
 source "$HERE/node.sh"
 # shellcheck source=SCRIPTDIR/metrics.sh
 source "$HERE/metrics.sh"
+# shellcheck source=SCRIPTDIR/otel.sh
+source "$HERE/otel.sh"
 
 # ---- build --------------------------------------------------------------------------------------------------------
 control_plane_builder() { # stage missing...: the control plane, kwok, helm and versitygw (cached_build's builder)
@@ -479,6 +483,7 @@ build)
 		node_build_images >/dev/null
 	fi
 	;;
+build-otel) otel_build ;;
 images) with_lock images "${@:2}" ;;
 preflight) node_capable ;;
 up) with_lock up ;;
@@ -488,7 +493,7 @@ env) cat "$RUN_DIR/env" ;;
 logs) logs "${2:-60}" ;;
 restart) with_lock restart "${2:-}" "${3:-0}" ;;
 *)
-	echo "usage: $0 build|up|down|images [TARGET...]|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
+	echo "usage: $0 build|build-otel|up|down|images [TARGET...]|status|preflight|env|logs [N]|restart NAME [DOWN_S]" >&2
 	exit 2
 	;;
 esac

@@ -313,3 +313,32 @@ def test_the_prediction_log_becomes_runtime_settings_the_runtime_accepts() -> No
     assert (settings.prediction_log_batch_records, settings.prediction_log_batch_seconds) == (1000, 60)
     assert _spec().monitoring.prediction_log is None
     assert not any("PREDICTION" in item["name"] for item in _container(_spec())["env"])
+
+
+def _otel_env(spec: ModelAPISpec, images: RuntimeImages = IMAGES) -> dict[str, str]:
+    container = build_deployment(spec, OWNER, "abc", images)["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: item["value"] for item in container["env"] if item["name"].startswith("OTEL_")}
+
+
+def test_tracing_is_the_operators_collector_unless_the_spec_says_otherwise() -> None:
+    from modelapi_runtime.tracing import TraceConfig
+
+    collector = RuntimeImages(cpu="cpu:1", gpu="gpu:1", tracing_endpoint="http://otel.obs:4318", tracing_sample_rate=5)
+    assert _otel_env(_spec()) == {}  # off by default: the pod template (and revision) stay as they were
+    env = _otel_env(_spec(), collector)
+    assert env == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel.obs:4318",
+        "OTEL_SERVICE_NAME": "iris",
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=ml",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.05",
+    }
+    config = TraceConfig.from_env(env)  # what the runtime makes of them
+    assert config is not None
+    assert (config.url, config.ratio, config.service_name) == ("http://otel.obs:4318/v1/traces", 0.05, "iris")
+    own = _spec(monitoring={"tracing": {"endpoint": "https://mine:4318", "sampleRate": 12.5}})
+    assert _otel_env(own, collector)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://mine:4318"
+    assert _otel_env(own, collector)["OTEL_TRACES_SAMPLER_ARG"] == "0.125"
+    assert _otel_env(own)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://mine:4318"
+    assert _otel_env(_spec(monitoring={"tracing": {"enabled": False}}), collector) == {}
+    assert _otel_env(_spec(monitoring={"tracing": {"sampleRate": 1}})) == {}  # no collector anywhere: off
