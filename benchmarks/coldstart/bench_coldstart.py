@@ -140,6 +140,40 @@ def _timeline(run: dict[str, Any], marks: dict[str, float], ready_logged: float 
     return out
 
 
+# the kubelet's own account of a start (its /metrics through the API server's node proxy): mean seconds per operation
+KUBELET_SERIES = {
+    "pod_start_sli": ("kubelet_pod_start_sli_duration_seconds", ""),  # pod created -> running, without image pulls
+    "run_podsandbox": ("kubelet_runtime_operations_duration_seconds", 'operation_type="run_podsandbox"'),
+    "create_container": ("kubelet_runtime_operations_duration_seconds", 'operation_type="create_container"'),
+    "start_container": ("kubelet_runtime_operations_duration_seconds", 'operation_type="start_container"'),
+}
+
+
+def _kubelet_totals(cluster: Cluster, node_name: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each KUBELET_SERIES now; empty when the kubelet's metrics cannot be read."""
+    done = cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node_name}/proxy/metrics", check=False)
+    if done.returncode:
+        return {}
+    totals: dict[str, tuple[float, float]] = {}
+    for key, (metric, label) in KUBELET_SERIES.items():
+        parts = {}
+        for part in ("sum", "count"):
+            found = re.findall(rf"^{metric}_{part}(?:\{{([^}}]*)\}})? ([0-9.e+-]+)$", done.stdout, re.M)
+            parts[part] = sum(float(v) for labels, v in found if label in labels)
+        totals[key] = (parts["sum"], parts["count"])
+    return totals
+
+
+def _kubelet_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean seconds of each operation between two readings (only those that ran)."""
+    means = {}
+    for key, (total, count) in after.items():
+        n = count - before.get(key, (0.0, 0.0))[1]
+        if n > 0:
+            means[key] = round((total - before[key][0]) / n, 3)
+    return means
+
+
 def _runtime_metrics(pod: dict[str, Any]) -> dict[str, Any]:
     """The runtime's own account of this start (its /metrics): phases, where the artifact came from, bytes from the
     store, and whether it fell back from the node cache."""
@@ -199,8 +233,13 @@ def test_time_to_ready_cold_hit_and_restart(
         )  # fmt: skip
         return lambda: _apply(cluster, restricted, manifest)
 
+    kubelet = _kubelet_totals(cluster, node["NODE_NAME"])
+
     def measured(pod: dict[str, Any], total: float, since_pod: float, marks: dict[str, float]) -> dict[str, Any]:
+        nonlocal kubelet
         run = {"ready_s": total, "pod_to_ready_s": since_pod, **_runtime_metrics(pod)}
+        now = _kubelet_totals(cluster, node["NODE_NAME"])
+        run["kubelet_mean_s"], kubelet = _kubelet_means(kubelet, now), now
         return {**run, **_timeline(run, marks, _ready_logged(cluster, restricted, pod))}
 
     first, total, since_pod, marks = _time_to_ready(cluster, restricted, name, apply(1), set(), timeout)
@@ -247,6 +286,7 @@ def test_time_to_ready_cold_hit_and_restart(
                  f"the phases {run['process_outside_phases_s']:5.2f} + after ready {run['after_ready_s']:5.2f} "
                  f"(process {run['process_s']:5.2f} s)")  # fmt: skip
         _say(f"  {'':36} milestones after the pod was seen: {run['milestones_s']}")
+        _say(f"  {'':36} the kubelet's mean seconds per operation meanwhile: {run['kubelet_mean_s']}")
     _say(f"  status.coldStart: {runs['status.coldStart']}")
     if "agent" in runs:
         _say(f"  node cache agent, moved during this run: {runs['agent']}")
