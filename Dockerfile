@@ -19,8 +19,8 @@
 # files); Python then compiles those modules again at every start, and cannot save them on the read-only root. That
 # cost a model pod about 1 s of its start under a 250m CPU limit (benchmarks/autoscaling/RESULTS.md).
 # The base image's standard library is compiled the same way (stage `python-base`): the official python images delete
-# every .pyc under /usr/local, so each start compiled the ~200 standard modules the runtime imports again (0.38 CPU-s
-# measured, about 0.75 s of a model pod's start under a 500m CPU limit: benchmarks/coldstart/RESULTS.md).
+# every .pyc under /usr/local, so each start compiled the ~200 standard modules the runtime imports again (0.35 CPU-s
+# measured, about 0.7 s of a model pod's start under a 500m CPU limit: benchmarks/coldstart/RESULTS.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
