@@ -10,6 +10,7 @@ named by MODELAPI_BENCH_JSON.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -70,25 +71,107 @@ def _is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
+# the pod's milestones the API server shows, in order: each first seen by the poll (wall clock, the host's)
+MILESTONES = ("seen", "scheduled", "sandbox", "running", "started", "ready")
+
+
+def _milestones(pod: dict[str, Any]) -> set[str]:
+    """Which of MILESTONES ``pod`` has reached: scheduled (PodScheduled), its sandbox and network (the kubelet's
+    PodReadyToStartContainers), its container running, its startup probe passed (``started``), Ready."""
+    conditions = {c["type"]: c["status"] == "True" for c in pod["status"].get("conditions", [])}
+    container: dict[str, Any] = next(iter(pod["status"].get("containerStatuses", [])), {})
+    reached = {"seen"}
+    reached |= {"scheduled"} if conditions.get("PodScheduled") else set()
+    reached |= {"sandbox"} if conditions.get("PodReadyToStartContainers") else set()
+    reached |= {"running"} if "running" in container.get("state", {}) else set()
+    reached |= {"started"} if container.get("started") else set()
+    reached |= {"ready"} if conditions.get("Ready") else set()
+    return reached
+
+
 def _time_to_ready(
     cluster: Cluster, namespace: str, name: str, action: Callable[[], None], before: set[str], timeout: float
-) -> tuple[dict[str, Any], float, float]:
-    """Runs ``action``; (the new pod, seconds from the action to its Ready, from the pod's first sight to Ready), as
-    seen by polling the API server every POLL_S (each figure is within POLL_S plus one request of the event)."""
+) -> tuple[dict[str, Any], float, float, dict[str, float]]:
+    """Runs ``action``; (the new pod, seconds from the action to its Ready, from the pod's first sight to Ready, the
+    wall-clock time each of its MILESTONES was first seen), as seen by polling the API server every POLL_S (each
+    figure is within POLL_S plus one request of the event)."""
     started = time.monotonic()
     action()
     seen: dict[str, float] = {}
+    marks: dict[str, dict[str, float]] = {}
     deadline = started + timeout
     while time.monotonic() < deadline:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for pod_name, pod in _pods(cluster, namespace, name).items():
             if pod_name in before:
                 continue
             seen.setdefault(pod_name, now)
+            for milestone in _milestones(pod):
+                marks.setdefault(pod_name, {}).setdefault(milestone, wall)
             if _is_ready(pod):
-                return pod, now - started, now - seen[pod_name]
+                return pod, now - started, now - seen[pod_name], marks[pod_name]
         time.sleep(POLL_S)
     raise AssertionError(f"no new ready pod of {name} within {timeout:.0f}s")
+
+
+def _ready_logged(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> float | None:
+    """When the runtime logged that it was ready: the container runtime's timestamp of that line (nanoseconds)."""
+    logs = cluster.kubectl("logs", pod["metadata"]["name"], "--timestamps", namespace=namespace, check=False).stdout
+    for line in logs.splitlines():
+        stamp, _, text = line.partition(" ")
+        if "ready: model " in text:
+            whole, _, fraction = stamp.rstrip("Z").partition(".")
+            parsed = time.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+            return calendar.timegm(parsed) + float(f"0.{fraction or 0}")
+    return None
+
+
+def _timeline(run: dict[str, Any], marks: dict[str, float], ready_logged: float | None) -> dict[str, Any]:
+    """The pod's time to Ready in the kubelet's and the runtime's parts: before the process (scheduling, sandbox and
+    network, container created and started, the interpreter exec'd), the process's (its age at ready: imports,
+    server, download, load, warm-up, some at once), and after it was ready (the probe, the status, the poll)."""
+    out: dict[str, Any] = {"milestones_s": {k: round(v - marks["seen"], 3) for k, v in marks.items()}}
+    if ready_logged is None or not run.get("process_s"):
+        return out
+    process_started = ready_logged - run["process_s"]
+    out["before_process_s"] = process_started - marks["seen"]
+    out["process_outside_phases_s"] = run["process_s"] - run["download_s"] - run["load_s"] - run["warmup_s"]
+    out["after_ready_s"] = marks["ready"] - ready_logged
+    return out
+
+
+# the kubelet's own account of a start (its /metrics through the API server's node proxy): mean seconds per operation
+KUBELET_SERIES = {
+    "pod_start_sli": ("kubelet_pod_start_sli_duration_seconds", ""),  # pod created -> running, without image pulls
+    "run_podsandbox": ("kubelet_runtime_operations_duration_seconds", 'operation_type="run_podsandbox"'),
+    "create_container": ("kubelet_runtime_operations_duration_seconds", 'operation_type="create_container"'),
+    "start_container": ("kubelet_runtime_operations_duration_seconds", 'operation_type="start_container"'),
+}
+
+
+def _kubelet_totals(cluster: Cluster, node_name: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each KUBELET_SERIES now; empty when the kubelet's metrics cannot be read."""
+    done = cluster.kubectl("get", "--raw", f"/api/v1/nodes/{node_name}/proxy/metrics", check=False)
+    if done.returncode:
+        return {}
+    totals: dict[str, tuple[float, float]] = {}
+    for key, (metric, label) in KUBELET_SERIES.items():
+        parts = {}
+        for part in ("sum", "count"):
+            found = re.findall(rf"^{metric}_{part}(?:\{{([^}}]*)\}})? ([0-9.e+-]+)$", done.stdout, re.M)
+            parts[part] = sum(float(v) for labels, v in found if label in labels)
+        totals[key] = (parts["sum"], parts["count"])
+    return totals
+
+
+def _kubelet_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean seconds of each operation between two readings (only those that ran)."""
+    means = {}
+    for key, (total, count) in after.items():
+        n = count - before.get(key, (0.0, 0.0))[1]
+        if n > 0:
+            means[key] = round((total - before[key][0]) / n, 3)
+    return means
 
 
 def _runtime_metrics(pod: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +190,7 @@ def _runtime_metrics(pod: dict[str, Any]) -> dict[str, Any]:
         "download_s": value("cold_start_download_seconds"),
         "load_s": value("cold_start_load_seconds"),
         "warmup_s": value("cold_start_warmup_seconds"),
+        "process_s": value("cold_start_process_seconds") if "modelapi_cold_start_process_seconds{" in text else None,
         "source": source.group(1) if source else None,
         "store_bytes": int(value("artifact_store_bytes")),
         "fallback": int(value("node_cache_fallback")),
@@ -149,17 +233,22 @@ def test_time_to_ready_cold_hit_and_restart(
         )  # fmt: skip
         return lambda: _apply(cluster, restricted, manifest)
 
-    first, total, since_pod = _time_to_ready(cluster, restricted, name, apply(1), set(), timeout)
-    runs["replica 1 (cold, from the store)"] = {
-        "ready_s": total,
-        "pod_to_ready_s": since_pod,
-        **_runtime_metrics(first),
-    }
+    kubelet = _kubelet_totals(cluster, node["NODE_NAME"])
+
+    def measured(pod: dict[str, Any], total: float, since_pod: float, marks: dict[str, float]) -> dict[str, Any]:
+        nonlocal kubelet
+        run = {"ready_s": total, "pod_to_ready_s": since_pod, **_runtime_metrics(pod)}
+        now = _kubelet_totals(cluster, node["NODE_NAME"])
+        run["kubelet_mean_s"], kubelet = _kubelet_means(kubelet, now), now
+        return {**run, **_timeline(run, marks, _ready_logged(cluster, restricted, pod))}
+
+    first, total, since_pod, marks = _time_to_ready(cluster, restricted, name, apply(1), set(), timeout)
+    runs["replica 1 (cold, from the store)"] = measured(first, total, since_pod, marks)
     _wait_ready(cluster, restricted, name, timeout=timeout)
 
     before = set(_pods(cluster, restricted, name))
-    second, total, since_pod = _time_to_ready(cluster, restricted, name, apply(2), before, timeout)
-    runs["replica 2 (same node)"] = {"ready_s": total, "pod_to_ready_s": since_pod, **_runtime_metrics(second)}
+    second, total, since_pod, marks = _time_to_ready(cluster, restricted, name, apply(2), before, timeout)
+    runs["replica 2 (same node)"] = measured(second, total, since_pod, marks)
     assert first["metadata"]["name"] in _pods(cluster, restricted, name), "scaling to 2 replaced the first pod"
     _wait_ready(cluster, restricted, name, timeout=timeout)
 
@@ -168,9 +257,8 @@ def test_time_to_ready_cold_hit_and_restart(
     def restart() -> None:
         cluster.kubectl("delete", "pod", first["metadata"]["name"], "--wait=false", namespace=restricted)
 
-    third, total, since_pod = _time_to_ready(cluster, restricted, name, restart, before, timeout)
-    runs["restarted pod (a new pod object)"] = {"ready_s": total, "pod_to_ready_s": since_pod,
-                                                **_runtime_metrics(third)}  # fmt: skip
+    third, total, since_pod, marks = _time_to_ready(cluster, restricted, name, restart, before, timeout)
+    runs["restarted pod (a new pod object)"] = measured(third, total, since_pod, marks)
 
     def cold_start() -> dict[str, Any] | None:
         found: dict[str, Any] | None = cluster.get_json("modelapi", name, namespace=restricted)["status"].get(
@@ -193,6 +281,12 @@ def test_time_to_ready_cold_hit_and_restart(
              f"download {run['download_s']:6.2f} + load {run['load_s']:5.2f} + warm-up {run['warmup_s']:5.3f} "
              f"+ rest {over_load - run['download_s']:5.2f}; source {run['source']}, {run['store_bytes']} bytes "
              f"from the store, fallback {run['fallback']}")  # fmt: skip
+        if "before_process_s" in run:
+            _say(f"  {'':36} rest = before the process {run['before_process_s']:5.2f} + in the process outside "
+                 f"the phases {run['process_outside_phases_s']:5.2f} + after ready {run['after_ready_s']:5.2f} "
+                 f"(process {run['process_s']:5.2f} s)")  # fmt: skip
+        _say(f"  {'':36} milestones after the pod was seen: {run['milestones_s']}")
+        _say(f"  {'':36} the kubelet's mean seconds per operation meanwhile: {run['kubelet_mean_s']}")
     _say(f"  status.coldStart: {runs['status.coldStart']}")
     if "agent" in runs:
         _say(f"  node cache agent, moved during this run: {runs['agent']}")

@@ -104,7 +104,7 @@ async def measure(model: Path, features: int, count: int, repeat: int, clock: st
     from uvicorn.server import ServerState  # noqa: PLC0415
 
     from modelapi_runtime.app import create_app  # noqa: PLC0415
-    from modelapi_runtime.cli import uvicorn_config  # noqa: PLC0415
+    from modelapi_runtime.server import uvicorn_config  # noqa: PLC0415
     from modelapi_runtime.settings import RuntimeSettings  # noqa: PLC0415
 
     workdir = Path(tempfile.mkdtemp(prefix="modelapi-protocol-cost-"))

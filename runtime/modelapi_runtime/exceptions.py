@@ -49,6 +49,9 @@ class StartupError(ModelAPIError):
     ``RUNTIME_REASONS`` (operator/modelapi_operator/reasons.py), string for string."""
 
 
+EXIT_STARTUP_FAILED = 3  # the runtime's exit status after a StartupError (its reason is in the termination log)
+
+
 class ArtifactError(StartupError):
     """The artifact could not be fetched or verified."""
 

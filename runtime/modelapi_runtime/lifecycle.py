@@ -13,19 +13,19 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 
 from modelapi_runtime.exceptions import ModelLoadFailed, ModelNotFound, NotReady, StartupError
 from modelapi_runtime.handler import Handler, load_handler
 from modelapi_runtime.limits import ByteBudget, default_budget_bytes
-from modelapi_runtime.metrics import Metrics
+from modelapi_runtime.metrics import Metrics, process_age_seconds
 from modelapi_runtime.model import Model
-from modelapi_runtime.node_cache import NodeCacheClient
 from modelapi_runtime.prediction_log import PredictionLog, open_prediction_log
+from modelapi_runtime.pull import Artifacts, pull_artifacts
 from modelapi_runtime.service import InferenceService
 from modelapi_runtime.settings import RuntimeSettings
-from modelapi_runtime.storage import ArtifactOrigin, TransferOptions, clear_partials, display_uri, fetch
+from modelapi_runtime.storage import ArtifactOrigin, display_uri
 from modelapi_runtime.tracing import Tracer, open_tracer
 
 log = logging.getLogger(__name__)
@@ -53,36 +53,13 @@ class Loaded:
     steady_run_s: float
 
 
-def transfer_options(settings: RuntimeSettings) -> TransferOptions:
-    return TransferOptions(
-        concurrency=settings.download_concurrency,
-        part_size=settings.download_part_mib * 1024 * 1024,
-        endpoint=settings.s3_endpoint,
-        region=settings.s3_region,
-        max_bytes=settings.max_artifact_bytes,
-    )
-
-
-def load(settings: RuntimeSettings) -> Loaded:
-    """Blocking: fetch the artifacts, create the session, run the warm-up inference."""
-    cache = Path(settings.model_dir)
-    options = transfer_options(settings)
-    node_cache = NodeCacheClient(settings.node_cache_url) if settings.node_cache_url else None
-    started = time.perf_counter()
-    clear_partials(cache)  # this runtime owns model_dir: what a killed predecessor left would only take room
-    artifact = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options, remote=node_cache)
-    handler_path: Path | None = None
-    hit, store_bytes, artifact_bytes = artifact.origin == "cache", artifact.store_bytes, artifact.size
-    if settings.handler:
-        if not settings.handler.lower().split("?")[0].endswith(".py"):
-            raise ModelLoadFailed(f"{display_uri(settings.handler)}: the handler must be a .py module")
-        h = fetch(settings.handler, cache, sha256=settings.handler_sha256, options=options, remote=node_cache)
-        handler_path, hit, store_bytes = h.path, hit and h.origin == "cache", store_bytes + h.store_bytes
-        artifact_bytes += h.size
-    download_s = time.perf_counter() - started
+def load(settings: RuntimeSettings, pulling: Future[Artifacts] | None = None) -> Loaded:
+    """Blocking: the artifacts (``pulling``'s, when ``serve`` started their pull early), the session, the warm-up."""
+    artifacts = pulling.result() if pulling is not None else pull_artifacts(settings)
+    handler_path = artifacts.handler.path if artifacts.handler else None
 
     t = time.perf_counter()
-    model = Model(artifact.path, threads=settings.threads, device=settings.device)
+    model = Model(artifacts.model.path, threads=settings.threads, device=settings.device)
     handler = load_handler(handler_path, display_uri(settings.handler or "")) if handler_path else None
     load_s = time.perf_counter() - t
 
@@ -93,10 +70,12 @@ def load(settings: RuntimeSettings) -> Loaded:
     log.info(
         "cold start: download %.3fs (from the %s, %d bytes from the store), load %.3fs, warm-up %.3fs, "
         "steady run %.6fs",
-        download_s, artifact.origin, store_bytes, load_s, warmup_s, steady_run_s,
+        artifacts.seconds, artifacts.model.origin, artifacts.store_bytes, load_s, warmup_s, steady_run_s,
     )  # fmt: skip
-    fallback = node_cache is not None and node_cache.fallback is not None
-    cold_start = ColdStart(download_s, load_s, warmup_s, hit, artifact.origin, store_bytes, fallback, artifact_bytes)
+    cold_start = ColdStart(
+        artifacts.seconds, load_s, warmup_s, artifacts.cache_hit, artifacts.model.origin, artifacts.store_bytes,
+        artifacts.node_cache_fallback, artifacts.size,
+    )  # fmt: skip
     return Loaded(model, handler, cold_start, steady_run_s)
 
 
@@ -189,6 +168,9 @@ class Runtime:
             gc.collect()
             gc.freeze()
         self.service = service
+        age = process_age_seconds()
+        if age is not None:
+            m.process_seconds.set(age)
         m.ready.set(1)
         self.ready_event.set()
         log.info(

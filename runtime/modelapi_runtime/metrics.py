@@ -12,6 +12,8 @@ Names (all prefixed ``modelapi_``):
 - ``model_load_seconds{model,revision}`` gauge, onnxruntime session creation of this start
 - ``cold_start_download_seconds`` / ``cold_start_load_seconds`` / ``cold_start_warmup_seconds``
   ``{model,revision}`` gauges of this start (the operator copies them to ``status.coldStart``)
+- ``cold_start_process_seconds{model,revision}`` gauge, from the process's start (the kernel's record of it) to
+  ready: imports, the server's start, download, load and warm-up, the pod's own part of a start
 - ``artifact_cache_hit{model,revision}`` gauge, 1 when this start found the artifacts in a cache (the pod's or the
   node's)
 - ``artifact_source{model,revision,source}`` gauge, 1 for where this start's model artifact came from: ``cache``
@@ -46,6 +48,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 from prometheus_client import (
@@ -194,6 +197,9 @@ class Metrics:
         self.download_seconds = gauge("cold_start_download_seconds", "Artifact download, this start (0 on a hit).")
         self.load_seconds = gauge("cold_start_load_seconds", "Model load, this start.")
         self.warmup_seconds = gauge("cold_start_warmup_seconds", "Warm-up inference, this start.")
+        self.process_seconds = gauge(
+            "cold_start_process_seconds", "From the process's start to ready (imports, server, every phase)."
+        )
         self.cache_hit = gauge("artifact_cache_hit", "1 when this start found the artifact in the cache.")
         self.store_bytes = gauge("artifact_store_bytes", "Bytes this start downloaded from the store (0 on a hit).")
         self.artifact_bytes = gauge("artifact_bytes", "Size of this start's artifacts (model and handler).")
@@ -267,3 +273,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def process_age_seconds(stat: Path = Path("/proc/self/stat")) -> float | None:
+    """How long this process has run, from the kernel's record of its start (in clock ticks since boot, 10 ms);
+    None where /proc does not say."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's name, which may hold anything
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)

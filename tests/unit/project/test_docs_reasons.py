@@ -28,7 +28,7 @@ from modelapi_operator import reasons
 from modelapi_operator.api.status import ConditionType
 from modelapi_operator.diagnose import diagnose_pods
 from modelapi_operator.reasons import RUNTIME_REASONS
-from modelapi_runtime import cli, exceptions
+from modelapi_runtime import exceptions, pull
 from modelapi_runtime.settings import RuntimeSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -154,7 +154,7 @@ def test_the_operator_reads_what_the_runtime_writes_to_the_termination_log(
     """The runtime's own writer produces the termination message; the operator's diagnosis finds its reason."""
     log = tmp_path / "termination-log"
     settings = RuntimeSettings(model_uri="file:///models/m.onnx", termination_log=str(log))
-    cli._report_failure(settings, error("the artifact s3://models/m.onnx cannot be used"))
+    pull.report_failure(settings, error("the artifact s3://models/m.onnx cannot be used"))
     pod = {
         "metadata": {"name": "m-1234abcd-x"},
         "status": {

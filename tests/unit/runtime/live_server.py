@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from modelapi_runtime.app import RuntimeApp, create_app
-from modelapi_runtime.cli import uvicorn_config
+from modelapi_runtime.server import uvicorn_config
 from modelapi_runtime.settings import RuntimeSettings
 
 

@@ -229,6 +229,7 @@ async def test_metrics_exposed_with_bounded_labels(serve: ServeFactory, model_di
         "modelapi_cold_start_download_seconds{",
         "modelapi_cold_start_load_seconds{",
         "modelapi_cold_start_warmup_seconds{",
+        "modelapi_cold_start_process_seconds{",
         'modelapi_model_ready{model="m",revision="rev-1"} 1.0',
         'modelapi_model_info{device="cpu"',
     ):
@@ -267,3 +268,57 @@ async def test_binary_framing_errors_are_400(serve: ServeFactory, model_dir: Pat
     r = await s.client.post("/v2/models/m/infer", content=body, headers={"Inference-Header-Content-Length": "x"})
     assert r.status_code == 400
     assert struct.calcsize("<f") == 4
+
+
+async def test_the_process_age_at_ready_is_exported(serve: ServeFactory, model_dir: Path) -> None:
+    """modelapi_cold_start_process_seconds: this process's age when the model turned ready (here the test process's),
+    the pod's own part of a start in the cold-start benchmark."""
+    import re
+
+    from modelapi_runtime.metrics import process_age_seconds
+
+    before = process_age_seconds()
+    s = await serve(model_dir / "affine.onnx")
+    after = process_age_seconds()
+    found = re.search(r"^modelapi_cold_start_process_seconds\{[^}]*\} ([0-9.e+-]+)$", await s.metrics(), re.M)
+    assert found, "no modelapi_cold_start_process_seconds"
+    assert before is not None
+    assert after is not None
+    assert before <= float(found.group(1)) <= after
+
+
+def test_a_pull_started_early_is_the_one_the_loader_uses(model_dir: Path, tmp_path: Path) -> None:
+    """`serve` starts the pull before the server's imports and hands it to the loader: its artifacts and duration are
+    the start's, and its failure is the start's failure, with its reason."""
+    from modelapi_runtime.exceptions import ArtifactNotFound
+    from modelapi_runtime.lifecycle import load
+    from modelapi_runtime.pull import start_pull
+    from modelapi_runtime.settings import RuntimeSettings
+
+    settings = RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), model_dir=str(tmp_path))
+    pulling = start_pull(settings)
+    loaded = load(settings, pulling)
+    assert loaded.cold_start.download_s == pulling.result().seconds
+    assert loaded.cold_start.artifact_bytes == (model_dir / "affine.onnx").stat().st_size
+    assert loaded.model.run({"x": np.ones((1, 4), np.float32)})["y"].tolist() == [[3.0, 3.0, 3.0, 3.0]]
+
+    gone = RuntimeSettings(model_uri=(tmp_path / "gone.onnx").as_uri(), model_dir=str(tmp_path))
+    with pytest.raises(ArtifactNotFound, match=r"gone\.onnx"):
+        load(gone, start_pull(gone))
+
+
+def test_process_age_reads_the_start_time_after_any_command_name(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from modelapi_runtime.metrics import process_age_seconds
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = int((time.clock_gettime(time.CLOCK_BOOTTIME) - 12.5) * ticks)
+    fields = ["S", *["0"] * 18, str(started), *["0"] * 30]  # starttime is the 22nd field, the 20th after the name
+    stat = tmp_path / "stat"
+    stat.write_text(f"4242 (a) b (c)) {' '.join(fields)}\n")
+    assert process_age_seconds(stat) == pytest.approx(12.5, abs=0.5)
+    assert process_age_seconds(tmp_path / "absent") is None
+    stat.write_text("4242 (truncated")
+    assert process_age_seconds(stat) is None

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from modelapi_runtime.cli import EXIT_STARTUP_FAILED, build_parser, main, settings_from
+from modelapi_runtime.cli import build_parser, main, settings_from
+from modelapi_runtime.exceptions import EXIT_STARTUP_FAILED
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
 RUNTIME = [sys.executable, "-m", "modelapi_runtime.cli"]
@@ -142,3 +143,16 @@ def test_sigterm_drains_without_losing_accepted_requests(model_dir: Path, tmp_pa
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_the_command_imports_no_server_module_before_the_pull_starts() -> None:
+    """`serve` starts the artifacts' pull before it imports the server (FastAPI, uvicorn, onnxruntime, numpy), so
+    those imports run while the pull waits on the store or the node's agent: the command's module must not import
+    them itself."""
+    program = (
+        "import sys, modelapi_runtime.cli\n"
+        "heavy = ('fastapi', 'uvicorn', 'onnxruntime', 'numpy', 'modelapi_runtime.server', 'modelapi_runtime.app')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""

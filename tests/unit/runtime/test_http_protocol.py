@@ -22,8 +22,8 @@ from uvicorn.server import ServerState
 
 from modelapi_runtime import http_protocol
 from modelapi_runtime.app import create_app
-from modelapi_runtime.cli import uvicorn_config
 from modelapi_runtime.http_protocol import InferenceCycle, run_now
+from modelapi_runtime.server import uvicorn_config
 from modelapi_runtime.settings import RuntimeSettings
 
 V1 = orjson.dumps({"instances": [[1, 2, 3, 4]]})
