@@ -125,6 +125,7 @@ class OperatorContext:
     def forget(self, uid: str, key: Key) -> None:
         """A ModelAPI was deleted: drop what was kept about it."""
         self.reconciler.forget(uid)
+        self.metrics.retract(key)
         self.locks.pop(key, None)
         self.endpoint_rechecks.pop(key, None)
 
