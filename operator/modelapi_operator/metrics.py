@@ -109,6 +109,11 @@ class OperatorMetrics:
             self.status[series].remove(*values)
         self._published[key] = now
 
+    def retract_all(self) -> None:
+        """Every ModelAPI's status series go away (this replica stands by: the acting one publishes them)."""
+        for key in list(self._published):
+            self.retract(key)
+
     def retract(self, key: tuple[str, str]) -> None:
         """A ModelAPI was deleted: its status series go away."""
         for series, values in self._published.pop(key, set()):

@@ -78,3 +78,11 @@ def test_a_later_status_removes_the_series_it_no_longer_has_and_a_deletion_remov
     left = {s.labels["name"] for family in metrics.registry.collect() for s in family.samples if "name" in s.labels}
     assert left == {"other"}
     metrics.retract(KEY)  # twice (a second delete event) is harmless
+
+
+def test_a_replica_that_stands_by_retracts_every_status_series() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    metrics.publish(KEY, status_samples(*KEY, CANARY, HPA))
+    metrics.publish(("ml", "other"), status_samples("ml", "other", CANARY, None))
+    metrics.retract_all()
+    assert not [s for family in metrics.registry.collect() for s in family.samples if "name" in s.labels]
