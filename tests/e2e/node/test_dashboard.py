@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modelapi"
 RELEASE, RELEASE_NAMESPACE = "m", "default"
 # an alert: a recorded signal against a number, or the absence of a recorded signal at 1
-ALERT = re.compile(r"^\s*(?:absent\((?P<absent>[a-z_:]+) == 1\)|(?P<signal>[a-z_:]+) (?:[<>]=?|==|!=) [0-9.e-]+)\s*$")
+RULE = r"[a-z0-9_:]+"
+ALERT = re.compile(rf"^\s*(?:absent\((?P<absent>{RULE}) == 1\)|(?P<signal>{RULE}) (?:[<>]=?|==|!=) [0-9.e-]+)\s*$")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,9 @@ def scraped_operator(cluster: Cluster, node: dict[str, str]) -> Iterator[Operato
     process.start()
     labels = {"job": f"{RELEASE}-modelapi-operator-metrics", "namespace": RELEASE_NAMESPACE, "pod": "operator-0"}
     sd_path = cluster.prometheus_file_sd_dir / "modelapi-operator.json"
-    sd_path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]))
+    tmp = sd_path.with_suffix(".tmp")  # Prometheus must never read a half-written file
+    tmp.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]))
+    tmp.rename(sd_path)
     yield process
     sd_path.unlink(missing_ok=True)
     process.stop()
