@@ -35,6 +35,7 @@ pytestmark = pytest.mark.node
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modelapi"
 RELEASE, RELEASE_NAMESPACE = "m", "default"
+CADVISOR_UP = 'up{job="kubelet-cadvisor"}'
 # an alert: a recorded signal against a number, or the absence of a recorded signal at 1
 RULE = r"[a-z0-9_:]+"
 ALERT = re.compile(rf"^\s*(?:absent\((?P<absent>{RULE}) == 1\)|(?P<signal>{RULE}) (?:[<>]=?|==|!=) [0-9.e-]+)\s*$")
@@ -162,6 +163,9 @@ def test_every_dashboard_query_and_alert_signal_returns_data_for_a_canary(
             )
             if not series:
                 missing[f"signal {record}"] = expr
+    if missing:  # what the scrapes brought, to tell a missing scrape from a query that matches nothing
+        for probe in (CADVISOR_UP, "count by (namespace, container) (container_cpu_usage_seconds_total)"):
+            print(f"[dashboard] {probe}: {[(s['metric'], s['value'][1]) for s in query(cluster, probe)]}")
     assert not missing, "queries without data:\n" + "\n".join(f"{k}: {v}" for k, v in missing.items())
     scraped_operator.assert_alive()
     assert not load.report.failed, load.report.summary()
