@@ -106,7 +106,12 @@ class OperatorContext:
         self.logged_in = True
 
     async def standing_by(self) -> bool:
-        return await self.standby.standing_by(self.client, logged_in=self.logged_in)
+        """Whether a peer outranks this replica; a replica that stands by publishes no ModelAPI status series (the
+        acting one does), so what it published while it acted goes away."""
+        standby = await self.standby.standing_by(self.client, logged_in=self.logged_in)
+        if standby:
+            self.metrics.retract_all()
+        return standby
 
     async def current_reconciler(self) -> Reconciler:
         """The reconciler, told whether Gateway API is installed (asked again every ``GATEWAY_RECHECK_SECONDS``)."""
@@ -127,6 +132,7 @@ class OperatorContext:
     def forget(self, uid: str, key: Key) -> None:
         """A ModelAPI was deleted: drop what was kept about it."""
         self.reconciler.forget(uid)
+        self.metrics.retract(key)
         self.locks.pop(key, None)
         self.endpoint_rechecks.pop(key, None)
 

@@ -3,17 +3,20 @@
 Reconciles are counted and timed around ``Reconciler.reconcile`` (triggers.reconcile): their outcome, how long they
 took, why they failed (the API's reason, e.g. Conflict, Forbidden, or the exception's type for anything else), how
 many wait for their turn and how many run. Watch restarts are counted from kopf's own log lines, as kopf has no hook
-for them. Every label takes its values from a small fixed set: no ModelAPI name is a label.
+for them. Every label of those takes its values from a small fixed set: no ModelAPI name is a label.
+
+The ModelAPI status series (``modelapi_status_*``, built by status_series.py after each reconcile) are the exception:
+one set per ModelAPI (labelled namespace and name, like kube-state-metrics' series), removed when it is deleted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -23,7 +26,26 @@ PREFIX = "modelapi_operator"
 # tests/unit/operator/test_operator_metrics.py checks that the installed kopf still logs them.
 KOPF_WATCH_LOGGER = "kopf._cogs.clients.watching"
 WATCH_RESTART_MESSAGES = {"Restarting the watch-stream": "gone", "is inactive, reconnecting": "inactive"}
+STATUS_PREFIX = "modelapi_status"
+# The ModelAPI status series: name (after STATUS_PREFIX_) -> (help, label names).
+STATUS_SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "condition": ("ModelAPI conditions: 1 when the condition has this status.", ("type", "reason")),
+    "ready_replicas": ("Ready replicas of the ModelAPI's stable revision.", ()),
+    "replicas": ("Desired replicas of the ModelAPI's stable revision.", ()),
+    "canary_weight": ("Traffic weight of the canary revision (0 without a canary).", ()),
+    "hpa_desired_replicas": ("The replicas the ModelAPI's HPA asks for (status.desiredReplicas).", ()),
+    "revision_weight": ("Traffic weight of each revision, labelled with its role (stable, canary, ...).",
+                        ("revision", "role")),
+}  # fmt: skip
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Sample(NamedTuple):
+    """One value of a ModelAPI status series (``series`` is the name after ``modelapi_status_``)."""
+
+    series: str
+    labels: Mapping[str, str]
+    value: float
 
 
 class OperatorMetrics:
@@ -68,6 +90,34 @@ class OperatorMetrics:
             f"{PREFIX}_build_info", "Always 1; the operator's version.", ["version"], registry=registry
         )
         self.build_info.labels(version=package_version()).set(1)
+        self.status = {
+            series: Gauge(f"{STATUS_PREFIX}_{series}", text, ["namespace", "name", *labels], registry=registry)
+            for series, (text, labels) in STATUS_SERIES.items()
+        }
+        # the label values published for each ModelAPI (namespace, name): what the next publish or retract removes
+        self._published: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]] = {}
+
+    def publish(self, key: tuple[str, str], samples: Iterable[Sample]) -> None:
+        """Set one ModelAPI's status series to these samples; its series that are not among them go away."""
+        now: set[tuple[str, tuple[str, ...]]] = set()
+        for sample in samples:
+            names = ("namespace", "name", *STATUS_SERIES[sample.series][1])
+            values = tuple(sample.labels[label] for label in names)
+            self.status[sample.series].labels(*values).set(sample.value)
+            now.add((sample.series, values))
+        for series, values in self._published.get(key, set()) - now:
+            self.status[series].remove(*values)
+        self._published[key] = now
+
+    def retract_all(self) -> None:
+        """Every ModelAPI's status series go away (this replica stands by: the acting one publishes them)."""
+        for key in list(self._published):
+            self.retract(key)
+
+    def retract(self, key: tuple[str, str]) -> None:
+        """A ModelAPI was deleted: its status series go away."""
+        for series, values in self._published.pop(key, set()):
+            self.status[series].remove(*values)
 
     @asynccontextmanager
     async def turn(self, *guards: AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """Reconcile triggers: one ModelAPI at a time, triggers that coalesce, and the looks again that a status asks for.
 
 - a reconcile takes the ModelAPI's lock and a free slot (counted while it waits), and turns an API failure into a
-  ``kopf.TemporaryError``, so kopf retries with its own back-off (the server's Retry-After when it sent one);
+  ``kopf.TemporaryError``, so kopf retries with its own back-off (the server's Retry-After when it sent one); the
+  status it wrote is published as the ``modelapi_status_*`` series (status_series.py);
 - ``schedule`` reconciles the ModelAPI a child belongs to, soon; triggers that arrive meanwhile coalesce;
 - a status that will change with time alone (endpoints not listed yet, an unschedulable grace, an HPA held at its
   maximum) schedules one more reconcile for when it may.
@@ -22,6 +23,7 @@ from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.context import OperatorContext
 from modelapi_operator.indices import Indices, Key, observed, values
 from modelapi_operator.reasons import AUTOSCALING_LIMITED, ENDPOINTS_NOT_READY
+from modelapi_operator.status_series import status_samples
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
+    namespace, name = key
+    hpa = next((h for h in seen.hpas if h.get("metadata", {}).get("name") == name), None)
+    context.metrics.publish(key, status_samples(namespace, name, status, hpa))
     _recheck_after_grace(context, key, seen.pods, indices)
     _recheck_endpoints(context, key, status, indices)
     _recheck_autoscaling_limit(context, key, seen.hpas, status, indices)

@@ -866,6 +866,8 @@ def test_operator_metrics_service_and_service_monitor(cluster: Cluster, tmp_path
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # the ModelAPI status series carry the ModelAPI's namespace, not the operator's (docs/metrics.md)
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
     off = render(
         cluster, tmp_path, "ops", {"metrics": {"enabled": False}, "monitoring": {"serviceMonitor": {"enabled": True}}}

@@ -94,7 +94,10 @@ scrape_configs:
       ca_file: $RUN_DIR/pki/ca.crt
     static_configs:
       - targets: ["$API_HOST:$APISERVER_PORT"]
+  # honor_labels: a target's own namespace label wins over the file's (the operator's ModelAPI status series carry the
+  # ModelAPI's, as with the chart's ServiceMonitor)
   - job_name: file_sd
+    honor_labels: true
     file_sd_configs:
       - files: ["$RUN_DIR/prometheus/file_sd/*.json", "$RUN_DIR/prometheus/file_sd/*.yaml"]
         refresh_interval: 2s
@@ -131,6 +134,26 @@ PROM
         target_label: namespace
       - source_labels: [__meta_kubernetes_pod_name]
         target_label: pod
+  # the kubelet's cAdvisor metrics (container_cpu_*, container_memory_*: the dashboard's CPU, memory and throttling
+  # panels), found through the apiserver (role node: the node's address and kubelet port); the kubelet verifies the
+  # apiserver's kubelet client certificate, Prometheus the kubelet's serving certificate
+  - job_name: kubelet-cadvisor
+    scheme: https
+    metrics_path: /metrics/cadvisor
+    tls_config:
+      ca_file: $RUN_DIR/pki/ca.crt
+      cert_file: $RUN_DIR/pki/kubelet-client.crt
+      key_file: $RUN_DIR/pki/kubelet-client.key
+    kubernetes_sd_configs:
+      - role: node
+        api_server: https://$API_HOST:$APISERVER_PORT
+        authorization:
+          credentials_file: $RUN_DIR/pki/admin.token
+        tls_config:
+          ca_file: $RUN_DIR/pki/ca.crt
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_node_name]
+        target_label: node
 PROM
 }
 

@@ -409,9 +409,11 @@ node_up() { # bin_dir; called by cluster.sh up after the control plane, Promethe
 	node_write_configs
 	proc_start containerd containerd --config "$n/containerd/config.toml"
 	proc_wait_for containerd 30 ctr --address "$n/containerd/containerd.sock" version
+	# --containerd: cAdvisor's own containerd client (not the CRI endpoint), which names the containers of
+	# /metrics/cadvisor (pod, namespace, container labels); without it those series carry a cgroup path only
 	proc_start kubelet "$nbin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$RUN_DIR/kubelet.kubeconfig" \
 		--root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$NODE_NAME" \
-		--node-ip="$NODE_IP" --node-labels=modelapi.io/node=real --v=1
+		--node-ip="$NODE_IP" --node-labels=modelapi.io/node=real --v=1 --containerd="$n/containerd/containerd.sock"
 	proc_start kube-proxy "$nbin/kube-proxy" --config="$n/kube-proxy.yaml" --v=1
 	proc_wait_for kubelet 120 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 	proc_wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
