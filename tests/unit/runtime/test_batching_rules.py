@@ -197,3 +197,23 @@ async def test_fill_when_idle_holds_an_idle_models_batch_open_for_the_window_the
     assert timing1.queue_s >= 0.25
     assert 0.25 <= alone < 2.0, f"a lone request ran after {alone:.3f} s, not at the window"
     assert len(full) == 16
+
+
+async def test_an_output_that_is_not_per_row_makes_each_request_run_alone() -> None:
+    """A merged run whose outputs cannot be split back by rows (here a total over the batch): every request of the
+    batch runs again alone and gets its own answer, never a share of its batch-mates'."""
+    runs: list[int] = []
+
+    def total(inputs: Inputs) -> dict[str, np.ndarray]:
+        runs.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2, "total": np.asarray(inputs["x"].sum())}
+
+    batcher = await started(Batcher(ModelRunner(total, None, lambda n: None), max_batch_size=8, max_latency_s=0.05))
+    try:
+        results = await asyncio.gather(*(batcher.submit(row(v), 1) for v in (1.0, 2.0, 3.0)))
+    finally:
+        await batcher.stop()
+    assert runs == [3, 1, 1, 1]  # merged, then each alone
+    for value, (out, _) in zip((1.0, 2.0, 3.0), results, strict=True):
+        np.testing.assert_array_equal(out["y"], [[2 * value, 2 * value]])
+        assert float(out["total"]) == 2 * value
