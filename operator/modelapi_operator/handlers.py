@@ -6,8 +6,9 @@
   ModelAPI once per ``resync_seconds``, and stand by while a kopf peer outranks this replica (peering.py);
 - indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, the activator's EndpointSlices, pods) in
   memory from kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
-- an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile of its ModelAPI;
-  triggers for one ModelAPI coalesce and never run concurrently.
+- an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile of its ModelAPI,
+  and so does a change of its Services' EndpointSlices while its Ready waits for them; triggers for one ModelAPI
+  coalesce and never run concurrently.
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ async def reconcile_modelapi(
 @kopf.on.event("v1", "pods", labels=OURS)
 async def child_changed(*, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     triggers.schedule(context_of(memo), indices.model_key(namespace, labels), indices.of(kwargs))
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
+async def endpoints_changed(*, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The EndpointSlices of a model's Services (the EndpointSlice controller's carry the Services' labels): a
+    ModelAPI whose Ready waits for its pods to be listed looks again now, not at its next backed-off recheck."""
+    triggers.endpoints_changed(context_of(memo), indices.model_key(namespace, labels), indices.of(kwargs))
 
 
 @kopf.on.event(*MODELAPIS, annotations={names.ACTIVATE_ANNOTATION: kopf.PRESENT})

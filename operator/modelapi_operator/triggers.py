@@ -80,13 +80,21 @@ def schedule(context: OperatorContext, key: Key | None, indices: Indices) -> Non
     task.add_done_callback(context.tasks.discard)
 
 
+def endpoints_changed(context: OperatorContext, key: Key | None, indices: Indices) -> None:
+    """An EndpointSlice of the ModelAPI's Services changed: reconcile it now if its Ready waits for endpoints (the
+    others have nothing to learn from it: Ready lists the slices only while it waits)."""
+    if key is not None and key in context.endpoint_rechecks:
+        schedule(context, key, indices)
+
+
 def _later(context: OperatorContext, delay: float, key: Key, indices: Indices) -> None:
     asyncio.get_running_loop().call_later(delay, schedule, context, key, indices)
 
 
 def _recheck_endpoints(context: OperatorContext, key: Key, status: ModelAPIStatus, indices: Indices) -> None:
-    """EndpointSlices are not watched: while Ready waits for them, look again soon (the controller lists a ready pod
-    within a moment), backing off to the resync interval if it does not."""
+    """While Ready waits for the EndpointSlices, look again soon (the controller lists a ready pod within a moment),
+    backing off to the resync interval if it does not; a change of the slices reconciles at once
+    (``endpoints_changed``): the backed-off looks are for a change the watch missed."""
     if not any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
         context.endpoint_rechecks.pop(key, None)
         return
