@@ -81,7 +81,11 @@ class OperatorSettings(BaseSettings):
         "object per line; chart value logFormat). Changing it starts a new revision of every model.",
     )
     resync_seconds: float = Field(
-        default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
+        default=60,
+        gt=0,
+        le=3600,
+        description="Every ModelAPI is reconciled at least this often (drift, status); one that serves with nothing "
+        "under way and nothing it reads changed since, only every 10th time.",
     )
     canary_tick_seconds: float = Field(
         default=5,

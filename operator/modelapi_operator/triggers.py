@@ -20,7 +20,7 @@ import kopf
 from modelapi_operator import autoscaling, capacity, kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.context import OperatorContext
-from modelapi_operator.indices import Indices, Key, observed, values
+from modelapi_operator.indices import CHILD_INDICES, Indices, Key, observed, values
 from modelapi_operator.reasons import AUTOSCALING_LIMITED, ENDPOINTS_NOT_READY
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     lock = context.locks.setdefault(key, asyncio.Lock())
     async with context.metrics.turn(lock, context.slots):
         context.pending.discard(key)
+        context.settled.pop(key, None)
         reconciler = await context.current_reconciler()
+        inputs = fingerprint(context, key, body, indices)
         seen = observed(key, indices)
         try:
             with context.metrics.reconciling(error_reason):
@@ -45,9 +47,41 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
             # kopf retries the handler after ``delay``: the server's Retry-After when it sent one (429, 503)
             delay = error.retry_delay(soon=RETRY_SOON_SECONDS, later=RETRY_LATER_SECONDS)
             raise kopf.TemporaryError(f"Kubernetes API: {error} (retry in {delay:g} s)", delay=delay) from error
+    if settled(body, status, prometheus=reconciler.prometheus is not None):
+        context.settled[key] = inputs
     _recheck_after_grace(context, key, seen.pods, indices)
     _recheck_endpoints(context, key, status, indices)
     _recheck_autoscaling_limit(context, key, seen.hpas, status, indices)
+
+
+def fingerprint(context: OperatorContext, key: Key, body: Mapping[str, Any], indices: Indices) -> int:
+    """What a reconcile of this ModelAPI reads, in one number: the ModelAPI's resourceVersion (any write to it: spec,
+    annotations, status), every child the indices hold (as their JSON, whose hashes Python keeps) and whether Gateway
+    API is installed."""
+    children = frozenset(
+        item for name in CHILD_INDICES if (store := indices[name].get(key)) is not None for item in store
+    )
+    version = body.get("metadata", {}).get("resourceVersion")
+    return hash((version, children, context.reconciler.gateway_api_installed))
+
+
+def settled(body: Mapping[str, Any], status: ModelAPIStatus, *, prometheus: bool) -> bool:
+    """A ModelAPI that serves, with nothing wrong and nothing under way, and nothing that changes without an event the
+    operator watches (a canary's steps, idleness, Prometheus's readings, a Gateway's routes): reconciled again with
+    the same inputs, it would write nothing. The resync loop skips it while its fingerprint stays the same."""
+    spec = body.get("spec") or {}
+    conditions = {condition.type: condition.status for condition in status.conditions}
+    if (conditions.get("Ready"), conditions.get("Degraded"), conditions.get("Progressing")) != (
+        "True",
+        "False",
+        "False",
+    ):
+        return False
+    if status.canary is not None or spec.get("expose") or (spec.get("monitoring") or {}).get("predictionLog"):
+        return False
+    if (spec.get("autoscaling") or {}).get("minReplicas") == 0:
+        return False
+    return not prometheus or status.cold_start is not None
 
 
 def error_reason(error: Exception) -> str:
