@@ -601,9 +601,15 @@ class Reconciler:
                 await self.kube.apply_new(manifest)
                 return True, None
             except kube.KubeError as error:
-                if error.status != 409:
+                if error.status not in (400, 409, 422):
                     raise
-            return False, await self._foreign(manifest, owner, observed)
+                # 409: the name is taken. 400/422: the manifest was merged into an object that holds the name and
+                # the result is invalid (the API server checks the precondition after the merge), or it is invalid
+                # on its own: which one, the name's holder tells.
+                holder = await self._foreign(manifest, owner, observed)
+                if error.status != 409 and holder is None:
+                    raise
+            return False, holder
 
         outcomes = await asyncio.gather(*(one(manifest) for manifest in manifests))
         foreign = [holder for _, holder in outcomes if holder is not None]

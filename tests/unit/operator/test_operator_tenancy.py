@@ -294,3 +294,30 @@ def test_api_error_messages_are_redacted() -> None:
     assert "abc123" not in error.message
     assert "?<redacted>" in error.message
     assert "abc123" not in kube._error(500, f"upstream said {PRESIGNED}").message
+
+
+async def test_an_apply_refused_as_invalid_over_someone_elses_object_is_a_name_conflict() -> None:
+    """The API server merges the apply into the object that holds the name before it checks the precondition: a
+    merge it finds invalid answers 422, not 409. The name's holder is read, and it is a NameConflict, not an error."""
+
+    class Invalid(ClusterWithObjects):
+        async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            if self.stored(manifest["kind"], manifest["metadata"]["name"]) is not None:
+                raise kube.KubeError(422, "Invalid", "Service iris is invalid: spec.clusterIPs: may not change")
+            return await super().apply_new(manifest)
+
+    client = Invalid({("Service", "iris"): _foreign("Service", "iris")})
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
+    assert ("apply", "Service/iris") not in client.calls
+    assert next(c for c in status.conditions if c.type == "Degraded").reason == "NameConflict"
+
+
+async def test_an_invalid_child_without_a_holder_is_an_error() -> None:
+    class Invalid(RecordingKube):
+        async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            raise kube.KubeError(422, "Invalid", "Service iris is invalid")
+
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    with pytest.raises(kube.KubeError, match="invalid"):
+        await Reconciler(Invalid(), IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
