@@ -603,9 +603,9 @@ class Reconciler:
             except kube.KubeError as error:
                 if error.status not in (400, 409, 422):
                     raise
-                # 409: the name is taken. 400/422: the manifest was merged into an object that holds the name and
-                # the result is invalid (the API server checks the precondition after the merge), or it is invalid
-                # on its own: which one, the name's holder tells.
+                # 409: the name is taken. 400/422: the manifest is invalid, on its own or, should an API server
+                # validate the merge into an existing object before its precondition (v1.33 does not: a PDB whose
+                # merge would be invalid still gets the 409), as merged into someone else's: the holder tells.
                 holder = await self._foreign(manifest, owner, observed)
                 if error.status != 409 and holder is None:
                     raise

@@ -297,8 +297,8 @@ def test_api_error_messages_are_redacted() -> None:
 
 
 async def test_an_apply_refused_as_invalid_over_someone_elses_object_is_a_name_conflict() -> None:
-    """The API server merges the apply into the object that holds the name before it checks the precondition: a
-    merge it finds invalid answers 422, not 409. The name's holder is read, and it is a NameConflict, not an error."""
+    """Should an API server answer an apply merged into someone else's object as invalid (422) rather than by the
+    precondition (409; v1.33 answers 409), the name's holder is read: a NameConflict, not an error."""
 
     class Invalid(ClusterWithObjects):
         async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
