@@ -86,6 +86,9 @@ class OperatorContext:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     endpoint_rechecks: dict[Key, int] = field(default_factory=dict)
+    # ModelAPIs that serve with nothing under way, by the fingerprint of what their last reconcile read
+    # (triggers.settled): the resync loop skips them while it stays the same, but for one round in FULL_RESYNC_EVERY
+    settled: dict[Key, int] = field(default_factory=dict)
     gateway_checked_at: float = -1e9
 
     @classmethod
@@ -135,6 +138,7 @@ class OperatorContext:
         self.metrics.retract(key)
         self.locks.pop(key, None)
         self.endpoint_rechecks.pop(key, None)
+        self.settled.pop(key, None)
 
     async def close(self) -> None:
         for task in self.background:

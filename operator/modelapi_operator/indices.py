@@ -32,6 +32,7 @@ INDEX_NAMES = (
     "pods_idx",
     "endpointslices_idx",
 )
+CHILD_INDICES = tuple(name for name in INDEX_NAMES if name != "modelapis_idx")
 POD_STATUS_FIELDS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
 
 

@@ -136,6 +136,8 @@ class KubeClient(Protocol):
 
     async def apply(self, manifest: Manifest) -> Manifest: ...
 
+    async def apply_new(self, manifest: Manifest) -> Manifest: ...
+
     async def create(self, manifest: Manifest) -> Manifest: ...
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> Manifest | None: ...
@@ -170,6 +172,7 @@ class RawResponse:
 
 
 NOT_LOGGED_IN = "not logged in to the Kubernetes API yet"
+NO_OBJECT_VERSION = "1"  # a resourceVersion no stored object has (Kube.apply_new)
 
 
 class Kube:
@@ -277,6 +280,15 @@ class Kube:
             body=manifest,
             content_type="application/apply-patch+yaml",
         )
+
+    async def apply_new(self, manifest: Manifest) -> Manifest:
+        """Server-side apply that only creates: an object of that name already there (anyone's) fails it with a 409
+        Conflict and is left untouched. The precondition is a resourceVersion no stored object has (resource
+        versions are etcd revisions, and etcd's first write is revision 2); on a create the API server ignores it.
+        One request where a read of the name and then an apply took two, and the fields are the operator's as an
+        apply's (a later apply that leaves one out removes it), which a POST's would not be."""
+        meta = {**manifest["metadata"], "resourceVersion": NO_OBJECT_VERSION}
+        return await self.apply({**manifest, "metadata": meta})
 
     async def create(self, manifest: Manifest) -> Manifest:
         kind = kind_of(manifest)

@@ -188,6 +188,15 @@ def _key(manifest: Mapping[str, Any]) -> tuple[str, str]:
     return (manifest["kind"], manifest["metadata"]["name"])
 
 
+def _cached(manifest: Mapping[str, Any], observed: Observed) -> Manifest | None:
+    """The object of this child's kind and name in the watch caches (any owner's), or None."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    return next(
+        (item for item in observed.children() if item.get("kind") == kind and item["metadata"]["name"] == name),
+        None,
+    )
+
+
 def _owned_by(uid: str, manifests: Iterable[Manifest]) -> list[Manifest]:
     return [item for item in manifests if controlled_by(uid, item)]
 
@@ -484,28 +493,28 @@ class Reconciler:
         """The object that holds this child's name without being controlled by this ModelAPI, or None.
 
         Read from the watch caches first (every child the operator labelled is there); only a name the caches do
-        not know is read from the API, which happens once per child (before it is first created) and while a
-        conflict lasts, never for a child the operator already controls.
+        not know is read from the API, after a create or ``apply_new`` found it taken (the cache was behind, or
+        someone else holds it: while a conflict lasts), never for a child the operator already controls.
         """
-        kind, name = manifest["kind"], manifest["metadata"]["name"]
-        cached = next(
-            (item for item in observed.children() if item.get("kind") == kind and item["metadata"]["name"] == name),
-            None,
-        )
-        found = cached if cached is not None else await self.kube.get(kube.kind_of(manifest), owner.namespace, name)
+        cached = _cached(manifest, observed)
+        if cached is not None:
+            found: Manifest | None = cached
+        else:
+            found = await self.kube.get(kube.kind_of(manifest), owner.namespace, manifest["metadata"]["name"])
         if found is None or controlled_by(owner.uid, found):
             return None
-        return {**found, "kind": kind}
+        return {**found, "kind": manifest["kind"]}
 
     async def _execute(self, plan: Plan, owner: Owner, observed: Observed) -> list[Manifest]:
         """Carry the plan out; returns the objects that hold a child's name without being ours (left untouched)."""
         existing = {_key(item): item for item in _owned_by(owner.uid, observed.children())}
         to_create = {_key(manifest) for manifest in plan.create}
         unknown = [m for m in plan.apply if _key(m) not in existing and _key(m) not in to_create]
-        # A read changes nothing: who holds the names the caches do not know is asked beside the creates.
-        (foreign, created), holders = await asyncio.gather(
-            self._create(plan.create, owner, observed), self._holders(unknown, owner, observed)
+        # The children the caches do not know are applied only if nobody holds their names, beside the creates.
+        (foreign, created), (taken, applied_new) = await asyncio.gather(
+            self._create(plan.create, owner, observed), self._apply_new(unknown, owner, observed)
         )
+        foreign += taken
         blocked = {_key(item) for item in foreign}
         # Older revisions change role before the new one is applied as stable: a process killed in between leaves
         # at most one stable, so a promoted canary's old stable is never mistaken for a stray and deleted.
@@ -515,15 +524,10 @@ class Reconciler:
             key = (manifest["kind"], manifest["metadata"]["name"])
             if key in blocked:
                 continue
-            current = existing.get(key)
-            if current is None and key not in created:
-                # Server-side apply with force would take over an object of that name: never do that to one that
-                # is not ours.
-                taken = holders[key] if key in holders else await self._foreign(manifest, owner, observed)
-                if taken is not None:
-                    foreign.append(taken)
-                    blocked.add(key)
-                    continue
+            if key in applied_new:
+                continue
+            # Not cached: created just now, or found to be ours (the cache was behind) by _create or _apply_new
+            current = existing.get(key, created.get(key))
             if current is None or not is_subset(manifest, current):
                 await self.kube.apply(manifest)
             for fix in (exact_map_fix, dropped_selector_fix):
@@ -564,14 +568,14 @@ class Reconciler:
 
     async def _create(
         self, manifests: Sequence[Manifest], owner: Owner, observed: Observed
-    ) -> tuple[list[Manifest], set[tuple[str, str]]]:
-        """Create these children, in order; returns those whose names someone else holds, and what was created."""
+    ) -> tuple[list[Manifest], dict[tuple[str, str], Manifest]]:
+        """Create these children, in order; returns those whose names someone else holds, and what was created (as
+        the API server answered: an apply of the same fields right after changes nothing and is skipped)."""
         foreign: list[Manifest] = []
-        created: set[tuple[str, str]] = set()
+        created: dict[tuple[str, str], Manifest] = {}
         for manifest in manifests:
             try:
-                await self.kube.create(manifest)
-                created.add(_key(manifest))
+                created[_key(manifest)] = await self.kube.create(manifest)
             except kube.KubeError as error:
                 if error.status != 409:
                     raise
@@ -581,14 +585,36 @@ class Reconciler:
                     foreign.append(taken)
         return foreign, created
 
-    async def _holders(
+    async def _apply_new(
         self, manifests: Sequence[Manifest], owner: Owner, observed: Observed
-    ) -> dict[tuple[str, str], Manifest | None]:
-        """Who holds each of these children's names (None: nobody else), asked for all of them at once: a new
-        ModelAPI's Services, HPA and PDB cost one round trip to the API (beside its Deployment's create) instead of
-        one each."""
-        found = await asyncio.gather(*(self._foreign(manifest, owner, observed) for manifest in manifests))
-        return {_key(manifest): holder for manifest, holder in zip(manifests, found, strict=True)}
+    ) -> tuple[list[Manifest], set[tuple[str, str]]]:
+        """Apply these children the caches do not know, all at once, only where no object holds the name yet
+        (``apply_new``): a new ModelAPI's Services, HPA and PDB cost one request each. A name that is taken is read:
+        someone else's is returned (never applied: server-side apply with force would take it over); ours (the
+        cache was behind) is left to the caller's apply. Returns the foreign holders and what was applied."""
+
+        async def one(manifest: Manifest) -> tuple[bool, Manifest | None]:
+            """(applied, the foreign holder of its name)"""
+            if _cached(manifest, observed) is not None:  # in a cache, not ours: another ModelAPI's, no request
+                return False, await self._foreign(manifest, owner, observed)
+            try:
+                await self.kube.apply_new(manifest)
+                return True, None
+            except kube.KubeError as error:
+                if error.status not in (400, 409, 422):
+                    raise
+                # 409: the name is taken. 400/422: the manifest is invalid, on its own or, should an API server
+                # validate the merge into an existing object before its precondition (v1.33 does not: a PDB whose
+                # merge would be invalid still gets the 409), as merged into someone else's: the holder tells.
+                holder = await self._foreign(manifest, owner, observed)
+                if error.status != 409 and holder is None:
+                    raise
+            return False, holder
+
+        outcomes = await asyncio.gather(*(one(manifest) for manifest in manifests))
+        foreign = [holder for _, holder in outcomes if holder is not None]
+        applied = {_key(manifest) for manifest, (done, _) in zip(manifests, outcomes, strict=True) if done}
+        return foreign, applied
 
     async def _pods_take_over(self, namespace: str, activator_slice: Manifest) -> bool:
         """Whether the EndpointSlice controller lists a ready pod for the Service of this activator slice: deleting the

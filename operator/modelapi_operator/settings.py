@@ -95,7 +95,11 @@ class OperatorSettings(BaseSettings):
         "spec.monitoring.tracing.sampleRate (chart value tracing.sampleRate).",
     )
     resync_seconds: float = Field(
-        default=60, gt=0, le=3600, description="Every ModelAPI is reconciled at least this often (drift, status)."
+        default=60,
+        gt=0,
+        le=3600,
+        description="Every ModelAPI is reconciled at least this often (drift, status); one that serves with nothing "
+        "under way and nothing it reads changed since, only every 10th time.",
     )
     canary_tick_seconds: float = Field(
         default=5,

@@ -21,7 +21,7 @@ import kopf
 from modelapi_operator import autoscaling, capacity, kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.context import OperatorContext
-from modelapi_operator.indices import Indices, Key, observed, values
+from modelapi_operator.indices import CHILD_INDICES, Indices, Key, observed, values
 from modelapi_operator.reasons import AUTOSCALING_LIMITED, ENDPOINTS_NOT_READY
 from modelapi_operator.status_series import status_samples
 
@@ -38,7 +38,9 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     lock = context.locks.setdefault(key, asyncio.Lock())
     async with context.metrics.turn(lock, context.slots):
         context.pending.discard(key)
+        context.settled.pop(key, None)
         reconciler = await context.current_reconciler()
+        inputs = fingerprint(context, key, body, indices)
         seen = observed(key, indices)
         try:
             with context.metrics.reconciling(error_reason):
@@ -50,9 +52,41 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     namespace, name = key
     hpa = next((h for h in seen.hpas if h.get("metadata", {}).get("name") == name), None)
     context.metrics.publish(key, status_samples(namespace, name, status, hpa))
+    if settled(body, status, prometheus=reconciler.prometheus is not None):
+        context.settled[key] = inputs
     _recheck_after_grace(context, key, seen.pods, indices)
     _recheck_endpoints(context, key, status, indices)
     _recheck_autoscaling_limit(context, key, seen.hpas, status, indices)
+
+
+def fingerprint(context: OperatorContext, key: Key, body: Mapping[str, Any], indices: Indices) -> int:
+    """What a reconcile of this ModelAPI reads, in one number: the ModelAPI's resourceVersion (any write to it: spec,
+    annotations, status), every child the indices hold (as their JSON, whose hashes Python keeps) and whether Gateway
+    API is installed."""
+    children = frozenset(
+        item for name in CHILD_INDICES if (store := indices[name].get(key)) is not None for item in store
+    )
+    version = body.get("metadata", {}).get("resourceVersion")
+    return hash((version, children, context.reconciler.gateway_api_installed))
+
+
+def settled(body: Mapping[str, Any], status: ModelAPIStatus, *, prometheus: bool) -> bool:
+    """A ModelAPI that serves, with nothing wrong and nothing under way, and nothing that changes without an event the
+    operator watches (a canary's steps, idleness, Prometheus's readings, a Gateway's routes): reconciled again with
+    the same inputs, it would write nothing. The resync loop skips it while its fingerprint stays the same."""
+    spec = body.get("spec") or {}
+    conditions = {condition.type: condition.status for condition in status.conditions}
+    if (conditions.get("Ready"), conditions.get("Degraded"), conditions.get("Progressing")) != (
+        "True",
+        "False",
+        "False",
+    ):
+        return False
+    if status.canary is not None or spec.get("expose") or (spec.get("monitoring") or {}).get("predictionLog"):
+        return False
+    if (spec.get("autoscaling") or {}).get("minReplicas") == 0:
+        return False
+    return not prometheus or status.cold_start is not None
 
 
 def error_reason(error: Exception) -> str:
@@ -85,13 +119,21 @@ def schedule(context: OperatorContext, key: Key | None, indices: Indices) -> Non
     task.add_done_callback(context.tasks.discard)
 
 
+def endpoints_changed(context: OperatorContext, key: Key | None, indices: Indices) -> None:
+    """An EndpointSlice of the ModelAPI's Services changed: reconcile it now if its Ready waits for endpoints (the
+    others have nothing to learn from it: Ready lists the slices only while it waits)."""
+    if key is not None and key in context.endpoint_rechecks:
+        schedule(context, key, indices)
+
+
 def _later(context: OperatorContext, delay: float, key: Key, indices: Indices) -> None:
     asyncio.get_running_loop().call_later(delay, schedule, context, key, indices)
 
 
 def _recheck_endpoints(context: OperatorContext, key: Key, status: ModelAPIStatus, indices: Indices) -> None:
-    """EndpointSlices are not watched: while Ready waits for them, look again soon (the controller lists a ready pod
-    within a moment), backing off to the resync interval if it does not."""
+    """While Ready waits for the EndpointSlices, look again soon (the controller lists a ready pod within a moment),
+    backing off to the resync interval if it does not; a change of the slices reconciles at once
+    (``endpoints_changed``): the backed-off looks are for a change the watch missed."""
     if not any(c.type == "Ready" and c.reason == ENDPOINTS_NOT_READY for c in status.conditions):
         context.endpoint_rechecks.pop(key, None)
         return

@@ -28,6 +28,18 @@ class RecordingKube:
         self.calls.append(("apply", f"{manifest['kind']}/{manifest['metadata']['name']}"))
         return dict(manifest)
 
+    async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Like the API server: a 409 Conflict when an object of that name is stored."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        self.calls.append(("apply_new", f"{kind}/{name}"))
+        if self.stored(kind, name) is not None:
+            raise kube.KubeError(409, "Conflict", f"{kind} {name}: the object has been modified")
+        return dict(manifest)
+
+    def stored(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The object of that kind and name the API holds (none: an empty cluster)."""
+        return None
+
     async def scale(self, kind: kube.Kind, namespace: str, name: str, replicas: int) -> None:
         self.calls.append(("scale", (name, replicas)))
 
@@ -81,6 +93,9 @@ class RefusingKube:
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self._check(manifest["kind"])
         return dict(manifest)
+
+    async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.apply(manifest)
 
     async def scale(self, kind: kube.Kind, namespace: str, name: str, replicas: int) -> None:
         self._check(kind.kind)

@@ -49,6 +49,7 @@ async def test_startup_puts_the_context_in_the_memo_and_cleanup_stops_its_loops(
     assert context.standby.places()[0][1] == "ml"
     assert context.logged_in is False
     assert kopf_settings.peering.lifetime == settings.peering_lifetime_seconds
+    assert kopf_settings.queueing.idle_timeout == handlers.WORKER_IDLE_SECONDS
     assert len(context.background) == 2
     assert not any(task.done() for task in context.background)
     await close(memo=memo)

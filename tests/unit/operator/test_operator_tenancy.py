@@ -182,9 +182,12 @@ class ClusterWithObjects(RecordingKube):
         super().__init__()
         self.objects = dict(objects)
 
+    def stored(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, name))
+
     async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         await super().get(kind, namespace, name)
-        return self.objects.get((kind.kind, name))
+        return self.stored(kind.kind, name)
 
 
 def _foreign(kind: str, name: str, **meta: Any) -> dict[str, Any]:
@@ -195,8 +198,9 @@ async def test_an_object_that_is_not_ours_is_left_untouched_and_named() -> None:
     client = ClusterWithObjects({("Service", "iris"): _foreign("Service", "iris")})
     spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
     status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
-    applied = {args for name, args in client.calls if name == "apply"}
-    assert "Service/iris" not in applied
+    assert ("apply_new", "Service/iris") in client.calls, "refused: the name is taken"
+    assert ("apply", "Service/iris") not in client.calls, "never applied with force over someone else's object"
+    applied = {args for name, args in client.calls if name == "apply_new"}
     assert {"Service/iris-stable", "HorizontalPodAutoscaler/iris"} <= applied
     degraded = next(c for c in status.conditions if c.type == "Degraded")
     assert (degraded.status, degraded.reason) == ("True", "NameConflict")
@@ -213,6 +217,7 @@ async def test_a_labelled_object_of_another_owner_in_the_cache_is_a_conflict_wit
     status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed(hpas=[hpa]))
     assert ("get", "HorizontalPodAutoscaler/iris") not in client.calls
     assert ("apply", "HorizontalPodAutoscaler/iris") not in client.calls
+    assert ("apply_new", "HorizontalPodAutoscaler/iris") not in client.calls
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.reason == "NameConflict"
     assert "ModelAPI other" in ready.message
@@ -243,9 +248,17 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
     applied: list[dict[str, Any]] = []
 
     class Remember(RecordingKube):
+        async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            applied.append(dict(manifest))
+            return await super().create(manifest)
+
         async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
             applied.append(dict(manifest))
             return await super().apply(manifest)
+
+        async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            applied.append(dict(manifest))
+            return await super().apply_new(manifest)
 
     reconciler.kube = Remember()
     await reconciler.reconcile(_body(spec), Observed())
@@ -258,7 +271,7 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
     again = RecordingKube()
     reconciler.kube = again
     await reconciler.reconcile(_body(spec), observed)
-    assert [call for call in again.calls if call[0] in ("get", "apply", "create")] == []
+    assert [call for call in again.calls if call[0] in ("get", "apply", "apply_new", "create")] == []
 
 
 # -- disk ------------------------------------------------------------------------------------------------------
@@ -281,3 +294,30 @@ def test_api_error_messages_are_redacted() -> None:
     assert "abc123" not in error.message
     assert "?<redacted>" in error.message
     assert "abc123" not in kube._error(500, f"upstream said {PRESIGNED}").message
+
+
+async def test_an_apply_refused_as_invalid_over_someone_elses_object_is_a_name_conflict() -> None:
+    """Should an API server answer an apply merged into someone else's object as invalid (422) rather than by the
+    precondition (409; v1.33 answers 409), the name's holder is read: a NameConflict, not an error."""
+
+    class Invalid(ClusterWithObjects):
+        async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            if self.stored(manifest["kind"], manifest["metadata"]["name"]) is not None:
+                raise kube.KubeError(422, "Invalid", "Service iris is invalid: spec.clusterIPs: may not change")
+            return await super().apply_new(manifest)
+
+    client = Invalid({("Service", "iris"): _foreign("Service", "iris")})
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
+    assert ("apply", "Service/iris") not in client.calls
+    assert next(c for c in status.conditions if c.type == "Degraded").reason == "NameConflict"
+
+
+async def test_an_invalid_child_without_a_holder_is_an_error() -> None:
+    class Invalid(RecordingKube):
+        async def apply_new(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+            raise kube.KubeError(422, "Invalid", "Service iris is invalid")
+
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    with pytest.raises(kube.KubeError, match="invalid"):
+        await Reconciler(Invalid(), IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
