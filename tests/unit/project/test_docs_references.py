@@ -41,7 +41,10 @@ def test_every_cited_markdown_file_exists() -> None:
     assert "docs/conditions.md" in present
     missing = []
     for path in _files():
-        text = path.read_text(errors="replace")
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:  # a test of another tier removed its scratch file while this one scanned
+            continue
         for number, line in enumerate(text.splitlines(), start=1):
             for cited in CITED.findall(line):
                 name = cited.removeprefix("./")
