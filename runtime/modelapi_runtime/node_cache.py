@@ -10,6 +10,12 @@ until the digest is known to match), the pod compares that digest with its spec'
 without hashing it again, moved from the socket to the file by ``splice(2)`` where the kernel offers it; otherwise it
 hashes the bytes as they arrive. A stream that ends short (a corrupt entry, a failed fill) is asked for again.
 
+With its pod's UID (``Placement``), the pod first asks the agent to place a verified entry into its own volume:
+it writes a proof named after a random token there (``PROOF_PREFIX``), the agent finds it under the kubelet's pods
+directory and links (or copies, with its own CPU) the entry beside it (``PLACED_PREFIX``; cache_agent/placement.py),
+and the pod moves that file into place: no byte goes through the pod. A fill in progress, a missing proof, an older
+agent or one that cannot see the pods directory stream the bytes as above.
+
 When the agent cannot be used (unreachable, refused for a reason other than the store's own 403/404, a stream that
 keeps ending short, no room) the pod downloads directly: the model still starts, the reason is logged and
 ``modelapi_node_cache_fallback`` is 1. The store's 403 or 404 through the agent is the pod's own answer: it is raised
@@ -24,10 +30,13 @@ import http.client
 import json
 import logging
 import os
+import secrets
 import select
 import socket
+import stat
 import time
 import urllib.parse
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,9 @@ from modelapi_runtime.cache_agent.protocol import (
     ENDPOINT_NOT_ALLOWED,
     FETCH_PATH,
     ORIGIN_HEADER,
+    PLACED_HEADER,
+    PLACED_PREFIX,
+    PROOF_PREFIX,
     SHA256_HEADER,
 )
 from modelapi_runtime.exceptions import (
@@ -89,21 +101,39 @@ def presigned_urls(source: Source) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What the agent needs to put an entry into this pod's volume: the pod's UID (the downward API), the volume's
+    mount (the runtime's model_dir: the volume's root) and the object's size from its HEAD, when known."""
+
+    pod_uid: str
+    volume: Path
+    size: int | None = None
+
+
 class AgentSource:
     """One object through the node's agent: ``fetch_into`` asks, writes the answer to a file, and asks again when a
     stream ends short."""
 
-    def __init__(self, agent_url: str, urls: tuple[str, str], display: str, expected: str | None = None) -> None:
+    def __init__(
+        self,
+        agent_url: str,
+        urls: tuple[str, str],
+        display: str,
+        expected: str | None = None,
+        placement: Placement | None = None,
+    ) -> None:
         parts = urllib.parse.urlsplit(agent_url)
         if parts.scheme != "http" or not parts.hostname:
             raise AgentUnusable(f"the node cache URL must be http://HOST:PORT, got {agent_url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
-        request: dict[str, str] = {"head": urls[0], "get": urls[1]}
+        self.request: dict[str, Any] = {"head": urls[0], "get": urls[1]}
         if expected is not None:
-            request["sha256"] = expected
-        self.body = json.dumps(request).encode()
+            self.request["sha256"] = expected
         self.display = display
         self.expected = expected
+        self.placement = placement
+        self.body = json.dumps(self.request).encode()
 
     def _post(self) -> tuple[http.client.HTTPConnection, Any, socket.socket]:
         """The connection, the answer and the answer's socket (http.client lets go of it on ``Connection: close``,
@@ -132,10 +162,32 @@ class AgentSource:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _fetch_once(self, dest: Path) -> Pulled:
+        if self.placement is None:
+            return self._exchange(dest, None)
+        token = secrets.token_hex(16)
+        volume = self.placement.volume
+        proof, placed = volume / (PROOF_PREFIX + token), volume / (PLACED_PREFIX + token)
+        try:
+            os.close(os.open(proof, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError as exc:
+            log.warning("%s: cannot write the node cache proof (%s); streamed", self.display, exc)
+            self.placement = None
+            return self._exchange(dest, None)
+        self.body = json.dumps({**self.request, "pod": {"uid": self.placement.pod_uid, "token": token}}).encode()
+        try:
+            return self._exchange(dest, placed)
+        finally:
+            proof.unlink(missing_ok=True)
+            placed.unlink(missing_ok=True)
+
+    def _exchange(self, dest: Path, placed: Path | None) -> Pulled:
         conn, resp, sock = self._post()
         try:
             if resp.status != 200:
                 raise _refusal(resp, self.display, self.expected)
+            method = resp.headers.get(PLACED_HEADER)
+            if method is not None and placed is not None:
+                return self._take_placed(resp.headers.get(SHA256_HEADER), placed, dest, method)
             origin: ArtifactOrigin = "cache" if resp.headers.get(ORIGIN_HEADER) == "cache" else "store"
             vouched = resp.headers.get(SHA256_HEADER)
             if vouched is not None and not SHA256_RE.match(vouched):
@@ -162,6 +214,24 @@ class AgentSource:
             return Pulled(sha256, received, origin)
         finally:
             conn.close()
+
+    def _take_placed(self, vouched: str | None, placed: Path, dest: Path, method: str) -> Pulled:
+        """The file the agent put into this pod's volume, moved to ``dest``; its digest is the agent's (it checked
+        the entry: cache_agent/cache.py ``_intact``). A placement that is not as announced is asked for again,
+        streamed."""
+        try:
+            if vouched is None or not SHA256_RE.match(vouched):
+                raise OSError(f"no valid {SHA256_HEADER} header")
+            check_digest(self.display, self.expected, vouched)
+            st = placed.lstat()
+            if not stat.S_ISREG(st.st_mode) or (self.placement and self.placement.size not in (None, st.st_size)):
+                raise OSError("not a regular file of the object's size")
+            os.replace(placed, dest)
+        except OSError as exc:
+            self.placement = None  # the next attempt streams
+            raise ArtifactUnavailable(f"{self.display}: the node cache's placed file is unusable ({exc})") from None
+        log.info("%s: placed in this pod's volume by the node cache agent (%s)", self.display, method)
+        return Pulled(vouched, st.st_size, "cache")
 
     def _failure(self, exc: OSError) -> Exception:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -274,8 +344,9 @@ def _refusal(resp: Any, display: str, expected: str | None) -> Exception:
 class NodeCacheClient:
     """A ``storage.RemoteFetcher``: the node's agent, or None (fallback) with the reason kept in ``fallback``."""
 
-    def __init__(self, agent_url: str) -> None:
+    def __init__(self, agent_url: str, placement: Placement | None = None) -> None:
         self.agent_url = agent_url
+        self.placement = placement
         self.fallback: str | None = None
 
     def __call__(self, source: Source, info: ObjectInfo, dest: Path, expected: str | None = None) -> Pulled | None:
@@ -283,7 +354,8 @@ class NodeCacheClient:
             urls = presigned_urls(source)
             if urls is None:
                 return None
-            return AgentSource(self.agent_url, urls, source.display, expected).fetch_into(dest)
+            placement = replace(self.placement, size=info.size) if self.placement else None
+            return AgentSource(self.agent_url, urls, source.display, expected, placement).fetch_into(dest)
         except (AgentUnusable, ArtifactUnavailable) as exc:
             self.fallback = str(exc.message if isinstance(exc, ArtifactUnavailable) else exc)
             log.warning("%s: node cache not used, downloading directly: %s", source.display, self.fallback)

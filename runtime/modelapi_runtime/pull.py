@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelapi_runtime.exceptions import ModelLoadFailed, StartupError
-from modelapi_runtime.node_cache import NodeCacheClient
+from modelapi_runtime.node_cache import NodeCacheClient, Placement
 from modelapi_runtime.settings import RuntimeSettings
 from modelapi_runtime.storage import Artifact, TransferOptions, clear_partials, display_uri, fetch
 
@@ -55,7 +55,8 @@ def pull_artifacts(settings: RuntimeSettings) -> Artifacts:
     """Blocking: the model's and the handler's artifacts as verified local files, through the node cache if set."""
     cache = Path(settings.model_dir)
     options = transfer_options(settings)
-    node_cache = NodeCacheClient(settings.node_cache_url) if settings.node_cache_url else None
+    placement = Placement(settings.pod_uid, cache) if settings.pod_uid else None
+    node_cache = NodeCacheClient(settings.node_cache_url, placement) if settings.node_cache_url else None
     started = time.perf_counter()
     clear_partials(cache)  # this runtime owns model_dir: what a killed predecessor left would only take room
     model = fetch(settings.model_uri, cache, sha256=settings.sha256, options=options, remote=node_cache)

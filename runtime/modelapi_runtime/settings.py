@@ -118,6 +118,11 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, le=3600, description="After draining: longest wait for in-flight requests."
     )
+    pod_uid: str | None = Field(
+        default=None,
+        description="This pod's UID (the downward API's metadata.uid, set by the operator with the node cache): the "
+        "node's agent then places a cached artifact in model_dir (the pod's emptyDir) instead of streaming it.",
+    )
     node_cache_url: str | None = Field(
         default=None,
         description="http://HOST:PORT of the node's cache agent (the operator sets it from the pod's status.hostIP "

@@ -86,6 +86,8 @@ def _node_cache_env(port: int) -> list[dict[str, Any]]:
     return [
         {"name": NODE_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
         _env(env_var_name("node_cache_url"), f"http://$({NODE_IP_ENV}):{port}"),
+        # the agent places a cached artifact straight into this pod's emptyDir, found by the pod's UID
+        {"name": env_var_name("pod_uid"), "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
     ]
 
 

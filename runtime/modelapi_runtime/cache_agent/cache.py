@@ -23,6 +23,7 @@ from typing import Literal
 
 from modelapi_runtime.cache_agent.index import Entry, Index
 from modelapi_runtime.cache_agent.metrics import AgentMetrics
+from modelapi_runtime.cache_agent.placement import Method, PlacementRefused, place
 from modelapi_runtime.cache_agent.presigned import PresignedSource, Store, object_key
 from modelapi_runtime.cache_agent.settings import CacheAgentSettings
 from modelapi_runtime.exceptions import ArtifactError, InvalidArtifactSpec
@@ -75,6 +76,13 @@ class Fill:
             self.changed.notify_all()
 
 
+def _signature(path: Path) -> tuple[int, int, int]:
+    """What changes when a file's bytes are written or it is replaced (its ctime is not used: every hard link
+    made or removed changes it)."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def _movable(fill: Fill, offset: int) -> bool:
     """Whether a reader at ``offset`` can go on: the fill ended, or bytes past it are written (all but the last
     byte, which waits for the fill's verdict)."""
@@ -97,6 +105,7 @@ class Answer:
     chunks: Iterator[bytes | memoryview]
     release: Callable[[], None]
     closed: bool = False
+    placed: Method | None = None  # put into the pod's volume (placement.py): nothing is streamed
 
     def close(self) -> None:
         if not self.closed:
@@ -114,6 +123,8 @@ class NodeCache:
             concurrency=settings.download_concurrency, part_size=settings.download_part_mib * MiB
         )
         self.stall_s = settings.fill_stall_seconds
+        self.pods_dir = Path(settings.pods_dir) if settings.pods_dir else None
+        self.pod_volume = settings.pod_volume
         self.index = Index(settings.max_mib * MiB)
         self.fills: dict[str, Fill] = {}
         self.lock = threading.Lock()
@@ -137,11 +148,13 @@ class NodeCache:
             blob = meta.with_suffix("")
             try:
                 data = json.loads(meta.read_text())
-                entry = Entry(data["key"], data["etag"], int(data["size"]), data["sha256"], blob.stat().st_mtime)
+                entry = Entry(data["key"], data["etag"], int(data["size"]), data["sha256"], blob.stat().st_atime)
                 valid = entry.size == blob.stat().st_size and self._blob(entry.key) == blob
             except (OSError, ValueError, KeyError, TypeError):
                 valid = False
             if valid:
+                with contextlib.suppress(OSError):
+                    blob.chmod(0o444)  # an entry of an agent before placement was 0600
                 self.index.entries[entry.key] = entry
             else:
                 meta.unlink(missing_ok=True)
@@ -155,21 +168,36 @@ class NodeCache:
     def _blob(self, key: str) -> Path:
         return self.objects / hashlib.sha256(key.encode()).hexdigest()
 
+    def _touch(self, key: str) -> None:
+        """Last use, kept in the file's atime so that it survives a restart of the agent (its mtime is left alone:
+        it is part of what ``_intact`` compares)."""
+        with contextlib.suppress(OSError):
+            blob = self._blob(key)
+            os.utime(blob, ns=(time.time_ns(), blob.stat().st_mtime_ns))
+
     def _delete(self, key: str) -> None:
         blob = self._blob(key)
         blob.with_suffix(".json").unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
 
     # -- serving ------------------------------------------------------------------------------------------------------
-    def open(self, head_url: str, get_url: str, sha256: str | None = None) -> Answer:
+    def open(
+        self, head_url: str, get_url: str, sha256: str | None = None, pod: tuple[str, str] | None = None
+    ) -> Answer:
         """The object's bytes for a pod, if the store lets the pod read it; ``sha256``: the digest the pod expects
-        (a fill's stream is then cut short unless its bytes have it). Raises ``ArtifactError`` (the store's answer to
-        the pod's own URLs), ``NoRoom`` (index), ``Busy`` or ``DigestMismatch`` (an entry with another digest)."""
+        (a fill's stream is then cut short unless its bytes have it); ``pod``: (its UID, its proof's token) when it
+        asks to have a verified entry placed in its volume (placement.py; streamed where that cannot be done).
+        Raises ``ArtifactError`` (the store's answer to the pod's own URLs), ``NoRoom`` (index), ``Busy`` or
+        ``DigestMismatch`` (an entry with another digest)."""
         key = object_key(head_url)
         if object_key(get_url) != key:
             raise InvalidArtifactSpec("the HEAD and GET URLs name different objects")
         info = self.store.head(head_url)  # the pod's access check: before the cache is looked at
         etag, size = str(info.etag), int(info.size or 0)
+        if pod is not None and self.pods_dir is not None:
+            placed = self._place(key, (etag, size), sha256, pod, display_uri(get_url))
+            if placed is not None:
+                return placed
         with self.lock:
             entry = self.index.match(key, etag, size)
             if entry is not None:
@@ -201,6 +229,61 @@ class NodeCache:
         thread.start()
         return Answer(size, "store", _vouch(size, sha256), self._follow(fill, sha256), partial(self._leave, fill))
 
+    def _place(
+        self, key: str, version: tuple[str, int], sha256: str | None, pod: tuple[str, str], display: str
+    ) -> Answer | None:
+        """A verified entry put into the pod's volume; None when there is none, it proved corrupt (dropped: the
+        caller fills it again) or it cannot be placed (the caller streams it)."""
+        assert self.pods_dir is not None
+        size = version[1]
+        with self.lock:
+            entry = self.index.match(key, *version)
+            if entry is None:
+                return None
+            if sha256 is not None and entry.sha256 != sha256:
+                raise DigestMismatch(display, entry.sha256, sha256)
+            self.index.lease(key, time.time())
+        try:
+            blob = self._blob(key)
+            if not self._intact(entry, blob):
+                return None
+            method = place(self.pods_dir, self.pod_volume, pod[0], pod[1], blob)
+        except PlacementRefused as exc:
+            log.info("%s not placed in pod %s, streamed instead: %s", key, pod[0], exc)
+            self.metrics.placement_refusals.inc()
+            return None
+        finally:
+            self._release(entry)
+        self._touch(key)
+        self.metrics.hits.inc()
+        self.metrics.placed.labels(method).inc()
+        self.metrics.placed_bytes.labels(method).inc(size)
+        log.info("placed %s in pod %s (%s, %d bytes)", key, pod[0], method, size)
+        return Answer(size, "cache", entry.sha256, iter(()), lambda: None, placed=method)
+
+    def _intact(self, entry: Entry, blob: Path) -> bool:
+        """Whether the entry's file still has its digest: taken as known while its (size, mtime_ns, inode) are those
+        it had when last verified, hashed again here (the agent's CPU) otherwise. A corrupt one is dropped."""
+        try:
+            before = _signature(blob)
+            if before == entry.verified:
+                return True
+            digest = hashlib.sha256()
+            with blob.open("rb", buffering=0) as f:
+                buffer = bytearray(CHUNK)
+                while n := f.readinto(buffer):
+                    digest.update(memoryview(buffer)[:n])
+            after = _signature(blob)
+        except OSError as exc:
+            self._drop_corrupt(entry, f"unreadable ({exc.strerror})")
+            return False
+        if digest.hexdigest() != entry.sha256:
+            self._drop_corrupt(entry, f"sha256 is {digest.hexdigest()}, recorded {entry.sha256}")
+            return False
+        if before == after:
+            entry.verified = after
+        return True
+
     def _release(self, entry: Entry) -> None:
         with self.lock:
             Index.release(entry)
@@ -221,7 +304,9 @@ class NodeCache:
             sha256, size = download(source, info, fill.tmp, self.options, progress=fill.advance)
             entry = Entry(fill.key, fill.etag, size, sha256, time.time())
             blob = self._blob(fill.key)
+            os.chmod(fill.tmp, 0o444)  # placed in pods' volumes as a hard link: readable by them, never writable
             os.replace(fill.tmp, blob)
+            entry.verified = _signature(blob)  # its bytes were hashed as they were written
             meta = {"key": entry.key, "etag": entry.etag, "size": entry.size, "sha256": entry.sha256}
             blob.with_suffix(".json").write_text(json.dumps(meta))
             with self.lock:
@@ -274,6 +359,7 @@ class NodeCache:
         digest, held = hashlib.sha256(), memoryview(b"")
         buffers, turn = (bytearray(CHUNK), bytearray(CHUNK)), 0
         try:
+            before = _signature(self._blob(entry.key))
             with self._blob(entry.key).open("rb", buffering=0) as f:
                 while n := f.readinto(buffers[turn]):
                     chunk = memoryview(buffers[turn])[:n]
@@ -287,10 +373,12 @@ class NodeCache:
         if digest.hexdigest() != entry.sha256:
             self._drop_corrupt(entry, f"sha256 is {digest.hexdigest()}, recorded {entry.sha256}")
             raise StreamAborted(f"{entry.key}: the cached copy is corrupt")
+        with contextlib.suppress(OSError):
+            if _signature(self._blob(entry.key)) == before:
+                entry.verified = before
         if held:
             yield held
-        with contextlib.suppress(OSError):
-            os.utime(self._blob(entry.key))  # last use survives a restart of the agent
+        self._touch(entry.key)
 
     def _drop_corrupt(self, entry: Entry, why: str) -> None:
         log.warning("dropping the cached copy of %s: %s", entry.key, why)

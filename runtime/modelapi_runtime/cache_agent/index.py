@@ -22,6 +22,7 @@ class Entry:
     sha256: str
     last_used: float
     leases: int = 0
+    verified: tuple[int, int, int] | None = None  # the file's (size, mtime_ns, inode) when its digest last matched
 
 
 class Index:

@@ -1,7 +1,8 @@
 """The node cache agent's Prometheus metrics (docs/metrics.md, "The node cache agent's metrics"), at ``GET /metrics``.
 
-No label takes a value from a request: ``origin`` is ``cache`` or ``store``, ``reason`` one of the agent's refusal
-reasons (``server.error_status``). Entries and bytes held are read from the index when scraped.
+No label takes a value from a request: ``origin`` is ``cache`` or ``store``, ``method`` ``link`` or ``copy``,
+``reason`` one of the agent's refusal reasons (``server.error_status``).
+Entries and bytes held are read from the index when scraped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ class AgentMetrics:
         )
         self.corrupt = Counter(
             PREFIX + "corrupt_entries", "Entries dropped because their bytes no longer matched.", registry=r
+        )
+        self.placed = Counter(
+            PREFIX + "placed", "Entries put into a pod's volume instead of streamed, by method (link, copy).",
+            ["method"], registry=r,
+        )  # fmt: skip
+        self.placed_bytes = Counter(
+            PREFIX + "placed_bytes", "Bytes put into pods' volumes, by method (link, copy).", ["method"], registry=r
+        )
+        self.placement_refusals = Counter(
+            PREFIX + "placement_refusals",
+            "Placements asked for but not made (no such pod volume, no proof, no room): streamed instead.",
+            registry=r,
         )
         self.refusals = Counter(PREFIX + "refusals", "Pod requests refused, by reason.", ["reason"], registry=r)
         self.entries = Gauge(PREFIX + "entries", "Verified artifacts held.", registry=r)

@@ -2,9 +2,14 @@
 
 ``GET /metrics``: the agent's Prometheus metrics (docs/metrics.md).
 
-``POST /v1/fetch`` with a JSON body ``{"head": URL, "get": URL, "sha256": HEX}``: presigned URLs of one object (for
-an https:// artifact URI, the URI itself twice) and, optionally, the digest the pod's spec expects. Answers:
+``POST /v1/fetch`` with a JSON body ``{"head": URL, "get": URL, "sha256": HEX, "pod": {"uid": UID, "token": HEX}}``:
+presigned URLs of one object (for an https:// artifact URI, the URI itself twice) and, optionally, the digest the
+pod's spec expects and the pod's UID with the token of the proof it wrote into its volume (placement.py). Answers:
 
+- 200 with ``X-Modelapi-Placed: link | copy`` and an empty body: a verified entry was put into the pod's volume as
+  ``.node-cache-placed-<token>`` (only for a request with ``pod``, to an agent that sees the kubelet's pods
+  directory, for an entry that is complete; otherwise the bytes are streamed as below). ``X-Modelapi-Sha256`` is the
+  entry's digest, checked by the agent (placement.py, cache.py ``_intact``).
 - 200: the artifact's bytes (``Content-Length``), header ``X-Modelapi-Origin: cache | store`` (whether this answer
   made the agent download from the store) and, when the agent vouches for the digest, ``X-Modelapi-Sha256``: the
   stream then completes only if its bytes have that digest (an entry is hashed again as it is served, a fill is
@@ -25,6 +30,9 @@ HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"  # Prometheus text format (cache_agent.metrics)
 ORIGIN_HEADER = "X-Modelapi-Origin"
 SHA256_HEADER = "X-Modelapi-Sha256"
+PLACED_HEADER = "X-Modelapi-Placed"
+PROOF_PREFIX = ".node-cache-proof-"  # the pod's proof in its volume: PROOF_PREFIX + token (placement.py)
+PLACED_PREFIX = ".node-cache-placed-"  # where the agent places the artifact: PLACED_PREFIX + token
 MAX_REQUEST_BYTES = 64 * 1024  # two presigned URLs fit many times over
 ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
 CHECKSUM_MISMATCH = "ChecksumMismatch"

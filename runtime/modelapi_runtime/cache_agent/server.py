@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelapi_runtime.cache_agent.cache import Answer, Busy, DigestMismatch, NodeCache, StreamAborted
 from modelapi_runtime.cache_agent.index import NoRoom
+from modelapi_runtime.cache_agent.placement import PlacementRefused, check_request
 from modelapi_runtime.cache_agent.presigned import EndpointNotAllowed
 from modelapi_runtime.cache_agent.protocol import (
     CHECKSUM_MISMATCH,
@@ -28,6 +29,7 @@ from modelapi_runtime.cache_agent.protocol import (
     MAX_REQUEST_BYTES,
     METRICS_PATH,
     ORIGIN_HEADER,
+    PLACED_HEADER,
     SHA256_HEADER,
 )
 from modelapi_runtime.exceptions import (
@@ -97,8 +99,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
             return
         try:
-            head, get, sha256 = self._read_request()
-            answer = self.cache.open(head, get, sha256)
+            head, get, sha256, pod = self._read_request()
+            answer = self.cache.open(head, get, sha256, pod)
         except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom, DigestMismatch) as exc:
             status, reason = error_status(exc)
             message = exc.message if isinstance(exc, ArtifactError | InvalidArtifactSpec) else str(exc)
@@ -119,7 +121,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _read_request(self) -> tuple[str, str, str | None]:
+    def _read_request(self) -> tuple[str, str, str | None, tuple[str, str] | None]:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
             raise InvalidArtifactSpec(f"a JSON body of at most {MAX_REQUEST_BYTES} bytes with its Content-Length")
@@ -132,14 +134,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sha256 = body.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
             raise InvalidArtifactSpec("sha256 must be 64 lowercase hexadecimal characters")
-        return body["head"], body["get"], sha256
+        return body["head"], body["get"], sha256, _pod(body.get("pod"))
 
     def _send(self, answer: Answer) -> None:
         sent = 0
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(answer.size))
+            self.send_header("Content-Length", "0" if answer.placed else str(answer.size))
+            if answer.placed:
+                self.send_header(PLACED_HEADER, answer.placed)
             self.send_header(ORIGIN_HEADER, answer.origin)
             if answer.sha256:
                 self.send_header(SHA256_HEADER, answer.sha256)
@@ -158,8 +162,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             answer.close()
             self.close_connection = True
             self.cache.metrics.served_bytes.labels(answer.origin).inc(sent)
-        if sent == answer.size:
+        if sent == answer.size and not answer.placed:
             log.info("served %d bytes (%s) to %s", sent, answer.origin, self.address_string())
+
+
+def _pod(value: object) -> tuple[str, str] | None:
+    """The request's ``pod`` (UID, token), checked; None without one."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("uid", "token")):
+        raise InvalidArtifactSpec('pod must be {"uid": UID, "token": HEX}')
+    try:
+        check_request(value["uid"], value["token"])
+    except PlacementRefused as exc:
+        raise InvalidArtifactSpec(str(exc)) from None
+    return value["uid"], value["token"]
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -34,6 +34,15 @@ class CacheAgentSettings(BaseSettings):
         description="A pod waiting on a fill that moves no byte for this long is answered "
         "with a short stream (it retries or downloads itself).",
     )
+    pods_dir: str | None = Field(
+        default=None,
+        description="The kubelet's pods directory (<kubelet root>/pods) as mounted in the agent: a verified entry is "
+        "then placed in the asking pod's volume (a hard link, or an in-kernel copy) instead of streamed. Unset: "
+        "always streamed.",
+    )
+    pod_volume: str = Field(
+        default="models", description="The model pods' emptyDir volume that entries are placed in (its name)."
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
 
     @field_validator("allowed_endpoints", mode="before")

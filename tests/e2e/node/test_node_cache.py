@@ -38,6 +38,8 @@ from .test_real_node import Models, _apply, _manifest, _wait_degraded, _wait_rea
 ROOT = Path(__file__).resolve().parents[3]
 MiB = 1024 * 1024
 ARTIFACT_MIB = int(os.environ.get("MODELAPI_E2E_CACHE_ARTIFACT_MIB", "1024"))
+# how a hit reaches the pod (the chart's nodeCache.placement): link (the cache under the kubelet's root), copy, stream
+PLACEMENT = os.environ.get("MODELAPI_E2E_CACHE_PLACEMENT", "link")
 BOUND_MIB = ARTIFACT_MIB * 5 // 2  # the large artifact and a bit more: the eviction test fills it with two others
 
 pytestmark = pytest.mark.node
@@ -50,6 +52,13 @@ class Agent:
     host: str
     port: int
     directory: Path
+    kubelet_root: Path
+
+    def pod_file(self, pod: dict[str, Any]) -> Path:
+        """The artifact in ``pod``'s own volume, as the node sees it."""
+        volume = self.kubelet_root / "pods" / pod["metadata"]["uid"] / "volumes" / "kubernetes.io~empty-dir" / "models"
+        (blob,) = (volume / "blobs" / "sha256").iterdir()
+        return blob
 
     def blob(self, uri_path: str) -> Path:
         """The cached file of the object whose URL path ends with ``uri_path``."""
@@ -89,7 +98,9 @@ def cache_agent(cluster: Cluster, node: dict[str, str]) -> Iterator[Agent]:
     """The chart's node-cache DaemonSet, rendered by helm and applied in a namespace that allows "privileged"."""
     suffix = secrets.token_hex(3)
     namespace = f"e2e-node-cache-{suffix}"
-    directory = Path(cluster.env["MODELAPI_CLUSTER_DIR"]) / f"node-cache-{suffix}"
+    run_dir = Path(cluster.env["MODELAPI_CLUSTER_DIR"])
+    kubelet_root = run_dir / "node" / "kubelet" / "root"  # the harness's kubelet --root-dir (cluster/node.sh)
+    directory = (kubelet_root if PLACEMENT == "link" else run_dir) / f"node-cache-{suffix}"
     port = free_port()
     values = {
         "nodeCache": {
@@ -97,11 +108,13 @@ def cache_agent(cluster: Cluster, node: dict[str, str]) -> Iterator[Agent]:
             "image": node["NODE_RUNTIME_IMAGE"],
             "port": port,
             "hostPath": str(directory),
+            "placement": PLACEMENT,
+            "kubeletRootDir": str(kubelet_root),
             "maxSizeMiB": BOUND_MIB,
             "allowedEndpoints": [node["NODE_S3_ENDPOINT_URL"]],
         }
     }
-    values_path = directory.parent / f"node-cache-values-{suffix}.yaml"
+    values_path = run_dir / f"node-cache-values-{suffix}.yaml"
     values_path.write_text(yaml.safe_dump(values))
     rendered = subprocess.run(
         [cluster.env["HELM"], "template", "modelapi", str(ROOT / "charts" / "modelapi"), "--namespace", namespace,
@@ -122,7 +135,7 @@ def cache_agent(cluster: Cluster, node: dict[str, str]) -> Iterator[Agent]:
 
     wait_until(ready, timeout=120, interval=1, what="the node cache agent Ready")
     host = node["NODE_IP"]
-    yield Agent(namespace, f"http://{host}:{port}", host, port, directory)
+    yield Agent(namespace, f"http://{host}:{port}", host, port, directory, kubelet_root)
     cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=60s", check=False, timeout=90)
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -267,6 +280,15 @@ def test_cache_a_second_replica_and_a_replaced_pod_download_nothing(
     again = _artifact_metrics(replacement)
     print(f"[node-cache] a replaced pod: {again}")
     assert again == ("cache", 0, 0)
+    placed, entry = cache_agent.pod_file(replacement).stat(), cache_agent.blob("/large/model.onnx").stat()
+    print(f"[node-cache] its file: inode {placed.st_ino} (the entry's {entry.st_ino}), links {placed.st_nlink}")
+    assert placed.st_size == size
+    if PLACEMENT == "link":  # the entry itself, read-only: not one byte went through the pod
+        assert (placed.st_ino, placed.st_dev) == (entry.st_ino, entry.st_dev)
+        assert placed.st_mode & 0o777 == 0o444
+    elif PLACEMENT == "copy":
+        assert placed.st_ino != entry.st_ino
+        assert placed.st_mode & 0o777 == 0o444, "the agent's copy, not the pod's own"
 
     def cold_start() -> dict[str, Any] | None:
         status = cluster.get_json("modelapi", "large", namespace=restricted).get("status", {})
@@ -284,7 +306,12 @@ def test_cache_a_second_replica_and_a_replaced_pod_download_nothing(
     assert moved["modelapi_cache_hits_total"] == 2
     assert moved["modelapi_cache_store_bytes_total"] == size
     assert moved['modelapi_cache_served_bytes_total{origin="store"}'] == size
-    assert moved['modelapi_cache_served_bytes_total{origin="cache"}'] == 2 * size
+    if PLACEMENT == "stream":
+        assert moved['modelapi_cache_served_bytes_total{origin="cache"}'] == 2 * size
+    else:  # the pod that read along streamed; the replaced one got the entry placed in its volume
+        assert moved['modelapi_cache_served_bytes_total{origin="cache"}'] == size
+        assert moved[f'modelapi_cache_placed_total{{method="{PLACEMENT}"}}'] == 1
+        assert moved[f'modelapi_cache_placed_bytes_total{{method="{PLACEMENT}"}}'] == size
     assert cache_agent.metrics()["modelapi_cache_bytes"] >= size
 
 

@@ -244,12 +244,14 @@ def test_the_node_cache_is_reached_at_the_pods_node_address_without_anything_pri
     url = env[names.index("MODELAPI_NODE_CACHE_URL")]["value"]
     assert url == "http://$(MODELAPI_NODE_IP):8089"
     assert names.index("MODELAPI_NODE_IP") < names.index("MODELAPI_NODE_CACHE_URL"), "Kubernetes expands earlier ones"
+    # the pod's UID, by which the agent finds its emptyDir to place a cached artifact in
+    assert env[names.index("MODELAPI_POD_UID")]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
     assert RuntimeSettings(model_uri="s3://b/k", node_cache_url=url.replace("$(MODELAPI_NODE_IP)", "10.0.0.7"))
     assert all("hostPath" not in volume for volume in pod["volumes"])
     assert "hostNetwork" not in pod
 
     without = build_deployment(_spec(), OWNER, "abc", IMAGES)["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert not [item for item in without if item["name"].startswith("MODELAPI_NODE")]
+    assert not [item for item in without if item["name"].startswith(("MODELAPI_NODE", "MODELAPI_POD_UID"))]
     assert compute_revision(_spec(), OWNER, IMAGES) != compute_revision(_spec(), OWNER, images)
 
 

@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from modelapi_runtime.cache_agent.protocol import FETCH_PATH
 from modelapi_runtime.cache_agent.server import Server, make_server
 from modelapi_runtime.cache_agent.settings import CacheAgentSettings
 from modelapi_runtime.exceptions import ArtifactAccessDenied, ChecksumMismatch
-from modelapi_runtime.node_cache import NodeCacheClient
+from modelapi_runtime.node_cache import NodeCacheClient, Placement
 from modelapi_runtime.storage import TransferOptions, fetch
 
 MiB = 1024 * 1024
@@ -82,9 +83,10 @@ class Agent:
 def agent_factory(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
-    def make(endpoints: list[str], max_mib: int = 64) -> Agent:
+    def make(endpoints: list[str], max_mib: int = 64, pods_dir: Path | None = None) -> Agent:
         settings = CacheAgentSettings(
             dir=str(tmp_path / "node-cache"),
+            pods_dir=str(pods_dir) if pods_dir else None,
             max_mib=max_mib,
             allowed_endpoints=endpoints,
             download_part_mib=1,
@@ -209,6 +211,102 @@ def test_a_corrupt_entry_is_detected_dropped_and_fetched_again(
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     third, _ = _pod_fetch(uri, tmp_path / "pod-3", agent.url)
     assert third.origin == "cache"
+
+
+def _pod_volume(pods: Path) -> tuple[str, Path]:
+    """A new pod's UID and its emptyDir ``models`` under the kubelet's pods directory ``pods``."""
+    uid = str(uuid.uuid4())
+    volume = pods / uid / "volumes" / "kubernetes.io~empty-dir" / "models"
+    volume.mkdir(parents=True)
+    return uid, volume
+
+
+def test_a_verified_entry_is_placed_in_the_pods_volume_as_a_hard_link_and_not_streamed(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(3 * MiB + 1, seed=11)
+    handler.files["/m/p.onnx"] = data
+    pods = tmp_path / "kubelet" / "pods"
+    agent = agent_factory([url], pods_dir=pods)
+    uri = f"{url}/m/p.onnx?{GOOD}"
+    expected = hashlib.sha256(data).hexdigest()
+
+    uid, volume = _pod_volume(pods)  # replica 1: a miss, streamed while the agent fills
+    first = fetch(uri, volume, options=OPTIONS, remote=NodeCacheClient(agent.url, Placement(uid, volume)))
+    assert first.origin == "store"
+    served = _agent_metrics(agent).get('modelapi_cache_served_bytes_total{origin="cache"}', 0.0)
+
+    uid, volume = _pod_volume(pods)  # replica 2: the entry linked into its volume
+    client = NodeCacheClient(agent.url, Placement(uid, volume))
+    second = fetch(uri, volume, sha256=expected, options=OPTIONS, remote=client)
+    (blob,) = [p for p in (tmp_path / "node-cache" / "objects").iterdir() if p.suffix != ".json"]
+    assert (second.origin, second.store_bytes, client.fallback) == ("cache", 0, None)
+    assert second.path.stat().st_ino == blob.stat().st_ino
+    assert second.path.stat().st_mode & 0o777 == 0o444
+    assert second.path.read_bytes() == data
+    assert sorted(p.name for p in volume.iterdir()) == ["blobs", "refs", "tmp"]  # no proof or placed file left
+    metrics = _agent_metrics(agent)
+    assert metrics['modelapi_cache_placed_total{method="link"}'] == 1
+    assert metrics['modelapi_cache_placed_bytes_total{method="link"}'] == len(data)
+    assert metrics.get('modelapi_cache_served_bytes_total{origin="cache"}', 0.0) == served  # nothing streamed
+    assert handler.sent["/m/p.onnx"] == len(data)
+
+
+def test_a_pod_not_on_this_node_or_without_access_is_not_placed_anything(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(MiB, seed=12)
+    handler.files["/m/q.onnx"] = data
+    pods = tmp_path / "kubelet" / "pods"
+    agent = agent_factory([url], pods_dir=pods)
+    _pod_fetch(f"{url}/m/q.onnx?{GOOD}", tmp_path / "pod-1", agent.url)
+
+    elsewhere = tmp_path / "another-node-pod"  # its UID is not under this kubelet: streamed, as before
+    client = NodeCacheClient(agent.url, Placement(str(uuid.uuid4()), elsewhere))
+    streamed = fetch(f"{url}/m/q.onnx?{GOOD}", elsewhere, options=OPTIONS, remote=client)
+    assert (streamed.origin, client.fallback) == ("cache", None)
+    assert streamed.path.stat().st_nlink == 1
+    assert _agent_metrics(agent)["modelapi_cache_placement_refusals_total"] == 1
+
+    uid, volume = _pod_volume(pods)  # credentials that cannot read the object: refused before any placement
+    client = NodeCacheClient(agent.url, Placement(uid, volume))
+    with pytest.raises(ArtifactAccessDenied):
+        fetch(f"{url}/m/q.onnx?{BAD}", volume, options=OPTIONS, remote=client)
+    assert not [p for p in volume.rglob("*") if p.is_file()]
+
+
+def test_a_corrupt_entry_is_detected_before_it_is_placed_and_fetched_again(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(2 * MiB, seed=13)
+    handler.files["/m/r.onnx"] = data
+    pods = tmp_path / "kubelet" / "pods"
+    agent = agent_factory([url], pods_dir=pods)
+    uri = f"{url}/m/r.onnx?{GOOD}"
+    _pod_fetch(uri, tmp_path / "pod-1", agent.url)
+    (blob,) = [p for p in (tmp_path / "node-cache" / "objects").iterdir() if p.suffix != ".json"]
+    with blob.open("r+b") as f:  # one flipped byte: its mtime moves, so the agent hashes it again
+        f.seek(len(data) // 3)
+        byte = f.read(1)
+        f.seek(len(data) // 3)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    uid, volume = _pod_volume(pods)
+    client = NodeCacheClient(agent.url, Placement(uid, volume))
+    again = fetch(uri, volume, sha256=hashlib.sha256(data).hexdigest(), options=OPTIONS, remote=client)
+    assert again.origin == "store"  # dropped, filled again and streamed
+    assert again.path.read_bytes() == data
+    assert _agent_metrics(agent)["modelapi_cache_corrupt_entries_total"] == 1
+    assert handler.sent["/m/r.onnx"] == 2 * len(data)
+
+    uid, volume = _pod_volume(pods)  # the fresh entry is placed again
+    placed = fetch(uri, volume, options=OPTIONS, remote=NodeCacheClient(agent.url, Placement(uid, volume)))
+    assert placed.origin == "cache"
+    assert placed.path.read_bytes() == data
+    assert _agent_metrics(agent)['modelapi_cache_placed_total{method="link"}'] == 1
 
 
 def test_eviction_under_a_small_bound_never_removes_an_artifact_being_read(
@@ -455,7 +553,7 @@ def test_every_agent_series_has_a_row_in_docs_metrics() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
     families = AgentMetrics(CollectorRegistry()).registry.collect()
     names = [f.name + ("_total" if f.type == "counter" else "") for f in families if f.name.startswith(PREFIX)]
-    assert len(names) == 11
+    assert len(names) == 14
     missing = [name for name in names if f"| `{name}` |" not in doc]
     assert not missing, f"node cache agent series without a row in docs/metrics.md: {missing}"
     documented = set(re.findall(rf"^\| `({PREFIX}\w+)` \|", doc, re.M))
