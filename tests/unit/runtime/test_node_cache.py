@@ -277,6 +277,28 @@ def test_a_pod_not_on_this_node_or_without_access_is_not_placed_anything(
     assert not [p for p in volume.rglob("*") if p.is_file()]
 
 
+def test_evicting_a_placed_entry_leaves_the_pods_linked_file_whole(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    one, two = _blob(3 * MiB, seed=14), _blob(3 * MiB, seed=15)
+    handler.files["/m/one.onnx"], handler.files["/m/two.onnx"] = one, two
+    pods = tmp_path / "kubelet" / "pods"
+    agent = agent_factory([url], max_mib=4, pods_dir=pods)
+    _pod_fetch(f"{url}/m/one.onnx?{GOOD}", tmp_path / "pod-1", agent.url)
+    uid, volume = _pod_volume(pods)
+    placed = fetch(
+        f"{url}/m/one.onnx?{GOOD}", volume, options=OPTIONS, remote=NodeCacheClient(agent.url, Placement(uid, volume))
+    )
+    assert placed.origin == "cache"
+    assert placed.path.stat().st_nlink == 2  # the entry and the pod's name for it
+
+    _pod_fetch(f"{url}/m/two.onnx?{GOOD}", tmp_path / "pod-3", agent.url)  # fits only by evicting the first
+    assert _agent_metrics(agent)["modelapi_cache_evictions_total"] == 1
+    assert placed.path.stat().st_nlink == 1  # the cache let go of its name; the pod's file is the same inode
+    assert placed.path.read_bytes() == one
+
+
 def test_a_corrupt_entry_is_detected_before_it_is_placed_and_fetched_again(
     store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
 ) -> None:
