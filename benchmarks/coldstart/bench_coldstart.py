@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from e2e.conftest import Cluster, wait_until
-from e2e.node.test_node_cache import Agent, _large_model, _upload
+from e2e.node.test_node_cache import PLACEMENT, Agent, _large_model, _upload
 from e2e.node.test_real_node import _apply, _manifest, _wait_ready
 from e2e.processes import OperatorProcess
 
@@ -224,7 +224,7 @@ def test_time_to_ready_cold_hit_and_restart(
     memory = f"{max(1024, 3 * mib)}Mi"  # parsing and the session hold copies of the weights
     timeout = 300 + mib * 0.3
     agent_before = _agent_metrics(cache_agent) if _agent_serves_metrics(cache_agent) else {}
-    runs: dict[str, Any] = {"artifact_bytes": size}
+    runs: dict[str, Any] = {"artifact_bytes": size, "placement": PLACEMENT}
 
     def apply(replicas: int) -> Callable[[], None]:
         manifest = _manifest(
@@ -272,7 +272,7 @@ def test_time_to_ready_cold_hit_and_restart(
         runs["agent"] = {k: after.get(k, 0.0) - agent_before.get(k, 0.0) for k in sorted(after)}
     RESULTS[f"{mib} MiB"] = runs
 
-    _say(f"{mib} MiB artifact ({size} bytes), {CPU} CPU, {memory}, node cache on:")
+    _say(f"{mib} MiB artifact ({size} bytes), {CPU} CPU, {memory}, node cache on ({PLACEMENT} placement):")
     for label, run in runs.items():
         if not isinstance(run, dict) or "ready_s" not in run:
             continue
