@@ -408,8 +408,28 @@ def test_node_cache_is_a_daemonset_on_the_node_network_that_the_operator_points_
     assert env["MODELAPI_CACHE_HOST"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert (env["MODELAPI_CACHE_PORT"], env["MODELAPI_CACHE_MAX_MIB"]) == ("9123", "2048")
     assert env["MODELAPI_CACHE_ALLOWED_ENDPOINTS"] == "http://s3:9000"
-    (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
-    assert cache["hostPath"] == {"path": "/var/cache/modelapi", "type": "DirectoryOrCreate"}
+    # placement "link" (default): the kubelet's root in one mount, the cache under it, so a hard link can join them
+    assert pod["volumes"][0] == {"name": "kubelet", "hostPath": {"path": "/var/lib/kubelet", "type": "Directory"}}
+    assert [v["name"] for v in pod["volumes"]] == ["kubelet", "tmp"]
+    assert (env["MODELAPI_CACHE_DIR"], env["MODELAPI_CACHE_PODS_DIR"]) == ("/kubelet/modelapi-cache", "/kubelet/pods")
+    for placement, volumes, pods_dir in (("copy", ["cache", "kubelet-pods", "tmp"], "/kubelet-pods"),
+                                         ("stream", ["cache", "tmp"], None)):  # fmt: skip
+        other = {"nodeCache": {**values["nodeCache"], "placement": placement, "hostPath": "/srv/cache"}}
+        (ds,) = [d for d in render(cluster, tmp_path, "ops", other) if d["kind"] == "DaemonSet"]
+        spec = ds["spec"]["template"]["spec"]
+        assert [v["name"] for v in spec["volumes"]] == volumes
+        assert spec["volumes"][0]["hostPath"] == {"path": "/srv/cache", "type": "DirectoryOrCreate"}
+        agent_env = {item["name"]: item.get("value") for item in spec["containers"][0]["env"]}
+        assert (agent_env["MODELAPI_CACHE_DIR"], agent_env.get("MODELAPI_CACHE_PODS_DIR")) == ("/cache", pods_dir)
+        if pods_dir:
+            assert spec["volumes"][1]["hostPath"] == {"path": "/var/lib/kubelet/pods", "type": "Directory"}
+    # a link cannot cross two mounts: a cache outside the kubelet's root is refused with what to change
+    outside = {"nodeCache": {**values["nodeCache"], "hostPath": "/srv/cache"}}
+    refused = helm(cluster, "template", "modelapi", str(CHART), "--kube-version", cluster.env["KUBE_VERSION"],
+                   "--values", values_file(tmp_path, outside), check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "nodeCache.hostPath under nodeCache.kubeletRootDir" in refused.stderr
+    assert "placement to copy" in refused.stderr
     # its metrics are scraped as the model pods' are: the annotations, and a PodMonitor with monitoring.podMonitor
     annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {
@@ -765,6 +785,7 @@ BAD_VALUES = [
     ({"monitoring": {"prometheusRule": {"errorRateFor": "5 minutes"}}}, "at '/monitoring/prometheusRule/errorRateFor'"),
     ({"metrics": {"port": 70000}}, "at '/metrics/port'"),
     ({"nodeCache": {"allowedEndpoints": ["s3.example.com"]}}, "at '/nodeCache/allowedEndpoints/0'"),  # an origin
+    ({"nodeCache": {"placement": "hardlink"}}, "at '/nodeCache/placement'"),
     ({"maxArtifactSize": "20 GB"}, "at '/maxArtifactSize'"),
     ({"logFormat": "xml"}, "at '/logFormat'"),
     ({"tracing": {"otlpEndpoint": "otel-collector:4318"}}, "at '/tracing/otlpEndpoint'"),
