@@ -55,6 +55,10 @@ QUEUE_BYTES = 64 * 1024 * 1024
 # could otherwise hold gigabytes in memory).
 OBJECT_BYTES = 64 * 1024 * 1024
 ERROR_LOG_INTERVAL_S = 60.0
+# The arm of this revision (stable or canary) is read at most this often, by the writer.
+ARM_CHECK_S = 1.0
+Arm = Literal["stable", "canary"]
+ARMS: tuple[Arm, ...] = ("stable", "canary")
 # The writer wakes this often and writes everything queued (for batch_seconds too, and to notice a stop); sooner
 # only when WAKE_AT records wait. Waking it per record costs a thread switch and a GIL hand-over each, measured at
 # about a third of a tiny model's req/s at 10 % sampling.
@@ -77,6 +81,7 @@ class Config:
     batch_seconds: float
     model: str
     revision: str
+    arms_dir: str | None = None
 
     @classmethod
     def of(cls, settings: RuntimeSettings) -> Config | None:
@@ -93,6 +98,7 @@ class Config:
             batch_seconds=settings.prediction_log_batch_seconds,
             model=settings.name,
             revision=settings.revision,
+            arms_dir=settings.prediction_log_arms_dir,
         )
 
 
@@ -157,7 +163,46 @@ class Rfc3339:
         return f"{self.text}.{int((t - second) * 1000):03d}Z"
 
 
-def build_record(p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None = None) -> dict[str, object]:
+class ArmReader:
+    """This revision's arm, from the file named by the revision in the operator's ``<name>-arms`` ConfigMap (mounted
+    as a folder): its content is the revision's role. Read by the writer thread, at most once per ``ARM_CHECK_S``, and
+    parsed again only when the file changed (the kubelet swaps a ConfigMap volume's files atomically: a new file, so a
+    new inode and mtime). None: no folder, no file, or a role that is not an arm (``next``, ``lastKnownGood``, or
+    anything else)."""
+
+    __slots__ = ("arm", "checked_at", "path", "seen")
+
+    def __init__(self, arms_dir: str | None, revision: str) -> None:
+        self.path = os.path.join(arms_dir, revision) if arms_dir and revision else None
+        self.arm: Arm | None = None
+        self.checked_at = -ARM_CHECK_S
+        self.seen: tuple[int, int] | None = None  # (inode, mtime in ns) of the file last read
+
+    def current(self, now: float) -> Arm | None:
+        """The arm as of at most ``ARM_CHECK_S`` before ``now`` (time.monotonic())."""
+        if self.path is None or now - self.checked_at < ARM_CHECK_S:
+            return self.arm
+        self.checked_at = now
+        try:
+            stat = os.stat(self.path)
+        except OSError:  # no ConfigMap yet (the volume is optional), or this revision is not in it
+            self.seen, self.arm = None, None
+            return None
+        if (stat.st_ino, stat.st_mtime_ns) == self.seen:
+            return self.arm
+        try:
+            with open(self.path, "rb") as file:
+                text = file.read(64).strip()
+        except OSError:  # swapped between the stat and the open: the arm as it was, read again next time
+            return self.arm
+        self.seen = (stat.st_ino, stat.st_mtime_ns)
+        self.arm = next((arm for arm in ARMS if text == arm.encode()), None)
+        return self.arm
+
+
+def build_record(
+    p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None = None, arm: Arm | None = None
+) -> dict[str, object]:
     """The JSON object of one record (docs/api.md "Prediction log" lists the fields)."""
     record: dict[str, object] = {
         "kind": KIND,
@@ -165,6 +210,7 @@ def build_record(p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None 
         "request_id": p.request_id,
         "model": model,
         "revision": revision,
+        "arm": arm,
         "protocol": p.protocol,
         "status": p.status,
         "latency_ms": round(p.latency_s * 1000, 3),
@@ -330,6 +376,7 @@ class PredictionLog:
         self.error_logged_at: float | None = None  # time.monotonic() of the last line about a failed write
         self.unlogged_errors = 0
         self.rfc3339 = Rfc3339()  # the writer's
+        self.arms = ArmReader(config.arms_dir, config.revision)  # the writer's
 
     # -- the request path (the event loop's thread) ----------------------------------------------------------
 
@@ -389,12 +436,13 @@ class PredictionLog:
     def _drain(self) -> None:
         config = self.config
         while self.queue:
+            arm = self.arms.current(time.monotonic())
             lines: list[bytes] = []
             size = 0
             while self.queue and len(lines) < config.batch_records:
                 pending = self.queue.popleft()
                 size += pending.size
-                record = build_record(pending, config.model, config.revision, self.rfc3339)
+                record = build_record(pending, config.model, config.revision, self.rfc3339, arm)
                 lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))  # no copy to add it
             self.taken += len(lines)
             self.taken_bytes += size
