@@ -22,11 +22,11 @@ from __future__ import annotations
 import base64
 import collections
 import functools
+import io
 import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -234,13 +234,26 @@ class Sink(Protocol):
         """Write what is buffered; returns how many records were written."""
 
 
+# The stdout sink's own buffer on the runtime's stdout: a batch of small records leaves in a few write() calls (the
+# standard stream's 8 KiB buffer made one per 20-odd tiny records, and the writer thread gives the GIL up at each, to
+# a loop thread that then holds it until the switch interval forces it back). Allocated once, so never faulted in
+# again; a line longer than it is written directly.
+STDOUT_BUFFER_BYTES = 1024 * 1024
+
+
+def stdout_stream() -> IO[bytes]:
+    """The runtime's stdout (file descriptor 1, left open) behind a buffer of ``STDOUT_BUFFER_BYTES``: nothing else in
+    the runtime writes to stdout (its log lines go to stderr), so the two buffers never interleave."""
+    return io.BufferedWriter(io.FileIO(1, "wb", closefd=False), buffer_size=STDOUT_BUFFER_BYTES)
+
+
 class StdoutSink:
     """JSON lines on a binary stream (the runtime's stdout), flushed per batch of lines. The lines go through the
     stream's buffer one by one: no copy of the whole batch (with large payloads, megabytes allocated and freed per
     batch, each new one faulted in page by page)."""
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stdout.buffer
+        self.stream = stream if stream is not None else stdout_stream()
 
     def write(self, lines: list[bytes], now: float) -> int:
         self.stream.writelines(lines)

@@ -214,6 +214,23 @@ def test_the_writer_writes_json_lines_and_counts_them() -> None:
     assert sample(metrics, "modelapi_prediction_log_records_total") == 5
 
 
+def test_the_stdout_sink_writes_a_batch_to_file_descriptor_1_in_one_write(capfd: pytest.CaptureFixture[str]) -> None:
+    stream = pl.stdout_stream()
+    writes: list[int] = []
+    raw_write = stream.raw.write  # type: ignore[attr-defined]
+
+    def counted(data: Any) -> int:
+        writes.append(len(data))
+        written: int = raw_write(data)
+        return written
+
+    stream.raw.write = counted  # type: ignore[attr-defined]
+    lines = [b'{"kind": "prediction", "n": %d, "pad": "%s"}\n' % (i, b"x" * 300) for i in range(1000)]
+    assert pl.StdoutSink(stream).write(lines, 0.0) == 1000
+    assert len(writes) == 1, "the standard stream's 8 KiB buffer took one write() per 20-odd such lines"
+    assert capfd.readouterr().out.encode() == b"".join(lines)
+
+
 # --- the S3 sink (moto's S3 server: a real S3 API over HTTP) -----------------------------------------------------
 
 
