@@ -1,7 +1,7 @@
 """The prediction log: a sample of inference requests, recorded with their payloads, off the request path.
 
 The request path does two cheap things for a sampled request, after its answer is written: it cuts the payloads to
-the record's cap (a slice) and appends a :class:`Pending` to a bounded queue (waking the writer only when many wait). A
+the record's cap (a slice) and appends a ``Pending`` tuple to a bounded queue (waking the writer only when many wait). A
 full queue drops the record and counts it (``modelapi_prediction_log_dropped_total``): logging never slows or fails
 a request. One writer thread turns pending records into JSON lines and hands them to the sink:
 
@@ -102,22 +102,26 @@ class Config:
         )
 
 
-@dataclass(slots=True)
-class Pending:
-    """A sampled request as the request path leaves it: payloads already cut to the cap."""
+# A sampled request as the request path leaves it, payloads already cut to the cap: (time: seconds since the epoch,
+# when answered; request id; protocol; status; latency in seconds; request; response; truncated; payload bytes). A
+# plain tuple, not an object of a class: the garbage collector stops tracking a tuple of strings, numbers and bytes
+# at the first collection it survives, while an object stays tracked, traversed again by every collection, for as
+# long as it waits in the queue (about a thousand of them, half a second each).
+Pending = tuple[float, str, str, int, float, bytes | None, bytes | None, bool, int]
 
-    time: float  # seconds since the epoch, when answered
-    request_id: str
-    protocol: str
-    status: int
-    latency_s: float
-    request: bytes | None
-    response: bytes | None
-    truncated: bool
 
-    @property
-    def size(self) -> int:
-        return len(self.request or b"") + len(self.response or b"")
+def pending(  # noqa: PLR0917 - the fields of a record
+    when: float,
+    request_id: str,
+    protocol: str,
+    status: int,
+    latency_s: float,
+    request: bytes | None,
+    response: bytes | None,
+    truncated: bool,
+) -> Pending:
+    size = len(request or b"") + len(response or b"")
+    return (when, request_id, protocol, status, latency_s, request, response, truncated, size)
 
 
 def cut(request: bytes | None, response: bytes | None, cap: int) -> tuple[bytes | None, bytes | None, bool]:
@@ -204,21 +208,23 @@ def build_record(
     p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None = None, arm: Arm | None = None
 ) -> dict[str, object]:
     """The JSON object of one record (docs/api.md "Prediction log" lists the fields)."""
+    when, request_id, protocol, status, latency_s, request, response, truncated, _ = p
     record: dict[str, object] = {
         "kind": KIND,
-        "time": (rfc3339 or Rfc3339())(p.time),
-        "request_id": p.request_id,
+        "time": (rfc3339 or Rfc3339())(when),
+        "request_id": request_id,
         "model": model,
         "revision": revision,
         "arm": arm,
-        "protocol": p.protocol,
-        "status": p.status,
-        "latency_ms": round(p.latency_s * 1000, 3),
-        "truncated": p.truncated,
+        "protocol": protocol,
+        "status": status,
+        "latency_ms": round(latency_s * 1000, 3),
+        "truncated": truncated,
     }
-    for name, data in (("request", p.request), ("response", p.response)):
-        if data is not None:
-            record[name], record[f"{name}_encoding"] = payload(data, p.truncated)
+    if request is not None:
+        record["request"], record["request_encoding"] = payload(request, truncated)
+    if response is not None:
+        record["response"], record["response_encoding"] = payload(response, truncated)
     return record
 
 
@@ -409,12 +415,11 @@ class PredictionLog:
         request, response, truncated = cut(
             request if self.record_inputs else None, response if self.record_outputs else None, self.cap
         )
-        pending = Pending(time.time(), request_id, protocol, status, latency_s, request, response, truncated)
-        size = pending.size
+        size = len(request or b"") + len(response or b"")
         if self.offered - self.taken >= QUEUE_RECORDS or self.offered_bytes - self.taken_bytes + size > QUEUE_BYTES:
             self.dropped.inc()
             return
-        self.queue.append(pending)
+        self.queue.append((time.time(), request_id, protocol, status, latency_s, request, response, truncated, size))
         self.offered += 1
         self.offered_bytes += size
         if self.offered - self.taken >= WAKE_AT and not self.wake.is_set():
@@ -454,7 +459,7 @@ class PredictionLog:
             size = 0
             while self.queue and len(lines) < config.batch_records:
                 pending = self.queue.popleft()
-                size += pending.size
+                size += pending[-1]
                 record = build_record(pending, config.model, config.revision, self.rfc3339, arm)
                 lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))  # no copy to add it
             self.taken += len(lines)
