@@ -8,13 +8,17 @@ checkouts can be compared within a few percent while other work runs. What it le
 a percentage is larger here than there.
 
     .venv/bin/python benchmarks/runtime/protocol_cost.py [--baseline CHECKOUT] [--requests 5000] [--repeat 15]
-        [--clock wall|cpu|process]
+        [--clock wall|cpu|process] [--prediction-log PERCENT]
 
 It runs on uvloop, as ``serve`` does. ``--clock cpu`` times with the thread's CPU time instead of the wall clock:
 on a machine whose load is far above its cores the wall clock counts the time other processes ran, the CPU time
 does not (both still grow somewhat with the load: caches are shared). ``--clock process`` counts every thread of
 the server process: what a request costs off the loop too (the tracing exporter's or the prediction log's thread).
 The children inherit the environment: ``OTEL_EXPORTER_OTLP_ENDPOINT=...`` measures with tracing on.
+
+``--prediction-log PERCENT`` turns the prediction log on at that sample rate (stdout sink, to /dev/null as in
+bench.py); each timed run then lasts until the writer has written every record of it (the loop sleeps meanwhile,
+which costs no CPU), so ``--clock process`` counts the writer's work for exactly the run's requests.
 
 ``--baseline`` names a checkout of an earlier commit (a git worktree): its ``runtime/`` package is measured in a
 child process the same way, and each case prints both and the difference.
@@ -99,6 +103,17 @@ def requests(features: int) -> dict[str, list[bytes]]:
     }
 
 
+async def drained(runtime: Any) -> None:
+    """Until the prediction log (if on) has written every record offered so far: its writer is woken at once, as if
+    its tick had come (the loop waits without polling much: a poll costs CPU of its own)."""
+    predictions = getattr(runtime, "predictions", None)
+    if predictions is None or predictions.taken == predictions.offered:
+        return
+    predictions.wake.set()
+    while predictions.taken != predictions.offered:
+        await asyncio.sleep(0.002)
+
+
 async def measure(model: Path, features: int, count: int, repeat: int, clock: str = "wall") -> dict[str, float]:
     """µs per request for each case: the best of ``repeat`` runs of ``count`` requests on one connection."""
     from uvicorn.server import ServerState  # noqa: PLC0415
@@ -134,6 +149,7 @@ async def measure(model: Path, features: int, count: int, repeat: int, clock: st
                 started = now()
                 for request in turns:
                     protocol.data_received(request)
+                await drained(runtime)
                 best = min(best, (now() - started) / count)
                 await asyncio.sleep(0)
             if transport.writes < count // 10 + count * repeat or transport.closing:
@@ -148,18 +164,24 @@ def child(args: argparse.Namespace) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(measure(args.model, args.features, args.requests, args.repeat, args.clock))
-    print(json.dumps(result))
+    args.result.write_text(json.dumps(result))
     return 0
 
 
 def run_child(runtime_dir: Path, model: Path, features: int, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(runtime_dir)}
-    cmd = [sys.executable, __file__, "--child", "--model", str(model), "--features", str(features),
-           "--requests", str(args.requests), "--repeat", str(args.repeat), "--clock", args.clock]  # fmt: skip
-    if args.cpu is not None:
-        cmd = ["taskset", "-c", str(args.cpu), *cmd]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    if args.prediction_log:
+        env["MODELAPI_PREDICTION_LOG_SAMPLE_RATE"] = str(args.prediction_log)
+    with tempfile.TemporaryDirectory(prefix="modelapi-protocol-cost-") as scratch:
+        result_file = Path(scratch) / "result.json"
+        cmd = [sys.executable, __file__, "--child", "--model", str(model), "--features", str(features),
+               "--requests", str(args.requests), "--repeat", str(args.repeat), "--clock", args.clock,
+               "--result", str(result_file)]  # fmt: skip
+        if args.cpu is not None:
+            cmd = ["taskset", "-c", str(args.cpu), *cmd]
+        # stdout (the prediction log's records, when on) to /dev/null, as bench.py's servers; the result to a file
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+        result: dict[str, float] = json.loads(result_file.read_text())
     return result
 
 
@@ -175,7 +197,15 @@ def main() -> int:
         default="wall",
         help="wall clock, the loop thread's CPU time, or the process's (every thread's) CPU time",
     )
+    ap.add_argument(
+        "--prediction-log",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="the prediction log's sample rate (stdout sink to /dev/null); 0: off, unless the environment sets it",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--features", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -4,8 +4,9 @@
   every handler reaches it through its ``memo``; login gives the context's client kopf's credentials;
 - create / update / resume reconcile one ModelAPI (triggers.py); the resync loops (resync.py) reconcile every
   ModelAPI once per ``resync_seconds``, and stand by while a kopf peer outranks this replica (peering.py);
-- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, the activator's EndpointSlices, pods) in
-  memory from kopf's watch streams (indices.py), so a reconcile reads nothing from the API;
+- indices keep every child (Deployments, Services, HPAs, PDBs, HTTPRoutes, the activator's EndpointSlices, the
+  ``<name>-arms`` ConfigMap, pods) in memory from kopf's watch streams (indices.py), so a reconcile reads nothing
+  from the API;
 - an event on a child (a pod became ready, a Deployment was deleted by hand) schedules a reconcile of its ModelAPI,
   and so does a change of its Services' EndpointSlices while its Ready waits for them; triggers for one ModelAPI
   coalesce and never run concurrently.
@@ -121,6 +122,11 @@ async def endpointslices_idx(
     return indices.slice_entry(namespace, labels, body)
 
 
+@kopf.index("v1", "configmaps", labels=OURS)
+async def configmaps_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return indices.child_entry(namespace, labels, body)
+
+
 @kopf.index("v1", "pods", labels=OURS)
 async def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.pod_entry(namespace, labels, body)
@@ -140,6 +146,7 @@ async def reconcile_modelapi(
 @kopf.on.event("v1", "services", labels=OURS)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OURS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
+@kopf.on.event("v1", "configmaps", labels=OURS)
 @kopf.on.event("v1", "pods", labels=OURS)
 async def child_changed(*, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     triggers.schedule(context_of(memo), indices.model_key(namespace, labels), indices.of(kwargs))

@@ -31,6 +31,7 @@ INDEX_NAMES = (
     "httproutes_idx",
     "pods_idx",
     "endpointslices_idx",
+    "configmaps_idx",
 )
 CHILD_INDICES = tuple(name for name in INDEX_NAMES if name != "modelapis_idx")
 POD_STATUS_FIELDS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
@@ -104,6 +105,7 @@ def observed(key: Key, indices: Indices) -> Observed:
         httproutes=unpacked(indices["httproutes_idx"], key),
         pods=unpacked(indices["pods_idx"], key),
         endpointslices=unpacked(indices["endpointslices_idx"], key),
+        configmaps=unpacked(indices["configmaps_idx"], key),
     )
 
 

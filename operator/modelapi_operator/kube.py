@@ -57,6 +57,7 @@ GATEWAY = Kind("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
 ENDPOINTS = Kind("", "v1", "endpoints", "Endpoints")
 ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 POD = Kind("", "v1", "pods", "Pod")
+CONFIG_MAP = Kind("", "v1", "configmaps", "ConfigMap")
 EVENT = Kind("", "v1", "events", "Event")
 SERVICE_ACCOUNT = Kind("", "v1", "serviceaccounts", "ServiceAccount")
 MODELAPI = Kind(names.GROUP, names.VERSION, names.PLURAL, names.KIND)
@@ -64,7 +65,7 @@ CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomRes
 KOPF_PEERING = Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 CLUSTER_KOPF_PEERING = Kind("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False)
 
-CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE, ENDPOINT_SLICE)
+CHILD_KINDS: tuple[Kind, ...] = (DEPLOYMENT, SERVICE, HPA, PDB, HTTPROUTE, ENDPOINT_SLICE, CONFIG_MAP)
 _BY_API_KIND = {(kind.api_version, kind.kind): kind for kind in (*CHILD_KINDS, POD, EVENT, MODELAPI)}
 
 

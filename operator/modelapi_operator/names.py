@@ -40,6 +40,9 @@ INFLIGHT_METRIC: Final = "modelapi_inflight_requests"
 STABLE_SUFFIX: Final = "-stable"
 CANARY_SUFFIX: Final = "-canary"
 EXPOSE_SUFFIX: Final = "-expose"
+# The ConfigMap ``<name>-arms`` (with spec.monitoring.predictionLog): each serving revision's role, read by its pods.
+# One per ModelAPI and the only ConfigMap the operator writes, so two ModelAPIs can never claim the same one.
+ARMS_SUFFIX: Final = "-arms"
 # A ModelAPI's name may not end with these: its ``<name>`` Service would be another ModelAPI's stable or canary one,
 # its ``<name>`` HTTPRoute (a Gateway API canary) another ModelAPI's expose route.
 RESERVED_NAME_SUFFIXES: Final = (STABLE_SUFFIX, CANARY_SUFFIX, EXPOSE_SUFFIX)
@@ -56,3 +59,7 @@ def stable_service_name(model_name: str) -> str:
 
 def canary_service_name(model_name: str) -> str:
     return f"{model_name}{CANARY_SUFFIX}"
+
+
+def arms_name(model_name: str) -> str:
+    return f"{model_name}{ARMS_SUFFIX}"

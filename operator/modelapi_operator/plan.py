@@ -34,6 +34,7 @@ from modelapi_operator.builders import (
     Owner,
     RuntimeImages,
     build_activator_slice,
+    build_arms,
     build_deployment,
     build_expose_route,
     build_hpa,
@@ -47,7 +48,15 @@ from modelapi_operator.builders import (
 )
 from modelapi_operator.diagnose import Failure
 from modelapi_operator.reasons import CANARY_PROMOTED, CANARY_STEP, ROLLBACK_UNAVAILABLE, ROLLED_BACK, ROLLOUT_ABORTED
-from modelapi_operator.revision_record import Aborted, CanaryProgress, Patch, RevisionRecord, Role, patch
+from modelapi_operator.revision_record import (
+    ROLE_ANNOTATION,
+    Aborted,
+    CanaryProgress,
+    Patch,
+    RevisionRecord,
+    Role,
+    patch,
+)
 from modelapi_operator.status import EventRecord
 
 
@@ -506,7 +515,24 @@ def plan_children(given: PlanInput) -> Plan:
     plan = _plan_children(given)
     # The activator's request is answered by this plan (a model at zero is woken): it is cleared either way.
     plan.clear_activation_request = given.activation_requested
+    if given.spec.monitoring.prediction_log is not None:
+        roles = revision_roles(plan, given.deployments)
+        plan.apply.append(build_arms(given.owner, plan.stable_revision, roles))
     return plan
+
+
+def revision_roles(plan: Plan, deployments: Sequence[Manifest]) -> dict[str, str]:
+    """The role of every revision this plan keeps, as it is once the plan is carried out (revision -> role): the
+    role annotated by the plan, else the one in the Deployment it applies, else the observed one."""
+    known: dict[str, tuple[str, str]] = {d["metadata"]["name"]: (revision_of(d), role_of(d)) for d in deployments}
+    for manifest in plan.apply:
+        if manifest["kind"] == "Deployment":
+            known[manifest["metadata"]["name"]] = (revision_of(manifest), role_of(manifest))
+    roles: dict[str, str] = {}
+    for name in sorted(plan.keep_deployments & known.keys()):
+        revision, role = known[name]
+        roles[revision] = plan.annotate.get(name, {}).get(ROLE_ANNOTATION) or role
+    return roles
 
 
 def _plan_children(given: PlanInput) -> Plan:
@@ -555,7 +581,15 @@ def _plan_children(given: PlanInput) -> Plan:
 
 
 # The order ``desired_children`` lists them in: the workload first, then what routes to it and what sizes it.
-RENDER_ORDER = ("Deployment", "Service", "EndpointSlice", "HorizontalPodAutoscaler", "PodDisruptionBudget", "HTTPRoute")
+RENDER_ORDER = (
+    "Deployment",
+    "ConfigMap",
+    "Service",
+    "EndpointSlice",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "HTTPRoute",
+)
 
 
 def desired_children(

@@ -78,6 +78,7 @@ class Observed:
     httproutes: Sequence[Manifest] = ()
     pods: Sequence[Manifest] = ()
     endpointslices: Sequence[Manifest] = ()
+    configmaps: Sequence[Manifest] = ()
 
     def children(self) -> Iterable[Manifest]:
         yield from self.deployments
@@ -86,6 +87,7 @@ class Observed:
         yield from self.pdbs
         yield from self.httproutes
         yield from self.endpointslices
+        yield from self.configmaps
 
 
 def is_subset(desired: Any, observed: Any) -> bool:

@@ -1,7 +1,7 @@
 """The prediction log: a sample of inference requests, recorded with their payloads, off the request path.
 
 The request path does two cheap things for a sampled request, after its answer is written: it cuts the payloads to
-the record's cap (a slice) and appends a :class:`Pending` to a bounded queue (waking the writer only when many wait). A
+the record's cap (a slice) and appends a ``Pending`` tuple to a bounded queue (waking the writer only when many wait). A
 full queue drops the record and counts it (``modelapi_prediction_log_dropped_total``): logging never slows or fails
 a request. One writer thread turns pending records into JSON lines and hands them to the sink:
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 import base64
 import collections
 import functools
+import io
 import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -55,6 +55,10 @@ QUEUE_BYTES = 64 * 1024 * 1024
 # could otherwise hold gigabytes in memory).
 OBJECT_BYTES = 64 * 1024 * 1024
 ERROR_LOG_INTERVAL_S = 60.0
+# The arm of this revision (stable or canary) is read at most this often, by the writer.
+ARM_CHECK_S = 1.0
+Arm = Literal["stable", "canary"]
+ARMS: tuple[Arm, ...] = ("stable", "canary")
 # The writer wakes this often and writes everything queued (for batch_seconds too, and to notice a stop); sooner
 # only when WAKE_AT records wait. Waking it per record costs a thread switch and a GIL hand-over each, measured at
 # about a third of a tiny model's req/s at 10 % sampling.
@@ -77,6 +81,7 @@ class Config:
     batch_seconds: float
     model: str
     revision: str
+    arms_dir: str | None = None
 
     @classmethod
     def of(cls, settings: RuntimeSettings) -> Config | None:
@@ -93,25 +98,30 @@ class Config:
             batch_seconds=settings.prediction_log_batch_seconds,
             model=settings.name,
             revision=settings.revision,
+            arms_dir=settings.prediction_log_arms_dir,
         )
 
 
-@dataclass(slots=True)
-class Pending:
-    """A sampled request as the request path leaves it: payloads already cut to the cap."""
+# A sampled request as the request path leaves it, payloads already cut to the cap: (time: seconds since the epoch,
+# when answered; request id; protocol; status; latency in seconds; request; response; truncated; payload bytes). A
+# plain tuple, not an object of a class: the garbage collector stops tracking a tuple of strings, numbers and bytes
+# at the first collection it survives, while an object stays tracked, traversed again by every collection, for as
+# long as it waits in the queue (about a thousand of them, half a second each).
+Pending = tuple[float, str, str, int, float, bytes | None, bytes | None, bool, int]
 
-    time: float  # seconds since the epoch, when answered
-    request_id: str
-    protocol: str
-    status: int
-    latency_s: float
-    request: bytes | None
-    response: bytes | None
-    truncated: bool
 
-    @property
-    def size(self) -> int:
-        return len(self.request or b"") + len(self.response or b"")
+def pending(  # noqa: PLR0917 - the fields of a record
+    when: float,
+    request_id: str,
+    protocol: str,
+    status: int,
+    latency_s: float,
+    request: bytes | None,
+    response: bytes | None,
+    truncated: bool,
+) -> Pending:
+    size = len(request or b"") + len(response or b"")
+    return (when, request_id, protocol, status, latency_s, request, response, truncated, size)
 
 
 def cut(request: bytes | None, response: bytes | None, cap: int) -> tuple[bytes | None, bytes | None, bool]:
@@ -157,22 +167,64 @@ class Rfc3339:
         return f"{self.text}.{int((t - second) * 1000):03d}Z"
 
 
-def build_record(p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None = None) -> dict[str, object]:
+class ArmReader:
+    """This revision's arm, from the file named by the revision in the operator's ``<name>-arms`` ConfigMap (mounted
+    as a folder): its content is the revision's role. Read by the writer thread, at most once per ``ARM_CHECK_S``, and
+    parsed again only when the file changed (the kubelet swaps a ConfigMap volume's files atomically: a new file, so a
+    new inode and mtime). None: no folder, no file, or a role that is not an arm (``next``, ``lastKnownGood``, or
+    anything else)."""
+
+    __slots__ = ("arm", "checked_at", "path", "seen")
+
+    def __init__(self, arms_dir: str | None, revision: str) -> None:
+        self.path = os.path.join(arms_dir, revision) if arms_dir and revision else None
+        self.arm: Arm | None = None
+        self.checked_at = -ARM_CHECK_S
+        self.seen: tuple[int, int] | None = None  # (inode, mtime in ns) of the file last read
+
+    def current(self, now: float) -> Arm | None:
+        """The arm as of at most ``ARM_CHECK_S`` before ``now`` (time.monotonic())."""
+        if self.path is None or now - self.checked_at < ARM_CHECK_S:
+            return self.arm
+        self.checked_at = now
+        try:
+            stat = os.stat(self.path)
+        except OSError:  # no ConfigMap yet (the volume is optional), or this revision is not in it
+            self.seen, self.arm = None, None
+            return None
+        if (stat.st_ino, stat.st_mtime_ns) == self.seen:
+            return self.arm
+        try:
+            with open(self.path, "rb") as file:
+                text = file.read(64).strip()
+        except OSError:  # swapped between the stat and the open: the arm as it was, read again next time
+            return self.arm
+        self.seen = (stat.st_ino, stat.st_mtime_ns)
+        self.arm = next((arm for arm in ARMS if text == arm.encode()), None)
+        return self.arm
+
+
+def build_record(
+    p: Pending, model: str, revision: str, rfc3339: Rfc3339 | None = None, arm: Arm | None = None
+) -> dict[str, object]:
     """The JSON object of one record (docs/api.md "Prediction log" lists the fields)."""
+    when, request_id, protocol, status, latency_s, request, response, truncated, _ = p
     record: dict[str, object] = {
         "kind": KIND,
-        "time": (rfc3339 or Rfc3339())(p.time),
-        "request_id": p.request_id,
+        "time": (rfc3339 or Rfc3339())(when),
+        "request_id": request_id,
         "model": model,
         "revision": revision,
-        "protocol": p.protocol,
-        "status": p.status,
-        "latency_ms": round(p.latency_s * 1000, 3),
-        "truncated": p.truncated,
+        "arm": arm,
+        "protocol": protocol,
+        "status": status,
+        "latency_ms": round(latency_s * 1000, 3),
+        "truncated": truncated,
     }
-    for name, data in (("request", p.request), ("response", p.response)):
-        if data is not None:
-            record[name], record[f"{name}_encoding"] = payload(data, p.truncated)
+    if request is not None:
+        record["request"], record["request_encoding"] = payload(request, truncated)
+    if response is not None:
+        record["response"], record["response_encoding"] = payload(response, truncated)
     return record
 
 
@@ -188,13 +240,26 @@ class Sink(Protocol):
         """Write what is buffered; returns how many records were written."""
 
 
+# The stdout sink's own buffer on the runtime's stdout: a batch of small records leaves in a few write() calls (the
+# standard stream's 8 KiB buffer made one per 20-odd tiny records, and the writer thread gives the GIL up at each, to
+# a loop thread that then holds it until the switch interval forces it back). Allocated once, so never faulted in
+# again; a line longer than it is written directly.
+STDOUT_BUFFER_BYTES = 1024 * 1024
+
+
+def stdout_stream() -> IO[bytes]:
+    """The runtime's stdout (file descriptor 1, left open) behind a buffer of ``STDOUT_BUFFER_BYTES``: nothing else in
+    the runtime writes to stdout (its log lines go to stderr), so the two buffers never interleave."""
+    return io.BufferedWriter(io.FileIO(1, "wb", closefd=False), buffer_size=STDOUT_BUFFER_BYTES)
+
+
 class StdoutSink:
     """JSON lines on a binary stream (the runtime's stdout), flushed per batch of lines. The lines go through the
     stream's buffer one by one: no copy of the whole batch (with large payloads, megabytes allocated and freed per
     batch, each new one faulted in page by page)."""
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stdout.buffer
+        self.stream = stream if stream is not None else stdout_stream()
 
     def write(self, lines: list[bytes], now: float) -> int:
         self.stream.writelines(lines)
@@ -330,6 +395,7 @@ class PredictionLog:
         self.error_logged_at: float | None = None  # time.monotonic() of the last line about a failed write
         self.unlogged_errors = 0
         self.rfc3339 = Rfc3339()  # the writer's
+        self.arms = ArmReader(config.arms_dir, config.revision)  # the writer's
 
     # -- the request path (the event loop's thread) ----------------------------------------------------------
 
@@ -349,12 +415,11 @@ class PredictionLog:
         request, response, truncated = cut(
             request if self.record_inputs else None, response if self.record_outputs else None, self.cap
         )
-        pending = Pending(time.time(), request_id, protocol, status, latency_s, request, response, truncated)
-        size = pending.size
+        size = len(request or b"") + len(response or b"")
         if self.offered - self.taken >= QUEUE_RECORDS or self.offered_bytes - self.taken_bytes + size > QUEUE_BYTES:
             self.dropped.inc()
             return
-        self.queue.append(pending)
+        self.queue.append((time.time(), request_id, protocol, status, latency_s, request, response, truncated, size))
         self.offered += 1
         self.offered_bytes += size
         if self.offered - self.taken >= WAKE_AT and not self.wake.is_set():
@@ -389,12 +454,13 @@ class PredictionLog:
     def _drain(self) -> None:
         config = self.config
         while self.queue:
+            arm = self.arms.current(time.monotonic())
             lines: list[bytes] = []
             size = 0
             while self.queue and len(lines) < config.batch_records:
                 pending = self.queue.popleft()
-                size += pending.size
-                record = build_record(pending, config.model, config.revision, self.rfc3339)
+                size += pending[-1]
+                record = build_record(pending, config.model, config.revision, self.rfc3339, arm)
                 lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))  # no copy to add it
             self.taken += len(lines)
             self.taken_bytes += size

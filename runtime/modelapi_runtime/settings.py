@@ -180,6 +180,11 @@ class RuntimeSettings(BaseSettings):
         le=PREDICTION_LOG_BATCH_SECONDS_RANGE[1],
         description="...or once its first record is this many seconds old.",
     )
+    prediction_log_arms_dir: str | None = Field(
+        default=None,
+        description="A folder with one file per revision holding its role (the operator's <name>-arms ConfigMap): "
+        "each prediction record's arm is this revision's (stable or canary); unset, records carry no arm.",
+    )
     termination_log: str = Field(
         default="/dev/termination-log",
         description="Where a start-up failure's reason is written for Kubernetes.",

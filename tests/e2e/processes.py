@@ -96,7 +96,9 @@ class RuntimeProcess:
     on a free loopback port, and registered with the cluster's Prometheus (file_sd) under the pod's namespace.
 
     Local differences from the pod, and only these: the port, a writable model directory, the S3 endpoint as
-    seen from this machine, the Secret's values resolved by the test, and a termination-log file.
+    seen from this machine, the Secret's values resolved by the test, a termination-log file, and the prediction
+    log's ``<name>-arms`` ConfigMap as a local folder of its keys (what the kubelet would mount; read once, at
+    construction: no later change propagates).
     """
 
     def __init__(
@@ -137,11 +139,24 @@ class RuntimeProcess:
                 "MODELAPI_THREADS": "1",
             }
         )
+        if "MODELAPI_PREDICTION_LOG_ARMS_DIR" in env:
+            env["MODELAPI_PREDICTION_LOG_ARMS_DIR"] = str(self._arms_folder(deployment, workdir / "arms"))
         self.args = container.get("args", ["serve"])
         self.env = env
         self.log_path = cluster.logs_dir / f"runtime-{self.namespace}-{self.name}.log"
         self.sd_path = cluster.prometheus_file_sd_dir / f"{self.namespace}-{self.name}.json"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _arms_folder(self, deployment: dict[str, Any], folder: Path) -> Path:
+        """The pod's arms ConfigMap volume (optional: an absent ConfigMap is an empty folder), one file per key."""
+        volumes = deployment["spec"]["template"]["spec"].get("volumes", [])
+        name = next(v["configMap"]["name"] for v in volumes if v["name"] == "arms")
+        folder.mkdir(parents=True, exist_ok=True)
+        proc = self.cluster.kubectl("get", "configmap", name, "-o", "json", namespace=self.namespace, check=False)
+        data = json.loads(proc.stdout).get("data") or {} if proc.returncode == 0 else {}
+        for key, value in data.items():
+            (folder / key).write_text(value)
+        return folder
 
     def start(self, ready_timeout: float = 60) -> RuntimeProcess:
         script = Path(sys.executable).parent / "modelapi-runtime"

@@ -10,6 +10,7 @@ counts) are checked against the API server, the analysis reads the runtimes' own
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import runpy
 import signal
@@ -514,3 +515,53 @@ def test_a_new_revision_of_a_measured_artifact_gets_a_model_volume_sized_from_it
     assert next(v for v in pod["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"] == "65Mi"
     assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "577Mi"
     _wait_ready(cluster, namespace, "iris")
+
+
+def _arms(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    """The data of the ModelAPI's ``<name>-arms`` ConfigMap, or None when there is none."""
+    proc = cluster.kubectl("get", "configmap", f"{name}-arms", "-o", "json", namespace=namespace, check=False)
+    if proc.returncode != 0:
+        assert "NotFound" in proc.stderr, proc.stderr
+        return None
+    data: dict[str, str] = json.loads(proc.stdout).get("data") or {}
+    return data
+
+
+def test_the_arms_config_map_follows_the_canary_and_goes_with_the_prediction_log(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """spec.monitoring.predictionLog: the operator keeps ``iris-arms`` (revision -> role) for the records' arm; a
+    promotion flips the roles, the pods mount it, and it is deleted when the prediction log is removed."""
+    canary = {"steps": [{"weight": 50, "pauseSeconds": round(load_scaled(4))}]}
+    logged = {"monitoring": {"predictionLog": {"sampleRate": 10}}}
+    manifest = _manifest("iris", "s3://models/iris/1/model.onnx", cluster, canary, **logged)
+    _apply(cluster, namespace, manifest)
+    first = next(r["name"] for r in _wait_ready(cluster, namespace, "iris")["revisions"] if r["role"] == "stable")
+    v1 = first.removeprefix("iris-")
+    wait_until(lambda: _arms(cluster, namespace, "iris") == {v1: "stable"}, timeout=30, what="iris-arms: v1 stable")
+    template = cluster.get_json("deployment", first, namespace=namespace)["spec"]["template"]["spec"]
+    arms_volume = next(volume for volume in template["volumes"] if volume["name"] == "arms")
+    assert (arms_volume["configMap"]["name"], arms_volume["configMap"]["optional"]) == ("iris-arms", True)
+
+    manifest["spec"]["model"]["uri"] = "s3://models/iris/2/model.onnx"
+    _apply(cluster, namespace, manifest)
+    seen: list[dict[str, str] | None] = []
+
+    def promoted() -> bool:
+        seen.append(_arms(cluster, namespace, "iris"))
+        status = _status(cluster, namespace, "iris")
+        return _condition(status, "Ready").get("status") == "True" and _stable_uri(status).endswith("2/model.onnx")
+
+    wait_until(promoted, timeout=90, interval=0.3, what="v2 promoted")
+    v2 = next(r["name"] for r in _status(cluster, namespace, "iris")["revisions"] if r["role"] == "stable")
+    v2 = v2.removeprefix("iris-")
+    assert {v1: "stable", v2: "canary"} in seen, seen
+    wait_until(
+        lambda: _arms(cluster, namespace, "iris") == {v1: "lastKnownGood", v2: "stable"},
+        timeout=30,
+        what="iris-arms: roles flipped by the promotion",
+    )
+
+    del manifest["spec"]["monitoring"]
+    _apply(cluster, namespace, manifest)
+    wait_until(lambda: _arms(cluster, namespace, "iris") is None, timeout=30, what="iris-arms deleted")

@@ -590,13 +590,17 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
         ("watch", "endpointslices.discovery.k8s.io", ns),  # its own (the activator's slices at zero), by label
         ("get", "serviceaccounts", ns),
         ("list", "deployments.apps", None),
+        # spec.monitoring.predictionLog: the <name>-arms ConfigMap, watched by label, written and deleted
+        ("watch", "configmaps", ns),
+        ("create", "configmaps", ns),
+        ("patch", "configmaps", ns),
+        ("delete", "configmaps", ns),
     ]
     denied = [
         ("get", "secrets", ns),
         ("list", "secrets", ns),
         ("watch", "secrets", None),
         ("get", "secrets", other),
-        ("get", "configmaps", ns),
         ("create", "pods", ns),
         ("delete", "pods", ns),
         ("create", "pods/exec", ns),

@@ -144,6 +144,12 @@ def test_records_reach_the_local_s3_in_batches_and_a_missing_bucket_reaches_the_
     env = {item["name"]: item.get("value") for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELAPI_LOG_FORMAT"] == "json"
     assert env["MODELAPI_PREDICTION_LOG_SINK"] == "s3"
+
+    def arms() -> dict[str, str] | None:
+        proc = cluster.kubectl("get", "configmap", "logged-arms", "-o", "json", namespace=namespace, check=False)
+        return json.loads(proc.stdout).get("data") if proc.returncode == 0 else None
+
+    wait_until(lambda: arms() == {revision: "stable"}, timeout=30, what="the logged-arms ConfigMap")
     runtime = RuntimeProcess(cluster, deployment, tmp_path / "logged", secret).start()
     try:
         answers = [_predict(runtime, "logged", f"e2e-{i}") for i in range(4)]
@@ -164,6 +170,7 @@ def test_records_reach_the_local_s3_in_batches_and_a_missing_bucket_reaches_the_
     records = [record for batch in batches for record in batch]
     assert [r["request_id"] for r in records] == [f"e2e-{i}" for i in range(4)]
     assert all(r["kind"] == "prediction" and r["model"] == "logged" and r["revision"] == revision for r in records)
+    assert all(r["arm"] == "stable" for r in records), "from the operator's logged-arms ConfigMap"
     assert all(r["status"] == 200 and json.loads(r["request"]) == {"instances": FLOWERS} for r in records)
     assert all(len(json.loads(r["response"])["predictions"]) == 2 for r in records)
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=cluster.s3_bucket, Prefix=prefix)["Contents"]]

@@ -120,8 +120,19 @@ FOREIGN: list[dict[str, Any]] = [
         "metadata": {"name": "iris"},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
     },
+    {  # the name of iris's ConfigMap with spec.monitoring.predictionLog (its revisions' roles)
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "iris-arms", "labels": {"team": "web"}},
+        "data": {"setting": "web's own"},
+    },
 ]
-RESOURCE = {"Service": "service", "HorizontalPodAutoscaler": "hpa", "PodDisruptionBudget": "pdb"}
+RESOURCE = {
+    "Service": "service",
+    "HorizontalPodAutoscaler": "hpa",
+    "PodDisruptionBudget": "pdb",
+    "ConfigMap": "configmap",
+}
 
 
 def _snapshot(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -129,16 +140,17 @@ def _snapshot(cluster: Cluster, namespace: str) -> dict[str, Any]:
     move with their controllers' status updates too, so for them the generation (spec writes) counts."""
     shot = {}
     for item in FOREIGN:
-        body = cluster.get_json(RESOURCE[item["kind"]], "iris", namespace=namespace)
+        body = cluster.get_json(RESOURCE[item["kind"]], item["metadata"]["name"], namespace=namespace)
         meta = body["metadata"]
+        by_version = item["kind"] in ("Service", "ConfigMap")  # no controller writes their status
         shot[item["kind"]] = {
-            "version": meta["resourceVersion"] if item["kind"] == "Service" else meta.get("generation"),
+            "version": meta["resourceVersion"] if by_version else meta.get("generation"),
             "uid": meta["uid"],
             "labels": meta.get("labels"),
             "annotations": meta.get("annotations"),
             "ownerReferences": meta.get("ownerReferences"),
             "managers": sorted({field["manager"] for field in meta.get("managedFields", [])}),
-            "spec": body["spec"],
+            "spec": body.get("spec", body.get("data")),
         }
     return shot
 
@@ -149,11 +161,12 @@ def test_objects_the_modelapi_does_not_control_are_left_untouched(
     for item in FOREIGN:
         _apply(cluster, namespace, item)
     before = _snapshot(cluster, namespace)
-    _apply(cluster, namespace, _iris())
+    _apply(cluster, namespace, _iris(monitoring={"predictionLog": {"sampleRate": 10}}))
 
     condition = _wait_reason(cluster, namespace, "iris", "NameConflict")
-    for kind in ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
-        assert f"{kind} {namespace}/iris exists and is not controlled by this ModelAPI" in condition["message"]
+    for item in FOREIGN:
+        name = f"{item['kind']} {namespace}/{item['metadata']['name']}"
+        assert f"{name} exists and is not controlled by this ModelAPI" in condition["message"]
     assert _condition(cluster, namespace, "iris", "Ready")["reason"] == "NameConflict"
     events = [e for e in _events(cluster, namespace) if e["reason"] == "NameConflict"]
     assert events
@@ -167,10 +180,21 @@ def test_objects_the_modelapi_does_not_control_are_left_untouched(
     operator.assert_alive()
 
     for item in FOREIGN:
-        cluster.kubectl("delete", RESOURCE[item["kind"]], "iris", namespace=namespace)
+        cluster.kubectl("delete", RESOURCE[item["kind"]], item["metadata"]["name"], namespace=namespace)
     body = _wait_ready(cluster, namespace, "iris")
     service = cluster.get_json("service", "iris", namespace=namespace)
     assert service["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+
+    def arms_of_iris() -> dict[str, Any] | None:
+        proc = cluster.kubectl("get", "configmap", "iris-arms", "-o", "json", namespace=namespace, check=False)
+        found: dict[str, Any] | None = json.loads(proc.stdout) if proc.returncode == 0 else None
+        return found if found and controlled_by_iris(found) else None
+
+    def controlled_by_iris(item: dict[str, Any]) -> bool:
+        return any(ref.get("uid") == body["metadata"]["uid"] for ref in item["metadata"].get("ownerReferences", []))
+
+    arms = wait_until(arms_of_iris, timeout=30, what="iris-arms, once its name is free")
+    assert list(arms["data"].values()) == ["stable"]
     assert _condition(cluster, namespace, "iris", "Degraded")["status"] == "False"
 
 

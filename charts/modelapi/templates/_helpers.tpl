@@ -103,6 +103,11 @@ references a credentials Secret by name in the pod spec and never reads it).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# spec.monitoring.predictionLog: the <name>-arms ConfigMap (each revision's role, read by its pods for the records'
+# arm). kopf watches ConfigMaps by the operator's label only.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Scale to zero: while a model is at zero its Services have no selector and the operator writes their endpoints, an
 # EndpointSlice of activator pods each (deleted when a replica is ready again).
 - apiGroups: ["discovery.k8s.io"]

@@ -3,6 +3,7 @@
 No I/O, clock, randomness or environment here; the same inputs always give the same manifests.
 """
 
+from modelapi_operator.builders.arms import build_arms
 from modelapi_operator.builders.common import Manifest, Owner, RuntimeImages
 from modelapi_operator.builders.deployment import build_deployment, effective_surge_and_unavailable
 from modelapi_operator.builders.expose import (
@@ -34,6 +35,7 @@ __all__ = [
     "RuntimeImages",
     "activator_slice_name",
     "build_activator_slice",
+    "build_arms",
     "build_deployment",
     "build_expose_route",
     "build_hpa",

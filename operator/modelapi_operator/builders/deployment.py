@@ -8,6 +8,7 @@ from typing import Any
 from modelapi_operator import names
 from modelapi_operator.api import ModelAPISpec, RolloutSpec
 from modelapi_operator.api.patterns import quantity_value
+from modelapi_operator.builders.arms import ARMS_DIR, arms_mount, arms_volume
 from modelapi_operator.builders.common import (
     Manifest,
     Owner,
@@ -101,6 +102,7 @@ def _prediction_log_env(spec: ModelAPISpec) -> list[dict[str, Any]]:
         _env(env_var_name("prediction_log_record"), log.record),
         _env(env_var_name("prediction_log_max_record_bytes"), str(log.max_record_bytes)),
         _env(env_var_name("prediction_log_sink"), log.sink),
+        _env(env_var_name("prediction_log_arms_dir"), ARMS_DIR),
     ]
     if log.sink == "s3" and log.s3_prefix:
         env += [
@@ -304,6 +306,9 @@ def build_pod_template(
     tolerations = _tolerations(spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    if spec.monitoring.prediction_log is not None:  # the arm of each record (builders/arms.py)
+        container["volumeMounts"].append(arms_mount())
+        pod_spec["volumes"].append(arms_volume(owner))
     return {
         "metadata": {
             "labels": canonical_labels(owner, revision),

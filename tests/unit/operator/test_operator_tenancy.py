@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from kube_fakes import RecordingKube
 
-from modelapi_operator import kube
+from modelapi_operator import kube, names
 from modelapi_operator.api import ModelAPISpec
 from modelapi_operator.api.resource import ModelAPI
 from modelapi_operator.builders import Owner, RuntimeImages, build_deployment, compute_revision
+from modelapi_operator.builders.common import owner_reference
 from modelapi_operator.cluster_policy import ClusterPolicy, image_allowed, image_repository
 from modelapi_operator.diagnose import redact
 from modelapi_operator.reconcile import Observed, Reconciler
@@ -239,9 +240,43 @@ async def test_a_deployment_name_taken_by_someone_else_is_neither_applied_nor_sc
     assert next(c for c in status.conditions if c.type == "Degraded").reason == "NameConflict"
 
 
+async def test_an_arms_config_map_that_is_not_ours_is_left_untouched_and_named() -> None:
+    client = ClusterWithObjects({("ConfigMap", "iris-arms"): _foreign("ConfigMap", "iris-arms")})
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}, "monitoring": {"predictionLog": {"sampleRate": 10}}}
+    status = await Reconciler(client, IMAGES, gateway_api_installed=False).reconcile(_body(spec), Observed())
+    assert ("apply_new", "ConfigMap/iris-arms") in client.calls, "refused: the name is taken"
+    assert ("apply", "ConfigMap/iris-arms") not in client.calls
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "NameConflict")
+    assert "ConfigMap ml/iris-arms exists and is not controlled by this ModelAPI" in degraded.message
+
+
+async def test_the_arms_config_map_goes_with_the_prediction_log() -> None:
+    logged = {"model": {"uri": "s3://models/iris/1/model.onnx"}, "monitoring": {"predictionLog": {"sampleRate": 10}}}
+    first = RecordingKube()
+    await Reconciler(first, IMAGES, gateway_api_installed=False).reconcile(_body(logged), Observed())
+    deployment = next(m for m in first.created_manifests if m["kind"] == "Deployment")
+    assert ("apply_new", "ConfigMap/iris-arms") in first.calls
+    ours = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "iris-arms",
+            "namespace": "ml",
+            "uid": "cm-1",
+            "ownerReferences": [owner_reference(OWNER)],
+        },
+        "data": {deployment["metadata"]["labels"][names.LABEL_REVISION]: "stable"},
+    }
+    plain = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    again = RecordingKube()
+    await Reconciler(again, IMAGES, gateway_api_installed=False).reconcile(_body(plain), Observed(configmaps=[ours]))
+    assert ("delete", "ConfigMap/iris-arms") in again.calls
+
+
 async def test_children_the_operator_controls_are_never_read_again() -> None:
     """At 1,000 ModelAPIs: a reconcile of a ModelAPI whose children are all cached reads nothing from the API."""
-    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}}
+    spec = {"model": {"uri": "s3://models/iris/1/model.onnx"}, "monitoring": {"predictionLog": {"sampleRate": 10}}}
     first = RecordingKube()
     reconciler = Reconciler(first, IMAGES, gateway_api_installed=False)
     await reconciler.reconcile(_body(spec), Observed())
@@ -267,7 +302,9 @@ async def test_children_the_operator_controls_are_never_read_again() -> None:
         services=[m for m in applied if m["kind"] == "Service"],
         hpas=[m for m in applied if m["kind"] == "HorizontalPodAutoscaler"],
         pdbs=[m for m in applied if m["kind"] == "PodDisruptionBudget"],
+        configmaps=[m for m in applied if m["kind"] == "ConfigMap"],
     )
+    assert observed.configmaps, "the arms ConfigMap (spec.monitoring.predictionLog) is among the cached children"
     again = RecordingKube()
     reconciler.kube = again
     await reconciler.reconcile(_body(spec), observed)

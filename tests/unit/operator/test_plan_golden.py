@@ -8,6 +8,8 @@ tests/unit/operator/golden/plan-*/expected.yaml like any other change of behavio
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +38,9 @@ STEPS = [{"weight": 10, "pauseSeconds": 60}, {"weight": 50, "pauseSeconds": 60}]
 ANALYSIS = {"intervalSeconds": 30, "maxErrorRate": 0.05, "failureLimit": 2}
 
 
-def _spec(uri: str, *, canary: bool = False, min_replicas: int = 2, warm: int = 0) -> ModelAPISpec:
+def _spec(
+    uri: str, *, canary: bool = False, min_replicas: int = 2, warm: int = 0, logged: bool = False
+) -> ModelAPISpec:
     autoscaling: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": 4}
     if min_replicas == 0:
         autoscaling["scaleToZeroAfterSeconds"] = 300
@@ -45,7 +49,10 @@ def _spec(uri: str, *, canary: bool = False, min_replicas: int = 2, warm: int = 
         rollout = {"strategy": "Canary", "canary": {"steps": STEPS, "analysis": ANALYSIS}}
     if warm:
         rollout["lastKnownGoodReplicas"] = warm
-    return ModelAPISpec.model_validate({"model": {"uri": uri}, "autoscaling": autoscaling, "rollout": rollout})
+    body: dict[str, Any] = {"model": {"uri": uri}, "autoscaling": autoscaling, "rollout": rollout}
+    if logged:
+        body["monitoring"] = {"predictionLog": {"sampleRate": 10}}
+    return ModelAPISpec.model_validate(body)
 
 
 def _observed(
@@ -75,9 +82,9 @@ def _plan(spec: ModelAPISpec, deployments: list[dict[str, Any]], **extra: Any) -
     return plan_for(spec, deployments, owner=OWNER, images=IMAGES, now=T0, **extra)
 
 
-def steady() -> Plan:
+def steady(logged: bool = False) -> Plan:
     """One stable revision, ready: applied as it is, the HPA owns its size."""
-    spec = _spec(OLD_URI)
+    spec = _spec(OLD_URI, logged=logged)
     return _plan(spec, [_serving(spec)])
 
 
@@ -94,25 +101,26 @@ def rolling() -> Plan:
     return _plan(spec, [_serving(_spec(OLD_URI)), incoming])
 
 
-def canary_step() -> Plan:
+def canary_step(logged: bool = False) -> Plan:
     """A canary at its second step (50 %), its pause not over, with a passing analysis due."""
-    spec = _spec(NEW_URI, canary=True)
+    spec = _spec(NEW_URI, canary=True, logged=logged)
     progress = CanaryProgress(step=1, step_started=T0 - timedelta(seconds=40), last_check=T0 - timedelta(seconds=40))
-    deployments = [_serving(_spec(OLD_URI, canary=True)), _canary(spec, progress, replicas=2, ready=2)]
+    stable = _serving(_spec(OLD_URI, canary=True, logged=logged))
+    deployments = [stable, _canary(spec, progress, replicas=2, ready=2)]
     good = Measurement(canary_error_rate=0.01, canary_latency_p99_ms=12.0, stable_error_rate=0.0)
     return _plan(spec, deployments, analysis_available=True, measurement=good)
 
 
-def promote() -> Plan:
+def promote(logged: bool = False) -> Plan:
     """Every step passed and the canary is at the stable size: it becomes stable, the old one last-known-good."""
-    spec = _spec(NEW_URI, canary=True)
+    spec = _spec(NEW_URI, canary=True, logged=logged)
     progress = CanaryProgress(
         step=1,
         step_started=T0 - timedelta(seconds=90),
         last_check=T0 - timedelta(seconds=20),
         step_check_passed=True,
     )
-    deployments = [_serving(_spec(OLD_URI, canary=True)), _canary(spec, progress, replicas=2, ready=2)]
+    deployments = [_serving(_spec(OLD_URI, canary=True, logged=logged)), _canary(spec, progress, replicas=2, ready=2)]
     return _plan(spec, deployments, analysis_available=True)
 
 
@@ -207,7 +215,7 @@ def scaled_to_zero() -> Plan:
     return _plan(spec, [_serving(spec, replicas=1)], analysis_available=True, idle=True, activator=ACTIVATOR)
 
 
-PHASES = {
+PHASES: dict[str, Callable[[], Plan]] = {
     "steady": steady,
     "rolling": rolling,
     "canary-step": canary_step,
@@ -220,6 +228,10 @@ PHASES = {
     "rollback-during-rollout": rollback_during_rollout,
     "warm-last-known-good": warm_last_known_good,
     "warm-during-rollout": warm_during_rollout,
+    # with spec.monitoring.predictionLog: the <name>-arms ConfigMap beside the other children
+    "steady-logged": functools.partial(steady, logged=True),
+    "canary-step-logged": functools.partial(canary_step, logged=True),
+    "promote-logged": functools.partial(promote, logged=True),
 }
 
 
@@ -298,3 +310,22 @@ def test_each_phase_is_the_one_its_name_says() -> None:
     during = warm_during_rollout()
     assert not during.main_one_revision
     assert during.scale[oldest] == 0
+
+
+def _arms(plan: Plan) -> dict[str, str] | None:
+    found = [m for m in plan.apply if m["kind"] == "ConfigMap"]
+    assert len(found) <= 1
+    return found[0]["data"] if found else None
+
+
+def test_the_arms_config_map_maps_each_kept_revision_to_its_role_after_the_plan() -> None:
+    old, new = (compute_revision(_spec(u, canary=True, logged=True), OWNER, IMAGES) for u in (OLD_URI, NEW_URI))
+    assert _arms(steady(logged=True)) == {compute_revision(_spec(OLD_URI, logged=True), OWNER, IMAGES): "stable"}
+    assert _arms(canary_step(logged=True)) == {old: "stable", new: "canary"}
+    assert _arms(promote(logged=True)) == {old: "lastKnownGood", new: "stable"}, "a promotion flips the roles"
+    for phase in (steady, canary_step, promote):
+        assert _arms(phase()) is None, "no ConfigMap without spec.monitoring.predictionLog"
+    arms = next(m for m in promote(logged=True).apply if m["kind"] == "ConfigMap")
+    assert arms["metadata"]["name"] == "iris-arms"
+    assert arms["metadata"]["labels"][names.LABEL_REVISION] == new
+    assert arms["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid

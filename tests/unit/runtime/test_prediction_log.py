@@ -3,6 +3,7 @@ the whole path through the runtime as ``serve`` runs it (the fast HTTP layer and
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import random
@@ -74,7 +75,7 @@ def test_a_payload_is_text_or_base64() -> None:
 
 
 def test_a_record_has_the_metadata_and_the_payloads() -> None:
-    pending = pl.Pending(0.25, "req-1", "v1", 200, 0.0015, b'{"instances": [[1]]}', b"\xff", False)
+    pending = pl.pending(0.25, "req-1", "v1", 200, 0.0015, b'{"instances": [[1]]}', b"\xff", False)
     record = pl.build_record(pending, "iris", "abcd1234")
     assert record == {
         "kind": "prediction",
@@ -82,6 +83,7 @@ def test_a_record_has_the_metadata_and_the_payloads() -> None:
         "request_id": "req-1",
         "model": "iris",
         "revision": "abcd1234",
+        "arm": None,
         "protocol": "v1",
         "status": 200,
         "latency_ms": 1.5,
@@ -91,9 +93,68 @@ def test_a_record_has_the_metadata_and_the_payloads() -> None:
         "response": "/w==",
         "response_encoding": "base64",
     }
-    only_metadata = pl.build_record(pl.Pending(0, "r", "v2", 500, 0, None, None, False), "iris", "")
+    only_metadata = pl.build_record(pl.pending(0, "r", "v2", 500, 0, None, None, False), "iris", "", arm="canary")
     assert "request" not in only_metadata
     assert "response" not in only_metadata
+    assert only_metadata["arm"] == "canary"
+
+
+# --- the arm: the operator's <name>-arms ConfigMap, as the kubelet mounts it ----------------------------------------
+
+
+def publish(folder: Path, data: dict[str, bytes]) -> None:
+    """Write a ConfigMap volume's files the way the kubelet does: a new timestamped folder, the ``..data`` link
+    swapped to it in one rename, a link per key into ``..data``, the old folder removed."""
+    folder.mkdir(exist_ok=True)
+    version = folder / f"..{time.monotonic_ns()}"
+    version.mkdir()
+    for key, value in data.items():
+        (version / key).write_bytes(value)
+    old = (folder / "..data").resolve() if (folder / "..data").is_symlink() else None
+    (folder / "..data_tmp").symlink_to(version.name)
+    (folder / "..data_tmp").replace(folder / "..data")
+    for key in data:
+        if not (folder / key).is_symlink():
+            (folder / key).symlink_to(f"..data/{key}")
+    for entry in folder.iterdir():
+        if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in data:
+            entry.unlink()
+    if old is not None:
+        for item in old.iterdir():
+            item.unlink()
+        old.rmdir()
+
+
+def test_the_arm_is_read_from_the_revisions_file_and_follows_a_swap(tmp_path: Path) -> None:
+    arms = tmp_path / "arms"
+    reader = pl.ArmReader(str(arms), "abcd1234")
+    assert reader.current(0.0) is None  # no ConfigMap yet: the volume is optional
+    publish(arms, {"abcd1234": b"canary", "0000aaaa": b"stable"})
+    assert reader.current(0.5) is None  # read at most once per ARM_CHECK_S
+    assert reader.current(1.0) == "canary"
+    publish(arms, {"abcd1234": b"stable", "0000aaaa": b"lastKnownGood"})  # promoted
+    assert reader.current(1.5) == "canary"
+    assert reader.current(2.0) == "stable"
+    assert pl.ArmReader(str(arms), "0000aaaa").current(0.0) is None  # a role that is not an arm
+    publish(arms, {"0000aaaa": b"stable"})  # this revision left the map
+    assert reader.current(3.0) is None
+    assert pl.ArmReader(None, "abcd1234").current(0.0) is None  # no folder configured: no arm
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00", b"canary-ish", b"x" * 100_000, b"Stable"])
+def test_garbage_in_the_arms_file_is_no_arm(tmp_path: Path, content: bytes) -> None:
+    publish(tmp_path / "arms", {"abcd1234": content})
+    assert pl.ArmReader(str(tmp_path / "arms"), "abcd1234").current(0.0) is None
+
+
+def test_the_writer_puts_the_arm_in_each_record(tmp_path: Path) -> None:
+    publish(tmp_path / "arms", {"abcd1234": b"canary\n"})
+    out = io.BytesIO()
+    log = pl.PredictionLog(config(arms_dir=str(tmp_path / "arms")), pl.StdoutSink(out), Metrics("m", "abcd1234"))
+    log.start()
+    log.offer("r1", "v1", 200, 0.001, V1, b"{}")
+    log.stop()
+    assert [orjson.loads(line)["arm"] for line in out.getvalue().splitlines()] == ["canary"]
 
 
 # --- sampling and the queue --------------------------------------------------------------------------------------
@@ -117,7 +178,15 @@ def test_what_to_record_is_honoured() -> None:
         log = pl.PredictionLog(config(record=record), pl.StdoutSink(io.BytesIO()), metrics)
         log.offer("r", "v1", 200, 0.001, b"in", b"out")
         pending = log.queue.popleft()
-        assert (pending.request, pending.response) == kept, record
+        assert pending[5:7] == kept, record
+
+
+def test_a_queued_record_is_left_alone_by_the_garbage_collector() -> None:
+    """A record waits in the queue for up to half a second: every collection meanwhile would traverse it again."""
+    log = pl.PredictionLog(config(), pl.StdoutSink(io.BytesIO()), Metrics("m", "abcd1234"))
+    log.offer("r", "v1", 200, 0.001, b"in", b"out")
+    gc.collect(0)
+    assert not gc.is_tracked(log.queue[0])
 
 
 def test_a_full_queue_drops_and_counts_without_blocking() -> None:
@@ -152,6 +221,23 @@ def test_the_writer_writes_json_lines_and_counts_them() -> None:
     lines = out.getvalue().splitlines()
     assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(5)]
     assert sample(metrics, "modelapi_prediction_log_records_total") == 5
+
+
+def test_the_stdout_sink_writes_a_batch_to_file_descriptor_1_in_one_write(capfd: pytest.CaptureFixture[str]) -> None:
+    stream = pl.stdout_stream()
+    writes: list[int] = []
+    raw_write = stream.raw.write  # type: ignore[attr-defined]
+
+    def counted(data: Any) -> int:
+        writes.append(len(data))
+        written: int = raw_write(data)
+        return written
+
+    stream.raw.write = counted  # type: ignore[attr-defined]
+    lines = [b'{"kind": "prediction", "n": %d, "pad": "%s"}\n' % (i, b"x" * 300) for i in range(1000)]
+    assert pl.StdoutSink(stream).write(lines, 0.0) == 1000
+    assert len(writes) == 1, "the standard stream's 8 KiB buffer took one write() per 20-odd such lines"
+    assert capfd.readouterr().out.encode() == b"".join(lines)
 
 
 # --- the S3 sink (moto's S3 server: a real S3 API over HTTP) -----------------------------------------------------
