@@ -219,3 +219,25 @@ def test_it_applies_to_one_float_input_without_a_handler_only() -> None:
         assert not NumericV1Decoder.applies_to([TensorSpec("x", datatype, (None, 4))], has_handler=False)
     with pytest.raises(ValueError, match="INT64"):
         NumericV1Decoder(TensorSpec("x", "INT64", (None, 4)), max_bytes=1024, max_values=None)
+
+
+def test_the_shortest_body_of_enough_numbers_is_taken_and_shorter_ones_are_left_without_a_parse() -> None:
+    spec = SPECS["FP32 64 wide"]
+    decoder = NumericV1Decoder(spec, max_bytes=OFFLOAD_ABOVE_BYTES, max_values=MAX_VALUES)
+    shortest = b'{"inputs":[[' + b",".join([b"0"] * 64) + b"]]}"
+    fast = decoder.decode(shortest)
+    assert isinstance(fast, codec.Decoded)
+    _assert_same(fast, _slow(shortest, spec, MAX_VALUES), "shortest")
+    # a small model's body: declined before anything parses it
+    parsed: list[bytes] = []
+
+    class Recorder:
+        def parse(self, body: bytes) -> None:
+            parsed.append(body)
+
+    decoder._parser = Recorder()  # type: ignore[assignment]
+    assert decoder.decode(b'{"instances": [[0.5, 1.5, 2.5, 3.5]]}') is None
+    assert decoder.decode(b'{"instances": [' + b",".join([b"[0.123456789, 1.5]"] * 30) + b"]}") is None
+    assert parsed == []
+    assert decoder.decode(shortest) is None  # the recorder's None is no document
+    assert parsed == [shortest]
