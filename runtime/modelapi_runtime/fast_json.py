@@ -42,7 +42,8 @@ _MIN_BYTES = 2 * codec.PACK_FROM
 _COUNT_UP_TO = 2048
 # The smallest magnitude a double rounds to infinity as a float32 (to nearest: FLT_MAX plus half its last unit).
 FLOAT32_OVERFLOW = float(2**128 - 2**103)
-_FLOAT32_OVERFLOW_SQUARED = FLOAT32_OVERFLOW * FLOAT32_OVERFLOW
+_SCALE = 2.0**-540  # a double times this, squared, is at most 2**968: no overflow, even summed over 2**50 values
+_SCALED_LIMIT = (FLOAT32_OVERFLOW * _SCALE) ** 2  # exact: 25 significant bits, squared, times a power of two
 
 
 class NumericV1Decoder:
@@ -108,9 +109,11 @@ class NumericV1Decoder:
             return doubles.reshape(shape)
         # JSON has no infinity: a double that casts to an infinite float32 is beyond its range (codec.packed refuses
         # it). Those are the magnitudes from FLOAT32_OVERFLOW up; the sum of the squares (one dot product, rounded
-        # monotonically, and FLOAT32_OVERFLOW squared is exact) stays below its square when none is. A sum of many
-        # large values may decline what would fit: the slow path then answers, no less correct.
-        if not doubles.dot(doubles) < _FLOAT32_OVERFLOW_SQUARED:
+        # monotonically) stays below its square when none is. The values are scaled by a power of two first, so
+        # that no square of a double overflows (numpy would warn) and the bound stays exact. A sum of many large
+        # values may decline what would fit: the slow path then answers, no less correct.
+        scaled = doubles * _SCALE
+        if not scaled.dot(scaled) < _SCALED_LIMIT:
             return None
         return doubles.astype(dtype).reshape(shape)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelapi_runtime import codec
 from modelapi_runtime.exceptions import RequestError
@@ -241,3 +243,38 @@ def test_the_shortest_body_of_enough_numbers_is_taken_and_shorter_ones_are_left_
     assert parsed == []
     assert decoder.decode(shortest) is None  # the recorder's None is no document
     assert parsed == [shortest]
+
+
+_leaf = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([True, None, "1", [], [1.0], [[2]], {"a": 1}, 3.5e38, -1e39, 1e-320])
+)
+_number = st.floats(-1e6, 1e6, allow_nan=False) | st.integers(-(2**40), 2**40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    width=st.integers(62, 70),
+    rows=st.integers(1, 3),
+    numbers=st.lists(_number, min_size=210, max_size=210),
+    odd=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 69), _leaf), max_size=2),
+    ragged=st.booleans(),
+    key=st.sampled_from(["instances", "inputs"]),
+    datatype=st.sampled_from(["FP32", "FP64"]),
+)
+def test_generated_bodies_are_answered_as_the_slow_path_answers_them(
+    width: int, rows: int, numbers: list[float], odd: list[tuple[int, int, Any]], ragged: bool, key: str, datatype: str
+) -> None:
+    """Rows of numbers around 64 wide, one of them shorter when ``ragged``, with odd values (a bool, null, string,
+    list, object, a number beyond float32 or 64 bits) put in at random places."""
+    instances: list[list[Any]] = [numbers[r * width : (r + 1) * width] for r in range(rows)]
+    if ragged:
+        instances[-1].pop()
+    for row, column, value in odd:
+        if row < len(instances) and column < len(instances[row]):
+            instances[row][column] = value
+    body = json.dumps({key: instances}).encode()
+    spec = TensorSpec("x", datatype, (None, None))
+    decoder = NumericV1Decoder(spec, max_bytes=OFFLOAD_ABOVE_BYTES, max_values=MAX_VALUES)
+    _assert_same(_fast(decoder, body), _slow(body, spec, MAX_VALUES), body.decode()[:200])
