@@ -22,6 +22,17 @@ which costs no CPU), so ``--clock process`` counts the writer's work for exactly
 
 ``--baseline`` names a checkout of an earlier commit (a git worktree): its ``runtime/`` package is measured in a
 child process the same way, and each case prints both and the difference.
+
+``--connections N`` (with ``MODELAPI_MAX_BATCH_SIZE=N`` or more, say) measures dynamic batching: each round feeds
+one request to each of N connections, then lets the loop run until all N are answered, so the batcher merges
+them; the time per request is the round's divided by N. With one connection (the default) a request is answered
+within its ``data_received`` when the model runs inline without a batcher.
+
+    MODELAPI_MAX_BATCH_SIZE=16 MODELAPI_MAX_LATENCY_MS=2 .venv/bin/python benchmarks/runtime/protocol_cost.py \
+        --clock cpu --connections 16 --random-values
+
+``--random-values`` sends the rows bench.py sends (random float32 values: about 16 KB of v1 JSON for the MLP's 784,
+against 4.5 KB for the default short values).
 """
 
 from __future__ import annotations
@@ -43,16 +54,38 @@ CASES = ("v1 JSON", "v2 JSON", "v2 binary", "v2 binary, new id")
 DISTINCT_IDS = 4096  # "v2 binary, new id": this many requests, each with its own id, sent in turn
 
 
+class Answered:
+    """The connections of a round not yet answered; ``wait`` until each has written."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.done: asyncio.Future[None] | None = None
+
+    def add(self, connection: int) -> None:
+        self.pending.discard(connection)
+        if not self.pending and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self) -> None:
+        if self.pending:
+            self.done = asyncio.get_running_loop().create_future()
+            await self.done
+            self.done = None
+
+
 class NullTransport(asyncio.Transport):
     """Counts the writes, keeps nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, answered: Answered | None = None) -> None:
         super().__init__()
         self.writes = 0
         self.closing = False
+        self.answered = answered
 
     def write(self, data: Any) -> None:
         self.writes += 1
+        if self.answered is not None:
+            self.answered.add(id(self))
 
     def is_closing(self) -> bool:
         return self.closing
@@ -73,15 +106,20 @@ class NullTransport(asyncio.Transport):
         return 0
 
 
-def requests(features: int) -> dict[str, list[bytes]]:
+def requests(features: int, random_values: bool = False) -> dict[str, list[bytes]]:
     """Whole HTTP/1.1 requests per case (one row of ``features`` float32 values), sent in turn: one request for
     each case but "v2 binary, new id", whose requests differ in their header's id (no header is seen twice in a
-    row of fewer than ``DISTINCT_IDS`` requests)."""
-    values = [0.25 * (i % 7) - 0.5 for i in range(features)]
+    row of fewer than ``DISTINCT_IDS`` requests). ``random_values``: the row bench.py sends (standard normal
+    float32 values, seed 0: about 16 KB of JSON for 784 of them) instead of short ones (about 4.5 KB)."""
+    import numpy as np  # noqa: PLC0415 - the child imports what the checkout under test needs
+
+    if random_values:
+        values = np.random.default_rng(0).standard_normal((1, features)).astype(np.float32).tolist()[0]
+    else:
+        values = [0.25 * (i % 7) - 0.5 for i in range(features)]
     v1 = json.dumps({"instances": [values]}).encode()
     tensor = {"name": "x", "shape": [1, features], "datatype": "FP32"}
     v2 = json.dumps({"inputs": [{**tensor, "data": values}]}).encode()
-    import numpy as np  # noqa: PLC0415 - the child imports what the checkout under test needs
 
     raw = np.asarray(values, dtype=np.float32).tobytes()
     head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
@@ -114,8 +152,17 @@ async def drained(runtime: Any) -> None:
         await asyncio.sleep(0.002)
 
 
-async def measure(model: Path, features: int, count: int, repeat: int, clock: str = "wall") -> dict[str, float]:
-    """µs per request for each case: the best of ``repeat`` runs of ``count`` requests on one connection."""
+async def measure(
+    model: Path,
+    features: int,
+    count: int,
+    repeat: int,
+    clock: str = "wall",
+    connections: int = 1,
+    random_values: bool = False,
+) -> dict[str, float]:
+    """µs per request for each case: the best of ``repeat`` runs of ``count`` requests on ``connections``
+    connections (see the module's docstring)."""
     from uvicorn.server import ServerState  # noqa: PLC0415
 
     from modelapi_runtime.app import create_app  # noqa: PLC0415
@@ -137,7 +184,10 @@ async def measure(model: Path, features: int, count: int, repeat: int, clock: st
             await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
         now = {"cpu": time.thread_time, "process": time.process_time}.get(clock, time.perf_counter)
-        for case, sent in requests(features).items():
+        for case, sent in requests(features, random_values).items():
+            if connections > 1:
+                out[case] = await _measure_batched(config, loop, sent, count, repeat, now, connections) * 1e6
+                continue
             protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
             transport = NullTransport()
             protocol.connection_made(transport)
@@ -159,11 +209,61 @@ async def measure(model: Path, features: int, count: int, repeat: int, clock: st
     return out
 
 
+async def _measure_batched(
+    config: Any,
+    loop: asyncio.AbstractEventLoop,
+    sent: list[bytes],
+    count: int,
+    repeat: int,
+    now: Any,
+    connections: int,
+) -> float:
+    """Seconds per request: rounds of one request on each of ``connections`` connections, each round awaited until
+    every connection is answered (the batcher merges a round), best of ``repeat`` runs of about ``count``."""
+    from uvicorn.server import ServerState  # noqa: PLC0415
+
+    answered = Answered()
+    pairs = []
+    for _ in range(connections):
+        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        transport = NullTransport(answered)
+        protocol.connection_made(transport)
+        pairs.append((protocol, transport))
+    rounds = max(1, count // connections)
+    turns = (sent * (rounds * connections // len(sent) + 1))[: rounds * connections]
+
+    async def run(n: int) -> None:
+        i = 0
+        everyone = {id(transport) for _protocol, transport in pairs}
+        for _ in range(n):
+            answered.pending = set(everyone)
+            for protocol, _transport in pairs:
+                protocol.data_received(turns[i % len(turns)])
+                i += 1
+            await answered.wait()
+
+    await run(max(1, rounds // 10))  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        started = now()
+        await run(rounds)
+        best = min(best, (now() - started) / (rounds * connections))
+    if any(t.closing for _p, t in pairs):
+        raise SystemExit("not every request was answered on a kept-alive connection")
+    for protocol, _transport in pairs:
+        protocol.connection_lost(None)
+    return best
+
+
 def child(args: argparse.Namespace) -> int:
     import uvloop  # noqa: PLC0415 - serve's event loop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result = runner.run(measure(args.model, args.features, args.requests, args.repeat, args.clock))
+        result = runner.run(
+            measure(
+                args.model, args.features, args.requests, args.repeat, args.clock, args.connections, args.random_values
+            )
+        )
     args.result.write_text(json.dumps(result))
     return 0
 
@@ -176,7 +276,9 @@ def run_child(runtime_dir: Path, model: Path, features: int, args: argparse.Name
         result_file = Path(scratch) / "result.json"
         cmd = [sys.executable, __file__, "--child", "--model", str(model), "--features", str(features),
                "--requests", str(args.requests), "--repeat", str(args.repeat), "--clock", args.clock,
-               "--result", str(result_file)]  # fmt: skip
+               "--result", str(result_file), "--connections", str(args.connections)]  # fmt: skip
+        if args.random_values:
+            cmd.append("--random-values")
         if args.cpu is not None:
             cmd = ["taskset", "-c", str(args.cpu), *cmd]
         # stdout (the prediction log's records, when on) to /dev/null, as bench.py's servers; the result to a file
@@ -203,6 +305,15 @@ def main() -> int:
         default=0.0,
         metavar="PERCENT",
         help="the prediction log's sample rate (stdout sink to /dev/null); 0: off, unless the environment sets it",
+    )
+    ap.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="connections fed a request each per round, answered before the next (dynamic batching)",
+    )
+    ap.add_argument(
+        "--random-values", action="store_true", help="the rows bench.py sends (random floats: longer JSON numbers)"
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)

@@ -50,7 +50,7 @@ _STRUCT_CODES: dict[np.dtype[np.generic], str] = {
         (np.uint64, "Q"),
     )
 }
-_PACK_FROM = 64  # fewer numbers than this: np.asarray costs no more than packed()'s checks
+PACK_FROM = 64  # fewer numbers than this: np.asarray costs no more than packed()'s checks
 _PACK_ROWS_FROM = 8  # innermost lists this long are packed one by one; shorter ones all together
 
 
@@ -66,9 +66,9 @@ class Decoded:
     binary: set[str] = field(default_factory=set)  # v2: outputs to return as binary data
 
 
-def parse_json(body: bytes, max_values: int | None = None) -> dict[str, Any]:
-    """The request's JSON object. ``max_values`` bounds the values it may hold (413 beyond), counted by their
-    separators before anything is decoded; nesting is bounded by orjson (1024 levels: 400 beyond)."""
+def check_json_values(body: bytes, max_values: int | None) -> None:
+    """Refuse (413) a JSON body that holds more than ``max_values`` values, counted by their separators before
+    anything is decoded."""
     # A value takes at least two bytes ("1,", "[]"), so a body of up to 2 * max_values bytes needs no count.
     if max_values is not None and len(body) > 2 * max_values:
         values = body.count(b",") + body.count(b"[") + body.count(b"{")
@@ -77,6 +77,12 @@ def parse_json(body: bytes, max_values: int | None = None) -> dict[str, Any]:
                 f"the JSON body holds about {values} values, more than the limit of {max_values}; "
                 "send large tensors with the v2 binary extension"
             )
+
+
+def parse_json(body: bytes, max_values: int | None = None) -> dict[str, Any]:
+    """The request's JSON object. ``max_values`` bounds the values it may hold (413 beyond, see
+    :func:`check_json_values`); nesting is bounded by orjson (1024 levels: 400 beyond)."""
+    check_json_values(body, max_values)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -123,7 +129,7 @@ def json_array(value: Any, spec: TensorSpec, what: str) -> Array:
 
 
 def packed(value: Any, dtype: np.dtype[np.generic]) -> Array | None:
-    """``value`` as an array of ``dtype`` when it is a rectangular nest of lists of at least ``_PACK_FROM`` JSON
+    """``value`` as an array of ``dtype`` when it is a rectangular nest of lists of at least ``PACK_FROM`` JSON
     numbers that fit ``dtype``; None otherwise. The lists above the numbers are checked (type and length, level by
     level, in C), then each innermost list is packed by one ``struct`` call straight into the array's memory: no
     dtype discovery over every number (what ``np.asarray`` does first), and no float64 array on the way to float32.
@@ -138,7 +144,7 @@ def packed(value: Any, dtype: np.dtype[np.generic]) -> Array | None:
             return None  # an empty list, or nesting numpy may refuse: to_array answers those as before
         shape.append(len(item))
         item = item[0]
-    if math.prod(shape) < _PACK_FROM:
+    if math.prod(shape) < PACK_FROM:
         return None  # numpy is as quick
     rows: list[Any] = value  # the lists (or numbers) one level down
     for depth, width in enumerate(shape[1:], 2):  # every list at this level holds lists of the same length
@@ -208,27 +214,29 @@ def decode_v1(payload: dict[str, Any], specs: Sequence[TensorSpec]) -> Decoded:
     if not isinstance(instances, list) or not instances:
         raise InvalidInput('v1 requests carry a non-empty "instances" list')
     if len(specs) == 1:
-        spec = specs[0]
-        arr = json_array(instances, spec, "instances")
-        if not spec.batched and arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
-            arr = arr[0]  # one instance of a model without a batch axis
-        _check_shape(arr, spec, "instances")
-        inputs = {spec.name: arr}
-    else:
-        if not all(isinstance(i, dict) for i in instances):
-            raise InvalidInput(
-                f"the model has inputs {[s.name for s in specs]}: each instance must be an object keyed by them"
-            )
-        inputs = {}
-        for spec in specs:
-            try:
-                column = [i[spec.name] for i in instances]
-            except KeyError:
-                raise InvalidInput(f"an instance lacks input {spec.name!r}") from None
-            arr = json_array(column, spec, f"input {spec.name!r}")
-            _check_shape(arr, spec, f"input {spec.name!r}")
-            inputs[spec.name] = arr
+        return decoded_instances(json_array(instances, specs[0], "instances"), specs[0], payload)
+    if not all(isinstance(i, dict) for i in instances):
+        raise InvalidInput(
+            f"the model has inputs {[s.name for s in specs]}: each instance must be an object keyed by them"
+        )
+    inputs = {}
+    for spec in specs:
+        try:
+            column = [i[spec.name] for i in instances]
+        except KeyError:
+            raise InvalidInput(f"an instance lacks input {spec.name!r}") from None
+        arr = json_array(column, spec, f"input {spec.name!r}")
+        _check_shape(arr, spec, f"input {spec.name!r}")
+        inputs[spec.name] = arr
     return Decoded(inputs=inputs, rows=_rows(inputs, specs), payload=payload)
+
+
+def decoded_instances(arr: Array, spec: TensorSpec, payload: dict[str, Any]) -> Decoded:
+    """A v1 request to a model with one input, whose instances decoded to ``arr`` (of the input's dtype)."""
+    if not spec.batched and arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
+        arr = arr[0]  # one instance of a model without a batch axis
+    _check_shape(arr, spec, "instances")
+    return Decoded(inputs={spec.name: arr}, rows=arr.shape[0] if spec.batched else None, payload=payload)
 
 
 def encode_v1(outputs: Mapping[str, Array], names: Sequence[str]) -> bytes:

@@ -16,14 +16,16 @@ Everything else goes through uvicorn's cycle to the ASGI app unchanged: health, 
 request when the access log is on. The connection's read timeouts, head size limit and keep-alive timer are
 :class:`~modelapi_runtime.http_guard.GuardedHttpProtocol`'s (``--http uvicorn`` uses it too). uvicorn still owns
 the listener, pipelining order (an inference cycle waits in uvicorn's pipeline like any other), graceful
-shutdown (its tasks are uvicorn's server tasks) and the lifespan. The cycle is duck-typed to what uvicorn's protocol
-touches: ``response_complete``, ``keep_alive``, ``disconnected``, ``message_event.set()`` and
-``run_asgi``.
+shutdown (it waits for every connection with a request in progress; an inference cycle that waits for a batch or a
+worker thread is driven by its futures' callbacks, not a task: see ``InferenceCycle._step``) and the lifespan. The
+cycle is duck-typed to what uvicorn's protocol touches: ``response_complete``, ``keep_alive``, ``disconnected``,
+``message_event.set()`` and ``run_asgi``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -296,10 +298,7 @@ class InferenceCycle:
             self.admitted = True
             inference = self.endpoint.infer(service, self.kind, body, self.header_length, self.trace)
             if not service.never_waits or len(body) > OFFLOAD_ABOVE_BYTES:
-                task = asyncio.get_running_loop().create_task(self._process_later(inference))  # copies the context
-                tasks = self.protocol.tasks  # uvicorn's graceful shutdown waits for these
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                self._step(inference)  # runs until it waits; each wait's callback runs the next step
                 return
             reply = run_now(inference)
         except Exception as exc:
@@ -309,13 +308,26 @@ class InferenceCycle:
             current_request.reset(token)
         self._succeed(reply.body, reply.content_type, reply.header_length)
 
-    async def _process_later(self, inference: Coroutine[Any, Any, Any]) -> None:
+    def _step(self, inference: Coroutine[Any, Any, Any], _done: object = None) -> None:
+        """Run ``inference`` until it waits on a future (a batch, a worker thread), and go on from that future's
+        callback; answer when it returns or raises. What a task per request would do, without the task: no task
+        object, no context copy of its own and no loop turn before the first step (about 2 µs a request). Each
+        callback runs in the context of the step that registered it, so the request's id (``current_request``)
+        stays set. A connection with a request in progress keeps uvicorn's graceful shutdown waiting, as a task
+        would; the batcher's shutdown answers what still waits (503)."""
         try:
-            reply = await inference
+            waiting = inference.send(None)
+        except StopIteration as done:
+            reply = done.value
+            self._succeed(reply.body, reply.content_type, reply.header_length)
+            return
         except Exception as exc:
             self._fail(exc)
-        else:
-            self._succeed(reply.body, reply.content_type, reply.header_length)
+            return
+        if waiting is None:  # a bare yield (asyncio.sleep(0)): the next loop turn
+            asyncio.get_running_loop().call_soon(self._step, inference)
+        else:  # an asyncio future (it has set its own _asyncio_future_blocking; nothing reads it here)
+            waiting.add_done_callback(functools.partial(self._step, inference))
 
     def _succeed(self, body: bytes, content_type: bytes, header_length: int | None) -> None:
         extra = [] if header_length is None else [(_HEADER_LENGTH, str(header_length).encode())]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from modelapi_runtime import codec
 from modelapi_runtime.batching import Batcher, ModelRunner, Timing
 from modelapi_runtime.exceptions import InvalidInput, Overloaded
+from modelapi_runtime.fast_json import NumericV1Decoder
 from modelapi_runtime.handler import Handler
 from modelapi_runtime.metrics import Metrics
 from modelapi_runtime.model import Model
@@ -76,6 +77,12 @@ class InferenceService:
             None
             if handler is not None
             else codec.BinaryHeaders(model.inputs, max_elements=max_tensor_elements, max_values=max_json_values)
+        )
+        # v1 bodies of numbers: decoded without a Python object per number (on the loop only: small bodies)
+        self._numeric_v1 = (
+            NumericV1Decoder(model.inputs[0], max_bytes=OFFLOAD_ABOVE_BYTES, max_values=max_json_values)
+            if NumericV1Decoder.applies_to(model.inputs, handler is not None)
+            else None
         )
         self._inflight_gauge = metrics.inflight
         # large bodies are decoded here, one at a time (threads start on first use)
@@ -169,7 +176,11 @@ class InferenceService:
             if big:
                 decoded = await self._off_loop(self._decode_v1, body)
             else:
-                decoded = codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
+                numeric = self._numeric_v1.decode(body) if self._numeric_v1 is not None else None
+                if numeric is not None:  # a body of numbers (the common case)
+                    decoded = numeric
+                else:
+                    decoded = codec.decode_v1(codec.parse_json(body, self.max_json_values), self.model.inputs)
             payload = decoded.payload
         t1 = time.perf_counter()
         if self.never_waits and not big:  # on the loop, nothing to await: timed by t1 and t2

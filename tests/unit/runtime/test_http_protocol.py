@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -292,11 +293,14 @@ def test_while_draining_every_answer_closes_its_connection(model_dir: Path, tmp_
                     server.app.state.runtime.draining = False
 
 
-async def test_answered_requests_leave_no_reference_cycles(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [False, True], ids=["inline", "batched"])
+async def test_answered_requests_leave_no_reference_cycles(model_dir: Path, tmp_path: Path, batching: bool) -> None:
     """Every request object is freed by reference counting when it is answered: a reference cycle per request would
-    leave the garbage collector to find it (a collection every few hundred requests, on the event loop)."""
-    settings = RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m",
-                               model_dir=str(tmp_path / "cache"), termination_log=str(tmp_path / "term"))  # fmt: skip
+    leave the garbage collector to find it (a collection every few hundred requests, on the event loop). Batched,
+    the request waits on the batcher's future and is answered from its callback (InferenceCycle._step)."""
+    extra: dict[str, Any] = {"max_batch_size": 8, "max_latency_ms": 1} if batching else {}
+    settings = RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path / "c"),
+                               termination_log=str(tmp_path / "term"), **extra)  # fmt: skip
     app = create_app(settings)
     config = uvicorn_config(app, settings)
     config.load()

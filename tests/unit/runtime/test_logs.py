@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +25,10 @@ log = logging.getLogger("the_handler")
 def preprocess(payload):
     log.info("preprocess saw %d rows", len(payload["instances"]))
     return {"x": payload["instances"]}
+
+def postprocess(outputs, payload):
+    log.info("postprocess answers %d rows", len(outputs["y"]))
+    return {"predictions": outputs["y"]}
 """
 
 
@@ -91,11 +96,16 @@ def test_the_text_format_shows_the_request_id() -> None:
 
 @pytest.mark.parametrize("http", ["fast", "uvicorn"])
 @pytest.mark.parametrize("predictions", [False, True], ids=["plain", "prediction-log"])
+@pytest.mark.parametrize("batching", [False, True], ids=["inline", "batched"])
 def test_a_handlers_log_lines_carry_the_request_id(
-    model_dir: Path, tmp_path: Path, json_lines: io.StringIO, http: str, predictions: bool
+    model_dir: Path, tmp_path: Path, json_lines: io.StringIO, http: str, predictions: bool, batching: bool
 ) -> None:
+    """Batched, postprocess runs after the request waited for its batch (on the fast layer: from the batcher's
+    future's callback, not a task): its lines carry the id too."""
     (tmp_path / "handler.py").write_text(HANDLER)
-    extra = {"prediction_log_sample_rate": 100} if predictions else {}
+    extra: dict[str, Any] = {"prediction_log_sample_rate": 100} if predictions else {}
+    if batching:
+        extra |= {"max_batch_size": 8, "max_latency_ms": 1}
     uri = (model_dir / "affine.onnx").as_uri()
     handler = (tmp_path / "handler.py").as_uri()
     with live_server(uri, str(tmp_path / "cache"), http=http, handler=handler, **extra) as live:
@@ -111,7 +121,8 @@ def test_a_handlers_log_lines_carry_the_request_id(
             status, headers, _ = read_response(sock)
             assert status == 200
             lines = [line for line in _lines(json_lines) if line["logger"] == "the_handler"]
-            assert lines[-1]["message"] == "preprocess saw 2 rows"
+            assert [line["message"] for line in lines[-2:]] == ["preprocess saw 2 rows", "postprocess answers 2 rows"]
+            assert lines[-2].get("request_id") == lines[-1].get("request_id")
             rid = lines[-1].get("request_id")
             if given:
                 assert rid == given
