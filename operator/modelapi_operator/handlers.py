@@ -121,6 +121,13 @@ async def endpointslices_idx(
     return indices.slice_entry(namespace, labels, body)
 
 
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
+async def service_slices_idx(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
+    return indices.service_slice_entry(namespace, labels, body)
+
+
 @kopf.index("v1", "pods", labels=OURS)
 async def pods_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.pod_entry(namespace, labels, body)

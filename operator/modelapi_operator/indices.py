@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from modelapi_operator import names
-from modelapi_operator.builders.service import SLICE_MANAGED_BY_LABEL
+from modelapi_operator.builders.service import SERVICE_NAME_LABEL, SLICE_MANAGED_BY_LABEL
 from modelapi_operator.reconcile import Observed
 
 Key = tuple[str, str]
@@ -31,6 +31,7 @@ INDEX_NAMES = (
     "httproutes_idx",
     "pods_idx",
     "endpointslices_idx",
+    "service_slices_idx",
 )
 CHILD_INDICES = tuple(name for name in INDEX_NAMES if name != "modelapis_idx")
 POD_STATUS_FIELDS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
@@ -63,11 +64,32 @@ def child_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[
 
 def slice_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
     """Only the EndpointSlices the operator writes (the activator's, for a model at zero). The EndpointSlice
-    controller's slices of the operator's Services carry the Services' labels, ours included, but nothing reads them
-    from memory (Ready lists them from the API, once): two per ModelAPI kept for nothing."""
+    controller's slices of the operator's Services carry the Services' labels, ours included: those of the ``<name>``
+    Service are kept slim by ``service_slice_entry``, the rest nothing reads."""
     if labels.get(SLICE_MANAGED_BY_LABEL) != names.FIELD_MANAGER:
         return {}
     return child_entry(namespace, labels, body)
+
+
+def service_slice_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
+    """The EndpointSlice controller's slices of a model's ``<name>`` Service, as little as Ready reads of them (which
+    pods they list, and whether as ready): Ready answers from memory instead of listing them from the API."""
+    key = model_key(namespace, labels)
+    if (
+        key is None
+        or labels.get(SERVICE_NAME_LABEL) != key[1]
+        or labels.get(SLICE_MANAGED_BY_LABEL) == names.FIELD_MANAGER
+    ):
+        return {}
+    endpoints = [
+        {
+            "targetRef": {field: ref[field] for field in ("kind", "name") if field in ref},
+            "conditions": {"ready": (endpoint.get("conditions") or {}).get("ready")},
+        }
+        for endpoint in body.get("endpoints") or []
+        if (ref := endpoint.get("targetRef") or {})
+    ]
+    return {key: packed({"metadata": {"name": body["metadata"].get("name")}, "endpoints": endpoints})}
 
 
 def pod_entry(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]) -> dict[Key, Any]:
@@ -104,6 +126,7 @@ def observed(key: Key, indices: Indices) -> Observed:
         httproutes=unpacked(indices["httproutes_idx"], key),
         pods=unpacked(indices["pods_idx"], key),
         endpointslices=unpacked(indices["endpointslices_idx"], key),
+        service_slices=unpacked(indices["service_slices_idx"], key),
     )
 
 

@@ -78,6 +78,9 @@ class Observed:
     httproutes: Sequence[Manifest] = ()
     pods: Sequence[Manifest] = ()
     endpointslices: Sequence[Manifest] = ()
+    # The EndpointSlice controller's slices of the ``<name>`` Service (slim: which pods, ready or not), from the
+    # operator's index; None: not kept, Ready lists them from the API when it is about to become True.
+    service_slices: Sequence[Manifest] | None = None
 
     def children(self) -> Iterable[Manifest]:
         yield from self.deployments
@@ -736,16 +739,20 @@ class Reconciler:
             revision=revision,
             failed=observation.modelapi_failure is not None,
             pods=observed.pods,
+            slices=observed.service_slices,
             previous=previous,
         )
         observation = replace(observation, routable=routable)
         status, events = compute_status(observation)
+        # The status patch and the Events go out together: one round trip of a reconcile (which holds one of the
+        # operator's reconcile slots), not one per Event after the patch.
+        writes = [self._post(body, event) for event in [*plan.events, *events]]
         if _comparable(status) != _comparable(previous):
             # A merge patch: None becomes null, which removes a field (e.g. the canary block after a promotion).
-            await self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, status.model_dump(mode="json"))
+            patch = status.model_dump(mode="json")
+            writes.insert(0, self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, patch))
+        await asyncio.gather(*writes)
         self._written[owner.uid] = status
-        for event in [*plan.events, *events]:
-            await self._post(body, event)
         return status
 
     async def _routable(
@@ -756,19 +763,24 @@ class Reconciler:
         revision: str | None,
         failed: bool,
         pods: Sequence[Manifest],
+        slices: Sequence[Manifest] | None,
         previous: ModelAPIStatus,
     ) -> int | None:
-        """Pods of the current revision that the ``<name>`` Service's EndpointSlices list as ready; read (one list,
-        by label) only when Ready is about to become True, so a ModelAPI that serves costs no read. None: not
-        checked, or the slices could not be read (ready replicas decide, as before)."""
+        """Pods of the current revision that the ``<name>`` Service's EndpointSlices list as ready, looked at only
+        when Ready is about to become True: from ``slices`` (the operator's index) when given, else read (one list,
+        by label), so a ModelAPI that serves costs no read. None: not checked, or the slices could not be read
+        (ready replicas decide, as before)."""
         target = next((view for view in views if view.revision == revision), None)
         was_ready = any(c.type == "Ready" and c.status == "True" for c in previous.conditions)
         if was_ready or failed or target is None or target.role != "stable":
             return None
         if target.desired < 1 or target.ready < target.desired or target.failure is not None:
             return None
+        own = {str(pod.get("metadata", {}).get("name")) for pod in pods if revision_of(pod) == revision}
+        if slices is not None:
+            return routable_pods(slices, own)
         try:
-            slices = await self.kube.list(kube.ENDPOINT_SLICE, owner.namespace, {SERVICE_NAME_LABEL: owner.name})
+            listed = await self.kube.list(kube.ENDPOINT_SLICE, owner.namespace, {SERVICE_NAME_LABEL: owner.name})
         except kube.KubeError as error:
             log.info(
                 "EndpointSlices of %s/%s not read (%s): Ready follows ready replicas",
@@ -777,8 +789,7 @@ class Reconciler:
                 error,
             )
             return None
-        own = {str(pod.get("metadata", {}).get("name")) for pod in pods if revision_of(pod) == revision}
-        return routable_pods(slices, own)
+        return routable_pods(listed, own)
 
     async def _read_scaling_up(self, owner: Owner, pods: Sequence[Manifest], now: datetime) -> frozenset[str]:
         """Pods a cluster autoscaler announced a scale-up for (its ``TriggeredScaleUp`` Events). Read only while

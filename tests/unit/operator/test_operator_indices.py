@@ -32,6 +32,36 @@ def test_only_the_operators_own_endpointslices_are_kept_in_memory() -> None:
     assert indices.slice_entry("ml", controllers, {**ours, "metadata": {"labels": controllers}}) == {}
 
 
+def test_the_controllers_slices_of_the_main_service_are_kept_slim_for_ready() -> None:
+    """Ready reads which pods the ``<name>`` Service's slices list, and whether as ready: only that is kept (no
+    addresses, ports or other metadata); the ``<name>-stable`` Service's slices and the operator's own are not."""
+    owner = Owner(name="iris", namespace="ml", uid="uid-1")
+    ours = build_activator_slice(owner, "iris", "abc", ActivatorEndpoints(addresses=("10.0.0.9",), port=8080))
+    labels = {**ours["metadata"]["labels"], SLICE_MANAGED_BY_LABEL: "endpointslice-controller.k8s.io"}
+    endpoint = {
+        "addresses": ["10.0.0.7"],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "targetRef": {"kind": "Pod", "name": "iris-abc-1", "namespace": "ml", "uid": "pod-uid"},
+        "nodeName": "kwok-cpu-0",
+    }
+    controllers = {
+        "metadata": {"name": "iris-x7k2", "labels": labels, "resourceVersion": "42"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [endpoint],
+    }
+    kept = indices.service_slice_entry("ml", labels, controllers)
+    assert indices.unpacked(_as_index(kept), ("ml", "iris")) == [
+        {
+            "metadata": {"name": "iris-x7k2"},
+            "endpoints": [{"targetRef": {"kind": "Pod", "name": "iris-abc-1"}, "conditions": {"ready": True}}],
+        }
+    ]
+    stable = {**labels, "kubernetes.io/service-name": "iris-stable"}
+    assert indices.service_slice_entry("ml", stable, controllers) == {}
+    assert indices.service_slice_entry("ml", ours["metadata"]["labels"], ours) == {}
+
+
 def test_a_child_is_kept_as_compact_json_without_managed_fields_and_read_back_whole() -> None:
     """At 1,000 ModelAPIs the children are most of the operator's memory: parsed, a Deployment takes about six times
     the size of its JSON."""
