@@ -162,3 +162,24 @@ async def test_the_slices_the_index_keeps_decide_ready_without_a_read() -> None:
     assert client.lists == []
     _, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice((f"{name}-5d8c-x1", False))))
     assert ready == ("False", "EndpointsNotReady")
+
+
+async def test_a_watch_copy_behind_the_last_status_written_repeats_no_transition() -> None:
+    """The status the reconciler last wrote (kept as its JSON) stands over a watch copy that has not caught up with
+    it: Ready=True once, its Events once, however often the stale copy is reconciled."""
+    client = SlicesKube([])
+    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+    await reconciler.reconcile(body, Observed())
+    (created,) = [m for m in client.created if m["kind"] == "Deployment"]
+    deployment = {**created, "status": {"replicas": 1, "readyReplicas": 1}}
+    pod_name = f"{created['metadata']['name']}-5d8c-x1"
+    pod = {"metadata": {"name": pod_name, "labels": created["spec"]["template"]["metadata"]["labels"]}}
+    observed = Observed(deployments=[deployment], pods=[pod], service_slices=_kept(_slice((pod_name, True))))
+    for _ in range(3):  # the body (the watch's copy) never shows the statuses written
+        status = await reconciler.reconcile(body, observed)
+        assert [(c.status, c.reason) for c in status.conditions if c.type == "Ready"] == [("True", "Serving")]
+    statuses = [call for call in client.calls if call[0] == "status"]
+    serving = [call for call in client.calls if call[0] == "event" and call[1][1] == "Serving"]
+    assert len(statuses) == 2  # the first status (nothing observed yet), then Ready=True
+    assert len(serving) == 1
