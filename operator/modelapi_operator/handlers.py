@@ -86,7 +86,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # and back for every watch event of every child.
 @kopf.index(*MODELAPIS)
 async def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): indices.plain(body)}
+    return indices.modelapi_entry(namespace, name, body, ticks=resync.ticks(body))
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)

@@ -80,3 +80,18 @@ def test_a_child_is_kept_as_compact_json_without_managed_fields_and_read_back_wh
 def test_every_index_runs_on_the_event_loop() -> None:
     """kopf runs a plain function in a thread of its executor: a hop to a thread and back for every watch event."""
     assert [name for name in indices.INDEX_NAMES if not inspect.iscoroutinefunction(getattr(handlers, name))] == []
+
+
+def test_a_modelapi_is_kept_as_compact_json_with_whether_it_ticks() -> None:
+    body = {
+        "metadata": {"name": "iris", "namespace": "ml", "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"autoscaling": {"minReplicas": 0}},
+    }
+    index = _as_index(indices.modelapi_entry("ml", "iris", body, ticks=True))
+    (kept,) = index[("ml", "iris")]
+    assert kept.packed == '{"metadata":{"name":"iris","namespace":"ml"},"spec":{"autoscaling":{"minReplicas":0}}}'
+    assert indices.values(index, ("ml", "iris")) == [{**body, "metadata": {"name": "iris", "namespace": "ml"}}]
+    assert indices.known(index, ("ml", "iris"))
+    assert indices.ticking(index, ("ml", "iris"))
+    assert not indices.known(index, ("ml", "other"))
+    assert not indices.ticking(index, ("ml", "other"))
