@@ -415,11 +415,12 @@ class PredictionLog:
         request, response, truncated = cut(
             request if self.record_inputs else None, response if self.record_outputs else None, self.cap
         )
-        size = len(request or b"") + len(response or b"")
+        record = pending(time.time(), request_id, protocol, status, latency_s, request, response, truncated)
+        size = record[-1]
         if self.offered - self.taken >= QUEUE_RECORDS or self.offered_bytes - self.taken_bytes + size > QUEUE_BYTES:
             self.dropped.inc()
             return
-        self.queue.append((time.time(), request_id, protocol, status, latency_s, request, response, truncated, size))
+        self.queue.append(record)
         self.offered += 1
         self.offered_bytes += size
         if self.offered - self.taken >= WAKE_AT and not self.wake.is_set():
