@@ -9,6 +9,7 @@ name docs/api.md uses: an init container that pulls into DIR leaves a cache that
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ try:
     from modelapi_runtime.storage import clear_partials, fetch
 except ModuleNotFoundError as missing:
     _without_extra(missing)
+if importlib.util.find_spec("boto3") is None:  # imported only where S3 is read or signed with botocore (storage.py)
+    _without_extra(ModuleNotFoundError("No module named 'boto3'", name="boto3"))
 
 log = logging.getLogger("modelapi_runtime")
 

@@ -1,8 +1,10 @@
 """The model pod's side of the node cache: ask the node's agent (modelapi_runtime.cache_agent) for the artifact.
 
-The pod presigns a HEAD and a GET of its object with its own credentials (valid ``PRESIGN_SECONDS``) and sends both
-to the agent, with the digest its spec expects, if any; the agent checks the HEAD against the store before it serves
-a cached copy or fills the cache through the GET.
+The pod presigns a HEAD and a GET of its object with its own credentials (valid ``PRESIGN_SECONDS``; with the
+standard library where the credentials are static ones, storage.S3Source.presign) and sends both to the agent, with
+the digest its spec expects, if any, and the largest artifact it admits (its bound, its volume's room); the agent
+checks the HEAD against the store before it serves a cached copy or fills the cache through the GET, and answers
+with the object's size and ETag from that HEAD, so the pod sends no HEAD of its own (storage.fetch).
 
 The bytes are checked like a direct download's (``spec.model.sha256``). When the agent vouches for their digest
 (``X-Modelapi-Sha256``: it hashes the entry as it serves it, or the fill as it arrives, and withholds the last bytes
@@ -43,12 +45,15 @@ from typing import Any
 from modelapi_runtime.cache_agent.protocol import (
     CHECKSUM_MISMATCH,
     ENDPOINT_NOT_ALLOWED,
+    ETAG_HEADER,
     FETCH_PATH,
     ORIGIN_HEADER,
     PLACED_HEADER,
     PLACED_PREFIX,
     PROOF_PREFIX,
     SHA256_HEADER,
+    SIZE_HEADER,
+    TOO_LARGE,
 )
 from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
@@ -60,6 +65,7 @@ from modelapi_runtime.storage import (
     ATTEMPTS,
     BACKOFF_S,
     SHA256_RE,
+    Admission,
     ArtifactOrigin,
     HTTPSource,
     MiB,
@@ -89,10 +95,9 @@ class AgentUnusable(Exception):
 def presigned_urls(source: Source) -> tuple[str, str] | None:
     """(HEAD URL, GET URL) of the object, signed with this pod's credentials; None for a local file."""
     if isinstance(source, S3Source):
-        params = {"Bucket": source.bucket, "Key": source.key}
         try:
-            head = source.client.generate_presigned_url("head_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
-            get = source.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
+            head = source.presign("head_object", PRESIGN_SECONDS)
+            get = source.presign("get_object", PRESIGN_SECONDS)
         except Exception as exc:  # botocore's credential errors: the direct path reports them properly
             raise AgentUnusable(f"cannot presign ({type(exc).__name__})") from None
         return head, get
@@ -104,7 +109,8 @@ def presigned_urls(source: Source) -> tuple[str, str] | None:
 @dataclass(frozen=True, slots=True)
 class Placement:
     """What the agent needs to put an entry into this pod's volume: the pod's UID (the downward API), the volume's
-    mount (the runtime's model_dir: the volume's root) and the object's size from its HEAD, when known."""
+    mount (the runtime's model_dir: the volume's root) and the object's size from the pod's own HEAD, when it sent
+    one (otherwise the agent's answer names it)."""
 
     pod_uid: str
     volume: Path
@@ -121,7 +127,9 @@ class AgentSource:
         urls: tuple[str, str],
         display: str,
         expected: str | None = None,
+        *,
         placement: Placement | None = None,
+        admit: Admission | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(agent_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -130,9 +138,12 @@ class AgentSource:
         self.request: dict[str, Any] = {"head": urls[0], "get": urls[1]}
         if expected is not None:
             self.request["sha256"] = expected
+        if admit is not None:
+            self.request["max_bytes"] = max(admit.limit, -1)
         self.display = display
         self.expected = expected
         self.placement = placement
+        self.admit = admit
         self.body = json.dumps(self.request).encode()
 
     def _post(self) -> tuple[http.client.HTTPConnection, Any, socket.socket]:
@@ -184,10 +195,14 @@ class AgentSource:
         conn, resp, sock = self._post()
         try:
             if resp.status != 200:
-                raise _refusal(resp, self.display, self.expected)
+                raise _refusal(resp, self.display, self.expected, self.admit)
+            etag = resp.headers.get(ETAG_HEADER) or None
             method = resp.headers.get(PLACED_HEADER)
+            announced = resp.headers.get(SIZE_HEADER, "")
+            if self.placement is not None and self.placement.size is None and announced.isdigit():
+                self.placement = replace(self.placement, size=int(announced))  # the store's size, via the agent
             if method is not None and placed is not None:
-                return self._take_placed(resp.headers.get(SHA256_HEADER), placed, dest, method)
+                return self._take_placed(resp.headers.get(SHA256_HEADER), placed, dest, (method, etag))
             origin: ArtifactOrigin = "cache" if resp.headers.get(ORIGIN_HEADER) == "cache" else "store"
             vouched = resp.headers.get(SHA256_HEADER)
             if vouched is not None and not SHA256_RE.match(vouched):
@@ -196,6 +211,8 @@ class AgentSource:
                 check_digest(self.display, self.expected, vouched)  # before a byte is written
             if resp.length is None:
                 raise AgentUnusable("the node cache agent's answer has no Content-Length")
+            if self.admit is not None:
+                self.admit(resp.length)  # the store's size, through the agent: refused before a byte is written
             digest = None if vouched is not None else hashlib.sha256()
             fd = os.open(dest, os.O_WRONLY | os.O_TRUNC)
             try:
@@ -211,14 +228,15 @@ class AgentSource:
                     f"{self.display}: the node cache's stream ended after {received} of {resp.length} bytes"
                 )
             sha256 = vouched if digest is None else digest.hexdigest()
-            return Pulled(sha256, received, origin)
+            return Pulled(sha256, received, origin, etag)
         finally:
             conn.close()
 
-    def _take_placed(self, vouched: str | None, placed: Path, dest: Path, method: str) -> Pulled:
+    def _take_placed(self, vouched: str | None, placed: Path, dest: Path, answer: tuple[str, str | None]) -> Pulled:
         """The file the agent put into this pod's volume, moved to ``dest``; its digest is the agent's (it checked
         the entry: cache_agent/cache.py ``_intact``). A placement that is not as announced is asked for again,
-        streamed."""
+        streamed. ``answer``: the placement's method and the object's ETag."""
+        method, etag = answer
         try:
             if vouched is None or not SHA256_RE.match(vouched):
                 raise OSError(f"no valid {SHA256_HEADER} header")
@@ -226,12 +244,14 @@ class AgentSource:
             st = placed.lstat()
             if not stat.S_ISREG(st.st_mode) or (self.placement and self.placement.size not in (None, st.st_size)):
                 raise OSError("not a regular file of the object's size")
+            if self.admit is not None:
+                self.admit(st.st_size)  # raises ArtifactTooLarge / InsufficientStorage: the placed file is removed
             os.replace(placed, dest)
         except OSError as exc:
             self.placement = None  # the next attempt streams
             raise ArtifactUnavailable(f"{self.display}: the node cache's placed file is unusable ({exc})") from None
         log.info("%s: placed in this pod's volume by the node cache agent (%s)", self.display, method)
-        return Pulled(vouched, st.st_size, "cache")
+        return Pulled(vouched, st.st_size, "cache", etag)
 
     def _failure(self, exc: OSError) -> Exception:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -324,7 +344,7 @@ def _drain(pipe_r: int, fd: int, n: int) -> int:
     return n
 
 
-def _refusal(resp: Any, display: str, expected: str | None) -> Exception:
+def _refusal(resp: Any, display: str, expected: str | None, admit: Admission | None) -> Exception:
     try:
         body = json.loads(resp.read(64 * 1024))
     except (ValueError, OSError, http.client.HTTPException):
@@ -338,6 +358,9 @@ def _refusal(resp: Any, display: str, expected: str | None) -> Exception:
         return ArtifactNotFound(f"{display}: object not found")
     if resp.status == 409 and reason == CHECKSUM_MISMATCH and expected is not None and SHA256_RE.match(actual):
         return digest_mismatch(display, expected, actual)  # the store's object is not the one the spec names
+    size = body.get("size")
+    if resp.status == 413 and reason == TOO_LARGE and admit is not None and type(size) is int:
+        admit(size)  # the pod's own refusal, with its own message (ArtifactTooLarge, InsufficientStorage)
     return AgentUnusable(f"the node cache agent answered {resp.status}: {message or 'no reason given'}")
 
 
@@ -349,13 +372,22 @@ class NodeCacheClient:
         self.placement = placement
         self.fallback: str | None = None
 
-    def __call__(self, source: Source, info: ObjectInfo, dest: Path, expected: str | None = None) -> Pulled | None:
+    def __call__(
+        self,
+        source: Source,
+        info: ObjectInfo | None,
+        dest: Path,
+        expected: str | None = None,
+        admit: Admission | None = None,
+    ) -> Pulled | None:
         try:
             urls = presigned_urls(source)
             if urls is None:
                 return None
-            placement = replace(self.placement, size=info.size) if self.placement else None
-            return AgentSource(self.agent_url, urls, source.display, expected, placement).fetch_into(dest)
+            size = info.size if info is not None else None
+            placement = replace(self.placement, size=size) if self.placement else None
+            agent = AgentSource(self.agent_url, urls, source.display, expected, placement=placement, admit=admit)
+            return agent.fetch_into(dest)
         except (AgentUnusable, ArtifactUnavailable) as exc:
             self.fallback = str(exc.message if isinstance(exc, ArtifactUnavailable) else exc)
             log.warning("%s: node cache not used, downloading directly: %s", source.display, self.fallback)

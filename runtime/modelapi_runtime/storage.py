@@ -41,10 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, TypeVar
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
 from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
     ArtifactError,
@@ -55,6 +51,7 @@ from modelapi_runtime.exceptions import (
     InsufficientStorage,
     InvalidArtifactSpec,
 )
+from modelapi_runtime.sigv4 import static_signer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,11 +103,30 @@ class Pulled:
     sha256: str
     size: int
     origin: ArtifactOrigin
+    etag: str | None = None  # the object's version as the store's HEAD gave it (for the refs), when known
+
+
+# Admits an artifact of this many bytes or raises ArtifactTooLarge / InsufficientStorage (``check_room``); ``limit``
+# is the largest size it admits.
+@dataclass(frozen=True, slots=True)
+class Admission:
+    display: str
+    max_bytes: int  # 0: any
+    free: int
+
+    def __call__(self, size: int | None) -> None:
+        check_room(self.display, size, self.max_bytes, self.free)
+
+    @property
+    def limit(self) -> int:
+        return largest_admitted(self.max_bytes, self.free)
 
 
 # Fetches the object into the given file through another path (the node cache), or returns None to download it
-# directly; given the source (its credentials), the object's HEAD as this pod saw it and the sha256 the spec expects.
-RemoteFetcher = Callable[["Source", "ObjectInfo", Path, "str | None"], Pulled | None]
+# directly; given the source (its credentials), the object's HEAD as this pod saw it (None when the pod did not
+# send one: the node's agent sends it with the pod's presigned URL and answers with its size and ETag), the sha256
+# the spec expects and the admission, to call before a byte is written.
+RemoteFetcher = Callable[["Source", "ObjectInfo | None", Path, "str | None", Admission], Pulled | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +293,11 @@ class HTTPSource:
 
 
 class S3Source:
-    """boto3 with the standard credential chain (env, web identity / IRSA, profile, instance role)."""
+    """boto3 with the standard credential chain (env, web identity / IRSA, profile, instance role).
+
+    boto3 is imported and its client made only when the object is read or stat'ed here, or presigned with
+    credentials ``sigv4`` does not sign: a node-cache hit with static credentials presigns its URLs with the standard
+    library and never imports boto3 (about 0.1-0.2 CPU-s of a start)."""
 
     def __init__(self, uri: str, options: TransferOptions) -> None:
         parts = urllib.parse.urlsplit(uri)
@@ -286,9 +306,27 @@ class S3Source:
         if not self.bucket or not self.key:
             raise InvalidArtifactSpec(f"{display_uri(uri)}: expected s3://BUCKET/KEY")
         self.display = f"s3://{self.bucket}/{self.key}"
-        self.client = make_s3_client(options)
+        self.options = options
+        self._client: S3Client | None = None
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = make_s3_client(self.options)
+        return self._client
+
+    def presign(self, operation: Literal["head_object", "get_object"], expires: int) -> str:
+        """A presigned URL of the object (SigV4): by ``sigv4`` where it can sign, by botocore otherwise; raises
+        whatever botocore raises for missing credentials."""
+        signer = static_signer(self.options.endpoint, self.options.region)
+        if signer is not None:
+            return signer.presign("HEAD" if operation == "head_object" else "GET", self.bucket, self.key, expires)
+        params = {"Bucket": self.bucket, "Key": self.key}
+        return self.client.generate_presigned_url(operation, Params=params, ExpiresIn=expires)
 
     def _wrap(self, exc: Exception) -> ArtifactError:
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError  # noqa: PLC0415
+
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return ArtifactAccessDenied(
                 f"{self.display}: no S3 credentials found (credentialsSecret or a ServiceAccount with "
@@ -343,6 +381,9 @@ class S3Source:
 
 
 def make_s3_client(options: TransferOptions) -> S3Client:
+    import boto3  # noqa: PLC0415 - only where boto3 reads or signs: a node-cache hit does without it
+    from botocore.config import Config  # noqa: PLC0415
+
     config = Config(
         # SigV4 for presigned URLs too (the node cache): botocore would presign with SigV2, which stores refuse
         signature_version="s3v4",
@@ -554,39 +595,46 @@ def fetch(
         return Artifact(blob, expected, blob.stat().st_size, False, time.perf_counter() - started)
 
     source = open_source(uri, options)
-    info = source.stat()
     if isinstance(source, FileSource):
         # A mounted volume is already local: verify in place instead of copying.
+        local = source.stat()
         actual = hash_file(source.path)
         check_digest(source.display, expected, actual)
-        return Artifact(source.path, actual, info.size or 0, False, time.perf_counter() - started)
+        return Artifact(source.path, actual, local.size or 0, False, time.perf_counter() - started)
 
     ref = cache_dir / "refs" / (hashlib.sha256(uri.encode()).hexdigest() + ".json")
-    if expected is None and info.etag:
-        cached = _read_ref(ref)
-        if cached and cached.get("etag") == info.etag and cached.get("size") == info.size:
-            blob = blobs / str(cached["sha256"])
-            if blob.is_file():
-                log.info("artifact %s: cache hit (etag)", source.display)
-                return Artifact(blob, str(cached["sha256"]), blob.stat().st_size, False, time.perf_counter() - started)
+    cached = _read_ref(ref) if expected is None else None
+    # The pod's own HEAD: skipped when the node's agent is asked and no ref needs comparing, since the agent sends
+    # the same HEAD with the pod's presigned URL before it answers (its size and ETag come back with the answer)
+    info = source.stat() if remote is None or cached is not None else None
+    if info is not None and cached and info.etag and (cached.get("etag"), cached.get("size")) == (info.etag, info.size):
+        blob = blobs / str(cached["sha256"])
+        if blob.is_file():
+            log.info("artifact %s: cache hit (etag)", source.display)
+            return Artifact(blob, str(cached["sha256"]), blob.stat().st_size, False, time.perf_counter() - started)
 
     for d in (blobs, cache_dir / "tmp", ref.parent):
         d.mkdir(parents=True, exist_ok=True)
-    check_room(source.display, info.size, options.max_bytes, (free_space or free_bytes)(cache_dir))
+    admit = Admission(source.display, options.max_bytes, (free_space or free_bytes)(cache_dir))
+    if info is not None:
+        admit(info.size)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir / "tmp", prefix=PARTIAL_PREFIX)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        pulled = remote(source, info, tmp, expected) if remote is not None else None
+        pulled = remote(source, info, tmp, expected, admit) if remote is not None else None
         if pulled is None:
-            pulled = Pulled(*download(source, info, tmp, options), origin="store")
+            if info is None:
+                info = source.stat()
+                admit(info.size)
+            pulled = Pulled(*download(source, info, tmp, options), origin="store", etag=info.etag)
         actual, size = pulled.sha256, pulled.size
         check_digest(source.display, expected, actual)
         os.replace(tmp, blobs / actual)
     finally:
         tmp.unlink(missing_ok=True)
-    if info.etag:
-        _write_ref(ref, {"etag": info.etag, "size": size, "sha256": actual})
+    if pulled.etag:
+        _write_ref(ref, {"etag": pulled.etag, "size": size, "sha256": actual})
     seconds = time.perf_counter() - started
     log.info("artifact %s: %d bytes from the %s in %.2fs", source.display, size, pulled.origin, seconds)
     store_bytes = size if pulled.origin == "store" else 0
@@ -624,6 +672,14 @@ def clear_partials(cache_dir: Path) -> int:
     if freed:
         log.info("removed %d bytes of partial downloads from %s", freed, cache_dir / "tmp")
     return freed
+
+
+def largest_admitted(max_bytes: int, free: int) -> int:
+    """The largest artifact ``check_room`` admits with this bound and free space (-1: none)."""
+    largest = min(free - ROOM_HEADROOM_MIN, math.floor(free / (1 + ROOM_HEADROOM_SHARE)))
+    while largest >= 0 and room_needed(largest) > free:  # the float share's rounding: a step or two at most
+        largest -= 1
+    return min(largest, max_bytes) if max_bytes else largest
 
 
 def check_room(display: str, size: int | None, max_bytes: int, free: int) -> None:

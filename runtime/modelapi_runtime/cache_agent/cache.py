@@ -43,6 +43,14 @@ class StreamAborted(Exception):
     """The bytes cannot be served whole (a corrupt entry, a failed or stalled fill): the connection is cut short."""
 
 
+class TooLarge(Exception):
+    """The object is larger than the pod admits (its bound or its volume's room): nothing is filled or placed."""
+
+    def __init__(self, display: str, size: int, limit: int) -> None:
+        super().__init__(f"{display}: {size} bytes, the pod admits at most {limit}")
+        self.size = size
+
+
 class DigestMismatch(Exception):
     """The cached object (the store's current version) does not have the digest the pod asked for."""
 
@@ -106,6 +114,7 @@ class Answer:
     release: Callable[[], None]
     closed: bool = False
     placed: Method | None = None  # put into the pod's volume (placement.py): nothing is streamed
+    etag: str = ""  # the object's ETag, from the store's HEAD with the pod's URL
 
     def close(self) -> None:
         if not self.closed:
@@ -182,17 +191,33 @@ class NodeCache:
 
     # -- serving ------------------------------------------------------------------------------------------------------
     def open(
-        self, head_url: str, get_url: str, sha256: str | None = None, pod: tuple[str, str] | None = None
+        self,
+        head_url: str,
+        get_url: str,
+        sha256: str | None = None,
+        pod: tuple[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> Answer:
         """The object's bytes for a pod, if the store lets the pod read it; ``sha256``: the digest the pod expects
         (a fill's stream is then cut short unless its bytes have it); ``pod``: (its UID, its proof's token) when it
-        asks to have a verified entry placed in its volume (placement.py; streamed where that cannot be done).
-        Raises ``ArtifactError`` (the store's answer to the pod's own URLs), ``NoRoom`` (index), ``Busy`` or
-        ``DigestMismatch`` (an entry with another digest)."""
+        asks to have a verified entry placed in its volume (placement.py; streamed where that cannot be done);
+        ``max_bytes``: the largest object the pod admits. Raises ``ArtifactError`` (the store's answer to the pod's
+        own URLs), ``TooLarge``, ``NoRoom`` (index), ``Busy`` or ``DigestMismatch`` (an entry with another digest)."""
         key = object_key(head_url)
         if object_key(get_url) != key:
             raise InvalidArtifactSpec("the HEAD and GET URLs name different objects")
         info = self.store.head(head_url)  # the pod's access check: before the cache is looked at
+        etag, size = str(info.etag), int(info.size or 0)
+        if max_bytes is not None and size > max_bytes:
+            raise TooLarge(display_uri(get_url), size, max_bytes)
+        answer = self._answer(key, info, get_url, sha256, pod)
+        answer.etag = etag
+        return answer
+
+    def _answer(
+        self, key: str, info: ObjectInfo, get_url: str, sha256: str | None, pod: tuple[str, str] | None
+    ) -> Answer:
+        """``open``'s answer once the pod's access is checked: placed, an entry streamed, a fill followed or begun."""
         etag, size = str(info.etag), int(info.size or 0)
         if pod is not None and self.pods_dir is not None:
             placed = self._place(key, (etag, size), sha256, pod, display_uri(get_url))

@@ -17,13 +17,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from modelapi_runtime.cache_agent.cache import Answer, Busy, DigestMismatch, NodeCache, StreamAborted
+from modelapi_runtime.cache_agent.cache import Answer, Busy, DigestMismatch, NodeCache, StreamAborted, TooLarge
 from modelapi_runtime.cache_agent.index import NoRoom
 from modelapi_runtime.cache_agent.placement import PlacementRefused, check_request
 from modelapi_runtime.cache_agent.presigned import EndpointNotAllowed
 from modelapi_runtime.cache_agent.protocol import (
     CHECKSUM_MISMATCH,
     ENDPOINT_NOT_ALLOWED,
+    ETAG_HEADER,
     FETCH_PATH,
     HEALTH_PATH,
     MAX_REQUEST_BYTES,
@@ -31,6 +32,8 @@ from modelapi_runtime.cache_agent.protocol import (
     ORIGIN_HEADER,
     PLACED_HEADER,
     SHA256_HEADER,
+    SIZE_HEADER,
+    TOO_LARGE,
 )
 from modelapi_runtime.exceptions import (
     ArtifactAccessDenied,
@@ -57,6 +60,8 @@ def error_status(exc: Exception) -> tuple[int, str]:
         return 404, "NotFound"
     if isinstance(exc, DigestMismatch):
         return 409, CHECKSUM_MISMATCH
+    if isinstance(exc, TooLarge):
+        return 413, TOO_LARGE
     if isinstance(exc, ArtifactError):
         return 502, "StoreUnavailable"
     if isinstance(exc, Busy):
@@ -76,7 +81,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _reply(self, status: int, body: dict[str, str]) -> None:
+    def _reply(self, status: int, body: dict[str, str | int]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -99,16 +104,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._reply(404, {"reason": "NotFound", "message": f"no route {self.path}"})
             return
         try:
-            head, get, sha256, pod = self._read_request()
-            answer = self.cache.open(head, get, sha256, pod)
-        except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom, DigestMismatch) as exc:
+            head, get, sha256, pod, max_bytes = self._read_request()
+            answer = self.cache.open(head, get, sha256, pod, max_bytes)
+        except (ArtifactError, InvalidArtifactSpec, Busy, NoRoom, DigestMismatch, TooLarge) as exc:
             status, reason = error_status(exc)
             message = exc.message if isinstance(exc, ArtifactError | InvalidArtifactSpec) else str(exc)
             log.info("refused %s: %s %s", self.address_string(), status, message)
             self.cache.metrics.refusals.labels(reason).inc()
-            body = {"reason": reason, "message": message}
+            body: dict[str, str | int] = {"reason": reason, "message": message}
             if isinstance(exc, DigestMismatch):
                 body["sha256"] = exc.actual
+            if isinstance(exc, TooLarge):
+                body["size"] = exc.size
             self._reply(status, body)
             return
         self._send(answer)
@@ -121,7 +128,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _read_request(self) -> tuple[str, str, str | None, tuple[str, str] | None]:
+    def _read_request(self) -> tuple[str, str, str | None, tuple[str, str] | None, int | None]:
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
             raise InvalidArtifactSpec(f"a JSON body of at most {MAX_REQUEST_BYTES} bytes with its Content-Length")
@@ -134,7 +141,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sha256 = body.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
             raise InvalidArtifactSpec("sha256 must be 64 lowercase hexadecimal characters")
-        return body["head"], body["get"], sha256, _pod(body.get("pod"))
+        max_bytes = body.get("max_bytes")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < -1):
+            raise InvalidArtifactSpec("max_bytes must be an integer of at least -1 (-1: nothing fits)")
+        return body["head"], body["get"], sha256, _pod(body.get("pod")), max_bytes
 
     def _send(self, answer: Answer) -> None:
         sent = 0
@@ -145,6 +155,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if answer.placed:
                 self.send_header(PLACED_HEADER, answer.placed)
             self.send_header(ORIGIN_HEADER, answer.origin)
+            self.send_header(SIZE_HEADER, str(answer.size))
+            if answer.etag:
+                self.send_header(ETAG_HEADER, answer.etag)
             if answer.sha256:
                 self.send_header(SHA256_HEADER, answer.sha256)
             self.send_header("Connection", "close")

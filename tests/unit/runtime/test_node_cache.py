@@ -23,7 +23,7 @@ from modelapi_runtime.cache_agent.cache import NodeCache
 from modelapi_runtime.cache_agent.protocol import FETCH_PATH
 from modelapi_runtime.cache_agent.server import Server, make_server
 from modelapi_runtime.cache_agent.settings import CacheAgentSettings
-from modelapi_runtime.exceptions import ArtifactAccessDenied, ChecksumMismatch
+from modelapi_runtime.exceptions import ArtifactAccessDenied, ArtifactTooLarge, ChecksumMismatch, InsufficientStorage
 from modelapi_runtime.node_cache import NodeCacheClient, Placement
 from modelapi_runtime.storage import TransferOptions, fetch
 
@@ -185,6 +185,54 @@ def test_a_pod_whose_credentials_cannot_read_the_object_is_refused_the_cached_co
 
     with pytest.raises(ArtifactAccessDenied):  # the runtime says so as a direct download would
         _pod_fetch(bad, tmp_path / "pod-2", agent.url)
+
+
+def test_a_pod_that_asks_the_agent_sends_no_head_and_keeps_the_stores_etag_from_the_answer(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(2 * MiB, seed=21)
+    handler.files["/m/h.onnx"] = data
+    agent = agent_factory([url])
+    uri = f"{url}/m/h.onnx?{GOOD}"
+    for pod in ("pod-1", "pod-2"):  # a miss (the agent fills), then a hit
+        before = len(handler.requests)
+        artifact, client = _pod_fetch(uri, tmp_path / pod, agent.url)
+        assert client.fallback is None
+        heads = [r for r in handler.requests[before:] if r.startswith("HEAD ")]
+        assert len(heads) == 1  # the agent's access check with the pod's URL; none from the pod itself
+        ref = json.loads(next((tmp_path / pod / "refs").iterdir()).read_text())
+        assert ref == {"etag": f'"{hashlib.md5(data).hexdigest()}"', "size": len(data), "sha256": artifact.sha256}
+
+    # a restarted container (the same volume, no sha256 in the spec) compares the ref with its own HEAD: no agent
+    hits = _agent_metrics(agent)["modelapi_cache_hits_total"]
+    again, _ = _pod_fetch(uri, tmp_path / "pod-2", agent.url)
+    assert (again.downloaded, again.origin) == (False, "cache")
+    assert _agent_metrics(agent)["modelapi_cache_hits_total"] == hits
+
+
+def test_an_artifact_over_the_pods_bound_or_room_is_refused_by_the_agent_before_any_fill(
+    store: tuple[str, type[_Store]], agent_factory: Any, tmp_path: Path
+) -> None:
+    url, handler = store
+    data = _blob(3 * MiB, seed=22)
+    handler.files["/m/l.onnx"] = data
+    agent = agent_factory([url])
+    uri = f"{url}/m/l.onnx?{GOOD}"
+
+    status, _, body = agent.ask({"head": uri, "get": uri, "max_bytes": MiB})
+    assert status == 413
+    assert json.loads(body)["reason"] == "TooLarge"
+    assert json.loads(body)["size"] == len(data)
+
+    bounded = TransferOptions(concurrency=4, part_size=MiB, max_bytes=2 * MiB)
+    with pytest.raises(ArtifactTooLarge, match=r"over the bound of 0\.00 GiB \(2097152 bytes\)"):
+        fetch(uri, tmp_path / "pod-1", options=bounded, remote=NodeCacheClient(agent.url))
+    with pytest.raises(InsufficientStorage, match="the disk under the model volume has"):
+        fetch(uri, tmp_path / "pod-2", options=OPTIONS, remote=NodeCacheClient(agent.url), free_space=lambda _: MiB)
+    assert "/m/l.onnx" not in handler.sent  # not one byte was fetched from the store
+    assert _agent_metrics(agent)["modelapi_cache_misses_total"] == 0
+    assert not any((tmp_path / "node-cache" / "objects").iterdir())
 
 
 def test_a_corrupt_entry_is_detected_dropped_and_fetched_again(
