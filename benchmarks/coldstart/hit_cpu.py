@@ -54,7 +54,8 @@ class Store(http.server.BaseHTTPRequestHandler):
 store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Store)
 threading.Thread(target=store.serve_forever, daemon=True).start()
 url = f"http://127.0.0.1:{store.server_address[1]}"
-agent = make_server(NodeCache(CacheAgentSettings(dir=sys.argv[3], max_mib=1 << 16, allowed_endpoints=[url])),
+allowed = [url, *sys.argv[4:]]  # and an S3 endpoint (start_cpu.py --s3)
+agent = make_server(NodeCache(CacheAgentSettings(dir=sys.argv[3], max_mib=1 << 16, allowed_endpoints=allowed)),
                     "127.0.0.1", 0, 16)
 print(f"http://127.0.0.1:{agent.server_address[1]} {url}", flush=True)
 agent.serve_forever()

@@ -4,8 +4,11 @@ A local store (HTTP, ranges) and the cache agent run in one child process (``hit
 once, then each start is a fresh `modelapi-runtime serve` with its own empty model directory, in a cgroup (v1 ``cpu``
 or v2) whose CFS quota is ``--cpu`` CPUs, as a pod's limit is. Measured per start: the wall clock from the spawn to
 the first 200 of ``/v2/health/ready`` (polled every 5 ms from outside the cgroup), the process's CPU by then, and the
-runtime's own phases from its ``/metrics``. With ``--before DIR`` (another commit's ``runtime/``, e.g. ``git archive
-6003e8b runtime | tar -x -C DIR``) the two trees start in turns. Needs root (the cgroup)::
+runtime's own phases from its ``/metrics``. With ``--s3`` the artifact is in an S3 store instead (the test harness's
+versitygw, started here: ``MODELAPI_VERSITYGW`` or the one tests/e2e/cluster/cluster.sh built), read with static
+credentials from the environment as the operator gives them, so the pod presigns its URLs. With ``--before DIR``
+(another commit's ``runtime/``, e.g. ``git archive 6003e8b runtime | tar -x -C DIR``) the two trees start in turns.
+Needs root (the cgroup)::
 
     python benchmarks/coldstart/start_cpu.py --mib 256 --starts 6 --before /tmp/before/runtime
 
@@ -35,7 +38,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from modelapi_runtime.node_cache import NodeCacheClient
-from modelapi_runtime.storage import fetch
+from modelapi_runtime.storage import TransferOptions, fetch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -43,6 +46,40 @@ from hit_cpu import NODE, RUNTIME  # noqa: E402 - the store and the agent, in on
 
 SERVE = "import sys; sys.path.insert(0, sys.argv.pop(1)); from modelapi_runtime.cli import main; sys.exit(main())"
 PHASES = ("download", "load", "warmup", "process")
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "modelapi", "AWS_SECRET_ACCESS_KEY": "modelapi-secret-key"}
+S3_REGION, S3_BUCKET = "us-east-1", "models"
+
+
+@contextlib.contextmanager
+def versitygw(artifact: Path, data_dir: Path) -> Iterator[str]:
+    """The harness's S3 (versitygw, posix backend) on a free port, with ``artifact`` in it as
+    ``s3://models/model.onnx``: its endpoint."""
+    import boto3  # noqa: PLC0415 - only for --s3
+
+    found = sorted(Path.home().glob(".cache/modelapi/*/bin/versitygw"), key=lambda p: p.stat().st_mtime)
+    binary = os.environ.get("MODELAPI_VERSITYGW") or (str(found[-1]) if found else "versitygw")
+    port = free_port()
+    data_dir.mkdir()
+    proc = subprocess.Popen(
+        [binary, "--access", S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], "--secret", S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+         "--region", S3_REGION, "--port", f"127.0.0.1:{port}", "posix", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
+                          aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+        s3.create_bucket(Bucket=S3_BUCKET)
+        s3.upload_file(str(artifact), S3_BUCKET, "model.onnx")
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -120,14 +157,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(runtime: Path, group: Path, agent: str | None, store: str, sha256: str, work: Path) -> dict[str, float]:
+def start(
+    runtime: Path, group: Path, agent: str | None, store: str, sha256: str, work: Path, s3: str | None = None
+) -> dict[str, float]:
     port = free_port()
     args = [sys.executable, "-c", SERVE, str(runtime), "serve", "--model-uri", f"{store}/model.onnx",
             "--sha256", sha256, "--model-dir", str(work), "--name", "m", "--host", "127.0.0.1", "--port", str(port),
             "--termination-log", str(work / "termination-log")]  # fmt: skip
     args += ["--node-cache-url", agent] if agent else []
+    args += ["--s3-endpoint", s3, "--s3-region", S3_REGION] if s3 else []
     procs = group / "cgroup.procs"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"} | (S3_CREDENTIALS if s3 else {})
     spawned = time.perf_counter()
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -168,38 +208,47 @@ def main() -> int:
     parser.add_argument("--before", type=Path, help="another commit's runtime/ directory, started in turns")
     parser.add_argument("--direct-mib-s", type=float, help="no agent: each start downloads from a store capping each "
                         "connection at this many MiB/s (a cold start from a remote store)")  # fmt: skip
+    parser.add_argument("--s3", action="store_true", help="the artifact in S3 (versitygw), read with static "
+                        "credentials: the pod presigns its URLs")  # fmt: skip
     args = parser.parse_args()
     trees = {"this tree": RUNTIME} | ({"before": args.before} if args.before else {})
     for runtime in trees.values():  # both trees byte-compiled, as in the image
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(runtime)], check=True)
-    with tempfile.TemporaryDirectory(prefix="start-cpu-") as tmp, cpu_cgroup(args.cpu) as group:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="start-cpu-")))
+        group = stack.enter_context(cpu_cgroup(args.cpu))
         artifact = work / "model.onnx"
         large_model(artifact, args.mib)
         sha256 = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        s3 = stack.enter_context(versitygw(artifact, work / "s3")) if args.s3 else None
         node = subprocess.Popen(
-            [sys.executable, "-c", NODE, str(RUNTIME), str(artifact), str(work / "node-cache")],
+            [sys.executable, "-c", NODE, str(RUNTIME), str(artifact), str(work / "node-cache"), *([s3] if s3 else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert node.stdout is not None
         agent, store = node.stdout.readline().split()
+        options = TransferOptions()
+        if s3:
+            store, options = f"s3://{S3_BUCKET}", TransferOptions(endpoint=s3, region=S3_REGION)
+            os.environ.update(S3_CREDENTIALS)  # the fill below signs with them too
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         via: str | None = agent
         if args.direct_mib_s:
             store, via = capped_store(artifact, args.direct_mib_s), None
         try:
             if via:
-                fetch(f"{store}/model.onnx", work / "fill", sha256=sha256, remote=NodeCacheClient(via))  # the fill
+                fill = NodeCacheClient(via)
+                fetch(f"{store}/model.onnx", work / "fill", sha256=sha256, options=options, remote=fill)
             for _ in range(args.starts):
                 for name, runtime in trees.items():
                     pod_dir = work / f"pod-{len(runs[name])}-{name.replace(' ', '-')}"
-                    runs[name].append(start(runtime, group, via, store, sha256, pod_dir))
+                    runs[name].append(start(runtime, group, via, store, sha256, pod_dir, s3))
         finally:
             node.terminate()
             node.wait(10)
     what = (
         f"cold, from a store at {args.direct_mib_s:g} MiB/s per connection" if args.direct_mib_s else "node-cache hits"
-    )
+    ) + (" (S3, static credentials)" if args.s3 else "")
     print(f"{args.mib} MiB, {what}, CPU quota {args.cpu:g}, {args.starts} starts each, 1-minute load "
           f"{os.getloadavg()[0]:.1f}, {time.strftime('%H:%M UTC', time.gmtime())}")  # fmt: skip
     for name, rs in runs.items():
