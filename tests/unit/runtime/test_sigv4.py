@@ -111,8 +111,9 @@ def test_a_node_cache_hit_presigns_without_importing_boto3() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_without_static_credentials_botocore_signs() -> None:
-    os.environ.pop("AWS_ACCESS_KEY_ID", None)
+def test_without_static_credentials_botocore_signs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "half of a pair")
     source = S3Source("s3://models/m.onnx", TransferOptions(endpoint="http://127.0.0.1:9000", region="us-east-1"))
     with pytest.raises(Exception, match="Unable to locate credentials"):  # botocore's own error, as before
         source.presign("head_object", 60)
