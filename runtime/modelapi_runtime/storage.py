@@ -106,10 +106,11 @@ class Pulled:
     etag: str | None = None  # the object's version as the store's HEAD gave it (for the refs), when known
 
 
-# Admits an artifact of this many bytes or raises ArtifactTooLarge / InsufficientStorage (``check_room``); ``limit``
-# is the largest size it admits.
 @dataclass(frozen=True, slots=True)
 class Admission:
+    """Called with an artifact's size: returns, or raises ArtifactTooLarge / InsufficientStorage (``check_room``);
+    ``limit`` is the largest size it admits (what the pod tells the node's agent)."""
+
     display: str
     max_bytes: int  # 0: any
     free: int

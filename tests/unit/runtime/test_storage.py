@@ -504,3 +504,17 @@ def test_free_disk_is_checked_from_the_head_before_any_download_and_partials_are
     )
     assert got.path.read_bytes() == data
     assert 0 < storage.free_bytes(tmp_path) <= shutil.disk_usage(tmp_path).free
+
+
+@pytest.mark.parametrize(
+    "free", [0, 1, 64 * MiB - 1, 64 * MiB, 64 * MiB + 1, 704 * MiB, 704 * MiB + 1, 10**12 + 7, 3 * 10**13 + 11]
+)
+@pytest.mark.parametrize("max_bytes", [0, 1, 100 * MiB, 10**15])
+def test_the_limit_sent_to_the_node_cache_is_exactly_what_check_room_admits(free: int, max_bytes: int) -> None:
+    """The largest artifact the pod tells the agent it admits: every size up to it passes ``check_room``, the next
+    one does not (so the agent refuses what the pod would, and nothing the pod would take)."""
+    limit = storage.largest_admitted(max_bytes, free)
+    if limit >= 0:
+        storage.check_room("x", limit, max_bytes, free)
+    with pytest.raises((ArtifactTooLarge, InsufficientStorage)):
+        storage.check_room("x", limit + 1, max_bytes, free)
