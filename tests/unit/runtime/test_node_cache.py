@@ -224,6 +224,8 @@ def test_an_artifact_over_the_pods_bound_or_room_is_refused_by_the_agent_before_
     assert status == 413
     assert json.loads(body)["reason"] == "TooLarge"
     assert json.loads(body)["size"] == len(data)
+    for bad in ("big", -2, 1.5, True):
+        assert agent.ask({"head": uri, "get": uri, "max_bytes": bad})[0] == 400
 
     bounded = TransferOptions(concurrency=4, part_size=MiB, max_bytes=2 * MiB)
     with pytest.raises(ArtifactTooLarge, match=r"over the bound of 0\.00 GiB \(2097152 bytes\)"):
