@@ -24,6 +24,7 @@ import collections
 import functools
 import io
 import logging
+import math
 import os
 import random
 import socket
@@ -64,6 +65,8 @@ ARMS: tuple[Arm, ...] = ("stable", "canary")
 # about a third of a tiny model's req/s at 10 % sampling.
 TICK_S = 0.5
 WAKE_AT = 1000
+# The gap to the next sampled request at a sample rate of 0 (never reached).
+NEVER = 2**62
 # Sink errors, as a bounded label: what the store said, in a few words.
 FailureReason = Literal["AccessDenied", "NoSuchBucket", "Unreachable", "WriteFailed"]
 
@@ -386,6 +389,9 @@ class PredictionLog:
         self.config = config
         self.sink = sink
         self.rate = config.sample_rate / 100
+        # log(1 - rate): the gaps between sampled requests are drawn from it (None: a rate of 100 % or of 0)
+        self.log_unsampled = math.log1p(-self.rate) if 0 < self.rate < 1 else None
+        self.countdown = self.gap()  # requests to go until the next sampled one, that one included
         self.record_inputs = config.record in ("inputs", "both")
         self.record_outputs = config.record in ("outputs", "both")
         self.cap = config.max_record_bytes
@@ -408,7 +414,22 @@ class PredictionLog:
     # -- the request path (the event loop's thread) ----------------------------------------------------------
 
     def sample(self) -> bool:
-        return random.random() < self.rate  # noqa: S311 - sampling, not security
+        """Whether this request is recorded: each one is, independently, with the sample rate's probability. The
+        random draw is made once per sampled request, for the gap to the next one, which is then counted down: an
+        unsampled request costs a decrement (the fast HTTP layer inlines it)."""
+        self.countdown -= 1
+        if self.countdown:
+            return False
+        self.countdown = self.gap()
+        return True
+
+    def gap(self) -> int:
+        """Requests from here to the next sampled one, that one included: k with probability (1 - p)^(k - 1) * p for
+        the sample rate p (geometric: the wait for the next success of independent draws), from one uniform draw."""
+        if self.log_unsampled is None:
+            return 1 if self.rate >= 1 else NEVER
+        # 1 - random() lies in (0, 1]: its log is finite and at most 0, the quotient at least 0
+        return int(math.log(1.0 - random.random()) / self.log_unsampled) + 1  # noqa: S311 - sampling, not security
 
     def offer(  # noqa: PLR0917 - one call per front end
         self,
@@ -420,9 +441,13 @@ class PredictionLog:
         response: bytes | None,
     ) -> None:
         """Queue a sampled request's record (dropped and counted when the queue is full)."""
-        request, response, truncated = cut(
-            request if self.record_inputs else None, response if self.record_outputs else None, self.cap
-        )
+        if not self.record_inputs:
+            request = None
+        if not self.record_outputs:
+            response = None
+        truncated = False
+        if (0 if request is None else len(request)) + (0 if response is None else len(response)) > self.cap:
+            request, response, truncated = cut(request, response, self.cap)
         record = pending(time.time(), request_id, protocol, status, latency_s, request, response, truncated)
         size = record[-1]
         if self.offered - self.taken >= QUEUE_RECORDS or self.offered_bytes - self.taken_bytes + size > QUEUE_BYTES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import gc
 import io
+import itertools
 import logging
 import random
 import time
@@ -200,6 +201,33 @@ def test_the_sample_rate_is_a_percentage() -> None:
     assert all(every.sample() for _ in range(1000))
     tiny = pl.PredictionLog(config(sample_rate=0.01), pl.StdoutSink(io.BytesIO()), metrics)
     assert sum(tiny.sample() for _ in range(10_000)) < 10
+
+
+def test_sampled_requests_are_independent_draws_made_once_per_sampled_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gaps between sampled requests are geometric (each request sampled with the rate's probability, whatever
+    came before), and only a sampled request draws a random number: an unsampled one costs a decrement."""
+    rng = random.Random(18)
+    draws = 0
+
+    def counted() -> float:
+        nonlocal draws
+        draws += 1
+        return rng.random()
+
+    monkeypatch.setattr(random, "random", counted)
+    log = pl.PredictionLog(config(sample_rate=10.0), pl.StdoutSink(io.BytesIO()), Metrics("m", "abcd1234"))
+    picks = [log.sample() for _ in range(200_000)]
+    sampled = sum(picks)
+    assert 19_400 < sampled < 20_600
+    assert draws == sampled + 1  # one draw at the start, then one per sampled request
+    gaps = [b - a for a, b in itertools.pairwise(i for i, picked in enumerate(picks) if picked)]
+    for k in (1, 2, 5, 10, 30):  # P(gap = k) = 0.9^(k-1) * 0.1
+        expected = 0.9 ** (k - 1) * 0.1 * len(gaps)
+        assert abs(gaps.count(k) - expected) < 5 * expected**0.5 + 5, (k, gaps.count(k), expected)
+    after_a_pick = [picks[i + 1] for i in range(len(picks) - 1) if picks[i]]  # no memory of the last draw
+    assert 0.08 < sum(after_a_pick) / len(after_a_pick) < 0.12
+    assert not any(pl.PredictionLog(config(sample_rate=0.0), pl.StdoutSink(io.BytesIO()), Metrics("m", "")).sample()
+                   for _ in range(1000))  # fmt: skip
 
 
 def test_what_to_record_is_honoured() -> None:
