@@ -24,6 +24,7 @@ import collections
 import functools
 import io
 import logging
+import math
 import os
 import random
 import socket
@@ -64,6 +65,8 @@ ARMS: tuple[Arm, ...] = ("stable", "canary")
 # about a third of a tiny model's req/s at 10 % sampling.
 TICK_S = 0.5
 WAKE_AT = 1000
+# The gap to the next sampled request at a sample rate of 0 (never reached).
+NEVER = 2**62
 # Sink errors, as a bounded label: what the store said, in a few words.
 FailureReason = Literal["AccessDenied", "NoSuchBucket", "Unreachable", "WriteFailed"]
 
@@ -141,18 +144,26 @@ def cut(request: bytes | None, response: bytes | None, cap: int) -> tuple[bytes 
 def payload(data: bytes, truncated: bool) -> tuple[str, str]:
     """(text, encoding): UTF-8 text as it is (a cut multi-byte character dropped), anything else (the v2 binary
     extension's tensors) in base64."""
-    tries = 4 if truncated else 1  # a cut may fall inside a character of up to 4 bytes
-    for end in range(len(data), max(len(data) - tries, -1), -1):
-        try:
-            return data[:end].decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            continue
+    try:  # the common case, first and alone: a whole UTF-8 payload
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if truncated:  # a cut may fall inside a character of up to 4 bytes
+        for end in range(len(data) - 1, max(len(data) - 4, -1), -1):
+            try:
+                return data[:end].decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                continue
     return base64.b64encode(data).decode("ascii"), "base64"
+
+
+# ".000Z" to ".999Z": the milliseconds part of a record's time, formatted once.
+MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 class Rfc3339:
     """Seconds since the epoch as RFC 3339 in UTC with milliseconds; the date and time part is formatted once per
-    second (the writer formats thousands of records a second). One per thread."""
+    second, the milliseconds looked up (the writer formats thousands of records a second). One per thread."""
 
     __slots__ = ("second", "text")
 
@@ -161,10 +172,10 @@ class Rfc3339:
         self.text = ""
 
     def __call__(self, t: float) -> str:
-        second = int(t)
+        second, ms = divmod(int(t * 1000), 1000)
         if second != self.second:
             self.second, self.text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.text}.{int((t - second) * 1000):03d}Z"
+        return self.text + MILLISECONDS[ms]
 
 
 class ArmReader:
@@ -218,7 +229,7 @@ def build_record(
         "arm": arm,
         "protocol": protocol,
         "status": status,
-        "latency_ms": round(latency_s * 1000, 3),
+        "latency_ms": int(latency_s * 1_000_000 + 0.5) / 1000,  # microseconds, rounded (round() costs more)
         "truncated": truncated,
     }
     if request is not None:
@@ -378,6 +389,9 @@ class PredictionLog:
         self.config = config
         self.sink = sink
         self.rate = config.sample_rate / 100
+        # log(1 - rate): the gaps between sampled requests are drawn from it (None: a rate of 100 % or of 0)
+        self.log_unsampled = math.log1p(-self.rate) if 0 < self.rate < 1 else None
+        self.countdown = self.gap()  # requests to go until the next sampled one, that one included
         self.record_inputs = config.record in ("inputs", "both")
         self.record_outputs = config.record in ("outputs", "both")
         self.cap = config.max_record_bytes
@@ -400,7 +414,22 @@ class PredictionLog:
     # -- the request path (the event loop's thread) ----------------------------------------------------------
 
     def sample(self) -> bool:
-        return random.random() < self.rate  # noqa: S311 - sampling, not security
+        """Whether this request is recorded: each one is, independently, with the sample rate's probability. The
+        random draw is made once per sampled request, for the gap to the next one, which is then counted down: an
+        unsampled request costs a decrement (the fast HTTP layer inlines it)."""
+        self.countdown -= 1
+        if self.countdown:
+            return False
+        self.countdown = self.gap()
+        return True
+
+    def gap(self) -> int:
+        """Requests from here to the next sampled one, that one included: k with probability (1 - p)^(k - 1) * p for
+        the sample rate p (geometric: the wait for the next success of independent draws), from one uniform draw."""
+        if self.log_unsampled is None:
+            return 1 if self.rate >= 1 else NEVER
+        # 1 - random() lies in (0, 1]: its log is finite and at most 0, the quotient at least 0
+        return int(math.log(1.0 - random.random()) / self.log_unsampled) + 1  # noqa: S311 - sampling, not security
 
     def offer(  # noqa: PLR0917 - one call per front end
         self,
@@ -412,9 +441,13 @@ class PredictionLog:
         response: bytes | None,
     ) -> None:
         """Queue a sampled request's record (dropped and counted when the queue is full)."""
-        request, response, truncated = cut(
-            request if self.record_inputs else None, response if self.record_outputs else None, self.cap
-        )
+        if not self.record_inputs:
+            request = None
+        if not self.record_outputs:
+            response = None
+        truncated = False
+        if (0 if request is None else len(request)) + (0 if response is None else len(response)) > self.cap:
+            request, response, truncated = cut(request, response, self.cap)
         record = pending(time.time(), request_id, protocol, status, latency_s, request, response, truncated)
         size = record[-1]
         if self.offered - self.taken >= QUEUE_RECORDS or self.offered_bytes - self.taken_bytes + size > QUEUE_BYTES:

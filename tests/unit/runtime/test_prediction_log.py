@@ -3,8 +3,10 @@ the whole path through the runtime as ``serve`` runs it (the fast HTTP layer and
 
 from __future__ import annotations
 
+import datetime
 import gc
 import io
+import itertools
 import logging
 import random
 import time
@@ -99,6 +101,35 @@ def test_a_record_has_the_metadata_and_the_payloads() -> None:
     assert only_metadata["arm"] == "canary"
 
 
+def test_record_times_and_latencies_are_those_of_a_plain_formatter() -> None:
+    """The writer's shortcuts (the date and time formatted once per second, the milliseconds looked up, the latency
+    rounded without round()): the time is datetime's, the latency in milliseconds within half a microsecond."""
+    rng = random.Random(18)
+    rfc3339 = pl.Rfc3339()
+    times = [*sorted(rng.uniform(1.7e9, 1.7e9 + 5) for _ in range(2000)), 0.0, 0.999, 59.9995, 1.7e9 + 0.5]
+    for t in times:
+        millis = int(t * 1000)
+        expected = datetime.datetime.fromtimestamp(millis // 1000, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert rfc3339(t) == f"{expected}.{millis % 1000:03d}Z", t
+    for latency_s in [0.0, 0.0000004, 0.0000005, 0.0015, 0.0123456, 1.5, 37.25] + [
+        rng.uniform(0, 2) for _ in range(500)
+    ]:
+        got = pl.build_record(pl.pending(0, "r", "v1", 200, latency_s, None, None, False), "m", "")["latency_ms"]
+        assert isinstance(got, float)
+        assert abs(got - latency_s * 1000) <= 0.0005 + 1e-9, latency_s
+        assert len(orjson.dumps(got).split(b".")[-1]) <= 3, got
+
+
+def test_a_cut_payload_keeps_its_text_up_to_the_cut_character() -> None:
+    text = "añ€😀".encode()  # characters of 1, 2, 3 and 4 bytes
+    for end in range(len(text) + 1):
+        kept, encoding = pl.payload(text[:end], True)
+        assert encoding == "utf-8"
+        assert text[:end].startswith(kept.encode()), end
+        assert len(text[:end]) - len(kept.encode()) < 4, end
+    assert pl.payload(b"\xff" * 8, True) == ("//////////8=", "base64")  # not text, whatever the cut
+
+
 # --- the arm: the operator's <name>-arms ConfigMap, as the kubelet mounts it ----------------------------------------
 
 
@@ -170,6 +201,33 @@ def test_the_sample_rate_is_a_percentage() -> None:
     assert all(every.sample() for _ in range(1000))
     tiny = pl.PredictionLog(config(sample_rate=0.01), pl.StdoutSink(io.BytesIO()), metrics)
     assert sum(tiny.sample() for _ in range(10_000)) < 10
+
+
+def test_sampled_requests_are_independent_draws_made_once_per_sampled_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gaps between sampled requests are geometric (each request sampled with the rate's probability, whatever
+    came before), and only a sampled request draws a random number: an unsampled one costs a decrement."""
+    rng = random.Random(18)
+    draws = 0
+
+    def counted() -> float:
+        nonlocal draws
+        draws += 1
+        return rng.random()
+
+    monkeypatch.setattr(random, "random", counted)
+    log = pl.PredictionLog(config(sample_rate=10.0), pl.StdoutSink(io.BytesIO()), Metrics("m", "abcd1234"))
+    picks = [log.sample() for _ in range(200_000)]
+    sampled = sum(picks)
+    assert 19_400 < sampled < 20_600
+    assert draws == sampled + 1  # one draw at the start, then one per sampled request
+    gaps = [b - a for a, b in itertools.pairwise(i for i, picked in enumerate(picks) if picked)]
+    for k in (1, 2, 5, 10, 30):  # P(gap = k) = 0.9^(k-1) * 0.1
+        expected = 0.9 ** (k - 1) * 0.1 * len(gaps)
+        assert abs(gaps.count(k) - expected) < 5 * expected**0.5 + 5, (k, gaps.count(k), expected)
+    after_a_pick = [picks[i + 1] for i in range(len(picks) - 1) if picks[i]]  # no memory of the last draw
+    assert 0.08 < sum(after_a_pick) / len(after_a_pick) < 0.12
+    assert not any(pl.PredictionLog(config(sample_rate=0.0), pl.StdoutSink(io.BytesIO()), Metrics("m", "")).sample()
+                   for _ in range(1000))  # fmt: skip
 
 
 def test_what_to_record_is_honoured() -> None:
