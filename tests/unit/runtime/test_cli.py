@@ -156,3 +156,40 @@ def test_the_command_imports_no_server_module_before_the_pull_starts() -> None:
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == ""
+
+
+# A `serve` whose thread, once the server answers ready, prints which of these it has imported, then ends the process.
+_SERVE_AND_LIST = """
+import os, sys, threading, time, urllib.request
+from modelapi_runtime.cli import main
+
+def watch(port, lazy):
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.05)
+    names = sorted({m.split(".")[0] for m in sys.modules} & lazy)
+    print(",".join(names), flush=True)
+    os._exit(0)
+
+threading.Thread(target=watch, args=(sys.argv[3], {"fastapi", "opentelemetry", "pydantic_settings", "dotenv"}),
+                 daemon=True).start()
+sys.exit(main(["serve", "--model-uri", sys.argv[1], "--name", "m", "--host", "127.0.0.1", "--port", sys.argv[3],
+               "--model-dir", sys.argv[2], "--termination-log", sys.argv[2] + "/t"]))
+"""
+
+
+def test_a_start_with_defaults_imports_neither_fastapi_nor_opentelemetry(model_dir: Path, tmp_path: Path) -> None:
+    """Every module a start imports is CPU before Ready (at a `500m` limit, each CPU-ms is 2 ms of wall time): FastAPI
+    (and the OpenTelemetry API it imports) is loaded only to build /openapi.json, on its first request (test_app)."""
+    env = {k: v for k, v in _env().items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_AND_LIST, (model_dir / "affine.onnx").as_uri(), str(tmp_path), str(_port())],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "fastapi" not in done.stdout.strip().split(",")
+    assert "opentelemetry" not in done.stdout.strip().split(",")
