@@ -308,7 +308,8 @@ async def test_the_starts_garbage_is_freed_not_frozen(model_dir: Path, tmp_path:
     try:
         async with app.router.lifespan_context(app):
             await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
-            assert left and left[0]() is None
+            assert len(left) == 1
+            assert left[0]() is None
     finally:
         gc.enable()
         gc.unfreeze()
