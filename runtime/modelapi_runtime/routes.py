@@ -2,9 +2,9 @@
 
 Inference (``POST /v1/models/{name}:predict``, ``POST /v2/models/{name}[/versions/{v}]/infer``) is
 served by :class:`InferenceEndpoint`, a plain ASGI callable that :class:`~modelapi_runtime.app.RuntimeApp`
-calls *before* any FastAPI/Starlette layer: FastAPI's middleware stack (telemetry, body limit,
-server-error and exception middleware, routing) costs more per request than a small model's whole
-inference, and these two paths need none of it (they validate against the model's own metadata and
+calls *before* any Starlette layer: a framework's middleware stack (server-error and exception
+middleware, routing; FastAPI's added telemetry and a body limit) costs more per request than a small
+model's whole inference, and these two paths need none of it (they validate against the model's own metadata and
 turn every error into a response themselves). Health, metadata and /metrics are plain Starlette
 routes (:func:`build_routes`).
 """
