@@ -5,26 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from modelapi_runtime import __version__
 from modelapi_runtime.errors import error_response
 from modelapi_runtime.exceptions import ModelAPIError
 from modelapi_runtime.lifecycle import FatalHook, Loaded, Runtime, load
-from modelapi_runtime.routes import InferenceEndpoint, build_router, match_inference
+from modelapi_runtime.routes import GetRoute, InferenceEndpoint, build_routes, match_inference
 from modelapi_runtime.settings import RuntimeSettings
 
 Loader = Callable[[RuntimeSettings], Loaded]
 
 
-class RuntimeApp(FastAPI):
-    """FastAPI for health, metadata and /metrics; inference requests never enter its middleware stack.
+class RuntimeApp(Starlette):
+    """Starlette for health, metadata, /metrics and /openapi.json; inference requests never enter its middleware
+    stack.
 
     ``POST`` to an inference path goes straight to :class:`InferenceEndpoint` (see :mod:`routes`);
-    everything else, the lifespan included, is FastAPI's.
+    everything else, the lifespan included, is Starlette's. Errors are answered as FastAPI did: a ``{"detail": ...}``
+    JSON body for a 404 or 405, the runtime's own body for a :class:`ModelAPIError`.
     """
 
     inference: InferenceEndpoint
@@ -67,7 +71,7 @@ def create_app(
     runtime = Runtime(settings, loader or load, freeze_gc=freeze_gc)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(runtime.start(on_fatal), name="modelapi-load")
         try:
             yield
@@ -79,29 +83,43 @@ def create_app(
             await runtime.stop()
 
     app = RuntimeApp(
-        title="modelapi runtime",
-        version=__version__,
+        routes=[GetRoute("/openapi.json", _openapi), *build_routes(runtime)],
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        # no 307 to the path without its trailing slash: clients of this API do not follow redirects for a POST
-        redirect_slashes=False,
+        exception_handlers={HTTPException: _http_error, ModelAPIError: _domain_error},
     )
+    # no 307 to the path without its trailing slash: clients of this API do not follow redirects for a POST
+    app.router.redirect_slashes = False
     app.state.runtime = runtime
     app.inference = InferenceEndpoint(runtime)
-    app.include_router(build_router(runtime))
-
-    @app.exception_handler(ModelAPIError)
-    async def domain_error(_: Request, exc: ModelAPIError) -> Response:
-        status, headers, body = error_response(exc)
-        return Response(
-            body,
-            status_code=status,
-            media_type="application/json",
-            headers={k.decode(): v.decode() for k, v in headers},
-        )
-
     return app
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """A 404 or 405 of the routing, as FastAPI answers it: ``{"detail": ...}`` (no body where none is allowed)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code < 200 or exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelAPIError)
+    status, headers, body = error_response(exc)
+    return Response(
+        body, status_code=status, media_type="application/json", headers={k.decode(): v.decode() for k, v in headers}
+    )
+
+
+_document: list[dict[str, Any]] = []
+
+
+async def _openapi(_: Request) -> Response:
+    """The OpenAPI document, built by FastAPI on the first request (FastAPI is not imported by a start)."""
+    if not _document:
+        from modelapi_runtime.openapi import document  # noqa: PLC0415 - on purpose: see the module's docstring
+
+        _document.append(document())
+    return JSONResponse(_document[0])
 
 
 __all__ = ["Loaded", "RuntimeApp", "create_app"]

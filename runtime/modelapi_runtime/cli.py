@@ -141,7 +141,7 @@ def pull(settings: RuntimeSettings) -> int:
 
 
 def serve(settings: RuntimeSettings) -> int:
-    # The artifacts' pull starts first, in a thread of its own: the server's imports (FastAPI, uvicorn, onnxruntime,
+    # The artifacts' pull starts first, in a thread of its own: the server's imports (uvicorn, Starlette, onnxruntime,
     # numpy: about 0.35 CPU-s, 0.7 s of a start at a 500m CPU limit) run while it waits on the store or the node's
     # agent, instead of before it.
     pulling = start_pull(settings)

@@ -1,6 +1,6 @@
 """The artifacts of one start (the model, and the handler if any), pulled into the model directory.
 
-``serve`` starts the pull before it imports the server (FastAPI, uvicorn, onnxruntime, numpy: about 0.35 CPU-s), in
+``serve`` starts the pull before it imports the server (uvicorn, Starlette, onnxruntime, numpy: about 0.35 CPU-s), in
 a thread of its own, so the imports run while the pull waits on the store or the node's agent; the loader takes the
 result when it needs the files. This module imports none of those: only the transfer code (storage, node_cache).
 """

@@ -2,11 +2,11 @@
 
 Inference (``POST /v1/models/{name}:predict``, ``POST /v2/models/{name}[/versions/{v}]/infer``) is
 served by :class:`InferenceEndpoint`, a plain ASGI callable that :class:`~modelapi_runtime.app.RuntimeApp`
-calls *before* any FastAPI/Starlette layer: FastAPI's middleware stack (telemetry, body limit,
-server-error and exception middleware, routing) costs more per request than a small model's whole
-inference, and these two paths need none of it (they validate against the model's own metadata and
-turn every error into a response themselves). Health, metadata and /metrics are ordinary FastAPI
-routes.
+calls *before* any Starlette layer: a framework's middleware stack (server-error and exception
+middleware, routing; FastAPI's added telemetry and a body limit) costs more per request than a small
+model's whole inference, and these two paths need none of it (they validate against the model's own metadata and
+turn every error into a response themselves). Health, metadata and /metrics are plain Starlette
+routes (:func:`build_routes`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from modelapi_runtime import __version__
@@ -302,44 +303,57 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra
     await send({"type": "http.response.body", "body": body})
 
 
-def build_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter()
+class GetRoute(Route):
+    """A ``GET`` route that answers ``GET`` only: Starlette's :class:`Route` also accepts ``HEAD`` for a ``GET``, a
+    FastAPI route does not (a ``HEAD`` here is a 405, as it always was)."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(path, endpoint, methods=["GET"])
+        self.methods = {"GET"}
+
+
+def build_routes(runtime: Runtime) -> list[Route]:
+    """Health, metadata and /metrics: plain Starlette routes (FastAPI's routing, dependency and OpenAPI machinery
+    cost a start about 0.15 CPU-s of imports; the OpenAPI document is built on its first request, see :mod:`app`)."""
 
     def not_ready(**body: Any) -> JSONResponse:
         return JSONResponse(body, status_code=503)
 
-    @router.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    async def live(_: Request) -> Response:
+        return JSONResponse({"live": True})
 
-    @router.get("/v2/health/ready", response_model=None)
-    async def ready() -> dict[str, bool] | JSONResponse:
-        return {"ready": True} if runtime.ready else not_ready(ready=False)
+    async def ready(_: Request) -> Response:
+        return JSONResponse({"ready": True}) if runtime.ready else not_ready(ready=False)
 
-    @router.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+    async def server_metadata(_: Request) -> Response:
+        return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]})
 
-    @router.get("/v2/models/{name}", response_model=None)
-    @router.get("/v2/models/{name}/versions/{version}", response_model=None)
-    async def model_metadata(name: str) -> dict[str, Any]:
-        return runtime.service_for(name).metadata()
+    async def model_metadata(request: Request) -> Response:
+        return JSONResponse(runtime.service_for(request.path_params["name"]).metadata())
 
-    @router.get("/v2/models/{name}/ready", response_model=None)
-    @router.get("/v2/models/{name}/versions/{version}/ready", response_model=None)
-    async def model_ready(name: str) -> dict[str, Any] | JSONResponse:
+    async def model_ready(request: Request) -> Response:
+        name: str = request.path_params["name"]
         if name != runtime.settings.name:
             runtime.service_for(name)  # raises ModelNotFound: 404
-        return {"name": name, "ready": True} if runtime.ready else not_ready(name=name, ready=False)
+        return JSONResponse({"name": name, "ready": True}) if runtime.ready else not_ready(name=name, ready=False)
 
-    @router.get("/v1/models/{name}", response_model=None)
-    async def v1_model(name: str) -> dict[str, Any] | JSONResponse:
+    async def v1_model(request: Request) -> Response:
+        name: str = request.path_params["name"]
         if name != runtime.settings.name:
             runtime.service_for(name)  # raises ModelNotFound: 404
-        return {"name": name, "ready": runtime.ready}
+        return JSONResponse({"name": name, "ready": runtime.ready})
 
-    @router.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(_: Request) -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return router
+    return [
+        GetRoute("/v2/health/live", live),
+        GetRoute("/v2/health/ready", ready),
+        GetRoute("/v2", server_metadata),
+        GetRoute("/v2/models/{name}", model_metadata),
+        GetRoute("/v2/models/{name}/versions/{version}", model_metadata),
+        GetRoute("/v2/models/{name}/ready", model_ready),
+        GetRoute("/v2/models/{name}/versions/{version}/ready", model_ready),
+        GetRoute("/v1/models/{name}", v1_model),
+        GetRoute("/metrics", metrics),
+    ]

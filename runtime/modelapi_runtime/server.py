@@ -1,7 +1,7 @@
 """The model server's process: uvicorn with the runtime's HTTP protocols and Kubernetes-friendly SIGTERM handling.
 
-Imported by ``modelapi-runtime serve`` after it has started the artifacts' pull (cli.py): these imports (FastAPI,
-uvicorn, onnxruntime, numpy) are the heavy part of a start.
+Imported by ``modelapi-runtime serve`` after it has started the artifacts' pull (cli.py): these imports (uvicorn,
+Starlette, onnxruntime, numpy) are the heavy part of a start.
 """
 
 from __future__ import annotations

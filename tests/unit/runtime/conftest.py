@@ -13,7 +13,7 @@ import boto3
 import httpx
 import onnx_models
 import pytest
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from modelapi_runtime.app import create_app
 from modelapi_runtime.lifecycle import Runtime
@@ -46,7 +46,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Served:
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: Starlette, client: httpx.AsyncClient) -> None:
         self.app = app
         self.client = client
 

@@ -322,3 +322,37 @@ def test_process_age_reads_the_start_time_after_any_command_name(tmp_path: Path)
     assert process_age_seconds(tmp_path / "absent") is None
     stat.write_text("4242 (truncated")
     assert process_age_seconds(stat) is None
+
+
+async def test_routing_errors_answer_as_fastapi_did(serve: ServeFactory, model_dir: Path) -> None:
+    """The routes are Starlette's now, their refusals unchanged: JSON ``detail`` for a 404 and a 405 (with
+    ``allow``), a 405 for ``HEAD`` on a ``GET`` route, no redirect for a trailing slash."""
+    s = await serve(model_dir / "affine.onnx")
+    for path in ("/nope", "/docs", "/v2/health/live/", "/v2/models/m/infer/x"):
+        r = await s.client.get(path)
+        assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
+        assert r.headers["content-type"] == "application/json"
+    for method, path in (("POST", "/v2/health/live"), ("DELETE", "/v2/models/m"), ("PUT", "/v1/models/m:predict")):
+        r = await s.client.request(method, path)
+        assert (r.status_code, r.json(), r.headers["allow"]) == (405, {"detail": "Method Not Allowed"}, "GET")
+    r = await s.client.head("/v2/health/ready")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+
+
+async def test_the_openapi_document_describes_every_route(serve: ServeFactory, model_dir: Path) -> None:
+    """/openapi.json is built by FastAPI on its first request (a start does not import FastAPI): it names exactly the
+    paths the app routes, each a GET."""
+    from modelapi_runtime import __version__
+    from modelapi_runtime.routes import GetRoute, build_routes
+
+    s = await serve(model_dir / "affine.onnx")
+    r = await s.client.get("/openapi.json")
+    assert r.status_code == 200
+    document = r.json()
+    assert document["info"] == {"title": "modelapi runtime", "version": __version__}
+    routed = {route.path for route in build_routes(s.runtime)}
+    assert all(isinstance(route, GetRoute) for route in build_routes(s.runtime))
+    assert set(document["paths"]) == routed
+    assert {method for ops in document["paths"].values() for method in ops} == {"get"}
+    assert document["paths"]["/v2/health/live"]["get"]["operationId"] == "live_v2_health_live_get"
+    assert (await s.client.get("/openapi.json")).content == r.content  # built once, the same answer

@@ -48,6 +48,22 @@ def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
         build_parser().parse_args(["serve", "--device", "tpu"])
 
 
+def test_env_names_match_in_any_case_and_bad_values_name_their_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The environment as pydantic-settings read it: names in any case, text parsed by the model's validation (the
+    same messages as a flag's), variables that are no setting ignored."""
+    monkeypatch.setenv("modelapi_model_uri", "file:///lower.onnx")
+    monkeypatch.setenv("MODELAPI_BATCH_FILL_WHEN_IDLE", "true")
+    monkeypatch.setenv("MODELAPI_NOT_A_SETTING", "x")
+    s = RuntimeSettings()
+    assert (s.model_uri, s.batch_fill_when_idle, s.port) == ("file:///lower.onnx", True, 8080)
+    monkeypatch.setenv("MODELAPI_PORT", "http")
+    assert main(["serve"]) == 2
+    assert "--port: Input should be a valid integer, unable to parse string as an integer" in capsys.readouterr().err
+    assert RuntimeSettings(port=81).port == 81  # an argument wins over the variable
+
+
 def test_invalid_setting_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model-uri", "file:///m.onnx", "--max-batch-size", "0"]) == 2
     assert "--max-batch-size" in capsys.readouterr().err
@@ -155,4 +171,43 @@ def test_the_command_imports_no_server_module_before_the_pull_starts() -> None:
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""
+
+
+# A `serve` whose thread, once the server answers ready, prints which of these it has imported, then ends the process.
+_SERVE_AND_LIST = """
+import os, sys, threading, time, urllib.request
+from modelapi_runtime.cli import main
+
+def watch(port, lazy):
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.05)
+    names = sorted({m.split(".")[0] for m in sys.modules} & lazy)
+    print(",".join(names), flush=True)
+    os._exit(0)
+
+threading.Thread(target=watch, args=(sys.argv[3], {"fastapi", "opentelemetry", "pydantic_settings", "dotenv"}),
+                 daemon=True).start()
+sys.exit(main(["serve", "--model-uri", sys.argv[1], "--name", "m", "--host", "127.0.0.1", "--port", sys.argv[3],
+               "--model-dir", sys.argv[2], "--termination-log", sys.argv[2] + "/t"]))
+"""
+
+
+def test_a_start_with_defaults_imports_no_fastapi_opentelemetry_or_pydantic_settings(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Every module a start imports is CPU before Ready (at a `500m` limit, each CPU-ms is 2 ms of wall time): FastAPI
+    (and the OpenTelemetry API it imports) is loaded only to build /openapi.json, on its first request (test_app);
+    the settings read their environment without pydantic-settings."""
+    env = {k: v for k, v in _env().items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_AND_LIST, (model_dir / "affine.onnx").as_uri(), str(tmp_path), str(_port())],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
