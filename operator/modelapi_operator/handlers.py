@@ -87,7 +87,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # and back for every watch event of every child.
 @kopf.index(*MODELAPIS)
 async def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): indices.plain(body)}
+    return indices.modelapi_entry(namespace, name, body, ticks=resync.ticks(body))
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
@@ -125,6 +125,13 @@ async def endpointslices_idx(
 @kopf.index("v1", "configmaps", labels=OURS)
 async def configmaps_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
+
+
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
+async def service_slices_idx(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
+    return indices.service_slice_entry(namespace, labels, body)
 
 
 @kopf.index("v1", "pods", labels=OURS)

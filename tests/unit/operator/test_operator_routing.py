@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from test_operator_reconcile import _body
 from modelapi_operator import kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.indices import service_slice_entry
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import Observation, RevisionView, compute_status
@@ -101,7 +103,10 @@ class SlicesKube(RecordingKube):
         return self.slices if kind.kind == "EndpointSlice" else []
 
 
-async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[SlicesKube, tuple[str, str]]:
+async def _ready_after_pods_are_ready(
+    slices: list[dict[str, Any]], *, kept: list[dict[str, Any]] | None = None
+) -> tuple[SlicesKube, tuple[str, str]]:
+    """``kept``: the slices as the operator's index holds them (then nothing is listed from the API)."""
     client = SlicesKube(slices)
     reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
     body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
@@ -117,7 +122,8 @@ async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[Sli
         "status": {"phase": "Running"},
     }
     assert pod["metadata"]["labels"]["serving.modelapi.io/revision"] == revision
-    status = await reconciler.reconcile(body, Observed(deployments=[deployment], pods=[pod]))
+    observed = Observed(deployments=[deployment], pods=[pod], service_slices=kept)
+    status = await reconciler.reconcile(body, observed)
     ready = next(c for c in status.conditions if c.type == "Ready")
     return client, (ready.status, ready.reason)
 
@@ -138,3 +144,42 @@ async def test_the_reconciler_is_ready_once_the_slices_list_the_pods() -> None:
     slices[0] = _slice((f"{name}-5d8c-x1", True))
     _, ready = await _ready_after_pods_are_ready(slices)
     assert ready == ("True", "Serving")
+
+
+def _kept(*slices: dict[str, Any]) -> list[dict[str, Any]]:
+    """The slices as the operator's index keeps them (indices.service_slice_entry)."""
+    labels = {"serving.modelapi.io/name": "iris", "kubernetes.io/service-name": "iris"}
+    return [json.loads(value) for item in slices for value in service_slice_entry("ml", labels, item).values()]
+
+
+async def test_the_slices_the_index_keeps_decide_ready_without_a_read() -> None:
+    client, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice(("iris-other-1", True))))
+    assert ready == ("False", "EndpointsNotReady")
+    assert client.lists == []
+    name = next(m for m in client.created if m["kind"] == "Deployment")["metadata"]["name"]
+    client, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice((f"{name}-5d8c-x1", True))))
+    assert ready == ("True", "Serving")
+    assert client.lists == []
+    _, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice((f"{name}-5d8c-x1", False))))
+    assert ready == ("False", "EndpointsNotReady")
+
+
+async def test_a_watch_copy_behind_the_last_status_written_repeats_no_transition() -> None:
+    """The status the reconciler last wrote (kept as its JSON) stands over a watch copy that has not caught up with
+    it: Ready=True once, its Events once, however often the stale copy is reconciled."""
+    client = SlicesKube([])
+    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+    await reconciler.reconcile(body, Observed())
+    (created,) = [m for m in client.created if m["kind"] == "Deployment"]
+    deployment = {**created, "status": {"replicas": 1, "readyReplicas": 1}}
+    pod_name = f"{created['metadata']['name']}-5d8c-x1"
+    pod = {"metadata": {"name": pod_name, "labels": created["spec"]["template"]["metadata"]["labels"]}}
+    observed = Observed(deployments=[deployment], pods=[pod], service_slices=_kept(_slice((pod_name, True))))
+    for _ in range(3):  # the body (the watch's copy) never shows the statuses written
+        status = await reconciler.reconcile(body, observed)
+        assert [(c.status, c.reason) for c in status.conditions if c.type == "Ready"] == [("True", "Serving")]
+    statuses = [call for call in client.calls if call[0] == "status"]
+    serving = [call for call in client.calls if call[0] == "event" and call[1][1] == "Serving"]
+    assert len(statuses) == 2  # the first status (nothing observed yet), then Ready=True
+    assert len(serving) == 1
