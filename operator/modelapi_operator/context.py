@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelapi_operator import kube
+from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
+from modelapi_operator.diffbase import MemoryDiffBaseStorage
 from modelapi_operator.indices import Key
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer, Standby
@@ -90,6 +91,8 @@ class OperatorContext:
     # (triggers.settled): the resync loop skips them while it stays the same, but for one round in FULL_RESYNC_EVERY
     settled: dict[Key, int] = field(default_factory=dict)
     gateway_checked_at: float = -1e9
+    # kopf's diff base of each ModelAPI (what it last handled), kept here instead of in an annotation (diffbase.py)
+    diffbase: MemoryDiffBaseStorage = field(default_factory=lambda: MemoryDiffBaseStorage(names.GROUP))
 
     @classmethod
     def create(cls, settings: OperatorSettings, peer: Peer, metrics: OperatorMetrics) -> OperatorContext:
@@ -135,6 +138,7 @@ class OperatorContext:
     def forget(self, uid: str, key: Key) -> None:
         """A ModelAPI was deleted: drop what was kept about it."""
         self.reconciler.forget(uid)
+        self.diffbase.forget(uid)
         self.metrics.retract(key)
         self.locks.pop(key, None)
         self.endpoint_rechecks.pop(key, None)
