@@ -52,6 +52,7 @@ from modelapi_operator.plan import (
 )
 from modelapi_operator.prometheus import Prometheus, PrometheusError
 from modelapi_operator.reasons import (
+    ENDPOINTS_NOT_READY,
     INVALID_SPEC,
     NAME_CONFLICT,
     PERMISSION_DENIED,
@@ -145,6 +146,9 @@ def exact_map_fix(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> di
 
 
 ACTIVATOR_READ_SECONDS = 2.0
+# Ready pods the <name> Service's EndpointSlices do not list yet: Ready=False EndpointsNotReady is written (a status
+# patch and an Event) only when the slices have not followed within this long, which they usually do.
+ENDPOINTS_GRACE_SECONDS = 2.0
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 SLICE_CONTROLLERS = (SLICE_CONTROLLER, "endpointslicemirroring-controller.k8s.io")
 
@@ -239,8 +243,10 @@ class Reconciler:
         activator_service: tuple[str, str] | None = None,
         unschedulable_grace_seconds: float = DEFAULT_GRACE_SECONDS,
         autoscaling_limited_seconds: float = DEFAULT_LIMITED_SECONDS,
+        endpoints_grace_seconds: float = ENDPOINTS_GRACE_SECONDS,
     ) -> None:
         self.kube = client
+        self.endpoints_grace_seconds = endpoints_grace_seconds
         self.unschedulable_grace_seconds = unschedulable_grace_seconds
         self.autoscaling_limited_seconds = autoscaling_limited_seconds
         self.policy = policy or ClusterPolicy()
@@ -257,10 +263,14 @@ class Reconciler:
         # Pods a cluster autoscaler last announced a scale-up for, by ModelAPI uid: kept through a failed read, so
         # a passing API error does not flip WaitingForCapacity to Unschedulable and back.
         self._scaling_up: dict[str, frozenset[str]] = {}
+        # When this process first saw a ModelAPI's ready pods not yet listed by its EndpointSlices (monotonic), by
+        # uid, while that lasts without having been written (``_endpoints_wait_is_young``).
+        self._endpoints_waiting: dict[str, float] = {}
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._scaling_up.pop(uid, None)
+        self._endpoints_waiting.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any], observed: Observed) -> ModelAPIStatus:
         meta = body["metadata"]
@@ -752,6 +762,11 @@ class Reconciler:
         )
         observation = replace(observation, routable=routable)
         status, events = compute_status(observation)
+        if not plan.events and self._endpoints_wait_is_young(owner.uid, status, previous):
+            # Nothing written yet: the slices usually list the pods within a moment, and Ready=True then follows
+            # the previous status directly (one status patch and one Event fewer). The status is returned as
+            # computed, so the caller looks again soon (triggers.py) and a change of the slices reconciles at once.
+            return status
         # The status patch and the Events go out together: one round trip of a reconcile (which holds one of the
         # operator's reconcile slots), not one per Event after the patch.
         writes = [self._post(body, event) for event in [*plan.events, *events]]
@@ -762,6 +777,19 @@ class Reconciler:
         await asyncio.gather(*writes)
         self._written[owner.uid] = status.model_dump_json()
         return status
+
+    def _endpoints_wait_is_young(self, uid: str, status: ModelAPIStatus, previous: ModelAPIStatus) -> bool:
+        """Whether Ready=False EndpointsNotReady is newly computed and has lasted less than the grace."""
+        if _ready_reason(status) != ENDPOINTS_NOT_READY:
+            self._endpoints_waiting.pop(uid, None)
+            return False
+        if _ready_reason(previous) == ENDPOINTS_NOT_READY:
+            return False  # already written: nothing to hold back
+        since = self._endpoints_waiting.setdefault(uid, time.monotonic())
+        if time.monotonic() - since < self.endpoints_grace_seconds:
+            return True
+        self._endpoints_waiting.pop(uid, None)
+        return False
 
     async def _routable(
         self,
@@ -839,6 +867,10 @@ def _scale_target(hpa: Manifest | None, deployments: Sequence[Manifest]) -> Mani
         return None
     target = (hpa.get("spec") or {}).get("scaleTargetRef", {}).get("name")
     return next((d for d in deployments if d["metadata"]["name"] == target), None)
+
+
+def _ready_reason(status: ModelAPIStatus) -> str | None:
+    return next((c.reason for c in status.conditions if c.type == "Ready"), None)
 
 
 def _comparable(status: ModelAPIStatus) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -183,3 +184,65 @@ async def test_a_watch_copy_behind_the_last_status_written_repeats_no_transition
     serving = [call for call in client.calls if call[0] == "event" and call[1][1] == "Serving"]
     assert len(statuses) == 2  # the first status (nothing observed yet), then Ready=True
     assert len(serving) == 1
+
+
+async def test_endpoints_not_ready_is_written_only_when_the_slices_do_not_follow_within_the_grace() -> None:
+    """Ready pods the slices do not list yet: nothing is written at first (the slices usually follow within a
+    moment, and Ready=True then comes with one status patch and no EndpointsNotReady Event); once the wait lasts
+    past the grace, Ready=False EndpointsNotReady is written, with its Event."""
+    grace = 0.2
+
+    async def setup() -> tuple[SlicesKube, Reconciler, dict[str, Any], str]:
+        client = SlicesKube([])
+        reconciler = Reconciler(
+            client,
+            RuntimeImages(cpu="cpu:1", gpu="gpu:1"),
+            gateway_api_installed=False,
+            endpoints_grace_seconds=grace,
+        )
+        body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+        await reconciler.reconcile(body, Observed())
+        return (
+            client,
+            reconciler,
+            body,
+            next(m for m in client.created if m["kind"] == "Deployment")["metadata"]["name"],
+        )
+
+    def observed(name: str, deployment: dict[str, Any], *listed: str) -> Observed:
+        ready = {**deployment, "status": {"replicas": 1, "readyReplicas": 1}}
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        pod = {"metadata": {"name": f"{name}-5d8c-x1", "labels": labels}}
+        return Observed(deployments=[ready], pods=[pod], service_slices=_kept(_slice(*((p, True) for p in listed))))
+
+    def written(client: SlicesKube) -> tuple[list[str | None], list[str]]:
+        statuses = [
+            next((c["reason"] for c in call[1]["conditions"] if c["type"] == "Ready"), None)
+            for call in client.calls
+            if call[0] == "status"
+        ]
+        return statuses, [call[1][1] for call in client.calls if call[0] == "event"]
+
+    # the slices follow within the grace: straight to Ready=True
+    client, reconciler, body, name = await setup()
+    deployment = next(m for m in client.created if m["kind"] == "Deployment")
+    waiting = await reconciler.reconcile(body, observed(name, deployment))
+    assert [(c.status, c.reason) for c in waiting.conditions if c.type == "Ready"] == [("False", "EndpointsNotReady")]
+    await reconciler.reconcile(body, observed(name, deployment, f"{name}-5d8c-x1"))
+    statuses, events = written(client)
+    assert statuses[1:] == ["Serving"]
+    assert "EndpointsNotReady" not in events
+    assert "Serving" in events
+
+    # they do not: nothing written within the grace, EndpointsNotReady once it has passed, and only once
+    client, reconciler, body, name = await setup()
+    deployment = next(m for m in client.created if m["kind"] == "Deployment")
+    await reconciler.reconcile(body, observed(name, deployment))
+    await reconciler.reconcile(body, observed(name, deployment))
+    assert written(client)[0][1:] == []
+    await asyncio.sleep(grace * 1.5)
+    for _ in range(2):
+        await reconciler.reconcile(body, observed(name, deployment))
+    statuses, events = written(client)
+    assert statuses[1:] == ["EndpointsNotReady"]
+    assert events.count("EndpointsNotReady") == 1
