@@ -17,10 +17,10 @@ from typing import Any
 from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
-from modelapi_operator.diffbase import MemoryDiffBaseStorage
 from modelapi_operator.indices import Key
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer, Standby
+from modelapi_operator.persistence import MemoryDiffBaseStorage
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Reconciler
 from modelapi_operator.settings import OperatorSettings
@@ -91,7 +91,7 @@ class OperatorContext:
     # (triggers.settled): the resync loop skips them while it stays the same, but for one round in FULL_RESYNC_EVERY
     settled: dict[Key, int] = field(default_factory=dict)
     gateway_checked_at: float = -1e9
-    # kopf's diff base of each ModelAPI (what it last handled), kept here instead of in an annotation (diffbase.py)
+    # kopf's diff base of each ModelAPI (what it last handled), kept here instead of in an annotation (persistence.py)
     diffbase: MemoryDiffBaseStorage = field(default_factory=lambda: MemoryDiffBaseStorage(names.GROUP))
 
     @classmethod

@@ -21,10 +21,10 @@ import kopf
 
 from modelapi_operator import indices, names, resync, triggers
 from modelapi_operator.context import MEMO_KEY, OperatorContext, context_of
-from modelapi_operator.diffbase import MemoryDiffBaseStorage
 from modelapi_operator.login import credentials_of
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer
+from modelapi_operator.persistence import MemoryDiffBaseStorage, UnmarkedProgressStorage
 from modelapi_operator.settings import OperatorSettings
 
 MODELAPIS = (names.GROUP, names.VERSION, names.PLURAL)
@@ -62,8 +62,8 @@ def configure(settings: kopf.OperatorSettings, ours: OperatorSettings, diffbase:
     # ModelAPIs touches some 9,000 objects (children, pods, EndpointSlices) every few seconds, and the idle workers
     # were a large part of the operator's peak memory (an idle task waiting with a timeout holds about 6 kB)
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    # in memory, not in an annotation: one PATCH less of every new or changed ModelAPI (diffbase.py)
+    # the diff base in memory and no kopf-managed marker: no PATCH of every new or changed ModelAPI (persistence.py)
+    settings.persistence.progress_storage = UnmarkedProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = diffbase
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
 

@@ -136,7 +136,7 @@ def test_kopf_gets_the_watch_inactivity_timeout_and_peering_lifetime(monkeypatch
     import kopf
 
     from modelapi_operator import handlers, names
-    from modelapi_operator.diffbase import MemoryDiffBaseStorage
+    from modelapi_operator.persistence import MemoryDiffBaseStorage
     from modelapi_operator.settings import OperatorSettings
 
     monkeypatch.setenv("MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS", "12")

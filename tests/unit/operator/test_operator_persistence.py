@@ -1,4 +1,4 @@
-"""kopf's diff base in memory: what kopf decides from it (its own cause detection), and that it writes nothing."""
+"""What kopf keeps per ModelAPI: the diff base in memory (what kopf decides from it), and nothing patched for it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kopf._cogs.structs import diffs
 from kopf._core.intents.causes import Reason, detect_changing_cause
 
 from modelapi_operator import names
-from modelapi_operator.diffbase import MemoryDiffBaseStorage
+from modelapi_operator.persistence import MemoryDiffBaseStorage, UnmarkedProgressStorage
 
 MODELAPI: dict[str, Any] = {
     "apiVersion": f"{names.GROUP}/{names.VERSION}",
@@ -99,3 +99,24 @@ def test_a_restart_sees_every_modelapi_as_created_and_a_deleted_one_is_forgotten
     storage.forget("u-1")
     assert len(storage) == 0
     assert _cause(storage, copy.deepcopy(MODELAPI))[0] == Reason.CREATE
+
+
+def test_a_handler_that_succeeds_at_once_leaves_no_progress_and_no_marker_to_patch() -> None:
+    """What kopf does with the progress storage around a handler that succeeds on its first call: store its record,
+    then purge it once all are done. kopf's own storage leaves its ``kopf-managed`` marker in the patch (one PATCH of
+    every new ModelAPI); this one leaves nothing."""
+    body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(MODELAPI)))
+    record = cast(kopf.ProgressRecord, {"started": "2026-12-01T00:00:00Z", "success": True, "retries": 1})
+    handler = kopf.HandlerId("reconcile_modelapi")
+
+    def patch_after_success(storage: kopf.ProgressStorage) -> kopf.Patch:
+        patch = kopf.Patch()
+        storage.store(key=handler, record=record, body=body, patch=patch)
+        storage.purge(key=handler, body=body, patch=patch)
+        return patch
+
+    assert patch_after_success(kopf.AnnotationsProgressStorage(prefix=names.GROUP))  # the marker kopf would patch
+    assert not patch_after_success(UnmarkedProgressStorage(prefix=names.GROUP))
+    retried = kopf.Patch()
+    UnmarkedProgressStorage(prefix=names.GROUP).store(key=handler, record=record, body=body, patch=retried)
+    assert list(retried["metadata"]["annotations"]) == [f"{names.GROUP}/reconcile_modelapi"]  # progress still kept

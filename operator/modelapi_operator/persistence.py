@@ -1,10 +1,15 @@
-"""kopf's diff base (the ModelAPI as last handled, which tells an update from nothing new) kept in memory.
+"""What kopf keeps per ModelAPI, written to the ModelAPI only when it must be.
 
-kopf's default keeps it in an annotation, which costs one PATCH of every new or changed ModelAPI: at 1,000 new ones,
-1,000 of the operator's requests. The operator's handlers are level-based (a reconcile reads the whole desired and
-observed state and writes only what differs), so what a lost diff base causes is harmless: after a restart, or when
-this replica takes over from a peer, kopf sees each ModelAPI as created and reconciles it once, as the resume
-handler would have.
+kopf's diff base (the ModelAPI as last handled, which tells an update from nothing new) is kept in memory here. kopf's
+default keeps it in an annotation, and its progress storage marks the annotation prefix as kopf's (a
+``<prefix>/kopf-managed`` annotation) the first time it handles an object: together one PATCH of every new ModelAPI
+(and one of every changed one), at 1,000 new ones 1,000 of the operator's requests. Progress (a handler's retries)
+stays in annotations, unmarked: it is written only while a handler is retried, and the marker only tells other
+kopf-based operators to leave the prefix out of their diffs.
+
+The operator's handlers are level-based (a reconcile reads the whole desired and observed state and writes only what
+differs), so what a lost diff base causes is harmless: after a restart, or when this replica takes over from a peer,
+kopf sees each ModelAPI as created and reconciles it once, as the resume handler would have.
 
 The diff base is kept as its compact JSON (parsed again when kopf asks for it), and annotations under the operator's
 own prefix stay out of it, as kopf's annotation storage leaves them out: the activation and rollback requests are
@@ -52,3 +57,11 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
 
     def __len__(self) -> int:
         return len(self._kept)
+
+
+class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's annotation progress storage without the ``kopf-managed`` marker, which it would patch onto every
+    ModelAPI it handles, even when a handler succeeds at once and there is no progress to keep."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None
