@@ -120,3 +120,34 @@ def test_a_handler_that_succeeds_at_once_leaves_no_progress_and_no_marker_to_pat
     retried = kopf.Patch()
     UnmarkedProgressStorage(prefix=names.GROUP).store(key=handler, record=record, body=body, patch=retried)
     assert list(retried["metadata"]["annotations"]) == [f"{names.GROUP}/reconcile_modelapi"]  # progress still kept
+
+
+def test_the_essence_is_kopfs_without_the_operators_annotations() -> None:
+    """Built without kopf's deep copy of the whole object, it is still kopf's essence (but the operator's own
+    annotations), for an object as the watch delivers it: managed fields, status, kubectl's and other operators'
+    annotations."""
+    storage = MemoryDiffBaseStorage(names.GROUP)
+    raw = _changed(
+        metadata__annotations={
+            names.ROLLBACK_ANNOTATION: "true",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "example.com/owner": "team-b",
+            "other.example.com/kopf-managed": "yes",
+            "other.example.com/handler": "{}",
+        },
+        metadata__managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        status={"conditions": [{"type": "Ready", "status": "True"}]},
+    )
+    bodies = [raw, copy.deepcopy(MODELAPI), {**copy.deepcopy(MODELAPI), "metadata": {"name": "bare", "uid": "u-2"}}]
+    for each in bodies:
+        body = kopf.Body(cast(kopf.RawBody, each))
+        expected: dict[str, Any] = copy.deepcopy(dict(kopf.DiffBaseStorage.build(storage, body=body)))
+        annotations = expected.get("metadata", {}).get("annotations", {})
+        for name in [name for name in annotations if name.startswith(f"{names.GROUP}/")]:
+            del annotations[name]
+        storage.remove_empty_stanzas(cast(kopf.BodyEssence, expected))
+        assert storage.build(body=body) == expected
+    essence = storage.build(body=kopf.Body(cast(kopf.RawBody, raw)))
+    assert essence["metadata"] == {"labels": {"team": "a"}, "annotations": {"example.com/owner": "team-b"}}
+    essence["spec"]["model"]["uri"] = "changed"  # a copy: the watch's object stays as it was
+    assert raw["spec"]["model"]["uri"] == MODELAPI["spec"]["model"]["uri"]
