@@ -24,6 +24,7 @@ from modelapi_operator.persistence import MemoryDiffBaseStorage
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Reconciler
 from modelapi_operator.settings import OperatorSettings
+from modelapi_operator.slots import ReconcileSlots
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class OperatorContext:
     client: kube.Kube
     reconciler: Reconciler
     standby: Standby
-    slots: asyncio.Semaphore  # bounds concurrent reconciles: a burst of new ModelAPIs queues here, not in the pool
+    slots: ReconcileSlots  # bounds concurrent reconciles: a burst of new ModelAPIs queues here, not in the pool
     logged_in: bool = False
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     pending: set[Key] = field(default_factory=set)
@@ -104,7 +105,7 @@ class OperatorContext:
             client=client,
             reconciler=reconciler_for(client, settings),
             standby=Standby(peer, settings.peering, settings.namespaces),
-            slots=asyncio.Semaphore(settings.max_concurrent_reconciles),
+            slots=ReconcileSlots(settings.max_concurrent_reconciles),
         )
 
     def login(self, credentials: kube.Credentials) -> None:

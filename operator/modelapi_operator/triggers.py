@@ -36,7 +36,8 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     if body.get("metadata", {}).get("deletionTimestamp"):
         return  # being deleted: owner references remove the children; recreating them would only be refused
     lock = context.locks.setdefault(key, asyncio.Lock())
-    async with context.metrics.turn(lock, context.slots):
+    first = not indices["deployments_idx"].get(key)  # no Deployment yet: its first reconcile goes first (slots.py)
+    async with context.metrics.turn(lock, context.slots.held(first=first)):
         context.pending.discard(key)
         context.settled.pop(key, None)
         reconciler = await context.current_reconciler()
