@@ -14,15 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelapi_operator import kube
+from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.indices import Key
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer, Standby
+from modelapi_operator.persistence import MemoryDiffBaseStorage
 from modelapi_operator.prometheus import Prometheus
 from modelapi_operator.reconcile import Reconciler
 from modelapi_operator.settings import OperatorSettings
+from modelapi_operator.slots import ReconcileSlots
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class OperatorContext:
     client: kube.Kube
     reconciler: Reconciler
     standby: Standby
-    slots: asyncio.Semaphore  # bounds concurrent reconciles: a burst of new ModelAPIs queues here, not in the pool
+    slots: ReconcileSlots  # bounds concurrent reconciles: a burst of new ModelAPIs queues here, not in the pool
     logged_in: bool = False
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     pending: set[Key] = field(default_factory=set)
@@ -90,6 +92,8 @@ class OperatorContext:
     # (triggers.settled): the resync loop skips them while it stays the same, but for one round in FULL_RESYNC_EVERY
     settled: dict[Key, int] = field(default_factory=dict)
     gateway_checked_at: float = -1e9
+    # kopf's diff base of each ModelAPI (what it last handled), kept here instead of in an annotation (persistence.py)
+    diffbase: MemoryDiffBaseStorage = field(default_factory=lambda: MemoryDiffBaseStorage(names.GROUP))
 
     @classmethod
     def create(cls, settings: OperatorSettings, peer: Peer, metrics: OperatorMetrics) -> OperatorContext:
@@ -101,7 +105,7 @@ class OperatorContext:
             client=client,
             reconciler=reconciler_for(client, settings),
             standby=Standby(peer, settings.peering, settings.namespaces),
-            slots=asyncio.Semaphore(settings.max_concurrent_reconciles),
+            slots=ReconcileSlots(settings.max_concurrent_reconciles),
         )
 
     def login(self, credentials: kube.Credentials) -> None:
@@ -135,6 +139,7 @@ class OperatorContext:
     def forget(self, uid: str, key: Key) -> None:
         """A ModelAPI was deleted: drop what was kept about it."""
         self.reconciler.forget(uid)
+        self.diffbase.forget(uid)
         self.metrics.retract(key)
         self.locks.pop(key, None)
         self.endpoint_rechecks.pop(key, None)

@@ -24,6 +24,7 @@ from modelapi_operator.context import MEMO_KEY, OperatorContext, context_of
 from modelapi_operator.login import credentials_of
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer
+from modelapi_operator.persistence import MemoryDiffBaseStorage, UnmarkedProgressStorage
 from modelapi_operator.settings import OperatorSettings
 
 MODELAPIS = (names.GROUP, names.VERSION, names.PLURAL)
@@ -42,13 +43,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         metrics: OperatorMetrics = memo["metrics"]
     except KeyError as missing:
         raise kopf.PermanentError(f"kopf's memo lacks {missing}: start the operator with modelapi-operator") from None
-    configure(settings, ours)
     context = OperatorContext.create(ours, peer, metrics)
+    configure(settings, ours, context.diffbase)
     memo[MEMO_KEY] = context
     resync.start(context, indices.of(kwargs))
 
 
-def configure(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, ours: OperatorSettings, diffbase: MemoryDiffBaseStorage) -> None:
     """kopf's own settings from the operator's."""
     settings.posting.level = logging.getLevelName(ours.posting_level)
     settings.watching.server_timeout = ours.watch_server_timeout_seconds
@@ -61,10 +62,9 @@ def configure(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     # ModelAPIs touches some 9,000 objects (children, pods, EndpointSlices) every few seconds, and the idle workers
     # were a large part of the operator's peak memory (an idle task waiting with a timeout holds about 6 kB)
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.GROUP, key="last-handled-configuration"
-    )
+    # the diff base in memory and no kopf-managed marker: no PATCH of every new or changed ModelAPI (persistence.py)
+    settings.persistence.progress_storage = UnmarkedProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = diffbase
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
 
 
@@ -87,7 +87,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # and back for every watch event of every child.
 @kopf.index(*MODELAPIS)
 async def modelapis_idx(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): indices.plain(body)}
+    return indices.modelapi_entry(namespace, name, body, ticks=resync.ticks(body))
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
@@ -125,6 +125,13 @@ async def endpointslices_idx(
 @kopf.index("v1", "configmaps", labels=OURS)
 async def configmaps_idx(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return indices.child_entry(namespace, labels, body)
+
+
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=OURS)
+async def service_slices_idx(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
+    return indices.service_slice_entry(namespace, labels, body)
 
 
 @kopf.index("v1", "pods", labels=OURS)

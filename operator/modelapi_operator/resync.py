@@ -17,7 +17,7 @@ from typing import Any
 
 from modelapi_operator import peering
 from modelapi_operator.context import OperatorContext
-from modelapi_operator.indices import Indices, Key, values
+from modelapi_operator.indices import Indices, Key, ticking, values
 from modelapi_operator.triggers import fingerprint, schedule
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ async def _loop(context: OperatorContext, indices: Indices, interval: float, *, 
             continue
         keys = list(indices["modelapis_idx"].keys())
         if canaries_only:  # and those that may scale to zero: idleness, demand, the activator's endpoints
-            keys = [key for key in keys if any(ticks(body) for body in values(indices["modelapis_idx"], key))]
+            keys = [key for key in keys if ticking(indices["modelapis_idx"], key)]
         full = rounds % FULL_RESYNC_EVERY == 0
         rounds += 1
         pause = interval / max(len(keys), 1)

@@ -21,7 +21,7 @@ import kopf
 from modelapi_operator import autoscaling, capacity, kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.context import OperatorContext
-from modelapi_operator.indices import CHILD_INDICES, Indices, Key, observed, values
+from modelapi_operator.indices import CHILD_INDICES, Indices, Key, known, observed, values
 from modelapi_operator.reasons import AUTOSCALING_LIMITED, ENDPOINTS_NOT_READY
 from modelapi_operator.status_series import status_samples
 
@@ -36,7 +36,8 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     if body.get("metadata", {}).get("deletionTimestamp"):
         return  # being deleted: owner references remove the children; recreating them would only be refused
     lock = context.locks.setdefault(key, asyncio.Lock())
-    async with context.metrics.turn(lock, context.slots):
+    first = not indices["deployments_idx"].get(key)  # no Deployment yet: its first reconcile goes first (slots.py)
+    async with context.metrics.turn(lock, context.slots.held(first=first)):
         context.pending.discard(key)
         context.settled.pop(key, None)
         reconciler = await context.current_reconciler()
@@ -100,7 +101,7 @@ def schedule(context: OperatorContext, key: Key | None, indices: Indices) -> Non
     """Reconcile the ModelAPI a child belongs to, soon; triggers that arrive meanwhile coalesce."""
     if key is None or key in context.pending:
         return
-    if not values(indices["modelapis_idx"], key):
+    if not known(indices["modelapis_idx"], key):
         return
     context.pending.add(key)
 

@@ -15,6 +15,7 @@ import runpy
 import subprocess
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -461,11 +462,46 @@ def test_canary_analysis_of_real_pods_rolls_back_a_failing_handler(
     # Prometheus finds the pods itself (kubernetes_sd_configs, role pod: tests/e2e/cluster/metrics.sh)
     _apply(cluster, restricted, _manifest(name, v1, node, **spec))
     _wait_ready(cluster, restricted, name)
-    _judge_canary(cluster, restricted, name, node, models, spec, v1, interval * (failure_limit + 1))
+    _judge_canary(cluster, operator, restricted, name, node, models, spec, v1, interval * (failure_limit + 1))
+
+
+def _prometheus(cluster: Cluster, query: str) -> list[dict[str, Any]]:
+    url = f"{cluster.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result: list[dict[str, Any]] = json.load(response).get("data", {}).get("result", [])
+    return result
+
+
+def _cold_start_evidence(cluster: Cluster, operator: OperatorProcess, namespace: str, name: str) -> str:
+    """What status.coldStart comes from, for a failure message: the status, the series Prometheus has of the model
+    (the runtime sets ``modelapi_artifact_source`` once its start is over), whether it scrapes the namespace's pods,
+    and what the operator logged of its reads."""
+    status = cluster.get_json("modelapi", name, namespace=namespace).get("status", {})
+    conditions = [(c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions", [])]
+    revisions = [(r.get("name"), r.get("role"), r.get("readyReplicas")) for r in status.get("revisions", [])]
+    try:
+        sources = [
+            s["metric"] | {"value": s["value"][1]}
+            for s in _prometheus(cluster, f'modelapi_artifact_source{{namespace="{namespace}",model="{name}"}}')
+        ]
+        up = [
+            s["metric"].get("pod", "?") + "=" + s["value"][1]
+            for s in _prometheus(cluster, f'up{{namespace="{namespace}"}}')
+        ]
+    except (OSError, ValueError) as error:
+        sources, up = [f"Prometheus did not answer: {error}"], []
+    logged = [
+        line for line in operator.log_path.read_text(errors="replace").splitlines() if f"{namespace}/{name}" in line
+    ]
+    return (
+        f"conditions {conditions}; revisions {revisions}; coldStart {status.get('coldStart')}; "
+        f"Prometheus modelapi_artifact_source {sources}; up {up}; the operator's log lines of it: {logged[-15:]}"
+    )
 
 
 def _judge_canary(
     cluster: Cluster,
+    operator: OperatorProcess,
     restricted: str,
     name: str,
     node: dict[str, str],
@@ -481,7 +517,10 @@ def _judge_canary(
         timings: dict[str, Any] | None = status.get("coldStart")
         return timings if timings and timings.get("downloadSeconds") is not None else None
 
-    timings = wait_until(cold_start, timeout=90, interval=2, what="status.coldStart from Prometheus")
+    try:
+        timings = wait_until(cold_start, timeout=90, interval=2, what="status.coldStart from Prometheus")
+    except AssertionError as error:  # say where the chain stopped: the runtime, Prometheus or the operator
+        raise AssertionError(f"{error}: {_cold_start_evidence(cluster, operator, restricted, name)}") from None
     print(f"[node] cold start of a real pod, from Prometheus: {timings}")
 
     v2 = models.put("v2", 5.0)

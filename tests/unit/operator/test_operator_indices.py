@@ -32,6 +32,36 @@ def test_only_the_operators_own_endpointslices_are_kept_in_memory() -> None:
     assert indices.slice_entry("ml", controllers, {**ours, "metadata": {"labels": controllers}}) == {}
 
 
+def test_the_controllers_slices_of_the_main_service_are_kept_slim_for_ready() -> None:
+    """Ready reads which pods the ``<name>`` Service's slices list, and whether as ready: only that is kept (no
+    addresses, ports or other metadata); the ``<name>-stable`` Service's slices and the operator's own are not."""
+    owner = Owner(name="iris", namespace="ml", uid="uid-1")
+    ours = build_activator_slice(owner, "iris", "abc", ActivatorEndpoints(addresses=("10.0.0.9",), port=8080))
+    labels = {**ours["metadata"]["labels"], SLICE_MANAGED_BY_LABEL: "endpointslice-controller.k8s.io"}
+    endpoint = {
+        "addresses": ["10.0.0.7"],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "targetRef": {"kind": "Pod", "name": "iris-abc-1", "namespace": "ml", "uid": "pod-uid"},
+        "nodeName": "kwok-cpu-0",
+    }
+    controllers = {
+        "metadata": {"name": "iris-x7k2", "labels": labels, "resourceVersion": "42"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [endpoint],
+    }
+    kept = indices.service_slice_entry("ml", labels, controllers)
+    assert indices.unpacked(_as_index(kept), ("ml", "iris")) == [
+        {
+            "metadata": {"name": "iris-x7k2"},
+            "endpoints": [{"targetRef": {"kind": "Pod", "name": "iris-abc-1"}, "conditions": {"ready": True}}],
+        }
+    ]
+    stable = {**labels, "kubernetes.io/service-name": "iris-stable"}
+    assert indices.service_slice_entry("ml", stable, controllers) == {}
+    assert indices.service_slice_entry("ml", ours["metadata"]["labels"], ours) == {}
+
+
 def test_a_child_is_kept_as_compact_json_without_managed_fields_and_read_back_whole() -> None:
     """At 1,000 ModelAPIs the children are most of the operator's memory: parsed, a Deployment takes about six times
     the size of its JSON."""
@@ -50,3 +80,18 @@ def test_a_child_is_kept_as_compact_json_without_managed_fields_and_read_back_wh
 def test_every_index_runs_on_the_event_loop() -> None:
     """kopf runs a plain function in a thread of its executor: a hop to a thread and back for every watch event."""
     assert [name for name in indices.INDEX_NAMES if not inspect.iscoroutinefunction(getattr(handlers, name))] == []
+
+
+def test_a_modelapi_is_kept_as_compact_json_with_whether_it_ticks() -> None:
+    body = {
+        "metadata": {"name": "iris", "namespace": "ml", "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"autoscaling": {"minReplicas": 0}},
+    }
+    index = _as_index(indices.modelapi_entry("ml", "iris", body, ticks=True))
+    (kept,) = index[("ml", "iris")]
+    assert kept.packed == '{"metadata":{"name":"iris","namespace":"ml"},"spec":{"autoscaling":{"minReplicas":0}}}'
+    assert indices.values(index, ("ml", "iris")) == [{**body, "metadata": {"name": "iris", "namespace": "ml"}}]
+    assert indices.known(index, ("ml", "iris"))
+    assert indices.ticking(index, ("ml", "iris"))
+    assert not indices.known(index, ("ml", "other"))
+    assert not indices.ticking(index, ("ml", "other"))

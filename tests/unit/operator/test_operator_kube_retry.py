@@ -135,13 +135,16 @@ def test_kopf_gets_the_watch_inactivity_timeout_and_peering_lifetime(monkeypatch
     takes over after MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS: both are kopf settings, set at startup."""
     import kopf
 
-    from modelapi_operator import handlers
+    from modelapi_operator import handlers, names
+    from modelapi_operator.persistence import MemoryDiffBaseStorage
     from modelapi_operator.settings import OperatorSettings
 
     monkeypatch.setenv("MODELAPI_OPERATOR_WATCH_INACTIVITY_TIMEOUT_SECONDS", "12")
     monkeypatch.setenv("MODELAPI_OPERATOR_PEERING_LIFETIME_SECONDS", "15")
     settings = kopf.OperatorSettings()
-    handlers.configure(settings, OperatorSettings())
+    diffbase = MemoryDiffBaseStorage(names.GROUP)
+    handlers.configure(settings, OperatorSettings(), diffbase)
+    assert settings.persistence.diffbase_storage is diffbase  # not kopf's annotation: no PATCH per ModelAPI
     assert settings.watching.inactivity_timeout == 12
     assert settings.peering.lifetime == 15
     # the defaults: kopf's own (Kubernetes sends a bookmark about every 60 s, so a quiet but healthy watch is kept)

@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 from modelapi_operator import triggers
 from modelapi_operator.api import ColdStart, Condition, ModelAPIStatus
 from modelapi_operator.context import OperatorContext
-from modelapi_operator.indices import INDEX_NAMES, Key
+from modelapi_operator.indices import INDEX_NAMES, Key, modelapi_entry
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer
-from modelapi_operator.resync import unchanged
+from modelapi_operator.resync import ticks, unchanged
 from modelapi_operator.settings import OperatorSettings
 
 KEY: Key = ("ml", "iris")
@@ -26,9 +26,14 @@ class Store(dict[Key, list[Any]]):
 
 def _indices(body: dict[str, Any], deployment: str) -> dict[str, Any]:
     indices: dict[str, Any] = {name: Store() for name in INDEX_NAMES}
-    indices["modelapis_idx"][KEY] = [body]
+    indices["modelapis_idx"][KEY] = _kept(body)
     indices["deployments_idx"][KEY] = [deployment]
     return indices
+
+
+def _kept(body: dict[str, Any]) -> list[Any]:
+    """The ModelAPI as the index keeps it (indices.modelapi_entry)."""
+    return list(modelapi_entry("ml", "iris", body, ticks=ticks(body)).values())
 
 
 def _body(version: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,7 +80,7 @@ async def test_a_settled_model_is_skipped_until_what_it_reads_changes() -> None:
         indices["deployments_idx"][KEY] = ['{"metadata":{"name":"iris-r1","resourceVersion":"6"}}']
         assert not unchanged(context, KEY, indices), "a child changed"
         context.settled[KEY] = triggers.fingerprint(context, KEY, body, indices)
-        indices["modelapis_idx"][KEY] = [_body("2")]
+        indices["modelapis_idx"][KEY] = _kept(_body("2"))
         assert not unchanged(context, KEY, indices), "the ModelAPI changed"
         context.settled[KEY] = triggers.fingerprint(context, KEY, _body("2"), indices)
         context.reconciler.gateway_api_installed = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +13,7 @@ from test_operator_reconcile import _body
 from modelapi_operator import kube
 from modelapi_operator.api import ModelAPIStatus
 from modelapi_operator.builders import RuntimeImages
+from modelapi_operator.indices import service_slice_entry
 from modelapi_operator.reconcile import Observed, Reconciler
 from modelapi_operator.routing import routable_pods
 from modelapi_operator.status import Observation, RevisionView, compute_status
@@ -101,7 +104,10 @@ class SlicesKube(RecordingKube):
         return self.slices if kind.kind == "EndpointSlice" else []
 
 
-async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[SlicesKube, tuple[str, str]]:
+async def _ready_after_pods_are_ready(
+    slices: list[dict[str, Any]], *, kept: list[dict[str, Any]] | None = None
+) -> tuple[SlicesKube, tuple[str, str]]:
+    """``kept``: the slices as the operator's index holds them (then nothing is listed from the API)."""
     client = SlicesKube(slices)
     reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
     body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
@@ -117,7 +123,8 @@ async def _ready_after_pods_are_ready(slices: list[dict[str, Any]]) -> tuple[Sli
         "status": {"phase": "Running"},
     }
     assert pod["metadata"]["labels"]["serving.modelapi.io/revision"] == revision
-    status = await reconciler.reconcile(body, Observed(deployments=[deployment], pods=[pod]))
+    observed = Observed(deployments=[deployment], pods=[pod], service_slices=kept)
+    status = await reconciler.reconcile(body, observed)
     ready = next(c for c in status.conditions if c.type == "Ready")
     return client, (ready.status, ready.reason)
 
@@ -138,3 +145,104 @@ async def test_the_reconciler_is_ready_once_the_slices_list_the_pods() -> None:
     slices[0] = _slice((f"{name}-5d8c-x1", True))
     _, ready = await _ready_after_pods_are_ready(slices)
     assert ready == ("True", "Serving")
+
+
+def _kept(*slices: dict[str, Any]) -> list[dict[str, Any]]:
+    """The slices as the operator's index keeps them (indices.service_slice_entry)."""
+    labels = {"serving.modelapi.io/name": "iris", "kubernetes.io/service-name": "iris"}
+    return [json.loads(value) for item in slices for value in service_slice_entry("ml", labels, item).values()]
+
+
+async def test_the_slices_the_index_keeps_decide_ready_without_a_read() -> None:
+    client, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice(("iris-other-1", True))))
+    assert ready == ("False", "EndpointsNotReady")
+    assert client.lists == []
+    name = next(m for m in client.created if m["kind"] == "Deployment")["metadata"]["name"]
+    client, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice((f"{name}-5d8c-x1", True))))
+    assert ready == ("True", "Serving")
+    assert client.lists == []
+    _, ready = await _ready_after_pods_are_ready([], kept=_kept(_slice((f"{name}-5d8c-x1", False))))
+    assert ready == ("False", "EndpointsNotReady")
+
+
+async def test_a_watch_copy_behind_the_last_status_written_repeats_no_transition() -> None:
+    """The status the reconciler last wrote (kept as its JSON) stands over a watch copy that has not caught up with
+    it: Ready=True once, its Events once, however often the stale copy is reconciled."""
+    client = SlicesKube([])
+    reconciler = Reconciler(client, RuntimeImages(cpu="cpu:1", gpu="gpu:1"), gateway_api_installed=False)
+    body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+    await reconciler.reconcile(body, Observed())
+    (created,) = [m for m in client.created if m["kind"] == "Deployment"]
+    deployment = {**created, "status": {"replicas": 1, "readyReplicas": 1}}
+    pod_name = f"{created['metadata']['name']}-5d8c-x1"
+    pod = {"metadata": {"name": pod_name, "labels": created["spec"]["template"]["metadata"]["labels"]}}
+    observed = Observed(deployments=[deployment], pods=[pod], service_slices=_kept(_slice((pod_name, True))))
+    for _ in range(3):  # the body (the watch's copy) never shows the statuses written
+        status = await reconciler.reconcile(body, observed)
+        assert [(c.status, c.reason) for c in status.conditions if c.type == "Ready"] == [("True", "Serving")]
+    statuses = [call for call in client.calls if call[0] == "status"]
+    serving = [call for call in client.calls if call[0] == "event" and call[1][1] == "Serving"]
+    assert len(statuses) == 2  # the first status (nothing observed yet), then Ready=True
+    assert len(serving) == 1
+
+
+async def test_endpoints_not_ready_is_written_only_when_the_slices_do_not_follow_within_the_grace() -> None:
+    """Ready pods the slices do not list yet: nothing is written at first (the slices usually follow within a
+    moment, and Ready=True then comes with one status patch and no EndpointsNotReady Event); once the wait lasts
+    past the grace, Ready=False EndpointsNotReady is written, with its Event."""
+    grace = 0.2
+
+    async def setup() -> tuple[SlicesKube, Reconciler, dict[str, Any], str]:
+        client = SlicesKube([])
+        reconciler = Reconciler(
+            client,
+            RuntimeImages(cpu="cpu:1", gpu="gpu:1"),
+            gateway_api_installed=False,
+            endpoints_grace_seconds=grace,
+        )
+        body = _body({"model": {"uri": "s3://models/iris/1/model.onnx"}})
+        await reconciler.reconcile(body, Observed())
+        return (
+            client,
+            reconciler,
+            body,
+            next(m for m in client.created if m["kind"] == "Deployment")["metadata"]["name"],
+        )
+
+    def observed(name: str, deployment: dict[str, Any], *listed: str) -> Observed:
+        ready = {**deployment, "status": {"replicas": 1, "readyReplicas": 1}}
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        pod = {"metadata": {"name": f"{name}-5d8c-x1", "labels": labels}}
+        return Observed(deployments=[ready], pods=[pod], service_slices=_kept(_slice(*((p, True) for p in listed))))
+
+    def written(client: SlicesKube) -> tuple[list[str | None], list[str]]:
+        statuses = [
+            next((c["reason"] for c in call[1]["conditions"] if c["type"] == "Ready"), None)
+            for call in client.calls
+            if call[0] == "status"
+        ]
+        return statuses, [call[1][1] for call in client.calls if call[0] == "event"]
+
+    # the slices follow within the grace: straight to Ready=True
+    client, reconciler, body, name = await setup()
+    deployment = next(m for m in client.created if m["kind"] == "Deployment")
+    waiting = await reconciler.reconcile(body, observed(name, deployment))
+    assert [(c.status, c.reason) for c in waiting.conditions if c.type == "Ready"] == [("False", "EndpointsNotReady")]
+    await reconciler.reconcile(body, observed(name, deployment, f"{name}-5d8c-x1"))
+    statuses, events = written(client)
+    assert statuses[1:] == ["Serving"]
+    assert "EndpointsNotReady" not in events
+    assert "Serving" in events
+
+    # they do not: nothing written within the grace, EndpointsNotReady once it has passed, and only once
+    client, reconciler, body, name = await setup()
+    deployment = next(m for m in client.created if m["kind"] == "Deployment")
+    await reconciler.reconcile(body, observed(name, deployment))
+    await reconciler.reconcile(body, observed(name, deployment))
+    assert written(client)[0][1:] == []
+    await asyncio.sleep(grace * 1.5)
+    for _ in range(2):
+        await reconciler.reconcile(body, observed(name, deployment))
+    statuses, events = written(client)
+    assert statuses[1:] == ["EndpointsNotReady"]
+    assert events.count("EndpointsNotReady") == 1
