@@ -173,6 +173,13 @@ async def activation_requested(*, namespace: str | None, name: str, memo: kopf.M
     triggers.schedule(context_of(memo), (namespace or "", name), indices.of(kwargs))
 
 
-@kopf.on.delete(*MODELAPIS, optional=True)  # optional: no finalizer; owner references delete the children
-def forget_modelapi(*, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def _deleted(event: kopf.RawEvent, **_: Any) -> bool:
+    return event.get("type") == "DELETED"
+
+
+@kopf.on.event(*MODELAPIS, when=_deleted)
+async def forget_modelapi(*, uid: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A ModelAPI is gone: what the operator kept about it (its status series, last written status, diff base) goes
+    too. A watch event, not ``kopf.on.delete``: a ModelAPI has no finalizer (owner references delete the children),
+    so it leaves the cluster at once and kopf calls no deletion handler for it, only this DELETED event."""
     context_of(memo).forget(uid, (namespace or "", name))

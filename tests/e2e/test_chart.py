@@ -20,7 +20,7 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -525,7 +525,7 @@ def test_rendered_manifests_pass_server_side_dry_run(
 
 
 # ---- installed for real, the operator under the chart's identity ----------------------------------------------------
-def exercise_iris(cluster: Cluster, models: str) -> None:
+def exercise_iris(cluster: Cluster, models: str, before_delete: Callable[[], None] | None = None) -> None:
     """Create, roll to a new revision, delete: every verb the operator uses on every kind of child."""
     cluster.kubectl("apply", "-f", str(IRIS), namespace=models)
     first = wait_ready(cluster, models, "iris")["status"]["revisions"][0]["name"]
@@ -543,6 +543,8 @@ def exercise_iris(cluster: Cluster, models: str) -> None:
     )
     events = cluster.get_json("events", "--field-selector", "involvedObject.kind=ModelAPI", namespace=models)
     assert "Serving" in {event["reason"] for event in events["items"]}
+    if before_delete:
+        before_delete()
     cluster.kubectl("delete", "modelapi", "iris", "--wait=true", namespace=models, timeout=60)
     wait_until(lambda: not deployments(cluster, models), timeout=60, what="children garbage-collected")
 
@@ -555,18 +557,33 @@ def test_operator_runs_cluster_wide_under_the_chart_service_account(
     assert len(pods) == 1, "the operator pod was admitted under Pod Security 'restricted'"
     with OperatorUnderServiceAccount(release, tmp_path) as operator:
         assert operator.chart_env["MODELAPI_OPERATOR_NAMESPACES"] == ""
-        exercise_iris(cluster, models_namespace)
+        assert operator.metrics_url, "metrics.enabled is the default"
+        metrics_url = operator.metrics_url
+        exercise_iris(
+            cluster,
+            models_namespace,
+            before_delete=lambda: wait_until(
+                lambda: iris_status_series(metric_samples(metrics_url)),
+                timeout=30,
+                what="iris's modelapi_status_* series",
+            ),
+        )
         assert operator.process is not None
         assert operator.process.poll() is None, operator.log()[-4000:]
         assert urlopen_ok(f"http://127.0.0.1:{operator.port}/healthz"), "kopf's liveness endpoint answers"
         # the chart's metrics setting: the operator counted iris's reconciles (create, new revision, deletion)
-        assert operator.metrics_url, "metrics.enabled is the default"
         scraped = metric_samples(operator.metrics_url)
         assert scraped[("modelapi_operator_reconciles_total", (("result", "success"),))] >= 2
         assert scraped[("modelapi_operator_reconcile_duration_seconds_count", ())] >= 2
         assert ("modelapi_operator_reconciles_waiting", ()) in scraped
         version = (("version", CHART_META["appVersion"]),)
         assert scraped[("modelapi_operator_build_info", version)] == 1
+        # iris was deleted (no finalizer: gone at once): its status series went with it
+        wait_until(
+            lambda: not iris_status_series(metric_samples(operator.metrics_url)),
+            timeout=30,
+            what="the deleted ModelAPI's modelapi_status_* series to go",
+        )
     assert not operator.refusals(), "\n".join(operator.refusals()[:10])
 
     ns, other = models_namespace, namespace
@@ -721,6 +738,11 @@ def urlopen_ok(url: str) -> bool:
 
     with urlopen(url, timeout=5) as response:  # the operator's own loopback endpoint
         return bool(response.status == 200)
+
+
+def iris_status_series(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[str]:
+    """The names of the modelapi_status_* series that still carry name="iris"."""
+    return [name for name, labels in scraped if name.startswith("modelapi_status_") and ("name", "iris") in labels]
 
 
 def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
