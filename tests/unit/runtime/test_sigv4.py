@@ -1,21 +1,15 @@
-"""The standard-library SigV4 presigner: the same URLs as botocore's for fixed time and credentials, accepted by the
-test harness's real S3 (versitygw) for HEAD and GET, refused with a wrong secret, and used only where it may be (static
-credentials in the environment, an explicit endpoint); a node-cache hit presigns without importing boto3."""
+"""The standard-library SigV4 presigner: the same URLs as botocore's for fixed time and credentials, used only where
+it may be (static credentials in the environment, an explicit endpoint); a node-cache hit presigns without importing
+boto3. That the harness's real S3 (versitygw) accepts its URLs and refuses a wrong secret is tested in the e2e tier
+(tests/e2e/test_sigv4_store.py), which builds and starts it."""
 
 from __future__ import annotations
 
 import datetime
-import glob
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -117,79 +111,3 @@ def test_without_static_credentials_botocore_signs(monkeypatch: pytest.MonkeyPat
     source = S3Source("s3://models/m.onnx", TransferOptions(endpoint="http://127.0.0.1:9000", region="us-east-1"))
     with pytest.raises(Exception, match="Unable to locate credentials"):  # botocore's own error, as before
         source.presign("head_object", 60)
-
-
-# --- versitygw, the harness's S3 ---------------------------------------------------------------------------------
-
-ACCESS, SECRET, REGION = "modelapi", "modelapi-secret-key", "us-east-1"
-
-
-def _versitygw() -> str | None:
-    """The harness's versitygw (tests/e2e/cluster/cluster.sh builds it into ~/.cache/modelapi), or
-    MODELAPI_VERSITYGW."""
-    given = os.environ.get("MODELAPI_VERSITYGW")
-    if given:
-        return given
-    found = sorted(glob.glob(str(Path.home() / ".cache/modelapi/*/bin/versitygw")), key=os.path.getmtime)
-    return found[-1] if found else None
-
-
-@pytest.fixture(scope="module")
-def versitygw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = _versitygw()
-    if binary is None:
-        pytest.skip("versitygw is not built: tests/e2e/cluster/cluster.sh builds it (or set MODELAPI_VERSITYGW)")
-    data = tmp_path_factory.mktemp("versitygw")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [binary, "--access", ACCESS, "--secret", SECRET, "--region", REGION, "--port", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen([*args, "posix", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _open(url: str, method: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, b""
-
-
-def test_versitygw_accepts_the_urls_for_head_and_get_and_refuses_a_wrong_secret(versitygw: str) -> None:
-    s3: Any = boto3.client(
-        "s3",
-        endpoint_url=versitygw,
-        aws_access_key_id=ACCESS,
-        aws_secret_access_key=SECRET,
-        region_name=REGION,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-    s3.create_bucket(Bucket="models")
-    data = os.urandom(100_000)
-    key = "a b/model+1.onnx"
-    s3.put_object(Bucket="models", Key=key, Body=data)
-    signer = static_signer(versitygw, REGION, {"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
-    assert signer is not None
-    assert _open(signer.presign("HEAD", "models", key, 600), "HEAD") == (200, b"")
-    assert _open(signer.presign("GET", "models", key, 600), "GET") == (200, data)
-    wrong = S3Signer(Credentials(ACCESS, "not-the-secret"), versitygw, REGION)
-    assert _open(wrong.presign("HEAD", "models", key, 600), "HEAD")[0] == 403
-    assert _open(wrong.presign("GET", "models", key, 600), "GET")[0] == 403
-    head_as_get = signer.presign("HEAD", "models", key, 600)  # the method is signed: a HEAD URL is not a GET URL
-    assert _open(head_as_get, "GET")[0] == 403
