@@ -261,7 +261,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="measure each case N times, keep the best (shared machines)")
     ap.add_argument("--server-starts", type=int, default=1,
                     help="start each server N times and measure --repeat times in each, keep the best of all: the "
-                         "same server's req/s differs by a few %% from one process to the next")  # fmt: skip
+                         "same server's req/s differs by a few %% from one process to the next; our configurations "
+                         "of a case take their starts in turns")  # fmt: skip
     ap.add_argument("--only", default="", help="run only the cases whose 'model case' label contains this text "
                     "(e.g. 'MLP 784-512-256-10 v1'); the floor always runs")  # fmt: skip
     ap.add_argument("--vegeta", default=os.environ.get("VEGETA", shutil.which("vegeta") or
@@ -294,28 +295,56 @@ def main() -> int:
     ratios: list[str] = []
     load_before = os.getloadavg()
 
-    def run(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
-            body: tuple[Path, int | None], env: dict[str, str] | None = None) -> Result | None:  # fmt: skip
-        r = None
-        try:
-            for _ in range(args.server_starts):  # a fresh process each time: one start's luck is not the figure
-                with server(cmd, ready, workdir / "server.log", env) as pgid:
-                    wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
-                    for _ in range(args.repeat):  # other tenants only ever slow a run down: keep the best
-                        cpu = group_cpu_seconds(pgid)
-                        attempt = wrk(url, body[0], body[1], args.duration, workdir)
-                        attempt.cpu_us = (group_cpu_seconds(pgid) - cpu) / max(attempt.requests, 1) * 1e6
-                        if r is None or attempt.rps > r.rps:
-                            r = attempt
-        except Exception as exc:  # a peer that cannot do a case is reported, not fatal
-            print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
-            r = None
+    def one_start(cmd: list[str], ready: str, url: str, body: tuple[Path, int | None],
+                  env: dict[str, str] | None, best: Result | None) -> Result | None:  # fmt: skip
+        """One fresh server process, measured --repeat times: the best of these and `best`."""
+        with server(cmd, ready, workdir / "server.log", env) as pgid:
+            wrk(url, body[0], body[1], 2, workdir)  # warm-up, discarded
+            for _ in range(args.repeat):  # other tenants only ever slow a run down: keep the best
+                cpu = group_cpu_seconds(pgid)
+                attempt = wrk(url, body[0], body[1], args.duration, workdir)
+                attempt.cpu_us = (group_cpu_seconds(pgid) - cpu) / max(attempt.requests, 1) * 1e6
+                if best is None or attempt.rps > best.rps:
+                    best = attempt
+        return best
+
+    def report(label: str, model_label: str, case: str, r: Result | None) -> Result | None:
         rows.append((model_label, case, label, r))
         if r:
             print(f"  {model_label:20} {case:10} {label:28} {r.rps:9.0f} req/s  p50 {r.p50_ms:6.2f} ms"
                   f"  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non2xx}  cpu {r.cpu_us:6.1f} us/req"
                   f"  load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
         return r if r and r.non2xx == 0 else None  # errors are no throughput: not compared
+
+    def run(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
+            body: tuple[Path, int | None], env: dict[str, str] | None = None) -> Result | None:  # fmt: skip
+        r = None
+        try:
+            for _ in range(args.server_starts):  # a fresh process each time: one start's luck is not the figure
+                r = one_start(cmd, ready, url, body, env, r)
+        except Exception as exc:  # a peer that cannot do a case is reported, not fatal
+            print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
+            r = None
+        return report(label, model_label, case, r)
+
+    def run_alternating(model_label: str, case: str,
+                        servers: list[tuple[str, list[str], str, str]], body: tuple[Path, int | None]
+                        ) -> dict[str, Result | None]:  # fmt: skip
+        """Our configurations of one case, their starts taken in turns (A B A B ...) so that a slow spell of a shared
+        machine falls on each of them alike instead of on the one measured then."""
+        best: dict[str, Result | None] = {label: None for label, *_ in servers}
+        failed: set[str] = set()
+        for _ in range(args.server_starts):
+            for label, cmd, ready, url in servers:
+                if label in failed:
+                    continue
+                try:
+                    best[label] = one_start(cmd, ready, url, body, None, best[label])
+                except Exception as exc:  # a configuration that cannot do a case is reported, not fatal
+                    print(f"  {label} {case}: failed ({exc})", file=sys.stderr)
+                    failed.add(label)
+                    best[label] = None
+        return {label: report(label, model_label, case, best[label]) for label, *_ in servers}
 
     def run_open(label: str, model_label: str, case: str, cmd: list[str], ready: str, url: str,
                  body: tuple[Path, int | None], rate: int) -> None:  # fmt: skip
@@ -352,15 +381,16 @@ def main() -> int:
         for case, body in cases.items():
             if args.only not in f"{model_label} {case}":
                 continue
-            results: dict[str, Result | None] = {}
+            path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
+            ours: list[tuple[str, list[str], str, str]] = []
             for label, extra in variants:
                 port = free_port()
                 cmd = [runtime_bin, "serve", "--model-uri", path.as_uri(), "--name", "m", "--port", str(port),
                        "--host", "127.0.0.1", "--threads", "1", "--model-dir", str(workdir / "cache"),
                        "--termination-log", str(workdir / "term.log"), "--drain-seconds", "0", *extra]  # fmt: skip
-                path_url = "/v1/models/m:predict" if case.startswith("v1") else "/v2/models/m/infer"
-                results[label] = run(label, model_label, case, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
-                                     f"http://127.0.0.1:{port}{path_url}", body)  # fmt: skip
+                ours.append((label, cmd, f"http://127.0.0.1:{port}/v2/health/ready",
+                             f"http://127.0.0.1:{port}{path_url}"))  # fmt: skip
+            results: dict[str, Result | None] = run_alternating(model_label, case, ours, body)
             plain, with_log = results.get("modelapi"), results.get(logged)
             if plain and with_log:
                 ratios.append(f"{model_label} {case}: {logged} / modelapi = {with_log.rps / plain.rps:.3f}x req/s, "
