@@ -9,6 +9,7 @@ non-zero and writes the reason to the termination log for the operator).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -93,7 +94,7 @@ class Runtime:
         self.draining = False
         # process-wide: the bytes of every request in progress, on both HTTP layers
         self.budget = ByteBudget(settings.max_inflight_bytes or default_budget_bytes())
-        self.ready_event = asyncio.Event()
+        self.settled = asyncio.Event()  # set when the start ends: ready, or failed
         self._loader = loader
         # the sampled requests' records (None: off); its writer thread runs from start() to stop()
         self.predictions: PredictionLog | None = open_prediction_log(settings, self.metrics)
@@ -174,15 +175,21 @@ class Runtime:
         if age is not None:
             m.process_seconds.set(age)
         m.ready.set(1)
-        self.ready_event.set()
+        self.settled.set()
         log.info(
             "ready: model %r on %s, batching %s, inference %s",
             s.name, loaded.model.device, "on" if service.batching else "off",
             "inline" if service.inline else "in a worker thread",
         )  # fmt: skip
 
+    async def wait_settled(self, timeout_s: float) -> None:
+        """Until the start ends (ready or failed), at most ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settled.wait(), timeout_s)
+
     def _fail(self, exc: StartupError, on_fatal: FatalHook | None) -> None:
         self.failure = exc
+        self.settled.set()
         log.error("cannot serve: %s: %s", exc.reason, exc.message)
         if on_fatal is not None:
             on_fatal(exc)

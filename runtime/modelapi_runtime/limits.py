@@ -22,6 +22,10 @@ BUDGET_SHARE_OF_MEMORY = 4  # the default budget: a quarter of the memory limit
 # 56-byte object plus its 8-byte slot in the parent, plus the array it becomes). What decoding N bytes of JSON may
 # allocate is held as DECODED_BYTES_PER_JSON_VALUE * min(N // 2 + 1, max_json_values) (routes.InferenceEndpoint).
 DECODED_BYTES_PER_JSON_VALUE = 80
+# GET /v2/health/ready?wait=S holds a not-ready answer up to S seconds and answers 200 the moment the model is ready:
+# the pod's startup probe asks this way, so the kubelet learns of the ready model at once instead of at its next
+# 1-second tick. Below the probe's 5 s timeout, with room for a busy start.
+MAX_READY_WAIT_S = 4.0
 
 
 def memory_limit_bytes(v2: Path = CGROUP_V2_MEMORY_MAX, v1: Path = CGROUP_V1_MEMORY_LIMIT) -> int | None:

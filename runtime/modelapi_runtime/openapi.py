@@ -9,12 +9,13 @@ are never called: a test checks that both declare the same paths.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 
 from modelapi_runtime import __version__
+from modelapi_runtime.limits import MAX_READY_WAIT_S
 
 TITLE = "modelapi runtime"
 
@@ -27,7 +28,16 @@ def describe() -> APIRouter:
         raise NotImplementedError
 
     @router.get("/v2/health/ready", response_model=None)
-    async def ready() -> dict[str, bool] | JSONResponse:
+    async def ready(
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_READY_WAIT_S,
+                description="seconds to hold a not-ready answer for the model to become ready",
+            ),
+        ] = 0,
+    ) -> dict[str, bool] | JSONResponse:
         raise NotImplementedError
 
     @router.get("/v2")

@@ -27,7 +27,7 @@ from modelapi_runtime import __version__
 from modelapi_runtime.errors import REQUEST_ID_HEADER, Headers, error_response
 from modelapi_runtime.exceptions import BadRequest, PayloadTooLarge, RequestError
 from modelapi_runtime.lifecycle import Runtime
-from modelapi_runtime.limits import DECODED_BYTES_PER_JSON_VALUE
+from modelapi_runtime.limits import DECODED_BYTES_PER_JSON_VALUE, MAX_READY_WAIT_S
 from modelapi_runtime.logs import RequestId, current_request
 from modelapi_runtime.service import InferenceService, Reply
 from modelapi_runtime.tracing import TRACEPARENT, RequestTrace
@@ -303,6 +303,19 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes, extra
     await send({"type": "http.response.body", "body": body})
 
 
+def ready_wait_seconds(raw: str | None) -> float:
+    """``?wait=`` of the readiness route: 0 when absent, else seconds in [0, MAX_READY_WAIT_S]."""
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_READY_WAIT_S:  # also NaN
+        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_READY_WAIT_S:g}, got {raw[:32]!r}")
+    return wait
+
+
 class GetRoute(Route):
     """A ``GET`` route that answers ``GET`` only: Starlette's :class:`Route` also accepts ``HEAD`` for a ``GET``, a
     FastAPI route does not (a ``HEAD`` here is a 405, as it always was)."""
@@ -322,7 +335,10 @@ def build_routes(runtime: Runtime) -> list[Route]:
     async def live(_: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def ready(_: Request) -> Response:
+    async def ready(request: Request) -> Response:
+        wait = ready_wait_seconds(request.query_params.get("wait"))
+        if wait and not runtime.ready:
+            await runtime.wait_settled(wait)
         return JSONResponse({"ready": True}) if runtime.ready else not_ready(ready=False)
 
     async def server_metadata(_: Request) -> Response:

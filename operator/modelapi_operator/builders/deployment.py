@@ -19,16 +19,22 @@ from modelapi_operator.builders.common import (
 )
 from modelapi_operator.redaction import redact_uri
 from modelapi_operator.revision_record import RevisionRecord
+from modelapi_runtime.limits import MAX_READY_WAIT_S
 from modelapi_runtime.settings import RuntimeSettings, env_var_name
 
 MODEL_DIR = "/models"
 RUNTIME_UID = 10001
-# The startup probe asks /v2/health/ready every second: the kubelet runs the readiness probe at once when it passes,
-# so a pod is Ready within about a second of its model being loaded (with a 10 s period on /v2/health/live it took up
-# to 10 s more, most of a first answer from zero). A 5 GB artifact at a slow 10 MB/s takes ~9 minutes; the budget is
-# 15 minutes before a restart.
+# The startup probe asks /v2/health/ready?wait=4: the runtime holds a not-ready answer up to 4 s and answers 200 the
+# moment its model is ready, and the kubelet runs the readiness probe at once when the startup probe passes, so a pod
+# is Ready a few hundred ms after its model (asked every second without the wait, the ready model waited up to a
+# second for the probe's next tick; with a 10 s period on /v2/health/live it took up to 10 s more). A failed probe
+# takes the wait (4 s) while the server answers, 1 s before it listens: 225 failures are a 15-minute budget before a
+# restart, for a 5 GB artifact at a slow 10 MB/s (~9 minutes).
 STARTUP_PERIOD_SECONDS = 1
-STARTUP_FAILURE_THRESHOLD = 900
+STARTUP_WAIT_SECONDS = int(MAX_READY_WAIT_S)
+STARTUP_PROBE_PATH = f"/v2/health/ready?wait={STARTUP_WAIT_SECONDS}"
+STARTUP_BUDGET_SECONDS = 900
+STARTUP_FAILURE_THRESHOLD = STARTUP_BUDGET_SECONDS // max(STARTUP_PERIOD_SECONDS, STARTUP_WAIT_SECONDS)
 # Longer than the startup budget, so a slow download is not reported as a stuck rollout.
 PROGRESS_DEADLINE_SECONDS = 1200
 # Endpoints and proxies drop a terminating pod within a few seconds; keep serving until then.
@@ -264,7 +270,7 @@ def build_pod_template(
         "ports": [{"name": "http", "containerPort": names.RUNTIME_PORT, "protocol": "TCP"}],
         "resources": _resources(spec, artifact_bytes),
         "startupProbe": _probe(
-            "/v2/health/ready", period=STARTUP_PERIOD_SECONDS, timeout=5, failures=STARTUP_FAILURE_THRESHOLD
+            STARTUP_PROBE_PATH, period=STARTUP_PERIOD_SECONDS, timeout=5, failures=STARTUP_FAILURE_THRESHOLD
         ),
         "readinessProbe": _probe("/v2/health/ready", period=5, timeout=2, failures=3),
         "livenessProbe": _probe("/v2/health/live", period=10, timeout=5, failures=3),

@@ -94,11 +94,20 @@ def test_probes_and_graceful_shutdown() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = container["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "large downloads need minutes"
-    # the kubelet probes readiness at once when the startup probe passes: passing on the loaded model, every second,
-    # makes the pod Ready about a second after the load (a first answer from zero waits for exactly that)
-    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    # the kubelet probes readiness at once when the startup probe passes: passing the moment the model is ready (the
+    # runtime holds the probe's not-ready answer up to `wait` seconds) makes the pod Ready right after the load (a
+    # first answer from zero waits for exactly that)
+    path, _, query = startup["httpGet"]["path"].partition("?")
+    assert path == "/v2/health/ready"
+    wait = float(query.removeprefix("wait="))
+    from modelapi_runtime.limits import MAX_READY_WAIT_S
+
+    assert 1 <= wait <= MAX_READY_WAIT_S
+    assert wait < startup["timeoutSeconds"], "a held answer must come back before the probe gives up"
     assert startup["periodSeconds"] == 1
+    # a failing probe takes the wait once the server answers: the budget for a large download is counted in waits
+    budget = max(startup["periodSeconds"], wait) * startup["failureThreshold"]
+    assert 600 <= budget <= 1200, "large downloads need minutes, a stuck start must not take hours"
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
 
 

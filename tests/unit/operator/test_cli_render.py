@@ -96,7 +96,7 @@ def test_all_errors_of_a_bundle_are_reported(tmp_path: Path, capsys: pytest.Capt
 def test_output_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", "-f", str(IRIS), "-o", "name"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "deployment/iris-32f9ade1",
+        "deployment/iris-9b931fbf",
         "service/iris",
         "service/iris-stable",
         "horizontalpodautoscaler/iris",

@@ -184,8 +184,74 @@ async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir
         assert r.status_code == 503
         assert "loading" in r.json()["error"]
         gate.set()
-        await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
+        await asyncio.wait_for(app.state.runtime.settled.wait(), 10)
         assert (await c.get("/v2/health/ready")).status_code == 200
+
+
+async def test_ready_wait_answers_the_moment_the_model_is_ready(model_dir: Path, tmp_path: Path) -> None:
+    """The startup probe's ``?wait=S``: a not-ready answer is held up to S seconds, and a 200 comes as soon as the
+    model is ready, not at the end of the wait; bad waits are a 400 naming the range."""
+    import threading
+    import time
+
+    import httpx
+
+    from modelapi_runtime import lifecycle
+    from modelapi_runtime.app import create_app
+    from modelapi_runtime.settings import RuntimeSettings
+
+    gate = threading.Event()
+
+    def gated_loader(settings):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        return lifecycle.load(settings)
+
+    app = create_app(
+        RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path)),
+        loader=gated_loader,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        for bad in ("-1", "4.5", "nan", "soon", ""):
+            r = await c.get("/v2/health/ready", params={"wait": bad})
+            assert r.status_code == 400, bad
+            assert "wait must be a number of seconds from 0 to 4" in r.json()["error"]
+        t = time.monotonic()
+        r = await c.get("/v2/health/ready", params={"wait": "0.3"})
+        assert r.status_code == 503
+        assert time.monotonic() - t >= 0.3  # held for the whole wait while loading
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.5)
+            gate.set()
+
+        releasing = asyncio.create_task(release_later())
+        t = time.monotonic()
+        r = await c.get("/v2/health/ready", params={"wait": "4"})
+        held = time.monotonic() - t
+        await releasing
+        assert r.status_code == 200
+        assert r.json() == {"ready": True}
+        assert 0.4 < held < 3.5  # answered when the model became ready, well before the wait ran out
+        t = time.monotonic()
+        assert (await c.get("/v2/health/ready", params={"wait": "4"})).status_code == 200
+        assert time.monotonic() - t < 0.5  # ready: no wait at all
+        app.state.runtime.begin_drain()
+        t = time.monotonic()
+        assert (await c.get("/v2/health/ready", params={"wait": "4"})).status_code == 503
+        assert time.monotonic() - t < 0.5  # draining: not ready at once, never held
+
+
+async def test_ready_wait_ends_when_the_start_fails(serve: ServeFactory, tmp_path: Path) -> None:
+    s = await serve((tmp_path / "missing.onnx").as_uri())
+    assert s.runtime.failure is not None
+    import time
+
+    t = time.monotonic()
+    assert (await s.client.get("/v2/health/ready", params={"wait": "4"})).status_code == 503
+    assert time.monotonic() - t < 1  # a failed start is settled: the wait does not run its course
 
 
 async def test_load_failure_is_reported_not_served(serve: ServeFactory, tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ async def test_server_app_freezes_the_loaded_heap(model_dir: Path, tmp_path: Pat
     app = create_app(settings, freeze_gc=True)
     try:
         async with app.router.lifespan_context(app):
-            await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
+            await asyncio.wait_for(app.state.runtime.settled.wait(), 10)
             assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
@@ -307,7 +307,7 @@ async def test_the_starts_garbage_is_freed_not_frozen(model_dir: Path, tmp_path:
     app = create_app(settings, loader=loader, freeze_gc=True)
     try:
         async with app.router.lifespan_context(app):
-            await asyncio.wait_for(app.state.runtime.ready_event.wait(), 10)
+            await asyncio.wait_for(app.state.runtime.settled.wait(), 10)
             assert len(left) == 1
             assert left[0]() is None
     finally:
