@@ -17,6 +17,7 @@ from typing import Any
 from modelapi_operator import kube, names
 from modelapi_operator.builders import RuntimeImages
 from modelapi_operator.cluster_policy import ClusterPolicy
+from modelapi_operator.event_posting import EventQueue, EventSink
 from modelapi_operator.indices import Key
 from modelapi_operator.metrics import OperatorMetrics
 from modelapi_operator.peering import Peer, Standby
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 MEMO_KEY = "operator"
 GATEWAY_CRD = "httproutes.gateway.networking.k8s.io"
 GATEWAY_RECHECK_SECONDS = 300
+EVENTS_FLUSH_SECONDS = 5  # at shutdown, the Events still queued get this long to be posted
 
 
 def runtime_images(settings: OperatorSettings) -> RuntimeImages:
@@ -54,7 +56,7 @@ def activator_service(settings: OperatorSettings) -> tuple[str, str] | None:
     return namespace, name
 
 
-def reconciler_for(client: kube.KubeClient, settings: OperatorSettings) -> Reconciler:
+def reconciler_for(client: kube.KubeClient, settings: OperatorSettings, events: EventSink | None = None) -> Reconciler:
     prometheus = (
         Prometheus(settings.prometheus_url, namespace_label=settings.prometheus_namespace_label)
         if settings.prometheus_url
@@ -69,6 +71,7 @@ def reconciler_for(client: kube.KubeClient, settings: OperatorSettings) -> Recon
         activator_service=activator_service(settings),
         unschedulable_grace_seconds=settings.unschedulable_grace_seconds,
         autoscaling_limited_seconds=settings.autoscaling_limited_seconds,
+        events=events,
     )
 
 
@@ -82,6 +85,7 @@ class OperatorContext:
     reconciler: Reconciler
     standby: Standby
     slots: ReconcileSlots  # bounds concurrent reconciles: a burst of new ModelAPIs queues here, not in the pool
+    events: EventQueue  # the reconciles' Events, posted after their status patches (event_posting.py)
     logged_in: bool = False
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     pending: set[Key] = field(default_factory=set)
@@ -99,11 +103,13 @@ class OperatorContext:
     def create(cls, settings: OperatorSettings, peer: Peer, metrics: OperatorMetrics) -> OperatorContext:
         """The client is made before kopf's login and gets its credentials from it (``login``)."""
         client = kube.Kube(None, timeout_seconds=settings.request_timeout_seconds)
+        events = EventQueue(client)
         return cls(
             settings=settings,
             metrics=metrics,
             client=client,
-            reconciler=reconciler_for(client, settings),
+            reconciler=reconciler_for(client, settings, events),
+            events=events,
             standby=Standby(peer, settings.peering, settings.namespaces),
             slots=ReconcileSlots(settings.max_concurrent_reconciles),
         )
@@ -148,6 +154,7 @@ class OperatorContext:
     async def close(self) -> None:
         for task in self.background:
             task.cancel()
+        await self.events.flush(EVENTS_FLUSH_SECONDS)
         await self.client.close()
 
 

@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(verbose=args.verbose, log_format=log_format)
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded." at INFO for every handled watch event (some 20 per new ModelAPI, of its
+        # children, pods and slices): a few % of the operator's CPU in a burst, for lines nobody reads. Its
+        # warnings and errors (a handler failing, retried) stay, and so does what posting_level posts as Events.
+        level = min(logging.WARNING, logging.getLevelName(settings.posting_level))
+        logging.getLogger("kopf.objects").setLevel(level)
     # with the process_* and python_* collectors of the default registry
     operator_metrics = metrics.OperatorMetrics(REGISTRY)
     if settings.metrics_address:

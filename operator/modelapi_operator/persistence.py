@@ -25,6 +25,8 @@ from typing import Any, cast
 
 import kopf
 
+from modelapi_operator import names
+
 NOT_ESSENCE = frozenset({"apiVersion", "kind", "metadata", "status"})
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -42,6 +44,10 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
         one), built without kopf's deep copy of the whole object, managed fields and status included, which it then
         drops: at a burst of new ModelAPIs that copy took a tenth of the operator's CPU. kopf builds it for every
         event of every ModelAPI, a status patch's included."""
+        if not str(body.get("apiVersion", "")).startswith(f"{names.GROUP}/"):
+            # A child, a pod or an EndpointSlice: kopf builds the essence of every object it watches, but only
+            # ModelAPIs have handlers that read it (the children's are event handlers): nothing to copy.
+            return cast(kopf.BodyEssence, {})
         if extra_fields:  # handlers of fields outside the essence (the operator has none): kopf's own way
             essence = cast(dict[str, Any], super().build(body=body, extra_fields=extra_fields))
             annotations = (essence.get("metadata") or {}).get("annotations") or {}
@@ -89,3 +95,20 @@ class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
 
     def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
         return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        """The essence without progress annotations, as kopf's, but without its deep copy of the whole essence first:
+        what it is given is already a copy of its own (MemoryDiffBaseStorage builds one and parses one from JSON),
+        and only its annotations are changed, which are copied here."""
+        cleared: dict[str, Any] = dict(essence)
+        metadata = cleared.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+        if not isinstance(metadata, Mapping) or not annotations or not self.prefix:
+            return cast(kopf.BodyEssence, cleared)
+        ours = f"{self.prefix}/"
+        cleared["metadata"] = {
+            **metadata,
+            "annotations": {name: value for name, value in annotations.items() if not name.startswith(ours)},
+        }
+        self.remove_empty_stanzas(cast(kopf.BodyEssence, cleared))
+        return cast(kopf.BodyEssence, cleared)

@@ -38,6 +38,7 @@ from modelapi_operator.canary import Measurement
 from modelapi_operator.capacity import DEFAULT_GRACE_SECONDS, diagnose_revision, unschedulable_pods
 from modelapi_operator.cluster_policy import ClusterPolicy
 from modelapi_operator.diagnose import Failure
+from modelapi_operator.event_posting import EventSink, InlineEvents
 from modelapi_operator.expose import Exposure, claim_holder, exposed_condition
 from modelapi_operator.plan import (
     Plan,
@@ -62,7 +63,7 @@ from modelapi_operator.reasons import (
 from modelapi_operator.redaction import redact_text, redact_uri
 from modelapi_operator.revision_record import RevisionRecord
 from modelapi_operator.routing import routable_pods
-from modelapi_operator.status import EventRecord, Observation, RevisionView, compute_status
+from modelapi_operator.status import Observation, RevisionView, compute_status
 from modelapi_operator.timestamps import now_rfc3339, rfc3339
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,11 @@ class Reconciler:
         unschedulable_grace_seconds: float = DEFAULT_GRACE_SECONDS,
         autoscaling_limited_seconds: float = DEFAULT_LIMITED_SECONDS,
         endpoints_grace_seconds: float = ENDPOINTS_GRACE_SECONDS,
+        events: EventSink | None = None,
     ) -> None:
         self.kube = client
+        # where a reconcile's Events go after its status patch: the operator queues them (event_posting.EventQueue)
+        self.events: EventSink = events or InlineEvents(client)
         self.endpoints_grace_seconds = endpoints_grace_seconds
         self.unschedulable_grace_seconds = unschedulable_grace_seconds
         self.autoscaling_limited_seconds = autoscaling_limited_seconds
@@ -767,15 +771,16 @@ class Reconciler:
             # the previous status directly (one status patch and one Event fewer). The status is returned as
             # computed, so the caller looks again soon (triggers.py) and a change of the slices reconciles at once.
             return status
-        # The status patch and the Events go out together: one round trip of a reconcile (which holds one of the
-        # operator's reconcile slots), not one per Event after the patch.
-        writes = [self._post(body, event) for event in [*plan.events, *events]]
         if _comparable(status) != _comparable(previous):
             # A merge patch: None becomes null, which removes a field (e.g. the canary block after a promotion).
             patch = status.model_dump(mode="json")
-            writes.insert(0, self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, patch))
-        await asyncio.gather(*writes)
+            await self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, patch)
         self._written[owner.uid] = status.model_dump_json()
+        # After the status they tell of (an Event never announces a status that was not written), and not waited for
+        # by the reconcile's slot where the operator queues them (event_posting.py).
+        happened = now_rfc3339()
+        for event in [*plan.events, *events]:
+            await self.events.post(body, event, happened)
         return status
 
     def _endpoints_wait_is_young(self, uid: str, status: ModelAPIStatus, previous: ModelAPIStatus) -> bool:
@@ -848,12 +853,6 @@ class Reconciler:
         )
         self._scaling_up[owner.uid] = found
         return found
-
-    async def _post(self, body: Mapping[str, Any], event: EventRecord) -> None:
-        try:
-            await self.kube.post_event(body, event.type, event.reason, event.message, now_rfc3339())
-        except kube.KubeError as error:  # an Event is best effort; the status already says it
-            log.warning("could not post event %s: %s", event.reason, error)
 
 
 def _hpa_of(owner: Owner, observed: Observed) -> Manifest | None:

@@ -151,3 +151,33 @@ def test_the_essence_is_kopfs_without_the_operators_annotations() -> None:
     assert essence["metadata"] == {"labels": {"team": "a"}, "annotations": {"example.com/owner": "team-b"}}
     essence["spec"]["model"]["uri"] = "changed"  # a copy: the watch's object stays as it was
     assert raw["spec"]["model"]["uri"] == MODELAPI["spec"]["model"]["uri"]
+
+
+def test_children_get_an_empty_essence_and_progress_is_cleared_without_touching_the_given_one() -> None:
+    """kopf builds the essence of every object it watches; only ModelAPIs have handlers that diff it, so a child's is
+    empty (no copy of a Deployment per watch event). The progress storage's clear leaves its argument as it was."""
+    storage = MemoryDiffBaseStorage(names.GROUP)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "iris-1", "namespace": "ml", "uid": "d-1"},
+        "spec": {"template": {"spec": {"containers": [{"name": "runtime"}]}}},
+    }
+    assert storage.build(body=kopf.Body(cast(kopf.RawBody, deployment))) == {}
+    essence = storage.build(body=kopf.Body(cast(kopf.RawBody, MODELAPI)))
+    assert essence["spec"] == MODELAPI["spec"]
+
+    progress = UnmarkedProgressStorage(prefix=names.GROUP)
+    given = {
+        "spec": {"model": {"uri": "s3://m"}},
+        "metadata": {"annotations": {f"{names.GROUP}/reconcile_modelapi": "{}", "team": "a"}, "labels": {"x": "y"}},
+    }
+    before = copy.deepcopy(given)
+    cleared = cast(dict[str, Any], progress.clear(essence=cast(kopf.BodyEssence, given)))
+    assert cleared == {
+        "spec": {"model": {"uri": "s3://m"}},
+        "metadata": {"annotations": {"team": "a"}, "labels": {"x": "y"}},
+    }
+    assert given == before
+    only_ours = {"metadata": {"annotations": {f"{names.GROUP}/x": "1"}}}
+    assert progress.clear(essence=cast(kopf.BodyEssence, only_ours)) == {}
