@@ -158,7 +158,9 @@ class KubeClient(Protocol):
 
     async def merge_patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
-    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        """Merge-patches the status; the object's resourceVersion after the write (None: not in the answer)."""
+        ...
 
     async def post_event(
         self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
@@ -357,14 +359,16 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self.request(
+    async def patch_status(self, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        written = await self.request(
             "PATCH",
             kind.path(namespace, name, "status"),
             params={"fieldManager": names.FIELD_MANAGER},
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+        version = (written.get("metadata") or {}).get("resourceVersion") if isinstance(written, Mapping) else None
+        return str(version) if version else None
 
     async def post_event(
         self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str

@@ -270,9 +270,18 @@ class Reconciler:
         # When this process first saw a ModelAPI's ready pods not yet listed by its EndpointSlices (monotonic), by
         # uid, while that lasts without having been written (``_endpoints_wait_is_young``).
         self._endpoints_waiting: dict[str, float] = {}
+        # The ModelAPI's resourceVersion after this process's last status patch, by uid, until the caller takes it
+        # (``written_version``).
+        self._written_versions: dict[str, str] = {}
+
+    def written_version(self, uid: str) -> str | None:
+        """The resourceVersion the last reconcile of ``uid`` left the ModelAPI at by writing its status, if it did
+        (once: taken, it is forgotten). What the next look at the ModelAPI should find when nothing else changed."""
+        return self._written_versions.pop(uid, None)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._written_versions.pop(uid, None)
         self._scaling_up.pop(uid, None)
         self._endpoints_waiting.pop(uid, None)
 
@@ -774,7 +783,9 @@ class Reconciler:
         if _comparable(status) != _comparable(previous):
             # A merge patch: None becomes null, which removes a field (e.g. the canary block after a promotion).
             patch = status.model_dump(mode="json")
-            await self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, patch)
+            version = await self.kube.patch_status(kube.MODELAPI, owner.namespace, owner.name, patch)
+            if version is not None:
+                self._written_versions[owner.uid] = version
         self._written[owner.uid] = status.model_dump_json()
         # After the status they tell of (an Event never announces a status that was not written), and not waited for
         # by the reconcile's slot where the operator queues them (event_posting.py).

@@ -53,21 +53,29 @@ async def reconcile(context: OperatorContext, key: Key, body: Mapping[str, Any],
     namespace, name = key
     hpa = next((h for h in seen.hpas if h.get("metadata", {}).get("name") == name), None)
     context.metrics.publish(key, status_samples(namespace, name, status, hpa))
+    written = reconciler.written_version(body.get("metadata", {}).get("uid", ""))
     if settled(body, status, prometheus=reconciler.prometheus is not None):
-        context.settled[key] = inputs
+        # A reconcile that wrote the status changed the ModelAPI's resourceVersion itself: what the next round should
+        # find is that version, not the one read before (else every status write costs one more reconcile, 1,000 of
+        # them in the round after 1,000 ModelAPIs became Ready).
+        context.settled[key] = (
+            fingerprint(context, key, body, indices, version=written) if written is not None else inputs
+        )
     _recheck_after_grace(context, key, seen.pods, indices)
     _recheck_endpoints(context, key, status, indices)
     _recheck_autoscaling_limit(context, key, seen.hpas, status, indices)
 
 
-def fingerprint(context: OperatorContext, key: Key, body: Mapping[str, Any], indices: Indices) -> int:
+def fingerprint(
+    context: OperatorContext, key: Key, body: Mapping[str, Any], indices: Indices, *, version: str | None = None
+) -> int:
     """What a reconcile of this ModelAPI reads, in one number: the ModelAPI's resourceVersion (any write to it: spec,
-    annotations, status), every child the indices hold (as their JSON, whose hashes Python keeps) and whether Gateway
-    API is installed."""
+    annotations, status; ``version`` when given), every child the indices hold (as their JSON, whose hashes Python
+    keeps) and whether Gateway API is installed."""
     children = frozenset(
         item for name in CHILD_INDICES if (store := indices[name].get(key)) is not None for item in store
     )
-    version = body.get("metadata", {}).get("resourceVersion")
+    version = version or body.get("metadata", {}).get("resourceVersion")
     return hash((version, children, context.reconciler.gateway_api_installed))
 
 

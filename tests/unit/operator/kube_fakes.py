@@ -63,8 +63,9 @@ class RecordingKube:
     ) -> list[dict[str, Any]]:
         return []
 
-    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
         self.calls.append(("status", dict(status)))
+        return None
 
     async def post_event(
         self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str
@@ -119,8 +120,9 @@ class RefusingKube:
     ) -> list[dict[str, Any]]:
         return []
 
-    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    async def patch_status(self, kind: kube.Kind, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
         self.statuses.append(dict(status))
+        return None
 
     async def post_event(
         self, involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: str

@@ -4,7 +4,7 @@ change reconciles only the ModelAPIs whose Ready waits for endpoints."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -102,3 +102,38 @@ async def test_an_endpointslice_change_reconciles_only_a_model_waiting_for_endpo
             task.cancel()
     finally:
         await context.close()
+
+
+class WritingReconciler:
+    """Answers a settled status and says its status patch left the ModelAPI at ``version`` (None: wrote nothing)."""
+
+    prometheus = None
+    gateway_api_installed = False
+
+    def __init__(self, version: str | None) -> None:
+        self.version = version
+
+    async def reconcile(self, body: Any, observed: Any) -> ModelAPIStatus:
+        return _status()
+
+    def written_version(self, uid: str) -> str | None:
+        return self.version
+
+
+async def test_a_reconcile_that_wrote_the_status_is_settled_at_the_version_it_wrote() -> None:
+    """The watch event of the operator's own status patch brings a new resourceVersion: the next round must not take
+    it for a change (it cost one more reconcile of every ModelAPI after each status write)."""
+    for written, skipped in (("2", True), (None, False)):
+        context = _context()
+        try:
+            context.gateway_checked_at = float("inf")  # no Gateway API lookup
+            context.reconciler = cast(Any, WritingReconciler(written))
+            body = {**_body("1"), "metadata": {**_body("1")["metadata"], "uid": "u-1"}}
+            indices = _indices(body, '{"metadata":{"name":"iris-r1","resourceVersion":"5"}}')
+            await triggers.reconcile(context, KEY, body, indices)
+            assert unchanged(context, KEY, indices) is (written is None), "before the write's watch event"
+            written_body = {**body, "metadata": {**body["metadata"], "resourceVersion": "2"}}
+            indices["modelapis_idx"][KEY] = _kept(written_body)  # the watch event of the status patch
+            assert unchanged(context, KEY, indices) is skipped
+        finally:
+            await context.close()
