@@ -62,6 +62,7 @@ class EventQueue:
         self.client = client
         self.in_flight = in_flight
         self.dropped = 0
+        self._dropping = False  # since the last Event that found room: one warning per burst of drops
         self._queue: asyncio.Queue[tuple[dict[str, Any], EventRecord, str]] = asyncio.Queue(max_queued)
         self._posters: list[asyncio.Task[None]] = []
 
@@ -71,9 +72,11 @@ class EventQueue:
             self._posters = [loop.create_task(self._poster()) for _ in range(self.in_flight)]
         try:
             self._queue.put_nowait((reference(involved), event, now))
+            self._dropping = False
         except asyncio.QueueFull:
-            if self.dropped == 0 or self._queue.empty():
+            if not self._dropping:
                 log.warning("%d Events are waiting to be posted: dropping new ones until they are", self._queue.qsize())
+                self._dropping = True
             self.dropped += 1
 
     async def _poster(self) -> None:
@@ -81,6 +84,8 @@ class EventQueue:
             involved, event, now = await self._queue.get()
             try:
                 await post_now(self.client, involved, event, now)
+            except Exception:  # a bug, not the API's answer: the poster goes on with the next Event
+                log.exception("could not post event %s", event.reason)
             finally:
                 self._queue.task_done()
 
