@@ -808,6 +808,17 @@ def machine() -> dict[str, str]:
     }
 
 
+async def harness_floor(api: Api, n: int, concurrency: int, timeout: float, label: str) -> dict[str, Any]:
+    """The harness floor of ``n``: their children applied directly, no operator, until every Deployment is available;
+    its namespace deleted afterwards."""
+    log(f"{label}: {n} Deployments (+Services, HPA, PDB) applied directly, until all available")
+    floor = await ready_run(api, n, concurrency, floor=True, timeout=timeout, sampler=None)
+    log(f"{label}: {n} available after {floor['all_available_s']}s")
+    took = await delete_namespace(api, floor["namespace"], timeout)
+    log(f"deleted {floor['namespace']} in {took}s")
+    return floor
+
+
 # -- main --------------------------------------------------------------------------------------------------------------
 async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     api = Api(env["KUBE_APISERVER_URL"], env["KUBE_CA_FILE"], env["KUBE_TOKEN"])
@@ -833,13 +844,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     try:
         # 1. the floors, with no operator running; the children floor last, right before the operator's run
         if args.ready_floor:
-            n = counts[-1]
-            log(f"floor: {n} Deployments (+Services, HPA, PDB) applied directly, until all available")
-            ready_floor = await ready_run(api, n, args.concurrency, floor=True, timeout=timeout, sampler=None)
-            results["floor_ready"] = ready_floor
-            log(f"floor: {n} available after {ready_floor['all_available_s']}s")
-            took = await delete_namespace(api, ready_floor["namespace"], timeout)
-            log(f"deleted {ready_floor['namespace']} in {took}s")
+            results["floor_ready"] = await harness_floor(api, counts[-1], args.concurrency, timeout, "floor")
         log(f"floor: {args.count} ModelAPIs, children applied directly (SSA, one client) at {args.rate}/s")
         metrics0 = await api.metrics()
         floor = await children_latency(api, args.count, args.rate, floor=True, timeout=timeout)
@@ -929,13 +934,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         # between the two (the same floor measured 62 s and 82 s an hour apart), so Ready is compared with both
         if args.ready_floor and not args.keep:
             operator.stop()
-            n = counts[-1]
-            log(f"floor again: {n} Deployments (+Services, HPA, PDB) applied directly, the operator stopped")
-            again = await ready_run(api, n, args.concurrency, floor=True, timeout=timeout, sampler=None)
-            results["floor_ready_after"] = again
-            log(f"floor again: {n} available after {again['all_available_s']}s")
-            took = await delete_namespace(api, again["namespace"], timeout)
-            log(f"deleted {again['namespace']} in {took}s")
+            results["floor_ready_after"] = await harness_floor(
+                api, counts[-1], args.concurrency, timeout, "floor again (the operator stopped)"
+            )
     finally:
         sampler_task.cancel()
         operator.stop()

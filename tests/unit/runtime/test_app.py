@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -154,26 +156,29 @@ async def test_health_metadata_and_unknown_model(serve: ServeFactory, model_dir:
     assert (await s.client.get("/v2/health/live")).status_code == 200
 
 
-async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir: Path, tmp_path: Path) -> None:
-    import threading
-
+def _gated_app(model_dir: Path, tmp_path: Path) -> tuple[Any, threading.Event]:
+    """An app whose model loads only once the returned gate is set (at most 10 s)."""
     from modelapi_runtime import lifecycle
-
-    gate = threading.Event()
-
-    def slow_loader(settings):  # type: ignore[no-untyped-def]
-        gate.wait(10)
-        return lifecycle.load(settings)
-
     from modelapi_runtime.app import create_app
     from modelapi_runtime.settings import RuntimeSettings
 
+    gate = threading.Event()
+
+    def gated_loader(settings):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        return lifecycle.load(settings)
+
     app = create_app(
         RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path)),
-        loader=slow_loader,
+        loader=gated_loader,
     )
+    return app, gate
+
+
+async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir: Path, tmp_path: Path) -> None:
     import httpx
 
+    app, gate = _gated_app(model_dir, tmp_path)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
@@ -191,25 +196,11 @@ async def test_not_ready_while_loading_then_ready(serve: ServeFactory, model_dir
 async def test_ready_wait_answers_the_moment_the_model_is_ready(model_dir: Path, tmp_path: Path) -> None:
     """The startup probe's ``?wait=S``: a not-ready answer is held up to S seconds, and a 200 comes as soon as the
     model is ready, not at the end of the wait; bad waits are a 400 naming the range."""
-    import threading
     import time
 
     import httpx
 
-    from modelapi_runtime import lifecycle
-    from modelapi_runtime.app import create_app
-    from modelapi_runtime.settings import RuntimeSettings
-
-    gate = threading.Event()
-
-    def gated_loader(settings):  # type: ignore[no-untyped-def]
-        gate.wait(10)
-        return lifecycle.load(settings)
-
-    app = create_app(
-        RuntimeSettings(model_uri=(model_dir / "affine.onnx").as_uri(), name="m", model_dir=str(tmp_path)),
-        loader=gated_loader,
-    )
+    app, gate = _gated_app(model_dir, tmp_path)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
